@@ -6,6 +6,8 @@ use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
@@ -34,7 +36,14 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // body bytes of the previous request that its handler left unread (usize::MAX if unknown)
+    unread_body: Arc<AtomicUsize>,
 }
+
+/// Largest unread request body that is read and discarded to keep the connection alive;
+/// a connection with more unread body is closed instead.
+const MAX_SKIPPED_BODY: usize = 64 * 1024;
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
@@ -65,6 +74,23 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            unread_body: Arc::default(),
+        }
+    }
+
+    /// Discards what the handler left unread of the previous request's body (upstream
+    /// drained it in the handler thread, allocating a buffer of the client's Content-Length).
+    /// Returns false if the connection must be closed instead: too much left, or unknown.
+    fn skip_unread_body(&mut self) -> bool {
+        // waits until the previous request's body reader has been dropped
+        let reader = self.next_header_source.get_mut();
+        match self.unread_body.swap(0, Ordering::AcqRel) {
+            0 => true,
+            n if n > MAX_SKIPPED_BODY => false,
+            n => {
+                let mut rest = reader.take(n as u64);
+                matches!(std::io::copy(&mut rest, &mut std::io::sink()), Ok(k) if k == n as u64)
+            }
         }
     }
 
@@ -153,6 +179,7 @@ impl ClientConnection {
             *self.remote_addr.as_ref().unwrap(),
             data_source,
             writer,
+            Arc::clone(&self.unread_body),
         )
         .map_err(|e| {
             use crate::request;
@@ -161,6 +188,7 @@ impl ClientConnection {
                 request::RequestCreationError::ExpectationFailed => {
                     ReadError::ExpectationFailed(version)
                 }
+                request::RequestCreationError::BadContentLength => ReadError::WrongHeader(version),
             }
         })?;
 
@@ -184,6 +212,10 @@ impl Iterator for ClientConnection {
         }
 
         loop {
+            if !self.skip_unread_body() {
+                return None;
+            }
+
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {
                     let writer = self.sink.next().unwrap();

@@ -5,7 +5,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -108,6 +110,9 @@ pub enum RequestCreationError {
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
+
+    /// The `Content-Length` header is not a number that fits in `usize`.
+    BadContentLength,
 }
 
 impl From<IoError> for RequestCreationError {
@@ -125,6 +130,9 @@ impl From<IoError> for RequestCreationError {
 /// It is the responsibility of the `Request` to read only the data of the request and not further.
 ///
 /// The `Write` object will be used by the `Request` to write the response.
+///
+/// When the body reader is dropped, the number of body bytes left unread is stored in
+/// `unread_body` (`usize::MAX` if unknown), so that the connection can skip them or close.
 #[allow(clippy::too_many_arguments)]
 pub fn new_request<R, W>(
     secure: bool,
@@ -135,6 +143,7 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
+    unread_body: Arc<AtomicUsize>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -152,10 +161,18 @@ where
         // header must be ignored (RFC2616 #4.4)
         None
     } else {
-        headers
+        // Upstream ignored a Content-Length it could not parse (e.g. larger than usize) and
+        // then parsed the body as the next request; such a request is now rejected.
+        match headers
             .iter()
             .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
+        {
+            Some(h) => match FromStr::from_str(h.value.as_str().trim()) {
+                Ok(len) => Some(len),
+                Err(_) => return Err(RequestCreationError::BadContentLength),
+            },
+            None => None,
+        }
     };
 
     // true if the client sent a `Expect: 100-continue` header
@@ -212,13 +229,18 @@ where
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            let data_reader = EqualReader::new(source_data, content_length, unread_body);
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        let decoder = ChunkedReader {
+            inner: Decoder::new(source_data),
+            finished: false,
+            unread_body,
+        };
+        Box::new(FusedReader::new(decoder)) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -239,6 +261,31 @@ where
         must_send_continue: expects_continue,
         notify_when_responded: None,
     })
+}
+
+/// Chunked body reader that reports an unfinished body when dropped. Upstream dropped it
+/// silently, and the connection then parsed the rest of the body as the next request.
+struct ChunkedReader<R: Read> {
+    inner: Decoder<R>,
+    finished: bool,
+    unread_body: Arc<AtomicUsize>,
+}
+
+impl<R: Read> Read for ChunkedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let len = self.inner.read(buf)?;
+        self.finished |= len == 0 && !buf.is_empty();
+        Ok(len)
+    }
+}
+
+impl<R: Read> Drop for ChunkedReader<R> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // the length of the rest is unknown: the connection must be closed
+            self.unread_body.store(usize::MAX, Ordering::Release);
+        }
+    }
 }
 
 impl Request {

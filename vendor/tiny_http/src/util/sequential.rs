@@ -110,6 +110,20 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
     }
 }
 
+impl<R: Read + Send> SequentialReader<R> {
+    /// Waits until the previous reader has been dropped, then gives access to the inner
+    /// reader without reading from it.
+    pub fn get_mut(&mut self) -> &mut R {
+        if let SequentialReaderInner::Waiting(ref recv) = self.inner {
+            self.inner = SequentialReaderInner::MyTurn(recv.recv().unwrap());
+        }
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => reader,
+            _ => unreachable!(),
+        }
+    }
+}
+
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         let mut reader = match self.inner {

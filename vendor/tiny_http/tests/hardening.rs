@@ -1,0 +1,188 @@
+//! Regression tests for the remote-crash and denial-of-service fixes of this vendored copy
+//! (see VENDORED.md). Real sockets on 127.0.0.1; waits are bounded by deadlines, never sleeps.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tiny_http::{Request, Response, Server};
+
+/// Upper bound for anything that should happen "promptly".
+const PROMPT: Duration = Duration::from_secs(10);
+
+fn start_server() -> (Arc<Server>, SocketAddr) {
+    let server = Server::http("127.0.0.1:0").unwrap();
+    let addr = server.server_addr().to_ip().unwrap();
+    (Arc::new(server), addr)
+}
+
+/// Answers every request on `threads` handler threads without reading any body:
+/// 413 if the declared body is over 1 MiB, else 200 with the URL as body.
+fn serve(server: &Arc<Server>, threads: usize) {
+    for _ in 0..threads {
+        let server = Arc::clone(server);
+        thread::spawn(move || {
+            for rq in server.incoming_requests() {
+                answer(rq);
+            }
+        });
+    }
+}
+
+fn answer(rq: Request) {
+    let status = match rq.body_length() {
+        Some(len) if len > 1024 * 1024 => 413,
+        _ => 200,
+    };
+    let body = rq.url().to_string();
+    let _ = rq.respond(Response::from_string(body).with_status_code(status));
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PROMPT)).unwrap();
+    stream.set_write_timeout(Some(PROMPT)).unwrap();
+    stream
+}
+
+/// Reads one response; returns its status code and body (`None` if the connection closed
+/// or failed before a complete response).
+fn read_response(stream: &mut TcpStream) -> Option<(u16, String)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).ok()?;
+    Some((status, String::from_utf8(body).unwrap()))
+}
+
+/// One GET on a new connection; returns the status code.
+fn get(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = connect(addr);
+    write!(stream, "GET {} HTTP/1.1\r\nHost: x\r\n\r\n", path).ok()?;
+    read_response(&mut stream).map(|(status, _)| status)
+}
+
+/// True if the server closes `stream` (EOF or reset) before `within` has passed.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
+                return false
+            }
+            Err(_) => return true, // reset
+        }
+    }
+}
+
+// Bug 1: an unread body was drained with `vec![0; Content-Length]` when the request was dropped.
+// 100 GB aborted the whole process, usize::MAX panicked the handler thread.
+#[test]
+fn huge_content_length_answered_without_reading_body() {
+    let (server, addr) = start_server();
+    serve(&server, 1); // one handler thread: a panic in it would leave the next request unanswered
+    for len in ["100000000000", &usize::MAX.to_string()] {
+        let mut stream = connect(addr);
+        write!(
+            stream,
+            "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            len
+        )
+        .unwrap();
+        assert_eq!(read_response(&mut stream).unwrap().0, 413, "length {}", len);
+        // the rest of the body is not read: the connection is closed instead
+        assert!(closed_within(&mut stream, PROMPT), "length {}", len);
+        assert_eq!(get(addr, "/next"), Some(200), "after length {}", len);
+    }
+}
+
+// Bug 1: a client declaring 4 GB and never sending it blocked the handler thread (which
+// drained the body when dropping the request) until the client went away.
+#[test]
+fn never_sent_body_does_not_block_handler_thread() {
+    let (server, addr) = start_server();
+    serve(&server, 1);
+    let mut stalled = connect(addr);
+    write!(
+        stalled,
+        "PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: 4294967296\r\n\r\n"
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut stalled).unwrap().0, 413);
+    // the only handler thread must be free for another client
+    assert_eq!(get(addr, "/other"), Some(200));
+    assert!(closed_within(&mut stalled, PROMPT));
+}
+
+// A small unread body is still skipped so that keep-alive keeps working, and a body whose
+// length is unknown (chunked) or unparsable is never parsed as the next request.
+#[test]
+fn unread_bodies_keep_alive_or_close() {
+    let (server, addr) = start_server();
+    serve(&server, 1);
+
+    let mut stream = connect(addr);
+    let body = "x".repeat(10_000);
+    write!(
+        stream,
+        "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        body
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap(), (200, "/a".into()));
+    write!(stream, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut stream).unwrap(), (200, "/b".into()));
+
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n",
+        smuggled.len(),
+        smuggled
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap(), (200, "/c".into()));
+    assert!(
+        closed_within(&mut stream, PROMPT),
+        "chunked body parsed as a request"
+    );
+
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n{}",
+        smuggled
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().0, 400);
+    assert!(closed_within(&mut stream, PROMPT));
+}
