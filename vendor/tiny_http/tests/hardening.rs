@@ -2,7 +2,7 @@
 //! (see VENDORED.md). Real sockets on 127.0.0.1; waits are bounded by deadlines, never sleeps.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -185,4 +185,34 @@ fn unread_bodies_keep_alive_or_close() {
     .unwrap();
     assert_eq!(read_response(&mut stream).unwrap().0, 400);
     assert!(closed_within(&mut stream, PROMPT));
+}
+
+// Bug 2: in a burst of new keep-alive connections, the task pool queued connections behind
+// threads that were busy with other keep-alive connections; they were not answered until
+// another connection closed.
+#[test]
+fn burst_of_keep_alive_connections_all_answered() {
+    let mut open = Vec::new(); // all connections stay open (keep-alive) until the end
+    for round in 0..3 {
+        // the connections wait in the backlog, so that the server accepts them in one burst
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut streams: Vec<TcpStream> = (0..32).map(|_| connect(addr)).collect();
+        let server = Arc::new(Server::from_listener(listener, None).unwrap());
+        serve(&server, 2);
+        for stream in &mut streams {
+            write!(stream, "GET /ka HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        }
+        for (i, stream) in streams.iter_mut().enumerate() {
+            let response = read_response(stream);
+            assert_eq!(
+                response.map(|r| r.0),
+                Some(200),
+                "round {} conn {}",
+                round,
+                i
+            );
+        }
+        open.extend(streams);
+    }
 }

@@ -69,7 +69,11 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // A worker woken by `notify_one` still counts as waiting until it has re-taken the
+        // lock. Upstream queued whenever `waiting != 0`, so in a burst several tasks were
+        // queued for the same worker; a task (a connection) then waited for another
+        // keep-alive connection to end. Queue only if an idle worker is left for this task.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
@@ -124,6 +128,40 @@ impl TaskPool {
                 task();
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskPool;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+    use std::time::{Duration, Instant};
+
+    // Every task of a burst of long-running tasks (like keep-alive connections) must get a
+    // thread at once, not wait in the queue for another task to end.
+    #[test]
+    fn burst_of_long_tasks_all_start() {
+        const TASKS: usize = 64;
+        let pool = TaskPool::new();
+        let started = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Barrier::new(TASKS + 1));
+        for _ in 0..TASKS {
+            let (started, release) = (started.clone(), release.clone());
+            pool.spawn(Box::new(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                release.wait();
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while started.load(Ordering::SeqCst) < TASKS && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let n = started.load(Ordering::SeqCst);
+        if n == TASKS {
+            release.wait();
+        }
+        assert_eq!(n, TASKS, "tasks left queued behind busy threads");
     }
 }
 
