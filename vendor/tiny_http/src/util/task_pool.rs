@@ -131,6 +131,15 @@ impl TaskPool {
     }
 }
 
+impl Drop for TaskPool {
+    fn drop(&mut self) {
+        self.sharing
+            .active_tasks
+            .store(999_999_999, Ordering::Release);
+        self.sharing.condvar.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::TaskPool;
@@ -162,14 +171,5 @@ mod tests {
             release.wait();
         }
         assert_eq!(n, TASKS, "tasks left queued behind busy threads");
-    }
-}
-
-impl Drop for TaskPool {
-    fn drop(&mut self) {
-        self.sharing
-            .active_tasks
-            .store(999_999_999, Ordering::Release);
-        self.sharing.condvar.notify_all();
     }
 }
