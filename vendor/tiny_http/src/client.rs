@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
@@ -39,6 +40,12 @@ pub struct ClientConnection {
 
     // body bytes of the previous request that its handler left unread (usize::MAX if unknown)
     unread_body: Arc<AtomicUsize>,
+
+    // time allowed for receiving a request head, from when the server starts waiting for it
+    read_timeout: Option<Duration>,
+
+    // true once a byte of the current request head has been received
+    head_started: bool,
 }
 
 /// Largest unread request body that is read and discarded to keep the connection alive;
@@ -60,6 +67,7 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        read_timeout: Option<Duration>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -75,6 +83,8 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             unread_body: Arc::default(),
+            read_timeout,
+            head_started: false,
         }
     }
 
@@ -114,6 +124,7 @@ impl ClientConnection {
                 Some(b) => b?,
                 None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
             };
+            self.head_started = true;
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
@@ -161,6 +172,13 @@ impl ClientConnection {
 
             (method, path, version, headers)
         };
+
+        // the head is complete: from now on the socket's read timeout applies to each read
+        self.next_header_source
+            .get_mut()
+            .get_mut()
+            .end_head_deadline()
+            .map_err(ReadError::ReadIoError)?;
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -212,6 +230,14 @@ impl Iterator for ClientConnection {
         }
 
         loop {
+            // The deadline covers skipping the previous body and receiving the whole next
+            // head, so idle keep-alive and slowloris connections are closed in time.
+            if let Some(timeout) = self.read_timeout {
+                let source = self.next_header_source.get_mut();
+                source.get_mut().start_head_deadline(timeout);
+            }
+            self.head_started = false;
+
             if !self.skip_unread_body() {
                 return None;
             }
@@ -235,7 +261,15 @@ impl Iterator for ClientConnection {
                                  // se we have to close
                 }
 
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
+                Err(ReadError::ReadIoError(ref err))
+                    if err.kind() == ErrorKind::TimedOut || err.kind() == ErrorKind::WouldBlock =>
+                {
+                    // (Linux reports an expired read timeout as WouldBlock.) An idle
+                    // keep-alive connection is closed silently, so that a client sending a
+                    // request at the same moment does not take a 408 as its response.
+                    if !self.head_started {
+                        return None;
+                    }
                     // request timeout
                     let writer = self.sink.next().unwrap();
                     let response = Response::new_empty(StatusCode(408));

@@ -5,6 +5,7 @@ use std::os::unix::net as unix_net;
 use std::{
     net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
     path::PathBuf,
+    time::Duration,
 };
 
 /// Unified listener. Either a [`TcpListener`] or [`std::os::unix::net::UnixListener`]
@@ -92,6 +93,31 @@ impl Connection {
             Self::Tcp(s) => s.shutdown(how),
             #[cfg(unix)]
             Self::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// Applies the per-connection socket options (timeouts on the accepted socket, not on
+    /// the listener: SO_RCVTIMEO on a listener makes `accept` itself time out).
+    pub(crate) fn configure(&self, opts: &crate::ConnectionOptions) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => {
+                s.set_read_timeout(opts.read_timeout)?;
+                s.set_write_timeout(opts.write_timeout)?;
+                s.set_nodelay(opts.nodelay)
+            }
+            #[cfg(unix)]
+            Self::Unix(s) => {
+                s.set_read_timeout(opts.read_timeout)?;
+                s.set_write_timeout(opts.write_timeout)
+            }
+        }
+    }
+
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.set_read_timeout(timeout),
+            #[cfg(unix)]
+            Self::Unix(s) => s.set_read_timeout(timeout),
         }
     }
 

@@ -175,6 +175,41 @@ pub struct ServerConfig {
     pub ssl: Option<SslConfig>,
 }
 
+/// Limits and socket options applied to every accepted connection
+/// (see [`Server::from_listener_with`]).
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// Time a client has to send a complete request head (request line and headers),
+    /// counted from when the server starts waiting for it; this closes idle keep-alive
+    /// connections and clients that trickle their headers (slowloris). While a handler
+    /// reads a request body, it is the timeout of each read. `None`: wait forever
+    /// (upstream behaviour). Default: `None`.
+    pub read_timeout: Option<Duration>,
+
+    /// Timeout of each write to the socket: a client that stops reading makes
+    /// `Request::respond` fail after this instead of blocking the handler forever.
+    /// Default: `None`.
+    pub write_timeout: Option<Duration>,
+
+    /// Sets `TCP_NODELAY` on accepted TCP sockets. Default: `true`.
+    pub nodelay: bool,
+
+    /// Maximum number of live connections, each of which has its own thread.
+    /// Default: 1024.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            read_timeout: None,
+            write_timeout: None,
+            nodelay: true,
+            max_connections: 1024,
+        }
+    }
+}
+
 /// Configuration of the server for SSL.
 #[derive(Debug, Clone)]
 pub struct SslConfig {
@@ -223,6 +258,26 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        // Vendored copy: the `ssl-openssl`/`ssl-rustls` features were removed (see VENDORED.md);
+        // `SslConfig` is kept only so that the public signatures stay the same.
+        if ssl_config.is_some() {
+            return Err("TLS support was removed from this vendored tiny_http".into());
+        }
+        Self::from_listener_with(listener, ConnectionOptions::default())
+    }
+
+    /// Builds a new server using the specified listener (TCP or UNIX), applying `opts` to
+    /// every accepted connection.
+    pub fn from_listener_with<L: Into<Listener>>(
+        listener: L,
+        opts: ConnectionOptions,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        if opts.read_timeout == Some(Duration::ZERO) || opts.write_timeout == Some(Duration::ZERO) {
+            return Err("ConnectionOptions: a timeout must be None or longer than zero".into());
+        }
+        if opts.max_connections == 0 {
+            return Err("ConnectionOptions: max_connections must be at least 1".into());
+        }
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -233,12 +288,6 @@ impl Server {
             log::debug!("Server listening on {}", local_addr);
             (listener, local_addr)
         };
-
-        // Vendored copy: the `ssl-openssl`/`ssl-rustls` features were removed (see VENDORED.md);
-        // `SslConfig` is kept only so that the public signatures stay the same.
-        if ssl_config.is_some() {
-            return Err("TLS support was removed from this vendored tiny_http".into());
-        }
 
         // creating a task where server.accept() is continuously called
         // and ClientConnection objects are pushed in the messages queue
@@ -255,9 +304,17 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
+                        if let Err(e) = sock.configure(&opts) {
+                            log::warn!("Cannot set socket options, closing connection: {}", e);
+                            continue;
+                        }
                         let (read_closable, write_closable) = RefinedTcpStream::new(sock);
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok(ClientConnection::new(
+                            write_closable,
+                            read_closable,
+                            opts.read_timeout,
+                        ))
                     }
                     Err(e) => Err(e),
                 };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tiny_http::{Request, Response, Server};
+use tiny_http::{ConnectionOptions, Request, Response, Server};
 
 /// Upper bound for anything that should happen "promptly".
 const PROMPT: Duration = Duration::from_secs(10);
@@ -16,6 +16,22 @@ fn start_server() -> (Arc<Server>, SocketAddr) {
     let server = Server::http("127.0.0.1:0").unwrap();
     let addr = server.server_addr().to_ip().unwrap();
     (Arc::new(server), addr)
+}
+
+fn start_server_with(opts: ConnectionOptions) -> (Arc<Server>, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (
+        Arc::new(Server::from_listener_with(listener, opts).unwrap()),
+        addr,
+    )
+}
+
+fn with_read_timeout(timeout: Duration) -> ConnectionOptions {
+    ConnectionOptions {
+        read_timeout: Some(timeout),
+        ..ConnectionOptions::default()
+    }
 }
 
 /// Answers every request on `threads` handler threads without reading any body:
@@ -82,22 +98,29 @@ fn get(addr: SocketAddr, path: &str) -> Option<u16> {
 
 /// True if the server closes `stream` (EOF or reset) before `within` has passed.
 fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    read_until_closed(stream, within).is_some()
+}
+
+/// Reads until the server closes `stream` (EOF or reset); returns what was received, or
+/// `None` if it is still open after `within`.
+fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
     let deadline = Instant::now() + within;
     let mut buf = [0u8; 4096];
+    let mut received = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return false;
+            return None;
         }
         stream.set_read_timeout(Some(left)).unwrap();
         match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
+            Ok(0) => return Some(received),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
-                return false
+                return None
             }
-            Err(_) => return true, // reset
+            Err(_) => return Some(received), // reset
         }
     }
 }
@@ -215,4 +238,75 @@ fn burst_of_keep_alive_connections_all_answered() {
         }
         open.extend(streams);
     }
+}
+
+// Bug 3: without timeouts an idle keep-alive connection held its thread forever.
+#[test]
+fn idle_connection_closed_after_read_timeout() {
+    let timeout = Duration::from_millis(500);
+    let (server, addr) = start_server_with(with_read_timeout(timeout));
+    serve(&server, 1);
+
+    let mut never_sent = connect(addr);
+    let mut kept_alive = connect(addr);
+    write!(kept_alive, "GET /once HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut kept_alive).unwrap().0, 200);
+    let idle_since = Instant::now();
+    for stream in [&mut never_sent, &mut kept_alive] {
+        // closed silently (no 408 a client could take for the answer to its next request)
+        assert_eq!(read_until_closed(stream, PROMPT), Some(Vec::new()));
+    }
+    assert!(idle_since.elapsed() >= timeout - Duration::from_millis(50));
+}
+
+// Bug 3: a per-read timeout restarts with each byte, so a client sending its headers one
+// byte at a time (slowloris) kept the connection (and its thread) forever.
+#[test]
+fn slowloris_closed_after_read_timeout() {
+    let timeout = Duration::from_millis(1000);
+    let (server, addr) = start_server_with(with_read_timeout(timeout));
+    serve(&server, 1);
+
+    let mut stream = connect(addr);
+    let mut trickle = stream.try_clone().unwrap();
+    let started = Instant::now();
+    thread::spawn(move || {
+        trickle.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+        // pacing, not synchronisation: one byte of an endless header every 100 ms
+        while started.elapsed() < 2 * PROMPT && trickle.write_all(b"X").is_ok() {
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let received = read_until_closed(&mut stream, PROMPT).expect("slowloris not closed");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= timeout - Duration::from_millis(50),
+        "{:?}",
+        elapsed
+    );
+    assert!(elapsed < timeout * 3, "closed after {:?}", elapsed);
+    assert!(received.starts_with(b"HTTP/1.1 408"), "{:?}", received);
+    // the server still works
+    assert_eq!(get(addr, "/after"), Some(200));
+}
+
+// A client that does not read its response no longer blocks the handler forever.
+#[test]
+fn non_reading_client_fails_after_write_timeout() {
+    let opts = ConnectionOptions {
+        write_timeout: Some(Duration::from_millis(500)),
+        ..ConnectionOptions::default()
+    };
+    let (server, addr) = start_server_with(opts);
+    let mut stream = connect(addr);
+    write!(stream, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let rq = server.recv_timeout(PROMPT).unwrap().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let response = Response::from_data(vec![b'x'; 64 * 1024 * 1024]);
+        tx.send(rq.respond(response)).unwrap();
+    });
+    let result = rx.recv_timeout(PROMPT).expect("respond still blocked");
+    assert!(result.is_err());
+    drop(stream);
 }

@@ -1,6 +1,7 @@
 use std::io::Result as IoResult;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
 
@@ -40,6 +41,12 @@ impl Stream {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
         }
     }
+
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> IoResult<()> {
+        match self {
+            Stream::Http(tcp_stream) => tcp_stream.set_read_timeout(timeout),
+        }
+    }
 }
 
 impl Read for Stream {
@@ -68,6 +75,9 @@ pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
     close_write: bool,
+    // while a request head is being read: when it must be complete, and the socket's
+    // normal read timeout to restore afterwards
+    head_deadline: Option<(Instant, Duration)>,
 }
 
 impl RefinedTcpStream {
@@ -83,12 +93,14 @@ impl RefinedTcpStream {
             stream: read,
             close_read: true,
             close_write: false,
+            head_deadline: None,
         };
 
         let write = RefinedTcpStream {
             stream: write,
             close_read: false,
             close_write: true,
+            head_deadline: None,
         };
 
         (read, write)
@@ -102,6 +114,21 @@ impl RefinedTcpStream {
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
+    }
+
+    /// From now on, reads fail with `TimedOut` once `timeout` has passed, however the
+    /// client paces its bytes. A read timeout alone restarts with every byte received, so
+    /// a client trickling its headers (slowloris) held a connection thread forever.
+    pub(crate) fn start_head_deadline(&mut self, timeout: Duration) {
+        self.head_deadline = Some((Instant::now() + timeout, timeout));
+    }
+
+    /// Ends the deadline set by `start_head_deadline` and restores the read timeout.
+    pub(crate) fn end_head_deadline(&mut self) -> IoResult<()> {
+        match self.head_deadline.take() {
+            Some((_, timeout)) => self.stream.set_read_timeout(Some(timeout)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -119,6 +146,14 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        if let Some((deadline, _)) = self.head_deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let msg = "request head not received in time";
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, msg));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
         self.stream.read(buf)
     }
 }
