@@ -1,0 +1,997 @@
+//! Skerry's configuration: the YAML file (Harper's key names), Harper-style environment
+//! overrides, validation into typed settings with defaults, and this node's identity.
+//!
+//! This module owns:
+//! - reading and validating the config file (`Config::load`), with `config.example.yaml`
+//!   embedded as the default when no file is given;
+//! - the key grammar: durations, sizes, `host:port` listeners (`parse_duration`, `parse_size`,
+//!   `Listen`);
+//! - deriving this node's name and URL (`node_name`, `node_url`) the way Harper does;
+//! - rewriting `replication.routes` in the file for `cluster_set_routes` /
+//!   `cluster_delete_routes` (`routes_file`), which is the only write it ever makes.
+//!
+//! It must never touch the network or the store, spawn threads, or read the process
+//! environment itself: the caller passes the environment in, so loading is deterministic and
+//! testable. It is strict on purpose: an unknown or ill-typed key is an error naming the full
+//! dotted key, because a silently ignored typo in a database's config (say `replication.hostnme`)
+//! becomes a node that quietly does not replicate. The one exception is a fixed list of Harper
+//! keys Skerry does not use, accepted with a warning so a Harper config file loads as is.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+use serde_json::{Map, Value};
+
+pub mod routes_file;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use values::{
+    bool_value, count_value, describe, duration_value, hostname_value, listen_value, size_value,
+    string_value, url_host, url_value,
+};
+pub use values::{parse_duration, parse_size, Listen};
+
+/// The default configuration: the documented example file at the repository root. Loading
+/// without a file parses this text, so the example can never drift from the real defaults
+/// (a test also checks that it equals the built-in `Default`s).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config.example.yaml");
+
+/// A configuration problem, naming the dotted key (`replication.port`) when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path (`operationsApi.network.port`, `replication.routes[1]`); `None` for
+    /// whole-file problems such as unreadable files or invalid YAML.
+    pub key: Option<String>,
+    /// What is wrong, e.g. `expected a port number or "host:port", got true`.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn at(key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: (!key.is_empty()).then(|| key.to_string()),
+            message: message.into(),
+        }
+    }
+
+    fn file(message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(k) => write!(f, "config error at '{k}': {}", self.message),
+            None => write!(f, "config error: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which databases replicate (`replication.databases`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Databases {
+    /// `'*'` (Harper's default): every database.
+    #[default]
+    All,
+    /// Only these database names (from a name, a list of names, or `{name: x}` items).
+    Only(Vec<String>),
+}
+
+/// `operationsApi`: the HTTP operations API.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OperationsApi {
+    /// `operationsApi.network`.
+    pub network: OperationsNetwork,
+}
+
+/// `operationsApi.network`: listener and HTTP limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationsNetwork {
+    /// `port`: where the operations API listens (default `9925` on every interface).
+    pub port: Listen,
+    /// `maxBodySize`: largest request body in bytes (default 10 MiB).
+    pub max_body_size: u64,
+    /// `maxConnections`: most concurrent client connections (default 512).
+    pub max_connections: usize,
+    /// `workers`: HTTP worker threads running operations (default 16).
+    pub workers: usize,
+    /// `timeout`: read/write timeout of a connection mid-request (default 120 s).
+    pub timeout: Duration,
+    /// `keepAliveTimeout`: idle keep-alive connections are closed after this (default 30 s).
+    pub keep_alive_timeout: Duration,
+    /// `headersTimeout`: time a client has to send the request headers (default 60 s).
+    pub headers_timeout: Duration,
+}
+
+impl Default for OperationsNetwork {
+    fn default() -> Self {
+        OperationsNetwork {
+            port: Listen::any(9925),
+            max_body_size: 10 << 20,
+            max_connections: 512,
+            workers: 16,
+            timeout: Duration::from_secs(120),
+            keep_alive_timeout: Duration::from_secs(30),
+            headers_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `logging`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logging {
+    /// `level`: trace|debug|info|warn|error, plus Harper's fatal (= error) and notify (= info);
+    /// default `warn`.
+    pub level: LevelFilter,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            level: LevelFilter::Warn,
+        }
+    }
+}
+
+/// `replication`: peer-to-peer replication (off unless a hostname, URL or port is set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    /// `hostname`: this node's name as peers know it (default unset).
+    pub hostname: Option<String>,
+    /// `url`: the `ws://`/`wss://` URL peers use to reach this node (default unset = derived).
+    pub url: Option<String>,
+    /// `port`: plain WebSocket listener (Harper's insecure port; 9933 by convention).
+    pub port: Option<Listen>,
+    /// `securePort`: TLS WebSocket listener.
+    pub secure_port: Option<Listen>,
+    /// `routes`: peers to connect to at startup, raw items exactly as written (strings such as
+    /// `"127.0.0.2"` / `"ws://host:9933"`, or maps such as `{hostname, port}`); empty if null.
+    pub routes: Vec<Value>,
+    /// `databases`: which databases replicate (default all).
+    pub databases: Databases,
+    /// `pingInterval`: WebSocket ping interval per peer connection (default 30 s).
+    pub ping_interval: Duration,
+    /// `pingTimeout`: a connection silent this long is dropped; `None` = 2 × `ping_interval`
+    /// (see [`Replication::effective_ping_timeout`]).
+    pub ping_timeout: Option<Duration>,
+    /// `auditRetention` (Harper: `logging.auditRetention`, also accepted): how long the audit
+    /// log (the replication source and tombstones) is kept (default 3 days).
+    pub audit_retention: Duration,
+    /// `maxFrameSize`: largest replication WebSocket message accepted, in bytes (default 64 MiB).
+    pub max_frame_size: u64,
+    /// `shard`: this node's shard number (default unset).
+    pub shard: Option<i64>,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication {
+            hostname: None,
+            url: None,
+            port: None,
+            secure_port: None,
+            routes: Vec::new(),
+            databases: Databases::All,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: None,
+            audit_retention: Duration::from_secs(3 * 86_400),
+            max_frame_size: 64 << 20,
+            shard: None,
+        }
+    }
+}
+
+impl Replication {
+    /// `pingTimeout`, or twice `pingInterval` when unset (Harper's rule).
+    pub fn effective_ping_timeout(&self) -> Duration {
+        self.ping_timeout
+            .unwrap_or_else(|| self.ping_interval.saturating_mul(2))
+    }
+}
+
+/// `authentication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentication {
+    /// `operationTokenTimeout`: lifetime of an operation (JWT) token (default 1 day).
+    pub operation_token_timeout: Duration,
+    /// `refreshTokenTimeout`: lifetime of a refresh token (default 30 days).
+    pub refresh_token_timeout: Duration,
+    /// `authorizeLocal`: loopback requests without credentials run as super_user (default false).
+    pub authorize_local: bool,
+    /// `hashFunction`: Harper's password hash name for new users (`sha256`, `argon2id`, ...),
+    /// kept as written; `None` = the auth module's default.
+    pub hash_function: Option<String>,
+}
+
+impl Default for Authentication {
+    fn default() -> Self {
+        Authentication {
+            operation_token_timeout: Duration::from_secs(86_400),
+            refresh_token_timeout: Duration::from_secs(30 * 86_400),
+            authorize_local: false,
+            hash_function: None,
+        }
+    }
+}
+
+/// `storage`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// `writeAsync`: false (default) = fsync before acknowledging a write; true = acknowledge
+    /// once the write is in the OS (survives a process crash, not a power loss).
+    pub write_async: bool,
+    /// `cacheSize`: block cache in bytes (default 32 MiB).
+    pub cache_size: u64,
+    /// `maxWriteBufferSize`: in-memory write buffer (memtable) size in bytes (default 64 MiB).
+    pub max_write_buffer_size: u64,
+    /// `groupCommitMaxOps`: most writes committed under one fsync (default 1024).
+    pub group_commit_max_ops: usize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            write_async: false,
+            cache_size: 32 << 20,
+            max_write_buffer_size: 64 << 20,
+            group_commit_max_ops: 1024,
+        }
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `rootPath`: data directory; a relative path is resolved against the config file's
+    /// directory (left relative, i.e. to the working directory, for the embedded default).
+    pub root_path: PathBuf,
+    /// The YAML file loaded; `None` when the embedded default was used.
+    pub source: Option<PathBuf>,
+    /// `operationsApi`.
+    pub operations_api: OperationsApi,
+    /// `logging`.
+    pub logging: Logging,
+    /// `replication`.
+    pub replication: Replication,
+    /// `authentication`.
+    pub authentication: Authentication,
+    /// `storage`.
+    pub storage: Storage,
+}
+
+impl Default for Config {
+    /// The built-in defaults; identical to parsing [`EMBEDDED_DEFAULT`] (tested).
+    fn default() -> Self {
+        Config {
+            root_path: PathBuf::from("./skerry-data"),
+            source: None,
+            operations_api: OperationsApi::default(),
+            logging: Logging::default(),
+            replication: Replication::default(),
+            authentication: Authentication::default(),
+            storage: Storage::default(),
+        }
+    }
+}
+
+/// One node of the key schema.
+enum Node {
+    /// A mapping whose keys are checked against these children.
+    Section(&'static [(&'static str, Node)]),
+    /// A key Skerry reads (and that an environment variable may override).
+    Key,
+    /// A Harper key Skerry does not use: accepted with its whole value, with a warning.
+    Ignored,
+}
+
+use Node::{Ignored, Key, Section};
+
+/// Every key Skerry accepts. Keys read by Skerry are `Key`; real Harper keys (4.x/5.x
+/// `defaultConfig.yaml` and the configuration docs) that Skerry has no use for are `Ignored`,
+/// so a Harper config file loads. Anything else is an error.
+const SCHEMA: &[(&str, Node)] = &[
+    ("rootPath", Key),
+    (
+        "operationsApi",
+        Section(&[
+            (
+                "network",
+                Section(&[
+                    ("port", Key),
+                    ("maxBodySize", Key),
+                    ("maxConnections", Key),
+                    ("workers", Key),
+                    ("timeout", Key),
+                    ("keepAliveTimeout", Key),
+                    ("headersTimeout", Key),
+                    ("securePort", Ignored),
+                    ("cors", Ignored),
+                    ("corsAccessList", Ignored),
+                    ("domainSocket", Ignored),
+                    ("mtls", Ignored),
+                ]),
+            ),
+            ("tls", Ignored),
+            ("sysInfo", Ignored),
+        ]),
+    ),
+    (
+        "logging",
+        Section(&[
+            ("level", Key),
+            ("auditRetention", Key),
+            ("root", Ignored),
+            ("rotation", Ignored),
+            ("stdStreams", Ignored),
+            ("console", Ignored),
+            ("auditLog", Ignored),
+            ("auditAuthEvents", Ignored),
+            ("file", Ignored),
+            ("external", Ignored),
+        ]),
+    ),
+    (
+        "replication",
+        Section(&[
+            ("hostname", Key),
+            ("url", Key),
+            ("port", Key),
+            ("securePort", Key),
+            ("routes", Key),
+            ("databases", Key),
+            ("pingInterval", Key),
+            ("pingTimeout", Key),
+            ("auditRetention", Key),
+            ("maxFrameSize", Key),
+            ("shard", Key),
+            ("enableRootCAs", Ignored),
+            ("mtls", Ignored),
+            ("failOver", Ignored),
+            ("replicateTo", Ignored),
+            ("blobTimeout", Ignored),
+            ("copyTimeout", Ignored),
+            ("recordConcurrency", Ignored),
+            ("blobConcurrency", Ignored),
+        ]),
+    ),
+    (
+        "authentication",
+        Section(&[
+            ("operationTokenTimeout", Key),
+            ("refreshTokenTimeout", Key),
+            ("authorizeLocal", Key),
+            ("hashFunction", Key),
+            ("cacheTTL", Ignored),
+            ("enableSessions", Ignored),
+            ("logoutRedirect", Ignored),
+        ]),
+    ),
+    (
+        "storage",
+        Section(&[
+            ("writeAsync", Key),
+            ("cacheSize", Key),
+            ("maxWriteBufferSize", Key),
+            ("groupCommitMaxOps", Key),
+            ("path", Ignored),
+            ("caching", Ignored),
+            ("compression", Ignored),
+            ("prefetchWrites", Ignored),
+            ("noReadAhead", Ignored),
+            ("compactOnStart", Ignored),
+            ("compactOnStartKeepBackup", Ignored),
+            ("maxTransactionQueueTime", Ignored),
+            ("blobPaths", Ignored),
+        ]),
+    ),
+    // Whole Harper sections Skerry has no equivalent for.
+    ("http", Ignored),
+    ("threads", Ignored),
+    ("mqtt", Ignored),
+    ("tls", Ignored),
+    ("clustering", Ignored),
+    ("customFunctions", Ignored),
+    ("localStudio", Ignored),
+    ("analytics", Ignored),
+    ("componentsRoot", Ignored),
+    ("applications", Ignored),
+    ("node", Ignored),
+];
+
+/// Parses YAML text into a JSON value tree. Duplicate keys are an error (YAML says so, and a
+/// second `port:` silently winning is exactly the kind of mistake a config check should catch);
+/// booleans are YAML 1.2 only (`yes`/`on` stay strings), as in Harper's YAML library.
+pub(crate) fn parse_yaml(text: &str) -> Result<Value, String> {
+    let mut options = serde_saphyr::Options::default();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    options.strict_booleans = true;
+    serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| {
+        // The error renders a source snippet over several lines; the first line already has
+        // "line L column C: what", which is what belongs in a one-line log message.
+        let full = e.to_string();
+        let first = full.lines().next().unwrap_or_default();
+        first.strip_prefix("error: ").unwrap_or(first).to_string()
+    })
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// Checks `value` against `schema`, collecting the values of `Key`s by dotted path and the
+/// paths of ignored Harper keys that carry a value.
+fn walk<'a>(
+    schema: &'static [(&'static str, Node)],
+    value: &'a Value,
+    prefix: &str,
+    leaves: &mut HashMap<String, &'a Value>,
+    ignored: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let map = match value {
+        // `section:` with nothing under it, or an explicit null: every key unset.
+        Value::Null => return Ok(()),
+        Value::Object(m) => m,
+        other => {
+            let message = format!("expected a mapping of keys, got {}", describe(other));
+            return Err(if prefix.is_empty() {
+                ConfigError::file(format!(
+                    "the configuration must be a YAML mapping, got {}",
+                    describe(other)
+                ))
+            } else {
+                ConfigError::at(prefix, message)
+            });
+        }
+    };
+    for (k, v) in map {
+        let path = join(prefix, k);
+        match schema.iter().find(|(name, _)| name == k) {
+            Some((_, Section(children))) => walk(children, v, &path, leaves, ignored)?,
+            Some((_, Key)) => {
+                leaves.insert(path, v);
+            }
+            // A null Harper key (`securePort: null` is all over Harper configs) sets nothing,
+            // so it is not worth a warning.
+            Some((_, Ignored)) => {
+                if !v.is_null() {
+                    ignored.push(path);
+                }
+            }
+            None => {
+                let hint = schema
+                    .iter()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(k))
+                    .map(|(name, _)| format!(" (did you mean '{}'?)", join(prefix, name)))
+                    .unwrap_or_default();
+                return Err(ConfigError::at(&path, format!("unknown key{hint}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Dotted paths of every `Key` in the schema, in schema order.
+fn key_paths() -> Vec<String> {
+    fn collect(schema: &'static [(&'static str, Node)], prefix: &str, out: &mut Vec<String>) {
+        for (name, node) in schema {
+            match node {
+                Section(children) => collect(children, &join(prefix, name), out),
+                Key => out.push(join(prefix, name)),
+                Ignored => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    collect(SCHEMA, "", &mut out);
+    out
+}
+
+/// Harper's environment variable name for a key: path segments joined by `_`, uppercased.
+fn env_name(path: &str) -> String {
+    path.replace('.', "_").to_ascii_uppercase()
+}
+
+/// Parses an environment value as YAML, like Harper: `9925` is a number, `null` unsets,
+/// `["a","b"]` is a list. A value that is not valid YAML on its own (`*` is an alias marker)
+/// is taken as the plain string, which is what the user meant.
+fn env_value(raw: &str) -> Value {
+    parse_yaml(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+}
+
+/// Sets `path` in the tree, creating (or replacing null) intermediate mappings.
+fn set_path(
+    tree: &mut Value,
+    prefix: &str,
+    path: &[&str],
+    value: Value,
+) -> Result<(), ConfigError> {
+    if tree.is_null() {
+        *tree = Value::Object(Map::new());
+    }
+    let Value::Object(map) = tree else {
+        let message = format!("expected a mapping of keys, got {}", describe(tree));
+        return Err(if prefix.is_empty() {
+            ConfigError::file(format!(
+                "the configuration must be a YAML mapping, got {}",
+                describe(tree)
+            ))
+        } else {
+            ConfigError::at(prefix, message)
+        });
+    };
+    match path {
+        [] => Ok(()),
+        [last] => {
+            map.insert((*last).to_string(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let child = map.entry((*first).to_string()).or_insert(Value::Null);
+            set_path(child, &join(prefix, first), rest, value)
+        }
+    }
+}
+
+/// Applies Harper-style environment overrides to the parsed tree. Returns `(key, variable)`
+/// for every override applied, so later errors can name the variable.
+fn apply_env(
+    tree: &mut Value,
+    env: &[(String, String)],
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut by_key: HashMap<String, (String, String)> = HashMap::new();
+    let names: HashMap<String, String> =
+        key_paths().into_iter().map(|p| (env_name(&p), p)).collect();
+    for (var, raw) in env {
+        // Later entries win, as they would in a process environment built by `env FOO=1 FOO=2`.
+        if let Some(path) = names.get(&var.to_ascii_uppercase()) {
+            by_key.insert(path.clone(), (var.clone(), raw.clone()));
+        }
+    }
+    let mut applied = Vec::new();
+    for path in key_paths() {
+        if let Some((var, raw)) = by_key.remove(&path) {
+            let segments: Vec<&str> = path.split('.').collect();
+            log::debug!("config: {var} overrides '{path}'");
+            set_path(tree, "", &segments, env_value(&raw)).map_err(|e| from_env(e, &var))?;
+            applied.push((path, var));
+        }
+    }
+    Ok(applied)
+}
+
+fn from_env(mut e: ConfigError, var: &str) -> ConfigError {
+    e.message = format!("{} (from environment variable {var})", e.message);
+    e
+}
+
+/// The parsed key values, with a record of which keys the builder asked for (a test checks
+/// that every schema key is actually read).
+struct Leaves<'a> {
+    values: HashMap<String, &'a Value>,
+    read: RefCell<BTreeSet<String>>,
+}
+
+impl<'a> Leaves<'a> {
+    /// The value of a key, `None` when absent or null (null means "unset").
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.read.borrow_mut().insert(key.to_string());
+        self.values.get(key).copied().filter(|v| !v.is_null())
+    }
+
+    fn opt<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&Value) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => parse(v).map(Some).map_err(|m| ConfigError::at(key, m)),
+        }
+    }
+
+    fn or<T>(
+        &self,
+        key: &str,
+        default: T,
+        parse: impl Fn(&Value) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        Ok(self.opt(key, parse)?.unwrap_or(default))
+    }
+}
+
+fn level_value(v: &Value) -> Result<LevelFilter, String> {
+    let expected = || {
+        format!(
+            "expected one of trace, debug, info, warn, error, fatal, notify; got {}",
+            describe(v)
+        )
+    };
+    let s = v.as_str().ok_or_else(expected)?;
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "trace" => LevelFilter::Trace,
+        "debug" => LevelFilter::Debug,
+        "info" => LevelFilter::Info,
+        "warn" => LevelFilter::Warn,
+        "error" => LevelFilter::Error,
+        // Harper's extra levels: fatal is an error that stops the process, notify is an
+        // always-shown notice; the closest `log` levels keep them visible at the same filter.
+        "fatal" => LevelFilter::Error,
+        "notify" => LevelFilter::Info,
+        _ => return Err(expected()),
+    })
+}
+
+fn shard_value(v: &Value) -> Result<i64, String> {
+    v.as_i64()
+        .ok_or_else(|| format!("expected a whole number, got {}", describe(v)))
+}
+
+fn hash_function_value(v: &Value) -> Result<String, String> {
+    string_value(v).map_err(|_| {
+        format!(
+            "expected a hash function name such as sha256 or argon2id, got {}",
+            describe(v)
+        )
+    })
+}
+
+/// `replication.routes`: a list of strings or mappings, kept raw (the replication module
+/// interprets them, Harper's grammar in spec §2.8).
+fn routes_at(key: &str, v: Option<&Value>) -> Result<Vec<Value>, ConfigError> {
+    let items = match v {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ConfigError::at(
+                key,
+                format!("expected a list of routes, got {}", describe(other)),
+            ))
+        }
+    };
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Value::String(s) if !s.trim().is_empty() => {}
+            Value::Object(_) => {}
+            other => {
+                return Err(ConfigError::at(
+                    &format!("{key}[{i}]"),
+                    format!(
+                        "expected a route (\"host\", \"ws://host:port\" or {{hostname: host, port: 9933}}), got {}",
+                        describe(other)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(items.clone())
+}
+
+/// `replication.databases`: `'*'`, a name, or a list of names / `{name: x}` maps. Harper's
+/// per-database `sharded` and `replicateTo` are accepted and ignored.
+fn databases_at(
+    key: &str,
+    v: Option<&Value>,
+    ignored: &mut Vec<String>,
+) -> Result<Databases, ConfigError> {
+    let expected = "expected '*', a database name, or a list of names or {name: x} items";
+    let name_of = |k: &str, v: &Value| -> Result<String, ConfigError> {
+        string_value(v).map_err(|_| {
+            ConfigError::at(k, format!("expected a database name, got {}", describe(v)))
+        })
+    };
+    let items = match v {
+        None => return Ok(Databases::All),
+        Some(Value::String(s)) if s.trim() == "*" => return Ok(Databases::All),
+        Some(s @ Value::String(_)) => return Ok(Databases::Only(vec![name_of(key, s)?])),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ConfigError::at(
+                key,
+                format!("{expected}, got {}", describe(other)),
+            ))
+        }
+    };
+    let mut names = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let item_key = format!("{key}[{i}]");
+        match item {
+            Value::String(s) if s.trim() == "*" => return Ok(Databases::All),
+            Value::String(_) => names.push(name_of(&item_key, item)?),
+            Value::Object(map) => {
+                let mut name = None;
+                for (k, v) in map {
+                    let sub = format!("{item_key}.{k}");
+                    match k.as_str() {
+                        "name" => name = Some(name_of(&sub, v)?),
+                        "sharded" | "replicateTo" => ignored.push(sub),
+                        _ => return Err(ConfigError::at(&sub, "unknown key")),
+                    }
+                }
+                names.push(name.ok_or_else(|| ConfigError::at(&item_key, "missing 'name'"))?);
+            }
+            other => {
+                return Err(ConfigError::at(
+                    &item_key,
+                    format!("{expected}, got {}", describe(other)),
+                ))
+            }
+        }
+    }
+    Ok(Databases::Only(names))
+}
+
+/// Builds the typed configuration from the checked key values.
+fn build(
+    l: &Leaves<'_>,
+    base_dir: Option<&Path>,
+    ignored: &mut Vec<String>,
+) -> Result<Config, ConfigError> {
+    let d = Config::default();
+
+    let root_path = match l.opt("rootPath", string_value)? {
+        None => d.root_path,
+        Some(s) => PathBuf::from(s),
+    };
+    // Relative to the file, not the working directory: a service manager's working directory
+    // is arbitrary, the file's location is not.
+    let root_path = match base_dir {
+        Some(dir) if root_path.is_relative() => dir.join(root_path),
+        _ => root_path,
+    };
+
+    let dn = d.operations_api.network;
+    let network = OperationsNetwork {
+        port: l.or("operationsApi.network.port", dn.port, listen_value)?,
+        max_body_size: l.or(
+            "operationsApi.network.maxBodySize",
+            dn.max_body_size,
+            size_value,
+        )?,
+        max_connections: l.or(
+            "operationsApi.network.maxConnections",
+            dn.max_connections,
+            count_value,
+        )?,
+        workers: l.or("operationsApi.network.workers", dn.workers, count_value)?,
+        timeout: l.or("operationsApi.network.timeout", dn.timeout, duration_value)?,
+        keep_alive_timeout: l.or(
+            "operationsApi.network.keepAliveTimeout",
+            dn.keep_alive_timeout,
+            duration_value,
+        )?,
+        headers_timeout: l.or(
+            "operationsApi.network.headersTimeout",
+            dn.headers_timeout,
+            duration_value,
+        )?,
+    };
+
+    let logging = Logging {
+        level: l.or("logging.level", d.logging.level, level_value)?,
+    };
+
+    let dr = d.replication;
+    let retention = l.opt("replication.auditRetention", duration_value)?;
+    let harper_retention = l.opt("logging.auditRetention", duration_value)?;
+    if let (Some(a), Some(b)) = (retention, harper_retention) {
+        if a != b {
+            log::warn!(
+                "both replication.auditRetention ({a:?}) and logging.auditRetention ({b:?}) are set; using replication.auditRetention"
+            );
+        }
+    }
+    let replication = Replication {
+        hostname: l.opt("replication.hostname", hostname_value)?,
+        url: l.opt("replication.url", url_value)?,
+        port: l.opt("replication.port", listen_value)?,
+        secure_port: l.opt("replication.securePort", listen_value)?,
+        routes: routes_at("replication.routes", l.get("replication.routes"))?,
+        databases: databases_at(
+            "replication.databases",
+            l.get("replication.databases"),
+            ignored,
+        )?,
+        ping_interval: l.or("replication.pingInterval", dr.ping_interval, duration_value)?,
+        ping_timeout: l.opt("replication.pingTimeout", duration_value)?,
+        audit_retention: retention.or(harper_retention).unwrap_or(dr.audit_retention),
+        max_frame_size: l.or("replication.maxFrameSize", dr.max_frame_size, size_value)?,
+        shard: l.opt("replication.shard", shard_value)?,
+    };
+
+    let da = d.authentication;
+    let authentication = Authentication {
+        operation_token_timeout: l.or(
+            "authentication.operationTokenTimeout",
+            da.operation_token_timeout,
+            duration_value,
+        )?,
+        refresh_token_timeout: l.or(
+            "authentication.refreshTokenTimeout",
+            da.refresh_token_timeout,
+            duration_value,
+        )?,
+        authorize_local: l.or(
+            "authentication.authorizeLocal",
+            da.authorize_local,
+            bool_value,
+        )?,
+        hash_function: l.opt("authentication.hashFunction", hash_function_value)?,
+    };
+
+    let ds = d.storage;
+    let storage = Storage {
+        write_async: l.or("storage.writeAsync", ds.write_async, bool_value)?,
+        cache_size: l.or("storage.cacheSize", ds.cache_size, size_value)?,
+        max_write_buffer_size: l.or(
+            "storage.maxWriteBufferSize",
+            ds.max_write_buffer_size,
+            size_value,
+        )?,
+        group_commit_max_ops: l.or(
+            "storage.groupCommitMaxOps",
+            ds.group_commit_max_ops,
+            count_value,
+        )?,
+    };
+
+    Ok(Config {
+        root_path,
+        source: None,
+        operations_api: OperationsApi { network },
+        logging,
+        replication,
+        authentication,
+        storage,
+    })
+}
+
+/// What a load produced besides the config: the Harper keys it ignored (logged by `load`) and
+/// the keys it read (for the schema-coverage test).
+struct Loaded {
+    config: Config,
+    ignored: Vec<String>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    read: BTreeSet<String>,
+}
+
+/// Parses, overrides and validates `text`; `base_dir` anchors a relative `rootPath`.
+fn load_text(
+    text: &str,
+    base_dir: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<Loaded, ConfigError> {
+    let mut tree = parse_yaml(text).map_err(|e| ConfigError::file(format!("invalid YAML: {e}")))?;
+    let overridden = apply_env(&mut tree, env)?;
+    let name_var = |e: ConfigError| -> ConfigError {
+        let var = e.key.as_deref().and_then(|k| {
+            overridden.iter().find_map(|(path, var)| {
+                let hit = k == path
+                    || k.strip_prefix(path.as_str())
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['));
+                hit.then_some(var)
+            })
+        });
+        match var {
+            Some(var) => from_env(e, var),
+            None => e,
+        }
+    };
+    let mut values = HashMap::new();
+    let mut ignored = Vec::new();
+    walk(SCHEMA, &tree, "", &mut values, &mut ignored).map_err(name_var)?;
+    let leaves = Leaves {
+        values,
+        read: RefCell::new(BTreeSet::new()),
+    };
+    let config = build(&leaves, base_dir, &mut ignored).map_err(name_var)?;
+    Ok(Loaded {
+        config,
+        ignored,
+        read: leaves.read.into_inner(),
+    })
+}
+
+impl Config {
+    /// The configuration of [`EMBEDDED_DEFAULT`] with no environment overrides.
+    pub fn embedded_default() -> Config {
+        match load_text(EMBEDDED_DEFAULT, None, &[]) {
+            Ok(loaded) => loaded.config,
+            // Cannot happen with the shipped file (a test parses it); falling back to the
+            // identical built-in values beats a panic if someone breaks the example.
+            Err(e) => {
+                log::error!(
+                    "embedded default configuration is invalid ({e}); using built-in defaults"
+                );
+                Config::default()
+            }
+        }
+    }
+
+    /// Loads the YAML file at `path` (or [`EMBEDDED_DEFAULT`] when `None`), applies environment
+    /// overrides from `env` (pass `std::env::vars_os()` converted lossily, or a fixed list in
+    /// tests), and validates every key. Ignored Harper keys are logged at `warn`.
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let loaded = match path {
+            None => load_text(EMBEDDED_DEFAULT, None, env)?,
+            Some(p) => {
+                let bytes = std::fs::read(p).map_err(|e| {
+                    ConfigError::file(format!("cannot read config file {}: {e}", p.display()))
+                })?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    ConfigError::file(format!("config file {} is not UTF-8", p.display()))
+                })?;
+                let mut loaded = load_text(&text, p.parent(), env).map_err(|mut e| {
+                    if e.key.is_none() {
+                        e.message = format!("{} ({})", e.message, p.display());
+                    }
+                    e
+                })?;
+                loaded.config.source = Some(p.to_path_buf());
+                loaded
+            }
+        };
+        for key in &loaded.ignored {
+            log::warn!("ignoring Harper key '{key}' (not used by Skerry)");
+        }
+        Ok(loaded.config)
+    }
+
+    /// This node's name, in Harper's order (spec §6.1, certificates aside):
+    /// `replication.hostname`, the host of `replication.url`, the host of
+    /// `operationsApi.network.port` when it has one, else `127.0.0.1`.
+    pub fn node_name(&self) -> String {
+        let r = &self.replication;
+        r.hostname
+            .clone()
+            .or_else(|| r.url.as_deref().and_then(url_host))
+            .or_else(|| self.operations_api.network.port.host.clone())
+            .unwrap_or_else(|| "127.0.0.1".to_string())
+    }
+
+    /// The URL peers use to reach this node: `replication.url`, else
+    /// `ws://<node_name>:<replication.port>`, else `wss://<node_name>:<replication.securePort>`,
+    /// else `None` (replication is not listening).
+    pub fn node_url(&self) -> Option<String> {
+        let r = &self.replication;
+        if let Some(url) = &r.url {
+            return Some(url.clone());
+        }
+        let name = self.node_name();
+        let host = if name.contains(':') {
+            format!("[{name}]")
+        } else {
+            name
+        };
+        if let Some(p) = &r.port {
+            Some(format!("ws://{host}:{}", p.port))
+        } else {
+            r.secure_port
+                .as_ref()
+                .map(|p| format!("wss://{host}:{}", p.port))
+        }
+    }
+
+    /// Whether this node replicates: Harper's rule (a `replication.hostname` or
+    /// `replication.url` is set) or a replication port is configured.
+    pub fn replication_enabled(&self) -> bool {
+        let r = &self.replication;
+        r.hostname.is_some() || r.url.is_some() || r.port.is_some() || r.secure_port.is_some()
+    }
+}
