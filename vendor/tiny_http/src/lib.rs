@@ -99,7 +99,7 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -136,6 +136,48 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // live connections, for `num_connections()` and `ConnectionOptions::max_connections`
+    connections: Arc<Connections>,
+}
+
+/// Number of live connections (each has a thread), shared by the accept thread and the
+/// connection threads.
+#[derive(Default)]
+struct Connections {
+    count: Mutex<usize>,
+    ended: Condvar,
+}
+
+impl Connections {
+    fn register(self: &Arc<Self>) -> ConnectionRegistration {
+        *self.count.lock().unwrap() += 1;
+        ConnectionRegistration(Arc::clone(self))
+    }
+
+    /// Blocks while `max` connections are live. Returns false if the server closes meanwhile.
+    fn wait_below(&self, max: usize, close: &AtomicBool) -> bool {
+        let mut count = self.count.lock().unwrap();
+        while *count >= max {
+            if close.load(Relaxed) {
+                return false;
+            }
+            // the timeout is there to notice `close`
+            let timeout = Duration::from_millis(100);
+            count = self.ended.wait_timeout(count, timeout).unwrap().0;
+        }
+        true
+    }
+}
+
+/// Counts one connection as live until dropped.
+struct ConnectionRegistration(Arc<Connections>);
+
+impl Drop for ConnectionRegistration {
+    fn drop(&mut self) {
+        *self.0.count.lock().unwrap() -= 1;
+        self.0.ended.notify_one();
+    }
 }
 
 enum Message {
@@ -194,8 +236,10 @@ pub struct ConnectionOptions {
     /// Sets `TCP_NODELAY` on accepted TCP sockets. Default: `true`.
     pub nodelay: bool,
 
-    /// Maximum number of live connections, each of which has its own thread.
-    /// Default: 1024.
+    /// Maximum number of live connections, each of which has its own thread. When it is
+    /// reached, the server stops accepting until a connection ends: new clients wait in
+    /// the listen backlog (and are refused by the OS once the backlog is full); they are
+    /// neither answered with an error nor given a thread. Default: 1024.
     pub max_connections: usize,
 }
 
@@ -295,12 +339,20 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let connections = Arc::new(Connections::default());
+        let inside_connections = connections.clone();
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
+                // Upstream accepted without limit, one thread per connection. At
+                // max_connections, wait here until a connection ends.
+                if !inside_connections.wait_below(opts.max_connections, &inside_close_trigger) {
+                    break;
+                }
+
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
@@ -322,9 +374,9 @@ impl Server {
                 match new_client {
                     Ok(client) => {
                         let messages = inside_messages.clone();
-                        let mut client = Some(client);
+                        let mut client = Some((client, inside_connections.register()));
                         tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
+                            if let Some((client, _registration)) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
@@ -356,6 +408,7 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            connections,
         })
     }
 
@@ -373,10 +426,12 @@ impl Server {
         self.listening_addr.clone()
     }
 
-    /// Returns the number of clients currently connected to the server.
+    /// Returns the number of clients currently connected to the server: connections whose
+    /// thread is still reading requests (a connection ends when the client closes it, on
+    /// a timeout or error, or after a request that closes it has been read and its body
+    /// reader dropped). Upstream: `unimplemented!()`.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        *self.connections.count.lock().unwrap()
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.

@@ -310,3 +310,63 @@ fn non_reading_client_fails_after_write_timeout() {
     assert!(result.is_err());
     drop(stream);
 }
+
+/// Polls `cond` until it holds or `within` has passed.
+fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5)); // polling interval
+    }
+}
+
+// Bug 3: upstream accepted every connection and gave each a thread; bug 6:
+// `num_connections()` was `unimplemented!()`.
+#[test]
+fn max_connections_bounds_live_connections() {
+    let max = 4;
+    let opts = ConnectionOptions {
+        max_connections: max,
+        ..ConnectionOptions::default()
+    };
+    let (server, addr) = start_server_with(opts);
+    serve(&server, 1);
+    assert_eq!(server.num_connections(), 0);
+
+    let mut streams: Vec<TcpStream> = (0..12).map(|_| connect(addr)).collect();
+    for stream in &mut streams {
+        write!(stream, "GET /limited HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    }
+    // the first `max` connections are accepted and answered...
+    for stream in &mut streams[..max] {
+        assert_eq!(read_response(stream).unwrap().0, 200);
+    }
+    assert_eq!(server.num_connections(), max);
+    // ...the others wait in the backlog, unanswered, without a thread
+    streams[max]
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8];
+    let waiting = streams[max].read(&mut byte);
+    assert!(
+        matches!(&waiting, Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut),
+        "{:?}",
+        waiting
+    );
+    assert_eq!(server.num_connections(), max);
+
+    // each connection that ends lets one more in
+    let rest = streams.split_off(max);
+    drop(streams);
+    for mut stream in rest {
+        stream.set_read_timeout(Some(PROMPT)).unwrap();
+        assert_eq!(read_response(&mut stream).unwrap().0, 200);
+        assert!(server.num_connections() <= max);
+    }
+    assert!(eventually(PROMPT, || server.num_connections() == 0));
+}
