@@ -1,0 +1,281 @@
+//! Users, roles and permissions: the data model the core maintains from `system.hdb_user` and
+//! `system.hdb_role`, and the pure permission rules the HTTP layer applies.
+//!
+//! The core keeps an [`AuthState`] up to date with every committed (local or replicated) write to
+//! those tables and publishes it; workers authenticate and authorise against the published copy.
+//! Nothing here hashes or verifies passwords (that is I/O-free but slow, and lives in `ops::auth`).
+
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// Built-in role id and name of the all-powerful role.
+pub const SUPER_USER_ROLE: &str = "super_user";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub username: String,
+    pub password_hash: String,
+    pub role_id: String,
+    pub active: bool,
+    /// The stored record, for `list_users` / `user_info` (secrets removed on output).
+    pub record: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Role {
+    pub id: String,
+    pub name: String,
+    pub permission: Value,
+    pub record: Map<String, Value>,
+}
+
+/// Who is making a request, resolved by the HTTP layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    pub username: String,
+    pub role: Option<Role>,
+}
+
+impl Principal {
+    pub fn is_super_user(&self) -> bool {
+        self.role.as_ref().is_some_and(Role::is_super_user)
+    }
+}
+
+/// A table-level permission a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TablePerm {
+    Read,
+    Insert,
+    Update,
+    Delete,
+}
+
+impl TablePerm {
+    pub fn name(self) -> &'static str {
+        match self {
+            TablePerm::Read => "read",
+            TablePerm::Insert => "insert",
+            TablePerm::Update => "update",
+            TablePerm::Delete => "delete",
+        }
+    }
+}
+
+impl Role {
+    pub fn is_super_user(&self) -> bool {
+        self.permission
+            .get("super_user")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// `structure_user: true` (all databases) or a list of databases the role may change the
+    /// schema of.
+    pub fn may_change_structure(&self, db: &str) -> bool {
+        if self.is_super_user() {
+            return true;
+        }
+        match self.permission.get("structure_user") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Array(dbs)) => dbs.iter().any(|d| d.as_str() == Some(db)),
+            _ => false,
+        }
+    }
+
+    /// Whether the role grants `perm` on `db.table` (Harper's per-table CRUD flags).
+    pub fn allows(&self, db: &str, table: &str, perm: TablePerm) -> bool {
+        if self.is_super_user() {
+            return true;
+        }
+        self.permission
+            .get(db)
+            .and_then(|d| d.get("tables"))
+            .and_then(|t| t.get(table))
+            .and_then(|t| t.get(perm.name()))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// Databases and tables the role can read anything of (for describe_all filtering).
+    pub fn can_see(&self, db: &str, table: &str) -> bool {
+        if self.is_super_user() {
+            return true;
+        }
+        [
+            TablePerm::Read,
+            TablePerm::Insert,
+            TablePerm::Update,
+            TablePerm::Delete,
+        ]
+        .iter()
+        .any(|p| self.allows(db, table, *p))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthState {
+    pub users: HashMap<String, User>,
+    pub roles: HashMap<String, Role>,
+}
+
+impl AuthState {
+    pub fn role_by_name(&self, name: &str) -> Option<&Role> {
+        self.roles.values().find(|r| r.name == name)
+    }
+
+    pub fn principal(&self, username: &str) -> Option<Principal> {
+        let user = self.users.get(username)?;
+        Some(Principal {
+            username: user.username.clone(),
+            role: self.roles.get(&user.role_id).cloned(),
+        })
+    }
+
+    /// Applies a committed write to `system.hdb_user` (None = deleted).
+    pub fn apply_user(&mut self, username: &str, record: Option<&Map<String, Value>>) {
+        match record.and_then(user_from_record) {
+            Some(u) => {
+                self.users.insert(username.to_string(), u);
+            }
+            None => {
+                self.users.remove(username);
+            }
+        }
+    }
+
+    /// Applies a committed write to `system.hdb_role` (None = deleted).
+    pub fn apply_role(&mut self, id: &str, record: Option<&Map<String, Value>>) {
+        match record.and_then(role_from_record) {
+            Some(r) => {
+                self.roles.insert(id.to_string(), r);
+            }
+            None => {
+                self.roles.remove(id);
+            }
+        }
+    }
+
+    /// A user as `list_users` shows it: secrets removed, role expanded to the role object.
+    pub fn user_view(&self, user: &User) -> Value {
+        let mut out = Map::new();
+        for (k, v) in &user.record {
+            if matches!(
+                k.as_str(),
+                "password" | "hash" | "refresh_token" | "hash_function"
+            ) {
+                continue;
+            }
+            if k == "role" {
+                let role = self
+                    .roles
+                    .get(&user.role_id)
+                    .map(|r| Value::Object(r.record.clone()))
+                    .unwrap_or(Value::Null);
+                out.insert(k.clone(), role);
+            } else {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+pub fn user_from_record(r: &Map<String, Value>) -> Option<User> {
+    Some(User {
+        username: r.get("username")?.as_str()?.to_string(),
+        password_hash: r
+            .get("password")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        role_id: match r.get("role")? {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => o.get("id")?.as_str()?.to_string(),
+            _ => return None,
+        },
+        active: r.get("active").and_then(Value::as_bool).unwrap_or(true),
+        record: r.clone(),
+    })
+}
+
+pub fn role_from_record(r: &Map<String, Value>) -> Option<Role> {
+    let id = match r.get("id")? {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Some(Role {
+        name: r
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or(&id)
+            .to_string(),
+        id,
+        permission: r.get("permission").cloned().unwrap_or(Value::Null),
+        record: r.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn role(perm: Value) -> Role {
+        role_from_record(
+            json!({"id":"r","role":"r","permission":perm})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn table_permissions_are_per_database_table_and_action() {
+        let r = role(
+            json!({"super_user": false, "dev": {"tables": {"dog": {"read": true, "insert": false}}}}),
+        );
+        assert!(r.allows("dev", "dog", TablePerm::Read));
+        assert!(!r.allows("dev", "dog", TablePerm::Insert));
+        assert!(!r.allows("dev", "cat", TablePerm::Read));
+        assert!(!r.allows("prod", "dog", TablePerm::Read));
+        assert!(!r.is_super_user());
+        assert!(r.can_see("dev", "dog"));
+        assert!(!r.can_see("dev", "cat"));
+    }
+
+    #[test]
+    fn super_user_may_do_everything() {
+        let r = role(json!({"super_user": true}));
+        assert!(r.allows("x", "y", TablePerm::Delete));
+        assert!(r.may_change_structure("x"));
+    }
+
+    #[test]
+    fn structure_user_by_list() {
+        let r = role(json!({"structure_user": ["dev"]}));
+        assert!(r.may_change_structure("dev"));
+        assert!(!r.may_change_structure("prod"));
+    }
+
+    #[test]
+    fn user_view_hides_secrets_and_expands_role() {
+        let mut s = AuthState::default();
+        s.apply_role(
+            "r",
+            json!({"id":"r","role":"reader","permission":{}}).as_object(),
+        );
+        s.apply_user(
+            "u",
+            json!({"username":"u","password":"h","hash_function":"argon2id","role":"r","active":true})
+                .as_object(),
+        );
+        let v = s.user_view(&s.users["u"]);
+        assert!(v.get("password").is_none());
+        assert!(v.get("hash_function").is_none());
+        assert_eq!(v["role"]["role"], "reader");
+        assert_eq!(s.principal("u").unwrap().role.unwrap().name, "reader");
+        s.apply_user("u", None);
+        assert!(s.principal("u").is_none());
+    }
+}

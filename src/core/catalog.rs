@@ -1,0 +1,256 @@
+//! The catalog: databases, tables, primary keys and attributes.
+//!
+//! Owned and changed only by the core thread; HTTP workers read an immutable published copy.
+//! Tables and databases get small numeric ids that name their storage (so a table name can be any
+//! text a user sends without becoming a file name). Ids are local to a node; the wire always
+//! carries names.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Name of the internal database (users, roles, cluster membership).
+pub const SYSTEM_DB: &str = "system";
+pub const HDB_USER: &str = "hdb_user";
+pub const HDB_ROLE: &str = "hdb_role";
+pub const HDB_NODES: &str = "hdb_nodes";
+pub const HDB_CERTIFICATE: &str = "hdb_certificate";
+
+/// Timestamps every record of a dynamic table carries (float ms, Harper's names).
+pub const CREATED_TIME: &str = "__createdtime__";
+pub const UPDATED_TIME: &str = "__updatedtime__";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Catalog {
+    pub databases: BTreeMap<String, DatabaseDef>,
+    pub next_db_id: u32,
+    pub next_table_id: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DatabaseDef {
+    pub id: u32,
+    pub tables: BTreeMap<String, TableDef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableDef {
+    pub id: u32,
+    pub database: String,
+    pub name: String,
+    pub primary_key: String,
+    pub attributes: Vec<AttributeDef>,
+    /// Created with an explicit `attributes` list: new properties are stored but not added.
+    pub schema_defined: bool,
+    /// False for node-local system tables, which never leave the node.
+    pub replicate: bool,
+    pub next_attr_id: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttributeDef {
+    pub name: String,
+    pub id: u32,
+    pub indexed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<String>,
+}
+
+impl TableDef {
+    pub fn attribute(&self, name: &str) -> Option<&AttributeDef> {
+        self.attributes.iter().find(|a| a.name == name)
+    }
+
+    pub fn is_system(&self) -> bool {
+        self.database == SYSTEM_DB
+    }
+
+    /// Adds an attribute if missing; returns true when it was new.
+    pub fn add_attribute(&mut self, name: &str, indexed: bool, r#type: Option<String>) -> bool {
+        if self.attribute(name).is_some() {
+            return false;
+        }
+        self.attributes.push(AttributeDef {
+            name: name.to_string(),
+            id: self.next_attr_id,
+            indexed,
+            r#type,
+        });
+        self.next_attr_id += 1;
+        true
+    }
+}
+
+impl Catalog {
+    /// A catalog holding only the `system` database and its tables.
+    pub fn with_system() -> Self {
+        let mut c = Catalog::default();
+        c.ensure_database(SYSTEM_DB);
+        for (t, pk, replicate) in [
+            (HDB_USER, "username", true),
+            (HDB_ROLE, "id", true),
+            (HDB_NODES, "name", true),
+            (HDB_CERTIFICATE, "name", false),
+        ] {
+            let id = c.create_table(SYSTEM_DB, t, pk, &[], false);
+            if let Some(def) = c.table_mut_by_id(id) {
+                def.replicate = replicate;
+            }
+        }
+        c
+    }
+
+    pub fn database(&self, db: &str) -> Option<&DatabaseDef> {
+        self.databases.get(db)
+    }
+
+    pub fn table(&self, db: &str, table: &str) -> Option<&TableDef> {
+        self.databases.get(db)?.tables.get(table)
+    }
+
+    pub fn table_mut(&mut self, db: &str, table: &str) -> Option<&mut TableDef> {
+        self.databases.get_mut(db)?.tables.get_mut(table)
+    }
+
+    pub fn table_by_id(&self, id: u32) -> Option<&TableDef> {
+        self.databases
+            .values()
+            .flat_map(|d| d.tables.values())
+            .find(|t| t.id == id)
+    }
+
+    fn table_mut_by_id(&mut self, id: u32) -> Option<&mut TableDef> {
+        self.databases
+            .values_mut()
+            .flat_map(|d| d.tables.values_mut())
+            .find(|t| t.id == id)
+    }
+
+    /// Creates the database if missing; returns true when it was created.
+    pub fn ensure_database(&mut self, db: &str) -> bool {
+        if self.databases.contains_key(db) {
+            return false;
+        }
+        let id = self.next_db_id;
+        self.next_db_id += 1;
+        self.databases.insert(
+            db.to_string(),
+            DatabaseDef {
+                id,
+                tables: BTreeMap::new(),
+            },
+        );
+        true
+    }
+
+    /// Creates a table (and its database) and returns its id. `attributes` non-empty means a
+    /// schema-defined table; otherwise the table is dynamic and gets Harper's timestamp
+    /// attributes. The caller has checked that the table does not exist yet.
+    pub fn create_table(
+        &mut self,
+        db: &str,
+        table: &str,
+        primary_key: &str,
+        attributes: &[(String, Option<String>)],
+        schema_defined: bool,
+    ) -> u32 {
+        self.ensure_database(db);
+        let id = self.next_table_id;
+        self.next_table_id += 1;
+        let mut def = TableDef {
+            id,
+            database: db.to_string(),
+            name: table.to_string(),
+            primary_key: primary_key.to_string(),
+            attributes: Vec::new(),
+            schema_defined,
+            replicate: true,
+            next_attr_id: 0,
+        };
+        def.add_attribute(primary_key, true, None);
+        if !schema_defined {
+            def.add_attribute(CREATED_TIME, true, None);
+            def.add_attribute(UPDATED_TIME, true, None);
+        }
+        for (name, ty) in attributes {
+            def.add_attribute(name, true, ty.clone());
+        }
+        if let Some(d) = self.databases.get_mut(db) {
+            d.tables.insert(table.to_string(), def);
+        }
+        id
+    }
+
+    pub fn drop_table(&mut self, db: &str, table: &str) -> Option<TableDef> {
+        self.databases.get_mut(db)?.tables.remove(table)
+    }
+
+    pub fn drop_database(&mut self, db: &str) -> Option<DatabaseDef> {
+        self.databases.remove(db)
+    }
+}
+
+/// Why a database, table or attribute name is refused (None = acceptable).
+///
+/// Names become part of keys, paths in error messages and URLs; backticks and slashes are refused
+/// as Harper refuses them, empty and over-long names because nothing good comes of them.
+pub fn invalid_name(kind: &str, name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some(format!("{kind} name cannot be empty"));
+    }
+    if name.len() > 250 {
+        return Some(format!("{kind} name cannot be longer than 250 bytes"));
+    }
+    if name.contains('`') || name.contains('/') {
+        return Some(if kind == "Attribute" {
+            "Attribute names cannot include backticks or forward slashes".to_string()
+        } else {
+            format!("{kind} names cannot include backticks or forward slashes")
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_table_gets_pk_and_timestamps_in_harpers_order() {
+        let mut c = Catalog::with_system();
+        c.create_table("dev", "dog", "id", &[], false);
+        let t = c.table("dev", "dog").unwrap();
+        let names: Vec<_> = t.attributes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["id", CREATED_TIME, UPDATED_TIME]);
+        assert_ne!(t.id, c.table(SYSTEM_DB, HDB_USER).unwrap().id);
+    }
+
+    #[test]
+    fn schema_defined_table_has_only_declared_attributes() {
+        let mut c = Catalog::default();
+        c.create_table(
+            "dev",
+            "cat",
+            "id",
+            &[("name".into(), Some("String".into()))],
+            true,
+        );
+        let t = c.table("dev", "cat").unwrap();
+        assert_eq!(t.attributes.len(), 2);
+        assert!(t.schema_defined);
+    }
+
+    #[test]
+    fn names_with_backticks_or_slashes_are_refused() {
+        assert!(invalid_name("Attribute", "a`b").is_some());
+        assert!(invalid_name("Table", "a/b").is_some());
+        assert!(invalid_name("Table", "").is_some());
+        assert!(invalid_name("Table", "dog").is_none());
+    }
+
+    #[test]
+    fn node_local_tables_do_not_replicate() {
+        let c = Catalog::with_system();
+        assert!(!c.table(SYSTEM_DB, HDB_CERTIFICATE).unwrap().replicate);
+        assert!(c.table(SYSTEM_DB, HDB_NODES).unwrap().replicate);
+    }
+}

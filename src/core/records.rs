@@ -1,0 +1,914 @@
+//! Record writes: local insert/update/upsert/delete, users and roles, node-made system writes,
+//! and the apply of replicated transactions. All of them end in [`Core::store_entry`], which keeps
+//! records, secondary indexes, table statistics and the published users/roles in step.
+
+use super::auth::{role_from_record, SUPER_USER_ROLE};
+use super::catalog::{
+    invalid_name, AttributeDef, TableDef, CREATED_TIME, HDB_NODES, HDB_ROLE, HDB_USER, SYSTEM_DB,
+    UPDATED_TIME,
+};
+use super::error::{OpError, OpResult};
+use super::hlc;
+use super::lww::{self, Decision};
+use super::op::WriteKind;
+use super::txn::{Txn, TxnOp};
+use super::{Core, StoreView};
+use crate::store::keys;
+use crate::store::record::StoredRecord;
+use crate::store::{StoreError, Write};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+type StepResult = Result<OpResult, StoreError>;
+
+/// The index keys of one record: `attribute id ‖ value ‖ pk` for every indexed, non-key
+/// attribute it has (array elements each; objects are not indexed).
+fn index_keys(
+    attrs: &[AttributeDef],
+    pk_attr: &str,
+    rec: &Map<String, Value>,
+    pk: &[u8],
+) -> BTreeSet<Vec<u8>> {
+    let mut out = BTreeSet::new();
+    for a in attrs {
+        if !a.indexed || a.name == pk_attr {
+            continue;
+        }
+        let Some(v) = rec.get(&a.name) else { continue };
+        let mut add = |v: &Value| {
+            let mut k = a.id.to_be_bytes().to_vec();
+            if keys::encode_index_value(v, &mut k) {
+                k.extend_from_slice(pk);
+                out.insert(k);
+            }
+        };
+        match v {
+            Value::Array(items) => items.iter().for_each(&mut add),
+            other => add(other),
+        }
+    }
+    out
+}
+
+/// Harper refuses these primary key values outright.
+fn reserved_pk(v: &Value) -> bool {
+    matches!(v, Value::String(s) if s == "null" || s == "undefined")
+}
+
+pub(crate) fn pk_error(pk_attr: &str, v: &Value) -> OpError {
+    if reserved_pk(v) {
+        OpError::bad_request(format!(
+            "\"{}\" is not a valid hash attribute value",
+            v.as_str().unwrap_or_default()
+        ))
+    } else {
+        OpError::bad_request(format!(
+            "'{pk_attr}' must be a string or a number (and at most {} bytes long)",
+            keys::MAX_PK_BYTES
+        ))
+    }
+}
+
+/// Encodes a primary key value or explains why it is not one.
+pub(crate) fn encode_pk_checked(pk_attr: &str, v: &Value) -> Result<Vec<u8>, OpError> {
+    if reserved_pk(v) {
+        return Err(pk_error(pk_attr, v));
+    }
+    keys::encode_pk(v).ok_or_else(|| pk_error(pk_attr, v))
+}
+
+fn parse_map(json: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice(json) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
+impl<R> Core<R> {
+    /// Stores a record (or a tombstone when `new` is None) at `version` from `origin`, keeping
+    /// indexes, stats and derived state in step. `old` is what was stored before.
+    #[allow(clippy::too_many_arguments)]
+    fn store_entry(
+        &mut self,
+        table: &TableDef,
+        pk: &[u8],
+        old: Option<&StoredRecord>,
+        new: Option<(&Map<String, Value>, Vec<u8>)>,
+        version: u64,
+        origin: u32,
+    ) {
+        let old_map = old.and_then(|o| o.json.as_deref()).and_then(parse_map);
+        let old_keys = old_map
+            .as_ref()
+            .map(|m| index_keys(&table.attributes, &table.primary_key, m, pk))
+            .unwrap_or_default();
+        let new_keys = new
+            .as_ref()
+            .map(|(m, _)| index_keys(&table.attributes, &table.primary_key, m, pk))
+            .unwrap_or_default();
+        for k in old_keys.difference(&new_keys) {
+            self.writes.push(Write::IndexDel {
+                table: table.id,
+                key: k.clone(),
+            });
+        }
+        for k in new_keys.difference(&old_keys) {
+            self.writes.push(Write::IndexPut {
+                table: table.id,
+                key: k.clone(),
+            });
+        }
+        let was_live = old.is_some_and(|o| !o.is_tombstone());
+        let stats = self.stats.entry(table.id).or_default();
+        match (was_live, new.is_some()) {
+            (false, true) => stats.count += 1,
+            (true, false) => stats.count = stats.count.saturating_sub(1),
+            _ => {}
+        }
+        stats.last_version = stats.last_version.max(version);
+        self.dirty_stats.insert(table.id);
+
+        if table.database == SYSTEM_DB {
+            self.on_system_write(&table.name, pk, new.as_ref().map(|(m, _)| *m));
+        }
+        let record = StoredRecord {
+            version,
+            origin,
+            json: new.map(|(_, json)| json),
+        };
+        self.overlay.insert((table.id, pk.to_vec()), record.clone());
+        self.writes.push(Write::Record {
+            table: table.id,
+            pk: pk.to_vec(),
+            record,
+        });
+    }
+
+    /// Keeps derived state (users, roles) in step with committed system-table writes, whether
+    /// they were made here or replicated.
+    fn on_system_write(&mut self, table: &str, pk: &[u8], record: Option<&Map<String, Value>>) {
+        let Some(key) = keys::decode_pk(pk) else {
+            return;
+        };
+        let key = match key {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        match table {
+            HDB_USER => {
+                Arc::make_mut(&mut self.auth).apply_user(&key, record);
+                self.auth_dirty = true;
+            }
+            HDB_ROLE => {
+                Arc::make_mut(&mut self.auth).apply_role(&key, record);
+                self.auth_dirty = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds attributes of a dynamic table that `rec` introduces; returns their names.
+    fn add_new_attributes(
+        &mut self,
+        db: &str,
+        table: &str,
+        rec: &Map<String, Value>,
+    ) -> Vec<String> {
+        let Some(def) = self.catalog.table(db, table) else {
+            return Vec::new();
+        };
+        if def.schema_defined || rec.keys().all(|k| def.attribute(k).is_some()) {
+            return Vec::new();
+        }
+        let mut added = Vec::new();
+        if let Some(def) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
+            for k in rec.keys() {
+                if def.add_attribute(k, true, None) {
+                    added.push(k.clone());
+                }
+            }
+        }
+        self.mark_catalog_changed();
+        added
+    }
+
+    fn table_or_404(&self, db: &str, table: &str) -> Result<TableDef, OpError> {
+        let Some(d) = self.catalog.database(db) else {
+            return Err(OpError::database_not_found(db));
+        };
+        d.tables
+            .get(table)
+            .cloned()
+            .ok_or_else(|| OpError::table_not_found(db, table))
+    }
+
+    /// insert / update / upsert: one request = one transaction = one version.
+    pub(super) fn write_records(
+        &mut self,
+        kind: WriteKind,
+        db: &str,
+        table: &str,
+        records: Vec<Map<String, Value>>,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        let def = match self.table_or_404(db, table) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let pk_attr = def.primary_key.clone();
+        // Validate the whole request before writing anything: a bad record fails the request
+        // and leaves the store untouched.
+        let mut items = Vec::with_capacity(records.len());
+        for mut rec in records {
+            for k in rec.keys() {
+                if let Some(msg) = invalid_name("Attribute", k) {
+                    return Ok(Err(OpError::bad_request(msg)));
+                }
+            }
+            let pk_value = match rec.get(&pk_attr) {
+                None | Some(Value::Null) => {
+                    if kind == WriteKind::Update {
+                        return Ok(Err(OpError::bad_request(
+                            "a valid hash attribute must be provided with update record, check log for more info",
+                        )));
+                    }
+                    let id = Value::String(crate::util::uuid_v4());
+                    rec.insert(pk_attr.clone(), id.clone());
+                    id
+                }
+                Some(v) => v.clone(),
+            };
+            let pk = match encode_pk_checked(&pk_attr, &pk_value) {
+                Ok(pk) => pk,
+                Err(e) => return Ok(Err(e)),
+            };
+            items.push((pk_value, pk, rec));
+        }
+
+        let version = self.hlc.next(now_ms);
+        let txn_ms = hlc::to_ms_f64(version);
+        let stamped = def.attribute(UPDATED_TIME).is_some();
+        let mut written = Vec::new();
+        let mut skipped = Vec::new();
+        let mut new_attributes = Vec::new();
+        let mut ops = Vec::new();
+        let mut seen = HashSet::new();
+        for (pk_value, pk, rec) in items {
+            if !seen.insert(pk.clone()) {
+                skipped.push(pk_value);
+                continue;
+            }
+            let existing = self.read(store, def.id, &pk)?;
+            let live = existing
+                .as_ref()
+                .and_then(|e| e.json.as_deref())
+                .and_then(parse_map);
+            let mut merged = match (kind, live) {
+                (WriteKind::Insert, Some(_)) | (WriteKind::Update, None) => {
+                    skipped.push(pk_value);
+                    continue;
+                }
+                (_, Some(mut current)) => {
+                    // update/upsert are read-merge-put (Harper): a full record, not a patch.
+                    for (k, v) in rec {
+                        current.insert(k, v);
+                    }
+                    current
+                }
+                (_, None) => rec,
+            };
+            if stamped {
+                let created = merged
+                    .get(CREATED_TIME)
+                    .filter(|_| existing.as_ref().is_some_and(|e| !e.is_tombstone()))
+                    .cloned()
+                    .unwrap_or_else(|| json!(txn_ms));
+                merged.insert(CREATED_TIME.to_string(), created);
+                merged.insert(UPDATED_TIME.to_string(), json!(txn_ms));
+            }
+            for a in self.add_new_attributes(db, table, &merged) {
+                if !new_attributes.contains(&a) {
+                    new_attributes.push(a);
+                }
+            }
+            let def_now = self
+                .catalog
+                .table(db, table)
+                .cloned()
+                .unwrap_or_else(|| def.clone());
+            let json = serde_json::to_vec(&merged).unwrap_or_default();
+            self.store_entry(
+                &def_now,
+                &pk,
+                existing.as_ref(),
+                Some((&merged, json.clone())),
+                version,
+                self.self_origin,
+            );
+            if def.replicate {
+                ops.push(TxnOp::Put {
+                    table: table.to_string(),
+                    pk_attr: pk_attr.clone(),
+                    pk,
+                    record: json,
+                });
+            }
+            written.push(pk_value);
+        }
+        self.commit_local_txn(db, version, ops);
+
+        let total = written.len() + skipped.len();
+        let (verb, hashes_key) = match kind {
+            WriteKind::Insert => ("inserted", "inserted_hashes"),
+            WriteKind::Update => ("updated", "update_hashes"),
+            WriteKind::Upsert => ("upserted", "upserted_hashes"),
+        };
+        let mut out = Map::new();
+        out.insert(
+            "message".into(),
+            json!(format!("{verb} {} of {total} records", written.len())),
+        );
+        if !def.schema_defined {
+            out.insert("new_attributes".into(), json!(new_attributes));
+        }
+        out.insert("txn_time".into(), json!(txn_ms));
+        out.insert(hashes_key.into(), Value::Array(written));
+        if kind != WriteKind::Upsert {
+            out.insert("skipped_hashes".into(), Value::Array(skipped));
+        }
+        Ok(Ok(Value::Object(out)))
+    }
+
+    /// Logs a local transaction (if it changed anything replicable) in its database's audit log.
+    pub(super) fn commit_local_txn(&mut self, db: &str, version: u64, ops: Vec<TxnOp>) {
+        let Some(db_id) = self.catalog.database(db).map(|d| d.id) else {
+            return;
+        };
+        let txn = Txn {
+            origin: self.node_name.clone(),
+            version,
+            db: db.to_string(),
+            ops,
+        };
+        self.log_txn(db_id, self.self_origin, &txn);
+    }
+
+    pub(super) fn delete_records(
+        &mut self,
+        db: &str,
+        table: &str,
+        ids: &[Value],
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        let def = match self.table_or_404(db, table) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut pks = Vec::with_capacity(ids.len());
+        for id in ids {
+            match encode_pk_checked(&def.primary_key, id) {
+                Ok(pk) => pks.push((id.clone(), pk)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let version = self.hlc.next(now_ms);
+        let mut ops = Vec::new();
+        let mut deleted = Vec::new();
+        let mut seen = HashSet::new();
+        for (id, pk) in pks {
+            if !seen.insert(pk.clone()) {
+                continue;
+            }
+            let existing = self.read(store, def.id, &pk)?;
+            // A delete of a missing key still writes a versioned tombstone: another node may
+            // hold an older copy of the key, and this delete must win over it (Harper reports
+            // such ids as deleted too).
+            self.store_entry(
+                &def,
+                &pk,
+                existing.as_ref(),
+                None,
+                version,
+                self.self_origin,
+            );
+            if def.replicate {
+                ops.push(TxnOp::Delete {
+                    table: table.to_string(),
+                    pk_attr: def.primary_key.clone(),
+                    pk,
+                });
+            }
+            deleted.push(id);
+        }
+        self.commit_local_txn(db, version, ops);
+        let total = ids.len();
+        let noun = if total == 1 { "record" } else { "records" };
+        Ok(Ok(json!({
+            "message": format!("{} of {total} {noun} successfully deleted", deleted.len()),
+            "deleted_hashes": deleted,
+            "skipped_hashes": [],
+            "txn_time": hlc::to_ms_f64(version),
+        })))
+    }
+
+    /// Reads a live system record by key.
+    fn system_record(
+        &self,
+        store: &dyn StoreView,
+        table: &str,
+        key: &Value,
+    ) -> Result<Option<Map<String, Value>>, StoreError> {
+        let Some(def) = self.catalog.table(SYSTEM_DB, table) else {
+            return Ok(None);
+        };
+        let Some(pk) = keys::encode_pk(key) else {
+            return Ok(None);
+        };
+        Ok(self
+            .read(store, def.id, &pk)?
+            .and_then(|r| r.json)
+            .and_then(|j| parse_map(&j)))
+    }
+
+    /// Writes one record of a system table as its own local transaction (stamped, indexed,
+    /// audited if the table replicates). Returns the record as stored and the version.
+    fn put_system(
+        &mut self,
+        table: &str,
+        mut record: Map<String, Value>,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> Result<Result<(Map<String, Value>, u64), OpError>, StoreError> {
+        let def = match self.table_or_404(SYSTEM_DB, table) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(key) = record.get(&def.primary_key).cloned() else {
+            return Ok(Err(OpError::bad_request(format!(
+                "'{}' is required",
+                def.primary_key
+            ))));
+        };
+        let pk = match encode_pk_checked(&def.primary_key, &key) {
+            Ok(pk) => pk,
+            Err(e) => return Ok(Err(e)),
+        };
+        let version = self.hlc.next(now_ms);
+        let txn_ms = hlc::to_ms_f64(version);
+        let existing = self.read(store, def.id, &pk)?;
+        let created = existing
+            .as_ref()
+            .and_then(|e| e.json.as_deref())
+            .and_then(parse_map)
+            .and_then(|m| m.get(CREATED_TIME).cloned())
+            .unwrap_or_else(|| json!(txn_ms));
+        record.insert(UPDATED_TIME.into(), json!(txn_ms));
+        record.insert(CREATED_TIME.into(), created);
+        self.add_new_attributes(SYSTEM_DB, table, &record);
+        let def = self.catalog.table(SYSTEM_DB, table).cloned().unwrap_or(def);
+        let json = serde_json::to_vec(&record).unwrap_or_default();
+        self.store_entry(
+            &def,
+            &pk,
+            existing.as_ref(),
+            Some((&record, json.clone())),
+            version,
+            self.self_origin,
+        );
+        let ops = if def.replicate {
+            vec![TxnOp::Put {
+                table: table.to_string(),
+                pk_attr: def.primary_key.clone(),
+                pk,
+                record: json,
+            }]
+        } else {
+            Vec::new()
+        };
+        self.commit_local_txn(SYSTEM_DB, version, ops);
+        Ok(Ok((record, version)))
+    }
+
+    fn delete_system(
+        &mut self,
+        table: &str,
+        key: &Value,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> Result<Result<u64, OpError>, StoreError> {
+        let def = match self.table_or_404(SYSTEM_DB, table) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let pk = match encode_pk_checked(&def.primary_key, key) {
+            Ok(pk) => pk,
+            Err(e) => return Ok(Err(e)),
+        };
+        let version = self.hlc.next(now_ms);
+        let existing = self.read(store, def.id, &pk)?;
+        self.store_entry(
+            &def,
+            &pk,
+            existing.as_ref(),
+            None,
+            version,
+            self.self_origin,
+        );
+        let ops = if def.replicate {
+            vec![TxnOp::Delete {
+                table: table.to_string(),
+                pk_attr: def.primary_key.clone(),
+                pk,
+            }]
+        } else {
+            Vec::new()
+        };
+        self.commit_local_txn(SYSTEM_DB, version, ops);
+        Ok(Ok(version))
+    }
+
+    pub(super) fn system_put(
+        &mut self,
+        table: &str,
+        record: Map<String, Value>,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        Ok(self
+            .put_system(table, record, now_ms, store)?
+            .map(|(rec, _)| Value::Object(rec)))
+    }
+
+    pub(super) fn system_delete(
+        &mut self,
+        table: &str,
+        key: &Value,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        Ok(self
+            .delete_system(table, key, now_ms, store)?
+            .map(|v| json!({ "txn_time": hlc::to_ms_f64(v) })))
+    }
+
+    // ----- users and roles ---------------------------------------------------------------
+
+    pub(super) fn add_user(
+        &mut self,
+        username: &str,
+        password_hash: &str,
+        role: &str,
+        active: bool,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        let Some(role_id) = self.auth.role_by_name(role).map(|r| r.id.clone()) else {
+            return Ok(Err(OpError::not_found(format!("{role} role not found"))));
+        };
+        if self
+            .system_record(store, HDB_USER, &json!(username))?
+            .is_some()
+        {
+            return Ok(Err(OpError::conflict(format!(
+                "User {username} already exists"
+            ))));
+        }
+        let mut rec = Map::new();
+        rec.insert("username".into(), json!(username));
+        rec.insert("password".into(), json!(password_hash));
+        rec.insert("hash_function".into(), json!("argon2id"));
+        rec.insert("role".into(), json!(role_id));
+        rec.insert("active".into(), json!(active));
+        Ok(self
+            .put_system(HDB_USER, rec, now_ms, store)?
+            .map(|_| json!({ "message": format!("{username} successfully added") })))
+    }
+
+    pub(super) fn alter_user(
+        &mut self,
+        username: &str,
+        password_hash: Option<String>,
+        role: Option<String>,
+        active: Option<bool>,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        let Some(mut rec) = self.system_record(store, HDB_USER, &json!(username))? else {
+            return Ok(Err(OpError::not_found(format!(
+                "User {username} does not exist"
+            ))));
+        };
+        if let Some(role) = role {
+            let Some(role_id) = self.auth.role_by_name(&role).map(|r| r.id.clone()) else {
+                return Ok(Err(OpError::not_found(format!(
+                    "Update failed.  Requested '{role}' role not found."
+                ))));
+            };
+            rec.insert("role".into(), json!(role_id));
+        }
+        if let Some(h) = password_hash {
+            rec.insert("password".into(), json!(h));
+            rec.insert("hash_function".into(), json!("argon2id"));
+        }
+        if let Some(a) = active {
+            rec.insert("active".into(), json!(a));
+        }
+        Ok(self
+            .put_system(HDB_USER, rec, now_ms, store)?
+            .map(|(_, v)| {
+                json!({
+                    "message": "updated 1 of 1 records",
+                    "new_attributes": [],
+                    "txn_time": hlc::to_ms_f64(v),
+                    "update_hashes": [username],
+                    "skipped_hashes": [],
+                })
+            }))
+    }
+
+    pub(super) fn drop_user(
+        &mut self,
+        username: &str,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        if self
+            .system_record(store, HDB_USER, &json!(username))?
+            .is_none()
+        {
+            return Ok(Err(OpError::not_found(format!(
+                "User {username} does not exist"
+            ))));
+        }
+        Ok(self
+            .delete_system(HDB_USER, &json!(username), now_ms, store)?
+            .map(|_| json!({ "message": format!("{username} successfully deleted") })))
+    }
+
+    pub(super) fn add_role(
+        &mut self,
+        role: &str,
+        id: Option<String>,
+        permission: Value,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        if self.auth.role_by_name(role).is_some() {
+            return Ok(Err(OpError::conflict(format!(
+                "A role with name '{role}' already exists"
+            ))));
+        }
+        // Harper 4.7 uses the role name as the id when none is given.
+        let id = id.unwrap_or_else(|| role.to_string());
+        if self.system_record(store, HDB_ROLE, &json!(id))?.is_some() {
+            return Ok(Err(OpError::conflict(format!(
+                "A role with id '{id}' already exists"
+            ))));
+        }
+        let mut rec = Map::new();
+        rec.insert("role".into(), json!(role));
+        rec.insert("permission".into(), permission);
+        rec.insert("id".into(), json!(id));
+        Ok(self
+            .put_system(HDB_ROLE, rec, now_ms, store)?
+            .map(|(rec, _)| Value::Object(rec)))
+    }
+
+    pub(super) fn alter_role(
+        &mut self,
+        id: &str,
+        role: Option<String>,
+        permission: Option<Value>,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        let Some(mut rec) = self.system_record(store, HDB_ROLE, &json!(id))? else {
+            return Ok(Err(OpError::bad_request("Invalid role id")));
+        };
+        if let Some(name) = role {
+            if self.auth.role_by_name(&name).is_some_and(|r| r.id != id) {
+                return Ok(Err(OpError::conflict(format!(
+                    "A role with name '{name}' already exists"
+                ))));
+            }
+            rec.insert("role".into(), json!(name));
+        }
+        if let Some(p) = permission {
+            rec.insert("permission".into(), p);
+        }
+        Ok(self
+            .put_system(HDB_ROLE, rec, now_ms, store)?
+            .map(|(rec, _)| Value::Object(rec)))
+    }
+
+    pub(super) fn drop_role(&mut self, id: &str, now_ms: u64, store: &dyn StoreView) -> StepResult {
+        let Some(rec) = self.system_record(store, HDB_ROLE, &json!(id))? else {
+            return Ok(Err(OpError::not_found("Role not found")));
+        };
+        let name = role_from_record(&rec)
+            .map(|r| r.name)
+            .unwrap_or_else(|| id.to_string());
+        if id == SUPER_USER_ROLE {
+            return Ok(Err(OpError::bad_request("Cannot drop the super_user role")));
+        }
+        if self.auth.users.values().any(|u| u.role_id == id) {
+            return Ok(Err(OpError::bad_request(format!(
+                "Cannot drop role {name} as it has user(s) tied to this role"
+            ))));
+        }
+        Ok(self
+            .delete_system(HDB_ROLE, &json!(id), now_ms, store)?
+            .map(|_| json!({ "message": format!("{name} successfully deleted") })))
+    }
+
+    // ----- replication -------------------------------------------------------------------
+
+    /// Applies a transaction received from a peer: each write by LWW against what is stored,
+    /// with the origin's version and timestamps; the whole transaction lands in this group's
+    /// batch together with its audit entry and the origin's cursor, so a crash never keeps one
+    /// without the other.
+    pub(super) fn apply_remote(
+        &mut self,
+        txn: Txn,
+        store: &dyn StoreView,
+    ) -> Result<(), StoreError> {
+        if txn.origin == self.node_name {
+            // Our own write echoed back (relay, full mesh race): an identity tie, nothing to do.
+            return Ok(());
+        }
+        let origin = self.origin_id(&txn.origin);
+        if self.catalog.database(&txn.db).is_none() {
+            Arc::make_mut(&mut self.catalog).ensure_database(&txn.db);
+            self.mark_catalog_changed();
+        }
+        let db_id = self.catalog.database(&txn.db).map(|d| d.id).unwrap_or(0);
+        let applied = self
+            .cursors
+            .get(&db_id)
+            .and_then(|m| m.get(&origin))
+            .copied()
+            .unwrap_or(0);
+        if txn.version <= applied {
+            // Streams of one origin are contiguous and ordered: this one is already here.
+            return Ok(());
+        }
+        self.hlc.observe(txn.version);
+        for op in &txn.ops {
+            self.apply_remote_op(&txn, origin, op, store)?;
+        }
+        self.log_txn(db_id, origin, &txn);
+        Ok(())
+    }
+
+    fn apply_remote_op(
+        &mut self,
+        txn: &Txn,
+        origin: u32,
+        op: &TxnOp,
+        store: &dyn StoreView,
+    ) -> Result<(), StoreError> {
+        let db = txn.db.as_str();
+        match op {
+            TxnOp::Put {
+                table,
+                pk_attr,
+                pk,
+                record,
+            } => {
+                let Some(map) = parse_map(record) else {
+                    // Undecodable is permanent: skip it loudly, never wedge the stream on it.
+                    log::warn!(
+                        "skipping an undecodable record from {} in {db}.{table}",
+                        txn.origin
+                    );
+                    return Ok(());
+                };
+                self.ensure_remote_table(db, table, pk_attr);
+                self.add_new_attributes(db, table, &map);
+                self.apply_remote_write(
+                    txn,
+                    origin,
+                    db,
+                    table,
+                    pk,
+                    Some((&map, record.clone())),
+                    store,
+                )
+            }
+            TxnOp::Delete { table, pk_attr, pk } => {
+                self.ensure_remote_table(db, table, pk_attr);
+                self.apply_remote_write(txn, origin, db, table, pk, None, store)
+            }
+            schema => {
+                self.apply_remote_schema(db, schema);
+                Ok(())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_remote_write(
+        &mut self,
+        txn: &Txn,
+        origin: u32,
+        db: &str,
+        table: &str,
+        pk: &[u8],
+        new: Option<(&Map<String, Value>, Vec<u8>)>,
+        store: &dyn StoreView,
+    ) -> Result<(), StoreError> {
+        let Some(def) = self.catalog.table(db, table).cloned() else {
+            return Ok(());
+        };
+        let existing = self.read(store, def.id, pk)?;
+        let stored = existing
+            .as_ref()
+            .map(|e| (e.version, self.origins.name(e.origin).to_string()));
+        let decision = lww::decide(
+            (txn.version, &txn.origin),
+            stored.as_ref().map(|(v, o)| (*v, o.as_str())),
+        );
+        if decision == Decision::Apply {
+            self.store_entry(&def, pk, existing.as_ref(), new, txn.version, origin);
+        }
+        Ok(())
+    }
+
+    fn ensure_remote_table(&mut self, db: &str, table: &str, pk_attr: &str) {
+        if self.catalog.table(db, table).is_some() {
+            return;
+        }
+        Arc::make_mut(&mut self.catalog).create_table(db, table, pk_attr, &[], false);
+        self.mark_catalog_changed();
+    }
+
+    /// Schema changes from a peer, applied idempotently (never an error: the peer already
+    /// committed them).
+    fn apply_remote_schema(&mut self, db: &str, op: &TxnOp) {
+        let cat = Arc::make_mut(&mut self.catalog);
+        let mut drop_storage = Vec::new();
+        match op {
+            TxnOp::CreateDatabase { name } => {
+                cat.ensure_database(name);
+            }
+            TxnOp::CreateTable {
+                table,
+                pk_attr,
+                attributes,
+                schema_defined,
+            } => {
+                if cat.table(db, table).is_none() {
+                    cat.create_table(db, table, pk_attr, attributes, *schema_defined);
+                }
+            }
+            TxnOp::CreateAttribute { table, attribute } => {
+                if let Some(t) = cat.table_mut(db, table) {
+                    t.add_attribute(attribute, true, None);
+                }
+            }
+            TxnOp::DropAttribute { table, attribute } => {
+                if let Some(t) = cat.table_mut(db, table) {
+                    if t.primary_key != *attribute {
+                        if let Some(pos) = t.attributes.iter().position(|a| a.name == *attribute) {
+                            let a = t.attributes.remove(pos);
+                            self.writes.push(Write::DropIndexAttribute {
+                                table: t.id,
+                                attribute: a.id,
+                            });
+                        }
+                    }
+                }
+            }
+            TxnOp::DropTable { table } => {
+                if db != SYSTEM_DB {
+                    if let Some(t) = cat.drop_table(db, table) {
+                        drop_storage.push(t.id);
+                    }
+                }
+            }
+            TxnOp::DropDatabase { name } => {
+                if name != SYSTEM_DB {
+                    if let Some(d) = cat.drop_database(name) {
+                        drop_storage.extend(d.tables.values().map(|t| t.id));
+                        self.writes.push(Write::DropDatabaseLog { db: d.id });
+                        self.cursors.remove(&d.id);
+                    }
+                }
+            }
+            TxnOp::Put { .. } | TxnOp::Delete { .. } => {}
+        }
+        for t in drop_storage {
+            self.stats.remove(&t);
+            self.writes.push(Write::DropTableStorage { table: t });
+        }
+        self.mark_catalog_changed();
+    }
+
+    /// True for tables whose rows drive node membership (used by replication).
+    pub fn is_membership_table(db: &str, table: &str) -> bool {
+        db == SYSTEM_DB && table == HDB_NODES
+    }
+}

@@ -1,0 +1,251 @@
+//! Schema operations: databases, tables and attributes. Creations are logged as transactions so
+//! peers learn them (a database in the `system` log, tables and attributes in their database's
+//! log); drops stay local unless asked to replicate (`replicated: true`), as in Harper.
+
+use super::catalog::{invalid_name, SYSTEM_DB};
+use super::error::{OpError, OpResult};
+use super::txn::TxnOp;
+use super::Core;
+use crate::store::Write;
+use serde_json::json;
+use std::sync::Arc;
+
+fn system_is_read_only() -> OpError {
+    OpError::new(
+        403,
+        "The 'system' database, tables and records are used internally by HarperDB and cannot be updated or removed.",
+    )
+}
+
+impl<R> Core<R> {
+    /// Logs schema ops as one local transaction in `db`'s audit log.
+    fn log_schema(&mut self, db: &str, now_ms: u64, ops: Vec<TxnOp>) {
+        let version = self.hlc.next(now_ms);
+        self.commit_local_txn(db, version, ops);
+    }
+
+    /// Creates a database if missing and logs it in the system log; returns true if created.
+    fn ensure_database_logged(&mut self, db: &str, now_ms: u64) -> bool {
+        if !Arc::make_mut(&mut self.catalog).ensure_database(db) {
+            return false;
+        }
+        self.mark_catalog_changed();
+        self.log_schema(
+            SYSTEM_DB,
+            now_ms,
+            vec![TxnOp::CreateDatabase {
+                name: db.to_string(),
+            }],
+        );
+        true
+    }
+
+    pub(super) fn create_database(&mut self, db: &str, now_ms: u64) -> OpResult {
+        if let Some(msg) = invalid_name("Database", db) {
+            return Err(OpError::bad_request(msg));
+        }
+        if self.catalog.database(db).is_some() {
+            return Err(OpError::bad_request(format!(
+                "database '{db}' already exists"
+            )));
+        }
+        self.ensure_database_logged(db, now_ms);
+        Ok(json!({ "message": format!("database '{db}' successfully created") }))
+    }
+
+    pub(super) fn drop_database(&mut self, db: &str, replicated: bool, now_ms: u64) -> OpResult {
+        if db == SYSTEM_DB {
+            return Err(system_is_read_only());
+        }
+        let Some(def) = self.catalog.database(db).cloned() else {
+            return Err(OpError::database_not_found(db));
+        };
+        if replicated {
+            self.log_schema(
+                SYSTEM_DB,
+                now_ms,
+                vec![TxnOp::DropDatabase {
+                    name: db.to_string(),
+                }],
+            );
+        }
+        Arc::make_mut(&mut self.catalog).drop_database(db);
+        self.mark_catalog_changed();
+        for t in def.tables.values() {
+            self.stats.remove(&t.id);
+            self.writes.push(Write::DropTableStorage { table: t.id });
+        }
+        self.cursors.remove(&def.id);
+        self.writes.push(Write::DropDatabaseLog { db: def.id });
+        Ok(json!({ "message": format!("successfully deleted '{db}'") }))
+    }
+
+    pub(super) fn create_table(
+        &mut self,
+        db: &str,
+        table: &str,
+        primary_key: &str,
+        attributes: Vec<(String, Option<String>)>,
+        schema_defined: bool,
+        now_ms: u64,
+    ) -> OpResult {
+        for (kind, name) in [("Database", db), ("Table", table)] {
+            if let Some(msg) = invalid_name(kind, name) {
+                return Err(OpError::bad_request(msg));
+            }
+        }
+        for name in std::iter::once(primary_key).chain(attributes.iter().map(|a| a.0.as_str())) {
+            if let Some(msg) = invalid_name("Attribute", name) {
+                return Err(OpError::bad_request(msg));
+            }
+        }
+        if db == SYSTEM_DB {
+            return Err(system_is_read_only());
+        }
+        if self.catalog.table(db, table).is_some() {
+            return Err(OpError::bad_request(format!(
+                "Table '{table}' already exists in '{db}'"
+            )));
+        }
+        self.ensure_database_logged(db, now_ms);
+        let attrs: Vec<(String, Option<String>)> = attributes
+            .into_iter()
+            .filter(|(n, _)| n != primary_key)
+            .collect();
+        Arc::make_mut(&mut self.catalog).create_table(
+            db,
+            table,
+            primary_key,
+            &attrs,
+            schema_defined,
+        );
+        self.mark_catalog_changed();
+        self.log_schema(
+            db,
+            now_ms,
+            vec![TxnOp::CreateTable {
+                table: table.to_string(),
+                pk_attr: primary_key.to_string(),
+                attributes: attrs,
+                schema_defined,
+            }],
+        );
+        Ok(json!({ "message": format!("table '{db}.{table}' successfully created.") }))
+    }
+
+    pub(super) fn drop_table(
+        &mut self,
+        db: &str,
+        table: &str,
+        replicated: bool,
+        now_ms: u64,
+    ) -> OpResult {
+        if db == SYSTEM_DB {
+            return Err(system_is_read_only());
+        }
+        if self.catalog.database(db).is_none() {
+            return Err(OpError::database_not_found(db));
+        }
+        let Some(def) = self.catalog.table(db, table).cloned() else {
+            return Err(OpError::table_not_found(db, table));
+        };
+        if replicated {
+            self.log_schema(
+                db,
+                now_ms,
+                vec![TxnOp::DropTable {
+                    table: table.to_string(),
+                }],
+            );
+        }
+        Arc::make_mut(&mut self.catalog).drop_table(db, table);
+        self.mark_catalog_changed();
+        self.stats.remove(&def.id);
+        self.writes.push(Write::DropTableStorage { table: def.id });
+        Ok(json!({ "message": format!("successfully deleted table '{db}.{table}'") }))
+    }
+
+    pub(super) fn create_attribute(
+        &mut self,
+        db: &str,
+        table: &str,
+        attribute: &str,
+        now_ms: u64,
+    ) -> OpResult {
+        if let Some(msg) = invalid_name("Attribute", attribute) {
+            return Err(OpError::bad_request(msg));
+        }
+        if db == SYSTEM_DB {
+            return Err(system_is_read_only());
+        }
+        if self.catalog.database(db).is_none() {
+            return Err(OpError::database_not_found(db));
+        }
+        let Some(def) = self.catalog.table(db, table) else {
+            return Err(OpError::table_not_found(db, table));
+        };
+        if def.attribute(attribute).is_some() {
+            return Err(OpError::bad_request(format!(
+                "attribute '{attribute}' already exists in {db}.{table}"
+            )));
+        }
+        if let Some(t) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
+            t.add_attribute(attribute, true, None);
+        }
+        self.mark_catalog_changed();
+        self.log_schema(
+            db,
+            now_ms,
+            vec![TxnOp::CreateAttribute {
+                table: table.to_string(),
+                attribute: attribute.to_string(),
+            }],
+        );
+        Ok(
+            json!({ "message": format!("attribute '{db}.{table}.{attribute}' successfully created.") }),
+        )
+    }
+
+    pub(super) fn drop_attribute(
+        &mut self,
+        db: &str,
+        table: &str,
+        attribute: &str,
+        now_ms: u64,
+    ) -> OpResult {
+        if db == SYSTEM_DB {
+            return Err(system_is_read_only());
+        }
+        if self.catalog.database(db).is_none() {
+            return Err(OpError::database_not_found(db));
+        }
+        let Some(def) = self.catalog.table(db, table).cloned() else {
+            return Err(OpError::table_not_found(db, table));
+        };
+        if def.primary_key == attribute {
+            return Err(OpError::bad_request("cannot drop a table's hash attribute"));
+        }
+        let Some(attr) = def.attribute(attribute).cloned() else {
+            return Err(OpError::not_found(format!(
+                "Attribute '{attribute}' does not exist on '{db}.{table}'"
+            )));
+        };
+        if let Some(t) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
+            t.attributes.retain(|a| a.name != attribute);
+        }
+        self.mark_catalog_changed();
+        self.writes.push(Write::DropIndexAttribute {
+            table: def.id,
+            attribute: attr.id,
+        });
+        self.log_schema(
+            db,
+            now_ms,
+            vec![TxnOp::DropAttribute {
+                table: table.to_string(),
+                attribute: attribute.to_string(),
+            }],
+        );
+        Ok(json!({ "message": format!("successfully deleted attribute '{attribute}'") }))
+    }
+}

@@ -1,0 +1,551 @@
+//! Deterministic tests of the core's rules, with an in-memory store standing in for fjall.
+
+use super::op::{WriteKind, WriteOp};
+use super::txn::{Txn, TxnOp};
+use super::*;
+use crate::store::keys;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+#[derive(Default)]
+struct MemStore {
+    records: HashMap<(u32, Vec<u8>), StoredRecord>,
+    audit: Vec<(u32, u32, u64, Vec<u8>)>,
+}
+
+impl StoreView for MemStore {
+    fn get_record(&self, table: u32, pk: &[u8]) -> Result<Option<StoredRecord>, StoreError> {
+        Ok(self.records.get(&(table, pk.to_vec())).cloned())
+    }
+}
+
+impl MemStore {
+    fn apply(&mut self, writes: &[Write]) {
+        for w in writes {
+            match w {
+                Write::Record { table, pk, record } => {
+                    self.records.insert((*table, pk.clone()), record.clone());
+                }
+                Write::Audit {
+                    db,
+                    origin,
+                    version,
+                    ops,
+                } => self.audit.push((*db, *origin, *version, ops.clone())),
+                _ => {}
+            }
+        }
+    }
+}
+
+struct Node {
+    core: Core<u32>,
+    store: MemStore,
+    now: u64,
+}
+
+impl Node {
+    fn new(name: &str) -> Node {
+        let mut n = Node {
+            core: Core::new(name, Recovered::default()),
+            store: MemStore::default(),
+            now: 1_000_000,
+        };
+        n.run(WriteOp::CreateTable {
+            database: "dev".into(),
+            table: "dog".into(),
+            primary_key: "id".into(),
+            attributes: vec![],
+            schema_defined: false,
+        })
+        .unwrap();
+        n
+    }
+
+    /// Steps one operation and commits its group, returning the reply.
+    fn run(&mut self, op: WriteOp) -> OpResult {
+        self.now += 1;
+        self.core
+            .step(Input::Write { op, reply: 0 }, self.now, &self.store)
+            .unwrap();
+        self.commit().pop().unwrap()
+    }
+
+    fn commit(&mut self) -> Vec<OpResult> {
+        let ready = self.core.take_ready();
+        self.store.apply(&ready.writes);
+        ready
+            .replies
+            .into_iter()
+            .filter_map(|(_, r)| match r {
+                Reply::Op(r) => Some(r),
+                Reply::Applied(_) => None,
+            })
+            .collect()
+    }
+
+    fn insert(&mut self, kind: WriteKind, records: Value) -> OpResult {
+        let records = records
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_object().unwrap().clone())
+            .collect();
+        self.run(WriteOp::Records {
+            kind,
+            database: "dev".into(),
+            table: "dog".into(),
+            records,
+        })
+    }
+
+    fn delete(&mut self, ids: Value) -> OpResult {
+        self.run(WriteOp::Delete {
+            database: "dev".into(),
+            table: "dog".into(),
+            ids: ids.as_array().unwrap().clone(),
+        })
+    }
+
+    fn get(&self, id: Value) -> Option<Value> {
+        let t = self.core.catalog().table("dev", "dog").unwrap().id;
+        let pk = keys::encode_pk(&id).unwrap();
+        self.store
+            .records
+            .get(&(t, pk))
+            .and_then(|r| r.json.as_ref())
+            .map(|j| serde_json::from_slice(j).unwrap())
+    }
+
+    /// Every transaction this node committed in `dev`, as a peer would receive it.
+    fn dev_txns(&self) -> Vec<Txn> {
+        let db = self.core.catalog().database("dev").unwrap().id;
+        self.store
+            .audit
+            .iter()
+            .filter(|(d, o, _, _)| *d == db && *o == self.core.self_origin)
+            .map(|(_, _, v, ops)| Txn {
+                origin: self.core.node_name().to_string(),
+                version: *v,
+                db: "dev".into(),
+                ops: txn::decode_ops(ops).unwrap(),
+            })
+            .collect()
+    }
+
+    fn receive(&mut self, txns: Vec<Txn>) {
+        self.core
+            .step(Input::Replicated { txns, reply: 0 }, self.now, &self.store)
+            .unwrap();
+        self.commit();
+    }
+
+    fn count(&self) -> u64 {
+        let t = self.core.catalog().table("dev", "dog").unwrap().id;
+        self.core.stats.get(&t).map(|s| s.count).unwrap_or(0)
+    }
+}
+
+#[test]
+fn insert_reports_harpers_shape_and_skips_existing_keys() {
+    let mut n = Node::new("a");
+    let r = n
+        .insert(
+            WriteKind::Insert,
+            json!([{"id":1,"name":"Penny"},{"id":2,"name":"Harper"}]),
+        )
+        .unwrap();
+    assert_eq!(r["message"], "inserted 2 of 2 records");
+    assert_eq!(r["inserted_hashes"], json!([1, 2]));
+    assert_eq!(r["skipped_hashes"], json!([]));
+    assert_eq!(r["new_attributes"], json!(["name"]));
+    assert!(r["txn_time"].as_f64().unwrap() > 0.0);
+    let r = n
+        .insert(WriteKind::Insert, json!([{"id":1,"name":"Dup"}]))
+        .unwrap();
+    assert_eq!(r["message"], "inserted 0 of 1 records");
+    assert_eq!(r["skipped_hashes"], json!([1]));
+    assert_eq!(n.get(json!(1)).unwrap()["name"], "Penny");
+    assert_eq!(n.count(), 2);
+}
+
+#[test]
+fn insert_without_primary_key_generates_a_uuid_and_reports_it() {
+    let mut n = Node::new("a");
+    let r = n
+        .insert(WriteKind::Insert, json!([{"name":"Auto"}]))
+        .unwrap();
+    let id = r["inserted_hashes"][0].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 36);
+    assert_eq!(n.get(json!(id)).unwrap()["name"], "Auto");
+}
+
+#[test]
+fn update_merges_and_skips_missing_keys_and_keeps_created_time() {
+    let mut n = Node::new("a");
+    n.insert(WriteKind::Insert, json!([{"id":1,"name":"Penny","age":5}]))
+        .unwrap();
+    let created = n.get(json!(1)).unwrap()["__createdtime__"].clone();
+    let r = n
+        .insert(
+            WriteKind::Update,
+            json!([{"id":1,"age":6},{"id":99,"age":1}]),
+        )
+        .unwrap();
+    assert_eq!(r["message"], "updated 1 of 2 records");
+    assert_eq!(r["update_hashes"], json!([1]));
+    assert_eq!(r["skipped_hashes"], json!([99]));
+    let rec = n.get(json!(1)).unwrap();
+    assert_eq!(rec["name"], "Penny");
+    assert_eq!(rec["age"], 6);
+    assert_eq!(rec["__createdtime__"], created);
+    assert!(rec["__updatedtime__"].as_f64() > created.as_f64());
+    assert!(n.get(json!(99)).is_none());
+}
+
+#[test]
+fn upsert_creates_or_merges_without_skipped_hashes() {
+    let mut n = Node::new("a");
+    n.insert(WriteKind::Insert, json!([{"id":2,"name":"Harper","age":3}]))
+        .unwrap();
+    let r = n
+        .insert(
+            WriteKind::Upsert,
+            json!([{"id":2,"age":4},{"id":3,"name":"Rex"}]),
+        )
+        .unwrap();
+    assert_eq!(r["message"], "upserted 2 of 2 records");
+    assert_eq!(r["upserted_hashes"], json!([2, 3]));
+    assert!(r.get("skipped_hashes").is_none());
+    assert_eq!(n.get(json!(2)).unwrap()["name"], "Harper");
+}
+
+#[test]
+fn delete_leaves_a_tombstone_excluded_from_the_count() {
+    let mut n = Node::new("a");
+    n.insert(WriteKind::Insert, json!([{"id":1},{"id":2}]))
+        .unwrap();
+    let r = n.delete(json!([1])).unwrap();
+    assert_eq!(r["message"], "1 of 1 record successfully deleted");
+    assert_eq!(r["deleted_hashes"], json!([1]));
+    let r = n.delete(json!([404, 405])).unwrap();
+    assert_eq!(r["message"], "2 of 2 records successfully deleted");
+    assert!(n.get(json!(1)).is_none());
+    assert_eq!(n.count(), 1);
+    // A new insert of a deleted key is allowed and counted again.
+    let r = n.insert(WriteKind::Insert, json!([{"id":1}])).unwrap();
+    assert_eq!(r["message"], "inserted 1 of 1 records");
+    assert_eq!(n.count(), 2);
+}
+
+#[test]
+fn two_requests_in_one_group_see_each_others_writes() {
+    let mut n = Node::new("a");
+    for _ in 0..2 {
+        let op = WriteOp::Records {
+            kind: WriteKind::Insert,
+            database: "dev".into(),
+            table: "dog".into(),
+            records: vec![json!({"id":7}).as_object().unwrap().clone()],
+        };
+        n.core
+            .step(Input::Write { op, reply: 0 }, n.now, &n.store)
+            .unwrap();
+    }
+    let replies = n.commit();
+    assert_eq!(
+        replies[0].as_ref().unwrap()["message"],
+        "inserted 1 of 1 records"
+    );
+    assert_eq!(
+        replies[1].as_ref().unwrap()["message"],
+        "inserted 0 of 1 records"
+    );
+    assert_eq!(n.count(), 1);
+}
+
+#[test]
+fn bad_input_is_rejected_without_writing_anything() {
+    let mut n = Node::new("a");
+    let cases = [
+        (json!([{"id":1},{"id":"null"}]), 400),
+        (json!([{"id":"undefined"}]), 400),
+        (json!([{"id":{"x":1}}]), 400),
+        (json!([{"id":2,"a`b":1}]), 400),
+        (json!([{"id":3,"a/b":1}]), 400),
+    ];
+    for (records, status) in cases {
+        let before = n.store.records.len();
+        let err = n.insert(WriteKind::Insert, records.clone()).unwrap_err();
+        assert_eq!(err.status, status, "{records}");
+        assert_eq!(n.store.records.len(), before, "{records} wrote something");
+    }
+    let err = n.insert(WriteKind::Update, json!([{"age":1}])).unwrap_err();
+    assert!(err.message().contains("valid hash attribute"));
+    let err = n
+        .run(WriteOp::Records {
+            kind: WriteKind::Insert,
+            database: "dev".into(),
+            table: "nope".into(),
+            records: vec![],
+        })
+        .unwrap_err();
+    assert_eq!(
+        (err.status, err.message()),
+        (404, "Table 'dev.nope' does not exist")
+    );
+    let err = n
+        .run(WriteOp::Records {
+            kind: WriteKind::Insert,
+            database: "nodb".into(),
+            table: "dog".into(),
+            records: vec![],
+        })
+        .unwrap_err();
+    assert_eq!(
+        (err.status, err.message()),
+        (404, "database 'nodb' does not exist")
+    );
+}
+
+#[test]
+fn each_request_is_one_audited_transaction_with_one_version() {
+    let mut n = Node::new("a");
+    let before = n.dev_txns().len();
+    let r = n
+        .insert(WriteKind::Insert, json!([{"id":1},{"id":2}]))
+        .unwrap();
+    let txns = n.dev_txns();
+    assert_eq!(txns.len(), before + 1);
+    let last = txns.last().unwrap();
+    assert_eq!(last.ops.len(), 2);
+    assert_eq!(
+        hlc::to_ms_f64(last.version),
+        r["txn_time"].as_f64().unwrap()
+    );
+}
+
+#[test]
+fn schema_travels_create_database_in_system_log_create_table_in_its_own() {
+    let mut a = Node::new("a");
+    let txns = a.dev_txns();
+    assert!(txns.iter().any(|t| t
+        .ops
+        .iter()
+        .any(|o| matches!(o, TxnOp::CreateTable { table, .. } if table == "dog"))));
+    let mut b = Node::new("b");
+    a.insert(WriteKind::Insert, json!([{"id":1,"color":"red"}]))
+        .unwrap();
+    b.receive(a.dev_txns());
+    assert_eq!(b.get(json!(1)).unwrap()["color"], "red");
+    assert!(b
+        .core
+        .catalog()
+        .table("dev", "dog")
+        .unwrap()
+        .attribute("color")
+        .is_some());
+}
+
+#[test]
+fn replicated_writes_keep_the_origin_version_and_timestamps() {
+    let mut a = Node::new("a");
+    let mut b = Node::new("b");
+    a.insert(WriteKind::Insert, json!([{"id":1,"v":"a"}]))
+        .unwrap();
+    b.receive(a.dev_txns());
+    assert_eq!(a.get(json!(1)), b.get(json!(1)));
+    // The receiver's clock moved past the origin's version.
+    let remote = a.dev_txns().last().unwrap().version;
+    b.now = 0; // even with a wall clock far behind
+    let r = b
+        .insert(WriteKind::Update, json!([{"id":1,"v":"b"}]))
+        .unwrap();
+    assert!(r["txn_time"].as_f64().unwrap() > hlc::to_ms_f64(remote));
+}
+
+#[test]
+fn concurrent_writes_to_one_key_converge_to_one_winner_everywhere() {
+    let mut nodes: Vec<Node> = ["a", "b", "c"].iter().map(|n| Node::new(n)).collect();
+    for n in nodes.iter_mut() {
+        n.now = 5_000_000; // same wall clock: versions tie, names break the tie
+    }
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.insert(WriteKind::Upsert, json!([{"id":"k","by":i}]))
+            .unwrap();
+    }
+    let all: Vec<Vec<Txn>> = nodes.iter().map(|n| n.dev_txns()).collect();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        for (j, txns) in all.iter().enumerate() {
+            if i != j {
+                n.receive(txns.clone());
+            }
+        }
+    }
+    let winners: Vec<Value> = nodes
+        .iter()
+        .map(|n| n.get(json!("k")).unwrap()["by"].clone())
+        .collect();
+    assert_eq!(
+        winners,
+        vec![json!(2), json!(2), json!(2)],
+        "greatest name wins the tie"
+    );
+}
+
+#[test]
+fn delete_not_resurrected_by_a_stale_put_and_a_newer_put_wins() {
+    let mut a = Node::new("a");
+    let mut b = Node::new("b");
+    a.insert(WriteKind::Insert, json!([{"id":1,"v":1}]))
+        .unwrap();
+    b.receive(a.dev_txns());
+    let stale_put = a.dev_txns().last().unwrap().clone();
+    a.delete(json!([1])).unwrap();
+    b.receive(a.dev_txns());
+    assert!(b.get(json!(1)).is_none());
+    // The old put arrives again (say from a relay): it is older than the tombstone.
+    let mut c = Node::new("c");
+    c.receive(a.dev_txns());
+    c.receive(vec![stale_put]);
+    assert!(c.get(json!(1)).is_none());
+    // A strictly newer write on b recreates the key, and a accepts it.
+    b.now = a.now + 10;
+    b.insert(WriteKind::Upsert, json!([{"id":1,"v":2}]))
+        .unwrap();
+    a.receive(b.dev_txns());
+    assert_eq!(a.get(json!(1)).unwrap()["v"], 2);
+    assert_eq!(a.count(), 1);
+}
+
+#[test]
+fn a_transaction_received_twice_is_applied_once() {
+    let mut a = Node::new("a");
+    let mut b = Node::new("b");
+    a.insert(WriteKind::Insert, json!([{"id":1}])).unwrap();
+    b.receive(a.dev_txns());
+    let audit_len = b.store.audit.len();
+    b.receive(a.dev_txns());
+    assert_eq!(b.store.audit.len(), audit_len, "duplicate logged again");
+    assert_eq!(b.count(), 1);
+    let v = b.core.cursor_vector("dev");
+    let from_a: Vec<_> = v.into_iter().filter(|(o, _)| o == "a").collect();
+    assert_eq!(
+        from_a,
+        vec![("a".to_string(), a.dev_txns().last().unwrap().version)]
+    );
+}
+
+#[test]
+fn own_writes_echoed_back_are_ignored() {
+    let mut a = Node::new("a");
+    a.insert(WriteKind::Insert, json!([{"id":1,"v":1}]))
+        .unwrap();
+    let txns = a.dev_txns();
+    let audit_len = a.store.audit.len();
+    a.receive(txns);
+    assert_eq!(a.store.audit.len(), audit_len);
+}
+
+#[test]
+fn users_and_roles_follow_committed_writes() {
+    let mut n = Node::new("a");
+    let r = n
+        .run(WriteOp::AddRole {
+            role: "reader".into(),
+            id: None,
+            permission: json!({"super_user": false}),
+        })
+        .unwrap();
+    assert_eq!(r["id"], "reader");
+    assert!(r["__createdtime__"].is_number());
+    let err = n
+        .run(WriteOp::AddRole {
+            role: "reader".into(),
+            id: None,
+            permission: json!({}),
+        })
+        .unwrap_err();
+    assert_eq!(err.status, 409);
+    let r = n
+        .run(WriteOp::AddUser {
+            username: "u1".into(),
+            password_hash: "h".into(),
+            role: "reader".into(),
+            active: true,
+        })
+        .unwrap();
+    assert_eq!(r["message"], "u1 successfully added");
+    assert!(n.core.auth().principal("u1").is_some());
+    let err = n
+        .run(WriteOp::AddUser {
+            username: "u1".into(),
+            password_hash: "h".into(),
+            role: "reader".into(),
+            active: true,
+        })
+        .unwrap_err();
+    assert_eq!((err.status, err.message()), (409, "User u1 already exists"));
+    let err = n
+        .run(WriteOp::AddUser {
+            username: "u2".into(),
+            password_hash: "h".into(),
+            role: "nope".into(),
+            active: true,
+        })
+        .unwrap_err();
+    assert_eq!((err.status, err.message()), (404, "nope role not found"));
+    let err = n
+        .run(WriteOp::DropRole {
+            id: "reader".into(),
+        })
+        .unwrap_err();
+    assert_eq!(err.status, 400);
+    n.run(WriteOp::DropUser {
+        username: "u1".into(),
+    })
+    .unwrap();
+    assert!(n.core.auth().principal("u1").is_none());
+    let r = n
+        .run(WriteOp::DropRole {
+            id: "reader".into(),
+        })
+        .unwrap();
+    assert_eq!(r["message"], "reader successfully deleted");
+}
+
+#[test]
+fn schema_errors_use_harpers_messages() {
+    let mut n = Node::new("a");
+    let err = n
+        .run(WriteOp::CreateTable {
+            database: "dev".into(),
+            table: "dog".into(),
+            primary_key: "id".into(),
+            attributes: vec![],
+            schema_defined: false,
+        })
+        .unwrap_err();
+    assert_eq!(err.message(), "Table 'dog' already exists in 'dev'");
+    let err = n
+        .run(WriteOp::CreateDatabase {
+            database: "dev".into(),
+        })
+        .unwrap_err();
+    assert_eq!(err.message(), "database 'dev' already exists");
+    let r = n
+        .run(WriteOp::DropTable {
+            database: "dev".into(),
+            table: "dog".into(),
+            replicated: false,
+        })
+        .unwrap();
+    assert_eq!(r["message"], "successfully deleted table 'dev.dog'");
+    let err = n
+        .run(WriteOp::DropDatabase {
+            database: "system".into(),
+            replicated: false,
+        })
+        .unwrap_err();
+    assert_eq!(err.status, 403);
+}

@@ -1,0 +1,9 @@
+//! Skerry: a small, fast, Harper-compatible database node.
+//!
+//! Layout by responsibility: `ops` (HTTP operations API: parse, authenticate, authorise, serve
+//! reads), `core` (the single-threaded state machine that owns every write), `store` (fjall),
+//! `repl` (peer sockets), `config`, `node` (wiring the threads together) and `util`.
+
+pub mod core;
+pub mod store;
+pub mod util;

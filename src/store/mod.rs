@@ -1,0 +1,696 @@
+//! Storage on fjall: records, secondary indexes, the audit log and node-local metadata.
+//!
+//! Owns every byte layout on disk and is the only module that touches fjall. The core decides
+//! *what* to write (a [`WriteSet`] of typed writes); this module decides *how* and commits a
+//! group as one atomic fjall batch with one sync. Readers (HTTP workers, replication senders)
+//! read concurrently through the same handle; fjall supports one writer plus many readers.
+//!
+//! Layout:
+//! - keyspace `meta`: catalog, HLC floor, origin-name ids, per-origin cursors, table stats, secrets;
+//! - keyspace `audit`: `db id ‖ origin id ‖ version` → encoded transaction ops, so "everything
+//!   origin X committed in database D after version v" is one range scan;
+//! - keyspaces `d<table id>` (primary key → [`record::StoredRecord`]) and `i<table id>`
+//!   (`attribute id ‖ value ‖ primary key` → empty) per table.
+//!
+//! Storage I/O errors are returned to the caller; the write path treats any of them as fatal
+//! (fjall's advice: after a failed write the only safe move is to stop and recover on restart).
+
+pub mod keys;
+pub mod record;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use record::StoredRecord;
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "storage error: {}", self.0)
+    }
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// How far a commit must reach before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fdatasync: survives power loss. The default; acknowledged writes are on disk.
+    Sync,
+    /// write() to the OS: survives a process crash (kill -9), not a power loss.
+    Buffer,
+}
+
+/// One typed write. The core emits these; [`Store::commit`] lays them out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Record {
+        table: u32,
+        pk: Vec<u8>,
+        record: StoredRecord,
+    },
+    IndexPut {
+        table: u32,
+        key: Vec<u8>,
+    },
+    IndexDel {
+        table: u32,
+        key: Vec<u8>,
+    },
+    Audit {
+        db: u32,
+        origin: u32,
+        version: u64,
+        ops: Vec<u8>,
+    },
+    Catalog(Vec<u8>),
+    HlcFloor(u64),
+    Origin {
+        name: String,
+        id: u32,
+    },
+    Cursor {
+        db: u32,
+        origin: u32,
+        version: u64,
+    },
+    TableStats {
+        table: u32,
+        stats: TableStats,
+    },
+    /// Node-local metadata that is not part of the replicated state (token secret, copy cursors).
+    Local {
+        key: String,
+        value: Option<Vec<u8>>,
+    },
+    /// Remove every index entry of one attribute (drop_attribute).
+    DropIndexAttribute {
+        table: u32,
+        attribute: u32,
+    },
+    /// Remove a table's keyspaces once the batch that drops it from the catalog has committed.
+    DropTableStorage {
+        table: u32,
+    },
+    /// Remove a database's audit entries and cursors (drop_database).
+    DropDatabaseLog {
+        db: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Live records (tombstones excluded).
+    pub count: u64,
+    /// Highest version written to the table.
+    pub last_version: u64,
+}
+
+impl TableStats {
+    fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.count.to_be_bytes());
+        b[8..].copy_from_slice(&self.last_version.to_be_bytes());
+        b
+    }
+    fn decode(b: &[u8]) -> Option<Self> {
+        Some(TableStats {
+            count: u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
+            last_version: u64::from_be_bytes(b.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
+/// Everything the core needs at start-up, read back from `meta`.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub catalog_json: Option<Vec<u8>>,
+    pub hlc_floor: u64,
+    pub origins: Vec<(String, u32)>,
+    pub cursors: Vec<(u32, u32, u64)>,
+    pub table_stats: HashMap<u32, TableStats>,
+}
+
+const META_CATALOG: &[u8] = b"cat";
+const META_HLC: &[u8] = b"hlc";
+const META_ORIGIN: u8 = b'o';
+const META_CURSOR: u8 = b'c';
+const META_STATS: u8 = b's';
+const META_LOCAL: u8 = b'l';
+
+#[derive(Clone)]
+struct TableSpaces {
+    data: Keyspace,
+    index: Keyspace,
+}
+
+struct Inner {
+    db: Database,
+    meta: Keyspace,
+    audit: Keyspace,
+    /// Keyspace handles by table id. fjall's own `keyspace()` lookup takes a write lock, so
+    /// readers use this read-mostly cache instead.
+    tables: RwLock<HashMap<u32, TableSpaces>>,
+}
+
+/// A cheap, cloneable handle to the node's storage.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// Options for opening the store (from the `storage.*` config keys).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub cache_size: u64,
+    pub max_write_buffer_size: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_size: 32 << 20,
+            max_write_buffer_size: 64 << 20,
+        }
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+        // `max_write_buffer_size` is marked deprecated ("todo") upstream but is the only bound on
+        // total memtable memory; without it RSS grows with the number of tables written.
+        #[allow(deprecated)]
+        let db = Database::builder(path.join("db"))
+            .cache_size(opts.cache_size)
+            .max_write_buffer_size(Some(opts.max_write_buffer_size))
+            .open()?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let audit = db.keyspace("audit", KeyspaceCreateOptions::default)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                meta,
+                audit,
+                tables: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Reads back the persisted core state.
+    pub fn recover(&self) -> Result<Recovered> {
+        let m = &self.inner.meta;
+        let mut r = Recovered {
+            catalog_json: m.get(META_CATALOG)?.map(|v| v.to_vec()),
+            hlc_floor: m
+                .get(META_HLC)?
+                .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(0),
+            ..Recovered::default()
+        };
+        for kv in m.prefix([META_ORIGIN]) {
+            let (k, v) = kv.into_inner()?;
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            if let Ok(id) = v.as_ref().try_into().map(u32::from_be_bytes) {
+                r.origins.push((name, id));
+            }
+        }
+        for kv in m.prefix([META_CURSOR]) {
+            let (k, v) = kv.into_inner()?;
+            if k.len() == 9 {
+                let db = u32::from_be_bytes(k[1..5].try_into().unwrap_or_default());
+                let origin = u32::from_be_bytes(k[5..9].try_into().unwrap_or_default());
+                if let Ok(ver) = v.as_ref().try_into().map(u64::from_be_bytes) {
+                    r.cursors.push((db, origin, ver));
+                }
+            }
+        }
+        for kv in m.prefix([META_STATS]) {
+            let (k, v) = kv.into_inner()?;
+            if k.len() == 5 {
+                let table = u32::from_be_bytes(k[1..5].try_into().unwrap_or_default());
+                if let Some(s) = TableStats::decode(&v) {
+                    r.table_stats.insert(table, s);
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// Node-local metadata by name.
+    pub fn local(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.meta.get(local_key(key))?.map(|v| v.to_vec()))
+    }
+
+    fn spaces(&self, table: u32) -> Result<TableSpaces> {
+        if let Some(s) = self
+            .inner
+            .tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&table)
+        {
+            return Ok(s.clone());
+        }
+        let spaces = TableSpaces {
+            data: self
+                .inner
+                .db
+                .keyspace(&format!("d{table}"), KeyspaceCreateOptions::default)?,
+            index: self
+                .inner
+                .db
+                .keyspace(&format!("i{table}"), KeyspaceCreateOptions::default)?,
+        };
+        self.inner
+            .tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(table, spaces.clone());
+        Ok(spaces)
+    }
+
+    /// Applies a group of writes as ONE atomic fjall batch, synced per `durability`, then does
+    /// the post-commit storage drops. Returns only once the batch is durable.
+    pub fn commit(&self, writes: &[Write], durability: Durability) -> Result<()> {
+        let mut batch = self.inner.db.batch().durability(Some(match durability {
+            Durability::Sync => PersistMode::SyncData,
+            Durability::Buffer => PersistMode::Buffer,
+        }));
+        let mut drops = Vec::new();
+        for w in writes {
+            match w {
+                Write::Record { table, pk, record } => {
+                    let s = self.spaces(*table)?;
+                    batch.insert(&s.data, pk.as_slice(), record.encode());
+                }
+                Write::IndexPut { table, key } => {
+                    let s = self.spaces(*table)?;
+                    batch.insert(&s.index, key.as_slice(), []);
+                }
+                Write::IndexDel { table, key } => {
+                    let s = self.spaces(*table)?;
+                    batch.remove(&s.index, key.as_slice());
+                }
+                Write::Audit {
+                    db,
+                    origin,
+                    version,
+                    ops,
+                } => {
+                    batch.insert(
+                        &self.inner.audit,
+                        audit_key(*db, *origin, *version),
+                        ops.as_slice(),
+                    );
+                }
+                Write::Catalog(json) => {
+                    batch.insert(&self.inner.meta, META_CATALOG, json.as_slice())
+                }
+                Write::HlcFloor(v) => batch.insert(&self.inner.meta, META_HLC, v.to_be_bytes()),
+                Write::Origin { name, id } => {
+                    let mut k = vec![META_ORIGIN];
+                    k.extend_from_slice(name.as_bytes());
+                    batch.insert(&self.inner.meta, k, id.to_be_bytes());
+                }
+                Write::Cursor {
+                    db,
+                    origin,
+                    version,
+                } => batch.insert(
+                    &self.inner.meta,
+                    cursor_key(*db, *origin),
+                    version.to_be_bytes(),
+                ),
+                Write::TableStats { table, stats } => {
+                    let mut k = vec![META_STATS];
+                    k.extend_from_slice(&table.to_be_bytes());
+                    batch.insert(&self.inner.meta, k, stats.encode());
+                }
+                Write::Local { key, value } => match value {
+                    Some(v) => batch.insert(&self.inner.meta, local_key(key), v.as_slice()),
+                    None => batch.remove(&self.inner.meta, local_key(key)),
+                },
+                Write::DropIndexAttribute { table, attribute } => {
+                    let s = self.spaces(*table)?;
+                    for kv in s.index.prefix(attribute.to_be_bytes()) {
+                        batch.remove(&s.index, kv.key()?);
+                    }
+                }
+                Write::DropDatabaseLog { db } => {
+                    for kv in self.inner.audit.prefix(db.to_be_bytes()) {
+                        batch.remove(&self.inner.audit, kv.key()?);
+                    }
+                    let mut p = vec![META_CURSOR];
+                    p.extend_from_slice(&db.to_be_bytes());
+                    for kv in self.inner.meta.prefix(p) {
+                        batch.remove(&self.inner.meta, kv.key()?);
+                    }
+                }
+                Write::DropTableStorage { table } => {
+                    let mut k = vec![META_STATS];
+                    k.extend_from_slice(&table.to_be_bytes());
+                    batch.remove(&self.inner.meta, k);
+                    drops.push(*table);
+                }
+            }
+        }
+        batch.commit()?;
+        for table in drops {
+            let spaces = self
+                .inner
+                .tables
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&table);
+            let spaces = match spaces {
+                Some(s) => s,
+                None => self.spaces(table)?,
+            };
+            self.inner
+                .tables
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&table);
+            self.inner.db.delete_keyspace(spaces.data)?;
+            self.inner.db.delete_keyspace(spaces.index)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything to disk (shutdown).
+    pub fn persist(&self) -> Result<()> {
+        self.inner.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    // ----- reads -------------------------------------------------------------------------
+
+    pub fn get_record(&self, table: u32, pk: &[u8]) -> Result<Option<StoredRecord>> {
+        let s = self.spaces(table)?;
+        Ok(s.data.get(pk)?.and_then(|v| StoredRecord::decode(&v)))
+    }
+
+    /// The raw stored value (header + JSON) for a key.
+    pub fn get_raw(&self, table: u32, pk: &[u8]) -> Result<Option<fjall::Slice>> {
+        let s = self.spaces(table)?;
+        Ok(s.data.get(pk)?)
+    }
+
+    /// Every stored entry of a table in primary-key order, tombstones included, from a
+    /// consistent snapshot, starting after `after` (exclusive) when given.
+    pub fn scan_table(
+        &self,
+        table: u32,
+        after: Option<&[u8]>,
+    ) -> Result<impl Iterator<Item = Result<(fjall::Slice, fjall::Slice)>>> {
+        let s = self.spaces(table)?;
+        let iter = match after {
+            Some(k) => s
+                .data
+                .range::<&[u8], _>((Bound::Excluded(k), Bound::Unbounded)),
+            None => s.data.iter(),
+        };
+        Ok(iter.map(|g| g.into_inner().map_err(StoreError::from)))
+    }
+
+    /// Index keys of one attribute within `[start, end)` (bounds are encoded values, without the
+    /// attribute id), in order. Each item is the full index key minus the attribute id: the
+    /// encoded value followed by the encoded primary key.
+    pub fn scan_index(
+        &self,
+        table: u32,
+        attribute: u32,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+    ) -> Result<impl Iterator<Item = Result<Vec<u8>>>> {
+        let s = self.spaces(table)?;
+        let prefix = attribute.to_be_bytes();
+        let with_prefix = |b: Bound<Vec<u8>>| -> Bound<Vec<u8>> {
+            match b {
+                Bound::Included(v) => Bound::Included([&prefix[..], &v].concat()),
+                Bound::Excluded(v) => Bound::Excluded([&prefix[..], &v].concat()),
+                Bound::Unbounded => Bound::Unbounded,
+            }
+        };
+        let lo = match with_prefix(start) {
+            Bound::Unbounded => Bound::Included(prefix.to_vec()),
+            b => b,
+        };
+        let hi = match with_prefix(end) {
+            Bound::Unbounded => match (attribute).checked_add(1) {
+                Some(next) => Bound::Excluded(next.to_be_bytes().to_vec()),
+                None => Bound::Unbounded,
+            },
+            b => b,
+        };
+        Ok(s.index
+            .range((lo, hi))
+            .map(|g| g.key().map(|k| k[4..].to_vec()).map_err(StoreError::from)))
+    }
+
+    /// Audit entries of `origin` in database `db` with version > `after`, oldest first.
+    pub fn audit_after(
+        &self,
+        db: u32,
+        origin: u32,
+        after: u64,
+    ) -> impl Iterator<Item = Result<(u64, fjall::Slice)>> {
+        let lo = match after.checked_add(1) {
+            Some(v) => audit_key(db, origin, v),
+            None => audit_key(db, origin, u64::MAX),
+        };
+        let hi = match origin.checked_add(1) {
+            Some(o) => Bound::Excluded(audit_key(db, o, 0)),
+            None => Bound::Excluded(audit_key(db.saturating_add(1), 0, 0)),
+        };
+        let empty = after == u64::MAX;
+        self.inner
+            .audit
+            .range((Bound::Included(lo), hi))
+            .filter(move |_| !empty)
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                let version = k
+                    .get(8..16)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Ok((version, v))
+            })
+    }
+
+    /// Table statistics as last committed (workers read these for describe_table).
+    pub fn table_stats(&self, table: u32) -> Result<TableStats> {
+        let mut k = vec![META_STATS];
+        k.extend_from_slice(&table.to_be_bytes());
+        Ok(self
+            .inner
+            .meta
+            .get(k)?
+            .and_then(|v| TableStats::decode(&v))
+            .unwrap_or_default())
+    }
+
+    /// Bytes on disk of a table's records and of its indexes.
+    pub fn table_disk_size(&self, table: u32) -> Result<(u64, u64)> {
+        let s = self.spaces(table)?;
+        Ok((s.data.disk_space(), s.index.disk_space()))
+    }
+
+    pub fn audit_disk_size(&self) -> u64 {
+        self.inner.audit.disk_space()
+    }
+
+    pub fn disk_size(&self) -> u64 {
+        self.inner.db.disk_space().unwrap_or(0)
+    }
+
+    /// A consistent point-in-time view for multi-key reads (full copies).
+    pub fn snapshot(&self) -> fjall::Snapshot {
+        self.inner.db.snapshot()
+    }
+
+    pub fn snapshot_get(
+        &self,
+        snap: &fjall::Snapshot,
+        table: u32,
+        pk: &[u8],
+    ) -> Result<Option<fjall::Slice>> {
+        let s = self.spaces(table)?;
+        Ok(snap.get(&s.data, pk)?)
+    }
+}
+
+fn audit_key(db: u32, origin: u32, version: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..4].copy_from_slice(&db.to_be_bytes());
+    k[4..8].copy_from_slice(&origin.to_be_bytes());
+    k[8..].copy_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn cursor_key(db: u32, origin: u32) -> Vec<u8> {
+    let mut k = vec![META_CURSOR];
+    k.extend_from_slice(&db.to_be_bytes());
+    k.extend_from_slice(&origin.to_be_bytes());
+    k
+}
+
+fn local_key(key: &str) -> Vec<u8> {
+    let mut k = vec![META_LOCAL];
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn committed_state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            s.commit(
+                &[
+                    Write::Record {
+                        table: 5,
+                        pk: b"k".to_vec(),
+                        record: StoredRecord {
+                            version: 9,
+                            origin: 1,
+                            json: Some(b"{}".to_vec()),
+                        },
+                    },
+                    Write::HlcFloor(99),
+                    Write::Origin {
+                        name: "n1".into(),
+                        id: 1,
+                    },
+                    Write::Cursor {
+                        db: 2,
+                        origin: 1,
+                        version: 9,
+                    },
+                    Write::TableStats {
+                        table: 5,
+                        stats: TableStats {
+                            count: 1,
+                            last_version: 9,
+                        },
+                    },
+                    Write::Catalog(b"{}".to_vec()),
+                ],
+                Durability::Sync,
+            )
+            .unwrap();
+        }
+        let s = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let r = s.recover().unwrap();
+        assert_eq!(r.hlc_floor, 99);
+        assert_eq!(r.origins, vec![("n1".to_string(), 1)]);
+        assert_eq!(r.cursors, vec![(2, 1, 9)]);
+        assert_eq!(r.table_stats[&5].count, 1);
+        assert_eq!(r.catalog_json.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(s.get_record(5, b"k").unwrap().unwrap().version, 9);
+    }
+
+    #[test]
+    fn audit_after_returns_one_origins_suffix_in_version_order() {
+        let (_d, s) = open();
+        let mut w = Vec::new();
+        for (origin, v) in [(1u32, 10u64), (1, 20), (1, 30), (2, 15), (0, 5)] {
+            w.push(Write::Audit {
+                db: 7,
+                origin,
+                version: v,
+                ops: vec![origin as u8],
+            });
+        }
+        w.push(Write::Audit {
+            db: 8,
+            origin: 1,
+            version: 40,
+            ops: vec![],
+        });
+        s.commit(&w, Durability::Buffer).unwrap();
+        let got: Vec<u64> = s.audit_after(7, 1, 10).map(|r| r.unwrap().0).collect();
+        assert_eq!(got, vec![20, 30]);
+        let all: Vec<u64> = s.audit_after(7, 1, 0).map(|r| r.unwrap().0).collect();
+        assert_eq!(all, vec![10, 20, 30]);
+        assert_eq!(s.audit_after(7, 1, u64::MAX).count(), 0);
+        assert_eq!(s.audit_after(7, u32::MAX, 0).count(), 0);
+    }
+
+    #[test]
+    fn index_scan_is_per_attribute_and_ordered() {
+        let (_d, s) = open();
+        let mut w = Vec::new();
+        for (attr, val, pk) in [
+            (1u32, 3.0, "a"),
+            (1, 1.0, "b"),
+            (2, 2.0, "c"),
+            (1, 2.0, "d"),
+        ] {
+            let mut key = attr.to_be_bytes().to_vec();
+            keys::encode_scalar(&serde_json::json!(val), &mut key);
+            keys::encode_scalar(&serde_json::json!(pk), &mut key);
+            w.push(Write::IndexPut { table: 3, key });
+        }
+        s.commit(&w, Durability::Buffer).unwrap();
+        let pks: Vec<String> = s
+            .scan_index(3, 1, Bound::Unbounded, Bound::Unbounded)
+            .unwrap()
+            .map(|k| {
+                let k = k.unwrap();
+                let n = keys::scalar_len(&k).unwrap();
+                keys::decode_pk(&k[n..])
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(pks, ["b", "d", "a"]);
+    }
+
+    #[test]
+    fn dropping_a_table_removes_its_records() {
+        let (_d, s) = open();
+        let rec = StoredRecord {
+            version: 1,
+            origin: 0,
+            json: Some(b"{}".to_vec()),
+        };
+        s.commit(
+            &[Write::Record {
+                table: 4,
+                pk: b"x".to_vec(),
+                record: rec,
+            }],
+            Durability::Buffer,
+        )
+        .unwrap();
+        s.commit(&[Write::DropTableStorage { table: 4 }], Durability::Buffer)
+            .unwrap();
+        assert!(s.get_record(4, b"x").unwrap().is_none());
+    }
+}
