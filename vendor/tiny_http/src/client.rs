@@ -194,7 +194,10 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            // upstream: unwrap(), a panic when the client had reset the connection already
+            *self.remote_addr.as_ref().map_err(|e| {
+                ReadError::ReadIoError(IoError::new(e.kind(), "peer address unknown"))
+            })?,
             data_source,
             writer,
             Arc::clone(&self.unread_body),

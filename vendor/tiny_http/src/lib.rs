@@ -346,6 +346,7 @@ impl Server {
             let tasks_pool = util::TaskPool::new();
 
             log::debug!("Running accept thread");
+            let mut accept_errors = 0u64; // in a row
             while !inside_close_trigger.load(Relaxed) {
                 // Upstream accepted without limit, one thread per connection. At
                 // max_connections, wait here until a connection ends.
@@ -360,19 +361,17 @@ impl Server {
                             log::warn!("Cannot set socket options, closing connection: {}", e);
                             continue;
                         }
-                        let (read_closable, write_closable) = RefinedTcpStream::new(sock);
-
-                        Ok(ClientConnection::new(
-                            write_closable,
-                            read_closable,
-                            opts.read_timeout,
-                        ))
+                        // fails on EMFILE too (upstream: a panic of the accept thread)
+                        RefinedTcpStream::new(sock).map(|(read_closable, write_closable)| {
+                            ClientConnection::new(write_closable, read_closable, opts.read_timeout)
+                        })
                     }
                     Err(e) => Err(e),
                 };
 
                 match new_client {
                     Ok(client) => {
+                        accept_errors = 0;
                         let messages = inside_messages.clone();
                         let mut client = Some((client, inside_connections.register()));
                         tasks_pool.spawn(Box::new(move || {
@@ -394,9 +393,24 @@ impl Server {
                     }
 
                     Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        // Upstream passed the error to `recv()` and stopped accepting for good
+                        // (EMFILE under a connection flood was enough). Log it and go on; it
+                        // is not passed to `recv()`, whose callers often stop at an error.
+                        accept_errors += 1;
+                        if accept_errors == 1 || accept_errors % 100 == 0 {
+                            log::error!("Error accepting new client ({}): {}", accept_errors, e);
+                        }
+                        // An error about that one connection: accept the next one at once.
+                        // Otherwise (out of file descriptors or memory) pause, not to spin.
+                        let kind = e.kind();
+                        if !matches!(
+                            kind,
+                            IoErrorKind::ConnectionAborted
+                                | IoErrorKind::ConnectionReset
+                                | IoErrorKind::Interrupted
+                        ) {
+                            thread::sleep(Duration::from_millis(50));
+                        }
                     }
                 }
             }

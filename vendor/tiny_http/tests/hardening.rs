@@ -370,3 +370,108 @@ fn max_connections_bounds_live_connections() {
     }
     assert!(eventually(PROMPT, || server.num_connections() == 0));
 }
+
+/// Runs the test `name` of this test binary alone in a child process whose open-files
+/// limit is `nofile` (set with the shell's `ulimit -n`), and fails if the child fails.
+fn run_in_child_with_nofile(name: &str, nofile: u32) {
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "ulimit -n {} && exec \"$0\" --exact {} --test-threads=1 --nocapture",
+        nofile, name
+    );
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(exe)
+        .env("TINY_HTTP_TEST_CHILD", name)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + 6 * PROMPT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            child.kill().ok();
+            panic!("child test did not finish");
+        }
+        thread::sleep(Duration::from_millis(20)); // polling interval
+    };
+    assert!(status.success(), "child test failed: {}", status);
+}
+
+/// Opens /dev/null until the process is out of file descriptors.
+fn exhaust_file_descriptors() -> Vec<std::fs::File> {
+    let mut files = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(file) => files.push(file),
+            Err(e) if e.raw_os_error() == Some(24) => return files, // EMFILE
+            Err(e) => panic!("{}", e),
+        }
+    }
+}
+
+/// Collects the messages logged at error level (by the accept loop).
+struct ErrorLog(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for ErrorLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Error
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.0.lock().unwrap().push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static ERROR_LOG: ErrorLog = ErrorLog(std::sync::Mutex::new(Vec::new()));
+
+fn logged_errors() -> usize {
+    ERROR_LOG.0.lock().unwrap().len()
+}
+
+// Bug 5: upstream stopped accepting for good on the first accept error (EMFILE under a
+// connection flood), and its accept thread panicked when `try_clone` of a new connection
+// hit EMFILE. The server runs in a child process with a low RLIMIT_NOFILE, where the test
+// uses up all descriptors on purpose. (Linux reserves the descriptor of a blocked
+// `accept` before a client arrives, so the first EMFILE comes from `try_clone`.)
+#[test]
+fn accept_survives_running_out_of_file_descriptors() {
+    const NAME: &str = "accept_survives_running_out_of_file_descriptors";
+    if std::env::var("TINY_HTTP_TEST_CHILD").as_deref() != Ok(NAME) {
+        return run_in_child_with_nofile(NAME, 64);
+    }
+    log::set_logger(&ERROR_LOG).unwrap();
+    log::set_max_level(log::LevelFilter::Error);
+    let (server, addr) = start_server();
+    serve(&server, 1);
+    assert_eq!(get(addr, "/before"), Some(200));
+    // the server must have closed that connection's descriptors before they are counted
+    assert!(eventually(PROMPT, || server.num_connections() == 0));
+
+    let mut spare = exhaust_file_descriptors();
+    // one descriptor for the client; the blocked `accept` has its own, none is left for
+    // `try_clone`: the connection is closed, the accept loop goes on
+    drop(spare.pop());
+    let mut first = connect(addr);
+    assert!(closed_within(&mut first, PROMPT));
+    assert!(eventually(PROMPT, || logged_errors() == 1));
+
+    // two descriptors: one for the client, one for `try_clone`; then the next `accept`
+    // fails with EMFILE (and is retried)
+    drop(spare.pop());
+    drop(spare.pop());
+    let mut second = connect(addr);
+    write!(second, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut second).unwrap().0, 200);
+    assert!(eventually(PROMPT, || logged_errors() == 2));
+
+    // descriptors are available again: the server accepts and serves as before
+    drop(spare);
+    assert_eq!(get(addr, "/after"), Some(200));
+    assert!(eventually(PROMPT, || server.num_connections() == 1)); // `second`
+    drop((first, second));
+}
