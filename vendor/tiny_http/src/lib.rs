@@ -397,7 +397,7 @@ impl Server {
                         // (EMFILE under a connection flood was enough). Log it and go on; it
                         // is not passed to `recv()`, whose callers often stop at an error.
                         accept_errors += 1;
-                        if accept_errors == 1 || accept_errors % 100 == 0 {
+                        if accept_errors == 1 || accept_errors.is_multiple_of(100) {
                             log::error!("Error accepting new client ({}): {}", accept_errors, e);
                         }
                         // An error about that one connection: accept the next one at once.
