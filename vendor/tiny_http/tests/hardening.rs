@@ -475,3 +475,71 @@ fn accept_survives_running_out_of_file_descriptors() {
     assert!(eventually(PROMPT, || server.num_connections() == 1)); // `second`
     drop((first, second));
 }
+
+// Bug 4: a header line was buffered without limit: a 200 MiB line without CRLF took
+// 200 MiB of memory. Now reading stops after 16 KiB, the client gets a 431 and the
+// connection is closed; the client cannot push much more than the socket buffers hold.
+#[test]
+fn endless_header_line_rejected_after_16_kib() {
+    let (server, addr) = start_server();
+    serve(&server, 1);
+    let mut stream = connect(addr);
+    let mut writer = stream.try_clone().unwrap();
+    let total = 256 * 1024 * 1024; // never sent in full: the server stops reading
+    let sent = thread::spawn(move || {
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut sent = 0;
+        writer.write_all(b"GET / HTTP/1.1\r\nX-Long: ").unwrap();
+        while sent < total {
+            match writer.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => break, // reset by the server, or blocked for PROMPT
+            }
+        }
+        sent
+    });
+    let received = read_until_closed(&mut stream, PROMPT).expect("connection not closed");
+    // the 431 may be lost when the server's close resets the connection
+    assert!(
+        received.is_empty() || received.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+    let sent = sent.join().unwrap();
+    assert!(
+        sent < 64 * 1024 * 1024,
+        "server read {} bytes of header",
+        sent
+    );
+    assert_eq!(get(addr, "/after"), Some(200));
+}
+
+#[test]
+fn long_request_line_and_too_many_headers_rejected() {
+    let (server, addr) = start_server();
+    serve(&server, 1);
+
+    let mut stream = connect(addr);
+    let path = "/".to_string() + &"p".repeat(20 * 1024);
+    write!(stream, "GET {} HTTP/1.1\r\nHost: x\r\n\r\n", path).unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().0, 431);
+    assert!(closed_within(&mut stream, PROMPT));
+
+    let headers = |n: usize| {
+        (0..n)
+            .map(|i| format!("X-H{}: v\r\n", i))
+            .collect::<String>()
+    };
+    let mut stream = connect(addr);
+    write!(stream, "GET /many HTTP/1.1\r\n{}\r\n", headers(129)).unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().0, 431);
+    assert!(closed_within(&mut stream, PROMPT));
+
+    // at the limits: a 16 KiB header line and 128 headers are fine
+    let mut stream = connect(addr);
+    let long = "v".repeat(16 * 1024 - 10);
+    write!(stream, "GET /ok HTTP/1.1\r\nX-Long: {}\r\n\r\n", long).unwrap();
+    assert_eq!(read_response(&mut stream).unwrap(), (200, "/ok".into()));
+    write!(stream, "GET /ok2 HTTP/1.1\r\n{}\r\n", headers(128)).unwrap();
+    assert_eq!(read_response(&mut stream).unwrap(), (200, "/ok2".into()));
+}
