@@ -4,6 +4,9 @@
 //! reads), `core` (the single-threaded state machine that owns every write), `store` (fjall),
 //! `repl` (peer sockets), `config`, `node` (wiring the threads together) and `util`.
 
+pub mod config;
 pub mod core;
+pub mod node;
+pub mod ops;
 pub mod store;
 pub mod util;

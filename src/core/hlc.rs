@@ -102,7 +102,7 @@ mod tests {
     fn ms_float_keeps_order_and_millisecond_value() {
         let v = from_ms(1_795_713_020_913) + 3;
         let f = to_ms_f64(v);
-        assert!(f >= 1_795_713_020_913.0 && f < 1_795_713_020_914.0);
+        assert!((1_795_713_020_913.0..1_795_713_020_914.0).contains(&f));
         assert!(to_ms_f64(v + 1) >= f);
     }
 }

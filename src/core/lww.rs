@@ -39,8 +39,17 @@ mod tests {
     use super::*;
     use Decision::*;
 
-    /// The rule table: (incoming version, incoming origin, stored version/origin, expected).
-    const CASES: &[(u64, &str, Option<(u64, &str)>, Decision, &str)] = &[
+    /// One rule: (incoming version, incoming origin, stored version/origin, expected, why).
+    type Case = (
+        u64,
+        &'static str,
+        Option<(u64, &'static str)>,
+        Decision,
+        &'static str,
+    );
+
+    /// The rule table.
+    const CASES: &[Case] = &[
         (5, "a", None, Apply, "key never seen"),
         (
             6,

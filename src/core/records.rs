@@ -21,6 +21,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 type StepResult = Result<OpResult, StoreError>;
+/// A system-table write: storage errors outside, operation errors inside, the stored record and
+/// its version on success.
+type SystemWrite<T> = Result<Result<T, OpError>, StoreError>;
 
 /// The index keys of one record: `attribute id ‖ value ‖ pk` for every indexed, non-key
 /// attribute it has (array elements each; objects are not indexed).
@@ -441,7 +444,7 @@ impl<R> Core<R> {
         mut record: Map<String, Value>,
         now_ms: u64,
         store: &dyn StoreView,
-    ) -> Result<Result<(Map<String, Value>, u64), OpError>, StoreError> {
+    ) -> SystemWrite<(Map<String, Value>, u64)> {
         let def = match self.table_or_404(SYSTEM_DB, table) {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
@@ -498,7 +501,7 @@ impl<R> Core<R> {
         key: &Value,
         now_ms: u64,
         store: &dyn StoreView,
-    ) -> Result<Result<u64, OpError>, StoreError> {
+    ) -> SystemWrite<u64> {
         let def = match self.table_or_404(SYSTEM_DB, table) {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),

@@ -63,6 +63,32 @@ pub fn random_password(len: usize) -> String {
     out
 }
 
+/// A value published by one writer and read by many threads: readers take a cheap `Arc` clone of
+/// the current version and keep using it while the writer publishes a newer one (the catalog and
+/// users are published this way by the core after each commit).
+pub struct Published<T> {
+    current: std::sync::RwLock<std::sync::Arc<T>>,
+}
+
+impl<T> Published<T> {
+    pub fn new(v: std::sync::Arc<T>) -> Self {
+        Published {
+            current: std::sync::RwLock::new(v),
+        }
+    }
+
+    pub fn load(&self) -> std::sync::Arc<T> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn store(&self, v: std::sync::Arc<T>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

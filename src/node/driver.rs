@@ -1,0 +1,156 @@
+//! The core thread's driver: the I/O half of the state machine.
+//!
+//! Blocks for the next input, then drains whatever else is queued (group commit), steps the
+//! core for each, commits the group's writes as ONE fjall batch with ONE sync, publishes the new
+//! catalog/users, and only then answers: every acknowledged write is durable (unless
+//! `storage.writeAsync` relaxes it to a process-crash-safe OS write). A storage error stops the
+//! node loudly: after a failed write the only safe state is the one recovered on restart.
+
+use crate::core::auth::AuthState;
+use crate::core::catalog::Catalog;
+use crate::core::error::{OpError, OpResult};
+use crate::core::op::WriteOp;
+use crate::core::{Core, Input, Reply};
+use crate::store::{Durability, Store};
+use crate::util::Published;
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
+
+/// Where the answer to a core input goes.
+pub enum ReplyTo {
+    Op(Sender<OpResult>),
+    Applied(Sender<Vec<(String, u64)>>),
+    /// Nobody waits (node-internal writes whose outcome is logged).
+    None,
+}
+
+pub type CoreMsg = Input<ReplyTo>;
+
+/// Told, after each commit, which databases' audit logs grew.
+pub type CommitHook = Box<dyn FnMut(&std::collections::BTreeSet<String>) + Send>;
+
+/// What the core publishes for readers after each commit.
+pub struct Shared {
+    pub catalog: Published<Catalog>,
+    pub auth: Published<AuthState>,
+}
+
+/// A sender of operations to the core thread. When every handle is dropped the core thread
+/// finishes what is queued and stops.
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: Sender<CoreMsg>,
+}
+
+impl CoreHandle {
+    pub fn new(tx: Sender<CoreMsg>) -> Self {
+        CoreHandle { tx }
+    }
+
+    /// Runs a write operation on the core thread and waits until it is committed.
+    pub fn execute(&self, op: WriteOp) -> OpResult {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let msg = Input::Write {
+            op,
+            reply: ReplyTo::Op(tx),
+        };
+        if self.tx.send(msg).is_err() {
+            return Err(OpError::unavailable("the node is shutting down"));
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err(OpError::unavailable("the node is shutting down")))
+    }
+
+    /// Sends an input without waiting for the answer.
+    pub fn send(&self, msg: CoreMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+}
+
+pub struct Driver {
+    pub core: Core<ReplyTo>,
+    pub store: Store,
+    pub rx: Receiver<CoreMsg>,
+    pub durability: Durability,
+    pub max_group: usize,
+    pub shared: Arc<Shared>,
+    /// Called after each commit with the databases whose logs grew (replication senders wake).
+    pub on_commit: CommitHook,
+}
+
+impl Driver {
+    /// Steps one input; a storage read error is fatal.
+    fn step(&mut self, msg: CoreMsg, now: u64) {
+        if let Err(e) = self.core.step(msg, now, &self.store) {
+            fatal(&e.to_string());
+        }
+    }
+
+    /// Commits what the core produced and answers. Public so start-up can run the bootstrap
+    /// writes synchronously before any thread exists.
+    pub fn flush(&mut self) {
+        let ready = self.core.take_ready();
+        if !ready.writes.is_empty() {
+            if let Err(e) = self.store.commit(&ready.writes, self.durability) {
+                fatal(&e.to_string());
+            }
+        }
+        if let Some(c) = ready.catalog {
+            self.shared.catalog.store(c);
+        }
+        if let Some(a) = ready.auth {
+            self.shared.auth.store(a);
+        }
+        for (to, reply) in ready.replies {
+            match (to, reply) {
+                (ReplyTo::Op(tx), Reply::Op(r)) => {
+                    let _ = tx.send(r);
+                }
+                (ReplyTo::Applied(tx), Reply::Applied(v)) => {
+                    let _ = tx.send(v);
+                }
+                (ReplyTo::None, Reply::Op(Err(e))) => log::warn!("internal write failed: {e}"),
+                _ => {}
+            }
+        }
+        if !ready.committed_dbs.is_empty() {
+            (self.on_commit)(&ready.committed_dbs);
+        }
+    }
+
+    /// Runs one input to completion (start-up use).
+    pub fn run_one(&mut self, msg: CoreMsg) {
+        self.step(msg, crate::util::time::now_ms());
+        self.flush();
+    }
+
+    /// The core thread's loop; returns when every sender is gone and the queue is drained.
+    pub fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let now = crate::util::time::now_ms();
+            self.step(first, now);
+            let mut n = 1;
+            while n < self.max_group {
+                match self.rx.try_recv() {
+                    Ok(msg) => {
+                        self.step(msg, now);
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.flush();
+        }
+        if let Err(e) = self.store.persist() {
+            fatal(&e.to_string());
+        }
+        log::info!("core stopped; store flushed");
+    }
+}
+
+/// Stops the process after an unrecoverable storage error.
+pub fn fatal(msg: &str) -> ! {
+    log::error!("FATAL storage error, stopping the node to protect the data: {msg}");
+    eprintln!("skerry: FATAL storage error, stopping: {msg}");
+    std::process::exit(74);
+}

@@ -1,0 +1,266 @@
+//! Wiring: opens the store, recovers the core, bootstraps the first user, starts the core
+//! thread and the HTTP listener, and stops them in order.
+//!
+//! Shutdown order matters for the durability contract: stop accepting HTTP requests, let workers
+//! finish the request they hold (their writes are committed and answered), drop every sender to
+//! the core so it drains its queue, commits and flushes, then return.
+
+pub mod driver;
+
+use crate::config::Config;
+use crate::core::auth::{AuthState, SUPER_USER_ROLE};
+use crate::core::catalog::{Catalog, HDB_ROLE, HDB_USER, SYSTEM_DB};
+use crate::core::op::WriteOp;
+use crate::core::{Core, Input, Recovered};
+use crate::ops::auth::{hash_password, Tokens};
+use crate::ops::http::{Context, HttpOptions, HttpServer};
+use crate::store::record::StoredRecord;
+use crate::store::{Durability, Store, StoreOptions, Write};
+use crate::util::Published;
+use driver::{CoreHandle, Driver, ReplyTo, Shared};
+use serde_json::{json, Value};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub struct Node {
+    http: Option<HttpServer>,
+    core_thread: Option<JoinHandle<()>>,
+    core: Option<CoreHandle>,
+    pub http_addr: SocketAddr,
+    pub node_name: String,
+}
+
+/// Reads every live record of a system table (start-up only).
+fn load_system_table(
+    store: &Store,
+    catalog: &Catalog,
+    table: &str,
+) -> Result<Vec<serde_json::Map<String, Value>>, String> {
+    let Some(t) = catalog.table(SYSTEM_DB, table) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for item in store.scan_table(t.id, None).map_err(|e| e.to_string())? {
+        let (_, raw) = item.map_err(|e| e.to_string())?;
+        if let Some(json) = StoredRecord::json_slice(&raw) {
+            if let Ok(Value::Object(m)) = serde_json::from_slice(json) {
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn recover(store: &Store) -> Result<Recovered, String> {
+    let r = store.recover().map_err(|e| e.to_string())?;
+    let catalog = match &r.catalog_json {
+        Some(json) => Some(
+            serde_json::from_slice::<Catalog>(json)
+                .map_err(|e| format!("the stored catalog is unreadable: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut auth = AuthState::default();
+    if let Some(c) = &catalog {
+        for rec in load_system_table(store, c, HDB_ROLE)? {
+            if let Some(id) = rec.get("id").map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            }) {
+                auth.apply_role(&id, Some(&rec));
+            }
+        }
+        for rec in load_system_table(store, c, HDB_USER)? {
+            if let Some(u) = rec
+                .get("username")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            {
+                auth.apply_user(&u, Some(&rec));
+            }
+        }
+    }
+    Ok(Recovered {
+        catalog,
+        hlc_floor: r.hlc_floor,
+        origins: r.origins,
+        cursors: r.cursors,
+        table_stats: r.table_stats,
+        auth,
+    })
+}
+
+/// This node's token-signing secret, created on first start (node-local, never replicated).
+fn token_secret(store: &Store) -> Result<Vec<u8>, String> {
+    if let Some(s) = store.local("token_secret").map_err(|e| e.to_string())? {
+        return Ok(s);
+    }
+    let mut secret = vec![0u8; 32];
+    crate::util::random_bytes(&mut secret);
+    store
+        .commit(
+            &[Write::Local {
+                key: "token_secret".into(),
+                value: Some(secret.clone()),
+            }],
+            Durability::Sync,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(secret)
+}
+
+/// Creates the super_user role and the first user on an empty store.
+fn bootstrap_users(driver: &mut Driver, env: &[(String, String)]) -> Result<(), String> {
+    if !driver.core.auth().users.is_empty() {
+        return Ok(());
+    }
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let username = get("HDB_ADMIN_USERNAME")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "admin".into());
+    let (password, generated) = match get("HDB_ADMIN_PASSWORD").filter(|s| !s.is_empty()) {
+        Some(p) => (p, false),
+        None => (crate::util::random_password(24), true),
+    };
+    let run = |driver: &mut Driver, op: WriteOp| -> Result<(), String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        driver.run_one(Input::Write {
+            op,
+            reply: ReplyTo::Op(tx),
+        });
+        match rx.recv() {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no reply from the core".into()),
+        }
+    };
+    if !driver.core.auth().roles.contains_key(SUPER_USER_ROLE) {
+        run(
+            driver,
+            WriteOp::AddRole {
+                role: SUPER_USER_ROLE.into(),
+                id: Some(SUPER_USER_ROLE.into()),
+                permission: json!({"super_user": true}),
+            },
+        )?;
+    }
+    run(
+        driver,
+        WriteOp::AddUser {
+            username: username.clone(),
+            password_hash: hash_password(&password).map_err(|e| e.to_string())?,
+            role: SUPER_USER_ROLE.into(),
+            active: true,
+        },
+    )?;
+    if generated {
+        // Shown once, on the terminal that started the node; stored only as a hash.
+        eprintln!(
+            "skerry: created super_user '{username}' with generated password: {password}\n\
+             skerry: this password is shown once and stored only as a hash; set \
+             HDB_ADMIN_USERNAME/HDB_ADMIN_PASSWORD on first start to choose your own."
+        );
+    } else {
+        log::info!("created super_user '{username}'");
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Starts a node. `env` is the process environment (for the first user's credentials).
+    pub fn start(cfg: &Config, env: &[(String, String)]) -> Result<Node, String> {
+        let store = Store::open(
+            &cfg.root_path,
+            &StoreOptions {
+                cache_size: cfg.storage.cache_size,
+                max_write_buffer_size: cfg.storage.max_write_buffer_size,
+            },
+        )
+        .map_err(|e| {
+            format!(
+                "cannot open the store under {}: {e}",
+                cfg.root_path.display()
+            )
+        })?;
+        let node_name = cfg.node_name();
+        let recovered = recover(&store)?;
+        let secret = token_secret(&store)?;
+        let core = Core::new(&node_name, recovered);
+        let shared = Arc::new(Shared {
+            catalog: Published::new(core.catalog().clone()),
+            auth: Published::new(core.auth().clone()),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(4096);
+        let mut driver = Driver {
+            core,
+            store: store.clone(),
+            rx,
+            durability: if cfg.storage.write_async {
+                Durability::Buffer
+            } else {
+                Durability::Sync
+            },
+            max_group: cfg.storage.group_commit_max_ops.max(1),
+            shared: shared.clone(),
+            on_commit: Box::new(|_| {}),
+        };
+        // Persist a fresh catalog (and anything recovered) before serving.
+        driver.flush();
+        bootstrap_users(&mut driver, env)?;
+        let core_thread = std::thread::Builder::new()
+            .name("core".into())
+            .spawn(move || driver.run())
+            .map_err(|e| e.to_string())?;
+        let handle = CoreHandle::new(tx);
+
+        let net = &cfg.operations_api.network;
+        let listener = TcpListener::bind(net.port.bind_addr())
+            .map_err(|e| format!("cannot listen on {}: {e}", net.port))?;
+        let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let ctx = Arc::new(Context {
+            store,
+            shared,
+            core: handle.clone(),
+            tokens: Tokens::new(
+                &secret,
+                cfg.authentication.operation_token_timeout,
+                cfg.authentication.refresh_token_timeout,
+            ),
+            max_body: net.max_body_size,
+            authorize_local: cfg.authentication.authorize_local,
+            cluster: None,
+        });
+        let http = HttpServer::start(
+            listener,
+            &HttpOptions {
+                workers: net.workers,
+                max_connections: net.max_connections,
+                timeout: net.timeout.min(net.keep_alive_timeout),
+            },
+            ctx,
+        )
+        .map_err(|e| format!("cannot start the HTTP server: {e}"))?;
+        log::info!("node '{node_name}' serving the operations API on {http_addr}");
+        Ok(Node {
+            http: Some(http),
+            core_thread: Some(core_thread),
+            core: Some(handle),
+            http_addr,
+            node_name,
+        })
+    }
+
+    /// Graceful stop: no new requests, in-flight writes finish and are answered, the store is
+    /// flushed.
+    pub fn stop(mut self) {
+        if let Some(h) = self.http.take() {
+            h.stop();
+        }
+        self.core.take();
+        if let Some(t) = self.core_thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Authentication: Basic credentials and Bearer tokens against the published users, password
+//! hashing, and operation/refresh tokens.
+//!
+//! Passwords are stored as argon2id PHC strings (Harper's own salted-SHA256 format is also
+//! verified, so users copied from a Harper node can log in). argon2 costs ~25 ms per check on
+//! purpose, far too slow to run on every request of a keep-alive client sending thousands of
+//! requests a second, so each worker keeps a small cache of credential checks that succeeded,
+//! keyed by a hash of (user, password, stored hash): a password change or a new hash misses the
+//! cache by construction. Failed checks are never cached.
+
+use crate::core::auth::{AuthState, Principal};
+use crate::core::error::OpError;
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use ring::{digest, hmac};
+use serde_json::{json, Value};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Hashes a new password (argon2id, the crate's recommended parameters).
+pub fn hash_password(password: &str) -> Result<String, OpError> {
+    let mut salt = [0u8; 16];
+    crate::util::random_bytes(&mut salt);
+    Argon2::default()
+        .hash_password_with_salt(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| OpError::internal(format!("cannot hash password: {e}")))
+}
+
+/// Checks a password against a stored hash (argon2 PHC string, or Harper's default
+/// `salt(16) ‖ hex(sha256(password ‖ salt))`).
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    if stored.starts_with("$argon2") {
+        return Argon2::default()
+            .verify_password(password.as_bytes(), stored)
+            .is_ok();
+    }
+    if stored.len() == 16 + 64 && stored.is_char_boundary(16) {
+        let (salt, hex) = stored.split_at(16);
+        let d = digest::digest(&digest::SHA256, format!("{password}{salt}").as_bytes());
+        return constant_time_eq(crate::util::hex(d.as_ref()).as_bytes(), hex.as_bytes());
+    }
+    false
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+const CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    static VERIFIED: RefCell<HashSet<[u8; 32]>> = RefCell::new(HashSet::new());
+}
+
+fn cache_key(user: &str, password: &str, stored: &str) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in [user, password, stored] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Verifies credentials for `user`, consulting this thread's cache of earlier successes.
+pub fn check_credentials(auth: &AuthState, user: &str, password: &str) -> Option<Principal> {
+    let u = auth.users.get(user)?;
+    let key = cache_key(user, password, &u.password_hash);
+    let cached = VERIFIED.with(|c| c.borrow().contains(&key));
+    if !cached {
+        if !verify_password(password, &u.password_hash) {
+            return None;
+        }
+        VERIFIED.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= CACHE_LIMIT {
+                c.clear();
+            }
+            c.insert(key);
+        });
+    }
+    auth.principal(user)
+}
+
+/// Signs and checks operation and refresh tokens (JWT, HS256) with this node's secret.
+pub struct Tokens {
+    key: hmac::Key,
+    pub operation_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Operation,
+    Refresh,
+}
+
+impl TokenKind {
+    fn name(self) -> &'static str {
+        match self {
+            TokenKind::Operation => "operation",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8], operation_ttl: Duration, refresh_ttl: Duration) -> Self {
+        Tokens {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            operation_ttl,
+            refresh_ttl,
+        }
+    }
+
+    pub fn issue(&self, username: &str, kind: TokenKind, now_ms: u64) -> String {
+        let ttl = match kind {
+            TokenKind::Operation => self.operation_ttl,
+            TokenKind::Refresh => self.refresh_ttl,
+        };
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let claims = json!({
+            "username": username,
+            "typ": kind.name(),
+            "iat": now_ms / 1000,
+            "exp": (now_ms + ttl.as_millis() as u64) / 1000,
+        });
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signing_input = format!("{header}.{payload}");
+        let sig = hmac::sign(&self.key, signing_input.as_bytes());
+        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    /// The username a valid, unexpired token of `kind` was issued to.
+    pub fn verify(&self, token: &str, kind: TokenKind, now_ms: u64) -> Result<String, OpError> {
+        let invalid = || OpError::unauthorized("invalid token");
+        let (signing_input, sig) = token.rsplit_once('.').ok_or_else(invalid)?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| invalid())?;
+        hmac::verify(&self.key, signing_input.as_bytes(), &sig).map_err(|_| invalid())?;
+        let (_, payload) = signing_input.split_once('.').ok_or_else(invalid)?;
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).map_err(|_| invalid())?)
+                .map_err(|_| invalid())?;
+        if claims.get("typ").and_then(Value::as_str) != Some(kind.name()) {
+            return Err(invalid());
+        }
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        if now_ms / 1000 >= exp {
+            return Err(OpError::unauthorized("token expired"));
+        }
+        claims
+            .get("username")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(invalid)
+    }
+}
+
+/// Resolves the `Authorization` header of a request to a principal (Harper's 401 texts).
+pub fn authenticate(
+    header: Option<&str>,
+    auth: &AuthState,
+    tokens: &Tokens,
+    now_ms: u64,
+) -> Result<Principal, OpError> {
+    let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else {
+        return Err(OpError::unauthorized("Must login"));
+    };
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let principal = if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD
+            .decode(rest.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| OpError::unauthorized("Login failed"))?;
+        let (user, pass) = decoded
+            .split_once(':')
+            .ok_or_else(|| OpError::unauthorized("Login failed"))?;
+        check_credentials(auth, user, pass).ok_or_else(|| OpError::unauthorized("Login failed"))?
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        let user = tokens.verify(rest.trim(), TokenKind::Operation, now_ms)?;
+        auth.principal(&user)
+            .ok_or_else(|| OpError::unauthorized("invalid token"))?
+    } else {
+        return Err(OpError::unauthorized("Login failed"));
+    };
+    if auth
+        .users
+        .get(&principal.username)
+        .is_some_and(|u| !u.active)
+    {
+        return Err(OpError::unauthorized(
+            "Cannot complete request: User is inactive",
+        ));
+    }
+    Ok(principal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state(hash: &str) -> AuthState {
+        let mut s = AuthState::default();
+        s.apply_role(
+            "super_user",
+            json!({"id":"super_user","role":"super_user","permission":{"super_user":true}})
+                .as_object(),
+        );
+        s.apply_user(
+            "admin",
+            json!({"username":"admin","password":hash,"role":"super_user","active":true})
+                .as_object(),
+        );
+        s
+    }
+
+    #[test]
+    fn argon2_hashes_verify_and_wrong_passwords_fail() {
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("s3cret", &h));
+        assert!(!verify_password("S3cret", &h));
+    }
+
+    #[test]
+    fn harpers_salted_sha256_format_is_accepted() {
+        let salt = "abcdefghijklmnop";
+        let d = digest::digest(&digest::SHA256, format!("password{salt}").as_bytes());
+        let stored = format!("{salt}{}", crate::util::hex(d.as_ref()));
+        assert!(verify_password("password", &stored));
+        assert!(!verify_password("nope", &stored));
+    }
+
+    #[test]
+    fn basic_auth_resolves_users_and_rejects_with_harpers_texts() {
+        let s = state(&hash_password("pw").unwrap());
+        let t = Tokens::new(b"k", Duration::from_secs(60), Duration::from_secs(600));
+        let basic = |u: &str, p: &str| format!("Basic {}", STANDARD.encode(format!("{u}:{p}")));
+        let p = authenticate(Some(&basic("admin", "pw")), &s, &t, 0).unwrap();
+        assert!(p.is_super_user());
+        // Cached path gives the same answer.
+        assert!(authenticate(Some(&basic("admin", "pw")), &s, &t, 0).is_ok());
+        let e = authenticate(Some(&basic("admin", "bad")), &s, &t, 0).unwrap_err();
+        assert_eq!((e.status, e.message()), (401, "Login failed"));
+        let e = authenticate(Some(&basic("nobody", "x")), &s, &t, 0).unwrap_err();
+        assert_eq!(e.message(), "Login failed");
+        let e = authenticate(None, &s, &t, 0).unwrap_err();
+        assert_eq!(e.message(), "Must login");
+        let e = authenticate(Some("Basic !!!"), &s, &t, 0).unwrap_err();
+        assert_eq!(e.message(), "Login failed");
+    }
+
+    #[test]
+    fn tokens_expire_and_cannot_be_forged_or_swapped() {
+        let s = state(&hash_password("pw").unwrap());
+        let t = Tokens::new(b"secret", Duration::from_secs(60), Duration::from_secs(600));
+        let tok = t.issue("admin", TokenKind::Operation, 1_000_000);
+        let bearer = format!("Bearer {tok}");
+        assert!(authenticate(Some(&bearer), &s, &t, 1_000_000).is_ok());
+        let e = authenticate(Some(&bearer), &s, &t, 1_000_000 + 61_000).unwrap_err();
+        assert_eq!(e.message(), "token expired");
+        let other = Tokens::new(b"other", Duration::from_secs(60), Duration::from_secs(600));
+        assert!(authenticate(Some(&bearer), &s, &other, 1_000_000).is_err());
+        let refresh = t.issue("admin", TokenKind::Refresh, 1_000_000);
+        assert!(t.verify(&refresh, TokenKind::Operation, 1_000_000).is_err());
+        assert_eq!(
+            t.verify(&refresh, TokenKind::Refresh, 1_000_000).unwrap(),
+            "admin"
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! Read operations, served on the HTTP worker threads straight from the store and the published
+//! catalog and users (reads never queue behind the single writer).
+
+use super::parse::{Comparator, Condition, Logic, Operation, Search};
+use super::query::{self, Page};
+use crate::core::auth::{AuthState, Principal, TablePerm};
+use crate::core::catalog::{Catalog, TableDef, SYSTEM_DB};
+use crate::core::error::{OpError, OpResult};
+use crate::core::hlc;
+use crate::store::keys;
+use crate::store::record::StoredRecord;
+use crate::store::Store;
+use serde_json::{json, Map, Value};
+
+/// Harper's table description object.
+pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64) -> Value {
+    let stats = store.table_stats(t.id).unwrap_or_default();
+    let (data, index) = store.table_disk_size(t.id).unwrap_or((0, 0));
+    let attributes: Vec<Value> = t
+        .attributes
+        .iter()
+        .map(|a| {
+            if a.name == t.primary_key {
+                json!({"attribute": a.name, "is_primary_key": true})
+            } else {
+                let mut o = json!({"attribute": a.name, "indexed": a.indexed});
+                if let Some(ty) = &a.r#type {
+                    o["type"] = json!(ty);
+                }
+                o
+            }
+        })
+        .collect();
+    let mut o = json!({
+        "schema": t.database,
+        "name": t.name,
+        "hash_attribute": t.primary_key,
+        "audit": true,
+        "schema_defined": t.schema_defined,
+        "attributes": attributes,
+        "db_size": db_size,
+        "sources": [],
+        "record_count": stats.count,
+        "table_size": data + index,
+        "db_audit_size": store.audit_disk_size(),
+    });
+    if stats.last_version > 0 {
+        o["last_updated_record"] = json!(hlc::to_ms_f64(stats.last_version));
+    }
+    if !t.replicate {
+        o["replicate"] = json!(false);
+    }
+    o
+}
+
+fn db_size(store: &Store, catalog: &Catalog, db: &str) -> u64 {
+    catalog
+        .database(db)
+        .map(|d| {
+            d.tables
+                .values()
+                .map(|t| {
+                    let (a, b) = store.table_disk_size(t.id).unwrap_or((0, 0));
+                    a + b
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn describe_database_value(store: &Store, catalog: &Catalog, db: &str, p: &Principal) -> Value {
+    let size = db_size(store, catalog, db);
+    let mut out = Map::new();
+    if let Some(d) = catalog.database(db) {
+        for (name, t) in &d.tables {
+            if p.role.as_ref().is_some_and(|r| r.can_see(db, name)) {
+                out.insert(name.clone(), describe_table_value(store, t, size));
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+fn table<'a>(catalog: &'a Catalog, db: &str, table: &str) -> Result<&'a TableDef, OpError> {
+    if catalog.database(db).is_none() {
+        return Err(OpError::database_not_found(db));
+    }
+    catalog
+        .table(db, table)
+        .ok_or_else(|| OpError::table_not_found(db, table))
+}
+
+fn search_results(
+    store: &Store,
+    t: &TableDef,
+    search: &Search,
+    op: Logic,
+    conds: &[Condition],
+) -> OpResult {
+    let page = Page {
+        limit: search.limit,
+        offset: search.offset,
+        sort: search.sort.as_ref(),
+    };
+    let recs = query::search(store, t, op, conds, &page)?;
+    Ok(Value::Array(
+        recs.into_iter()
+            .map(|r| query::project(r, search.get_attributes.as_deref(), t))
+            .collect(),
+    ))
+}
+
+/// `search_by_value`'s `value` as a condition: `*` wildcards at either end mean starts/ends
+/// with or contains; `*` alone matches every record.
+fn value_condition(attribute: &str, value: &Value) -> Option<Condition> {
+    let leaf = |comparator, v: &str| Condition::Leaf {
+        attribute: attribute.to_string(),
+        comparator,
+        value: Value::String(v.to_string()),
+    };
+    let Value::String(s) = value else {
+        return Some(Condition::Leaf {
+            attribute: attribute.to_string(),
+            comparator: Comparator::Equals,
+            value: value.clone(),
+        });
+    };
+    if s == "*" || s == "**" {
+        return None;
+    }
+    let (starts, ends) = (s.starts_with('*'), s.ends_with('*'));
+    Some(match (starts, ends) {
+        (true, true) => leaf(Comparator::Contains, &s[1..s.len() - 1]),
+        (false, true) => leaf(Comparator::StartsWith, &s[..s.len() - 1]),
+        (true, false) => leaf(Comparator::EndsWith, &s[1..]),
+        (false, false) => leaf(Comparator::Equals, s),
+    })
+}
+
+/// Executes a read-only operation for `p`.
+pub fn execute(
+    op: &Operation,
+    p: &Principal,
+    store: &Store,
+    catalog: &Catalog,
+    auth: &AuthState,
+) -> OpResult {
+    match op {
+        Operation::DescribeAll => {
+            let mut out = Map::new();
+            for db in catalog.databases.keys() {
+                if db == SYSTEM_DB {
+                    continue;
+                }
+                let d = describe_database_value(store, catalog, db, p);
+                let visible = p.is_super_user() || d.as_object().is_some_and(|o| !o.is_empty());
+                if visible {
+                    out.insert(db.clone(), d);
+                }
+            }
+            Ok(Value::Object(out))
+        }
+        Operation::DescribeDatabase { database } => {
+            if catalog.database(database).is_none() {
+                return Err(OpError::database_not_found(database));
+            }
+            Ok(describe_database_value(store, catalog, database, p))
+        }
+        Operation::DescribeTable {
+            database,
+            table: name,
+        } => {
+            let t = table(catalog, database, name)?;
+            if !p.role.as_ref().is_some_and(|r| r.can_see(database, name)) {
+                return Err(OpError::forbidden(
+                    vec![
+                        json!({"schema": database, "table": name, "required_table_permissions": ["read"], "required_attribute_permissions": []}),
+                    ],
+                    vec![],
+                ));
+            }
+            Ok(describe_table_value(
+                store,
+                t,
+                db_size(store, catalog, database),
+            ))
+        }
+        Operation::SearchById { search, ids } => {
+            let t = table(catalog, &search.database, &search.table)?;
+            let mut out = Vec::new();
+            for id in ids {
+                let Some(pk) = keys::encode_pk(id) else {
+                    continue;
+                };
+                let raw = store.get_raw(t.id, &pk).map_err(|e| {
+                    log::error!("read failed: {e}");
+                    OpError::internal(e.to_string())
+                })?;
+                let Some(json) = raw.as_deref().and_then(StoredRecord::json_slice) else {
+                    continue;
+                };
+                if let Ok(Value::Object(rec)) = serde_json::from_slice(json) {
+                    out.push(query::project(rec, search.get_attributes.as_deref(), t));
+                }
+            }
+            Ok(Value::Array(out))
+        }
+        Operation::SearchByValue {
+            search,
+            attribute,
+            value,
+        } => {
+            let t = table(catalog, &search.database, &search.table)?;
+            let conds: Vec<Condition> = value_condition(attribute, value).into_iter().collect();
+            search_results(store, t, search, Logic::And, &conds)
+        }
+        Operation::SearchByConditions {
+            search,
+            operator,
+            conditions,
+        } => {
+            let t = table(catalog, &search.database, &search.table)?;
+            search_results(store, t, search, *operator, conditions)
+        }
+        Operation::ListUsers => {
+            let mut users: Vec<_> = auth.users.values().collect();
+            users.sort_by(|a, b| a.username.cmp(&b.username));
+            Ok(Value::Array(
+                users.into_iter().map(|u| auth.user_view(u)).collect(),
+            ))
+        }
+        Operation::UserInfo => auth
+            .users
+            .get(&p.username)
+            .map(|u| auth.user_view(u))
+            .ok_or_else(|| OpError::not_found(format!("User {} does not exist", p.username))),
+        Operation::ListRoles => {
+            let mut roles: Vec<_> = auth.roles.values().collect();
+            roles.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(Value::Array(
+                roles
+                    .into_iter()
+                    .map(|r| Value::Object(r.record.clone()))
+                    .collect(),
+            ))
+        }
+        _ => Err(OpError::internal("not a read operation")),
+    }
+}
+
+/// Checks that `p` may run an operation requiring `req` (Harper's 403 shapes).
+pub fn authorize(
+    p: &Principal,
+    req: &super::parse::Requirement,
+    catalog: &Catalog,
+) -> Result<(), OpError> {
+    use super::parse::Requirement;
+    if p.is_super_user() {
+        return Ok(());
+    }
+    let Some(role) = &p.role else {
+        return Err(OpError::forbidden(
+            vec![json!(format!(
+                "User {} has no role or permissions.  Please assign the user a valid role.",
+                p.username
+            ))],
+            vec![],
+        ));
+    };
+    match req {
+        Requirement::Authenticated => Ok(()),
+        Requirement::SuperUser(handler) => Err(OpError::super_user_only(handler)),
+        Requirement::Structure(handler, db) => {
+            if role.may_change_structure(db) {
+                Ok(())
+            } else {
+                Err(OpError::super_user_only(handler))
+            }
+        }
+        Requirement::Table(db, table, perm) => {
+            if db == SYSTEM_DB && *perm != TablePerm::Read {
+                return Err(OpError::new(
+                    403,
+                    "The 'system' database, tables and records are used internally by HarperDB and cannot be updated or removed.",
+                ));
+            }
+            if catalog.table(db, table).is_none() {
+                // Unknown tables are reported as such (404 later), not as a permission issue.
+                return Ok(());
+            }
+            if role.allows(db, table, *perm) {
+                Ok(())
+            } else {
+                Err(OpError::forbidden(
+                    vec![json!({
+                        "schema": db,
+                        "table": table,
+                        "required_table_permissions": [perm.name()],
+                        "required_attribute_permissions": [],
+                    })],
+                    vec![],
+                ))
+            }
+        }
+    }
+}
