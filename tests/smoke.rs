@@ -13,3 +13,23 @@ fn node_starts_answers_and_stops_cleanly_with_exit_zero() {
     assert_eq!(r["message"], "inserted 1 of 1 records");
     assert_eq!(n.stop(), Some(0));
 }
+
+#[test]
+fn read_audit_log_lists_each_request_as_one_transaction() {
+    let ip = &ips(11, 1)[0];
+    let n = TestNode::start(ip, "");
+    create_dog_table(&n);
+    n.ok(
+        json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":1},{"id":2}]}),
+    );
+    n.ok(json!({"operation":"delete","database":"dev","table":"dog","ids":[1]}));
+    let log = n.ok(json!({"operation":"read_audit_log","database":"dev","table":"dog"}));
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0]["operation"], "upsert");
+    assert_eq!(log[0]["hash_values"], json!([1, 2]));
+    assert_eq!(log[1]["operation"], "delete");
+    assert_eq!(log[1]["origin"], ip.as_str());
+    let only2 = n.ok(json!({"operation":"read_audit_log","database":"dev","table":"dog","search_type":"hash_value","search_values":[2]}));
+    assert_eq!(only2.as_array().unwrap().len(), 1);
+}

@@ -119,6 +119,12 @@ pub enum Operation {
         operator: Logic,
         conditions: Vec<Condition>,
     },
+    /// Harper's `read_audit_log`: the committed transactions touching one table.
+    ReadAuditLog {
+        database: String,
+        table: String,
+        search: AuditSearch,
+    },
     ListUsers,
     UserInfo,
     ListRoles,
@@ -129,6 +135,16 @@ pub enum Operation {
     RefreshOperationToken {
         refresh_token: String,
     },
+}
+
+/// How `read_audit_log` selects entries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuditSearch {
+    All,
+    /// Versions between two epoch-millisecond times (inclusive).
+    Timestamp(f64, f64),
+    /// Entries writing one of these primary keys.
+    HashValue(Vec<Value>),
 }
 
 /// What a principal must hold to run an operation.
@@ -187,6 +203,7 @@ impl Operation {
             Operation::AddUser { .. } => SuperUser("addUser"),
             Operation::AlterUser { .. } => SuperUser("alterUser"),
             Operation::ListUsers => SuperUser("listUsersExternal"),
+            Operation::ReadAuditLog { .. } => SuperUser("readAuditLog"),
             Operation::ListRoles => SuperUser("listRoles"),
             Operation::SearchById { search, .. }
             | Operation::SearchByValue { search, .. }
@@ -513,6 +530,30 @@ pub fn parse(body: &Map<String, Value>) -> Result<Operation, OpError> {
             username: f.req_str(&["username"])?,
         }),
         "list_users" => Operation::ListUsers,
+        "read_audit_log" => {
+            let values = f.opt_array(&["search_values"])?;
+            let search = match f.opt_str(&["search_type"])?.as_deref() {
+                None => AuditSearch::All,
+                Some("timestamp") => {
+                    let v = values.cloned().unwrap_or_default();
+                    let at = |i: usize, default: f64| {
+                        v.get(i).and_then(Value::as_f64).unwrap_or(default)
+                    };
+                    AuditSearch::Timestamp(at(0, 0.0), at(1, f64::MAX))
+                }
+                Some("hash_value") => AuditSearch::HashValue(values.cloned().unwrap_or_default()),
+                Some(other) => {
+                    return Err(OpError::bad_request(format!(
+                        "'search_type' must be one of [timestamp, hash_value], got '{other}'"
+                    )))
+                }
+            };
+            Operation::ReadAuditLog {
+                database: database(&f)?,
+                table: table(&f)?,
+                search,
+            }
+        }
         "user_info" => Operation::UserInfo,
         "add_role" => Operation::Write(WriteOp::AddRole {
             role: f.req_str(&["role"])?,

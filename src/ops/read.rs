@@ -1,12 +1,13 @@
 //! Read operations, served on the HTTP worker threads straight from the store and the published
 //! catalog and users (reads never queue behind the single writer).
 
-use super::parse::{Comparator, Condition, Logic, Operation, Search};
+use super::parse::{AuditSearch, Comparator, Condition, Logic, Operation, Search};
 use super::query::{self, Page};
 use crate::core::auth::{AuthState, Principal, TablePerm};
 use crate::core::catalog::{Catalog, TableDef, SYSTEM_DB};
 use crate::core::error::{OpError, OpResult};
 use crate::core::hlc;
+use crate::core::txn::{self, TxnOp};
 use crate::store::keys;
 use crate::store::record::StoredRecord;
 use crate::store::Store;
@@ -137,6 +138,68 @@ fn value_condition(attribute: &str, value: &Value) -> Option<Condition> {
     })
 }
 
+/// The audit entries of one table, oldest first, in Harper's shape (`operation`, `timestamp`,
+/// `hash_values`, `records`), plus the origin node and exact version.
+fn read_audit_log(
+    store: &Store,
+    catalog: &Catalog,
+    t: &TableDef,
+    search: &AuditSearch,
+) -> OpResult {
+    let err = |e: crate::store::StoreError| OpError::internal(e.to_string());
+    let db_id = catalog.database(&t.database).map(|d| d.id).unwrap_or(0);
+    let names = store.origin_names().map_err(err)?;
+    let wanted: Option<Vec<Vec<u8>>> = match search {
+        AuditSearch::HashValue(v) => Some(v.iter().filter_map(keys::encode_pk).collect()),
+        _ => None,
+    };
+    let mut entries = Vec::new();
+    for item in store.audit_of_db(db_id) {
+        let (origin, version, ops) = item.map_err(err)?;
+        let ms = hlc::to_ms_f64(version);
+        if let AuditSearch::Timestamp(lo, hi) = search {
+            if ms < *lo || ms > *hi {
+                continue;
+            }
+        }
+        let Ok(ops) = txn::decode_ops(&ops) else {
+            continue;
+        };
+        let mut puts = (Vec::new(), Vec::new());
+        let mut deletes = Vec::new();
+        for op in ops {
+            let (tname, pk, record) = match op {
+                TxnOp::Put {
+                    table, pk, record, ..
+                } => (table, pk, Some(record)),
+                TxnOp::Delete { table, pk, .. } => (table, pk, None),
+                _ => continue,
+            };
+            if tname != t.name || wanted.as_ref().is_some_and(|w| !w.contains(&pk)) {
+                continue;
+            }
+            let id = keys::decode_pk(&pk).unwrap_or(Value::Null);
+            match record {
+                Some(r) => {
+                    puts.0.push(id);
+                    puts.1
+                        .push(serde_json::from_slice::<Value>(&r).unwrap_or(Value::Null));
+                }
+                None => deletes.push(id),
+            }
+        }
+        let origin = names.get(&origin).cloned().unwrap_or_default();
+        if !puts.0.is_empty() {
+            entries.push((version, json!({"operation": "upsert", "timestamp": ms, "hash_values": puts.0, "records": puts.1, "origin": origin, "version": version})));
+        }
+        if !deletes.is_empty() {
+            entries.push((version, json!({"operation": "delete", "timestamp": ms, "hash_values": deletes, "origin": origin, "version": version})));
+        }
+    }
+    entries.sort_by_key(|e| e.0);
+    Ok(Value::Array(entries.into_iter().map(|e| e.1).collect()))
+}
+
 /// Executes a read-only operation for `p`.
 pub fn execute(
     op: &Operation,
@@ -221,6 +284,14 @@ pub fn execute(
         } => {
             let t = table(catalog, &search.database, &search.table)?;
             search_results(store, t, search, *operator, conditions)
+        }
+        Operation::ReadAuditLog {
+            database,
+            table: name,
+            search,
+        } => {
+            let t = table(catalog, database, name)?;
+            read_audit_log(store, catalog, t, search)
         }
         Operation::ListUsers => {
             let mut users: Vec<_> = auth.users.values().collect();

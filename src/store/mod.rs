@@ -491,6 +491,36 @@ impl Store {
             })
     }
 
+    /// Every audit entry of database `db` (all origins), as (origin id, version, ops).
+    pub fn audit_of_db(&self, db: u32) -> impl Iterator<Item = Result<(u32, u64, fjall::Slice)>> {
+        self.inner.audit.prefix(db.to_be_bytes()).map(|g| {
+            let (k, v) = g.into_inner()?;
+            let origin = k
+                .get(4..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .unwrap_or(0);
+            let version = k
+                .get(8..16)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Ok((origin, version, v))
+        })
+    }
+
+    /// Origin node names by their local id.
+    pub fn origin_names(&self) -> Result<HashMap<u32, String>> {
+        let mut out = HashMap::new();
+        for kv in self.inner.meta.prefix([META_ORIGIN]) {
+            let (k, v) = kv.into_inner()?;
+            if let Ok(id) = v.as_ref().try_into().map(u32::from_be_bytes) {
+                out.insert(id, String::from_utf8_lossy(&k[1..]).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
     /// Table statistics as last committed (workers read these for describe_table).
     pub fn table_stats(&self, table: u32) -> Result<TableStats> {
         let mut k = vec![META_STATS];
