@@ -54,7 +54,10 @@ pub fn http_raw(addr: &str, request: &[u8], timeout: Duration) -> std::io::Resul
     s.write_all(request)?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    let text_end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+    let text_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
     let head = String::from_utf8_lossy(&buf[..text_end]).to_string();
     let status = head
         .split_whitespace()
@@ -62,7 +65,10 @@ pub fn http_raw(addr: &str, request: &[u8], timeout: Duration) -> std::io::Resul
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other("no status"))?;
     let mut body = buf[text_end + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok((status, body))
@@ -103,7 +109,8 @@ pub fn post(addr: &str, auth: Option<&str>, body: &[u8]) -> (u16, Value) {
     match http_raw(addr, &bytes, Duration::from_secs(30)) {
         Ok((status, body)) => (
             status,
-            serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into())),
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into())),
         ),
         Err(e) => (0, json!({ "transport_error": e.to_string() })),
     }
@@ -139,7 +146,10 @@ impl TestNode {
             dir,
             config,
             child: None,
-            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         n.launch();
         n
@@ -179,12 +189,16 @@ impl TestNode {
         let ok = wait_until(Duration::from_secs(30), || {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("skerry on {} exited at start ({status}):\n{}", self.ip, self.log());
+                    panic!(
+                        "skerry on {} exited at start ({status}):\n{}",
+                        self.ip,
+                        self.log()
+                    );
                 }
             }
             http_raw(
                 &self.addr(),
-                format!("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+                b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
                 Duration::from_secs(2),
             )
             .is_ok_and(|(s, _)| s == 200)
@@ -194,7 +208,11 @@ impl TestNode {
 
     /// Sends an operation as the admin user.
     pub fn op(&self, body: Value) -> (u16, Value) {
-        post(&self.addr(), Some(&basic(USER, PASS)), body.to_string().as_bytes())
+        post(
+            &self.addr(),
+            Some(&basic(USER, PASS)),
+            body.to_string().as_bytes(),
+        )
     }
 
     /// Sends an operation that must succeed, returning its body.
@@ -205,7 +223,11 @@ impl TestNode {
     }
 
     pub fn op_as(&self, user: &str, pass: &str, body: Value) -> (u16, Value) {
-        post(&self.addr(), Some(&basic(user, pass)), body.to_string().as_bytes())
+        post(
+            &self.addr(),
+            Some(&basic(user, pass)),
+            body.to_string().as_bytes(),
+        )
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -223,7 +245,10 @@ impl TestNode {
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = c.try_wait() {
