@@ -8,5 +8,6 @@ pub mod config;
 pub mod core;
 pub mod node;
 pub mod ops;
+pub mod repl;
 pub mod store;
 pub mod util;

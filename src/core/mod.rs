@@ -66,6 +66,8 @@ pub struct Ready<R> {
     pub auth: Option<Arc<AuthState>>,
     /// Databases (by name) whose audit log received new transactions.
     pub committed_dbs: BTreeSet<String>,
+    /// `system.hdb_nodes` changed (membership must be re-read).
+    pub membership_changed: bool,
 }
 
 impl<R> Ready<R> {
@@ -128,6 +130,7 @@ pub struct Core<R> {
     auth_dirty: bool,
     hlc_persisted: u64,
     committed_dbs: BTreeSet<String>,
+    membership_dirty: bool,
 }
 
 impl<R> Core<R> {
@@ -161,6 +164,7 @@ impl<R> Core<R> {
             auth_dirty: false,
             hlc_persisted: rec.hlc_floor,
             committed_dbs: BTreeSet::new(),
+            membership_dirty: false,
         };
         core.self_origin = core.origin_id(node_name);
         core
@@ -319,6 +323,10 @@ impl<R> Core<R> {
             WriteOp::DropRole { id } => self.drop_role(&id, now_ms, store),
             WriteOp::SystemPut { table, record } => self.system_put(&table, record, now_ms, store),
             WriteOp::SystemDelete { table, key } => self.system_delete(&table, &key, now_ms, store),
+            WriteOp::SetLocal { key, value } => {
+                self.writes.push(Write::Local { key, value });
+                Ok(Ok(serde_json::json!({ "message": "ok" })))
+            }
         }
     }
 
@@ -363,6 +371,7 @@ impl<R> Core<R> {
             catalog,
             auth,
             committed_dbs: std::mem::take(&mut self.committed_dbs),
+            membership_changed: std::mem::take(&mut self.membership_dirty),
         }
     }
 

@@ -92,4 +92,9 @@ pub enum WriteOp {
         table: String,
         key: Value,
     },
+    /// Node-local metadata (never replicated), committed in order with everything else.
+    SetLocal {
+        key: String,
+        value: Option<Vec<u8>>,
+    },
 }

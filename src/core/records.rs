@@ -167,6 +167,7 @@ impl<R> Core<R> {
                 Arc::make_mut(&mut self.auth).apply_role(&key, record);
                 self.auth_dirty = true;
             }
+            HDB_NODES => self.membership_dirty = true,
             _ => {}
         }
     }

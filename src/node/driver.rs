@@ -26,8 +26,16 @@ pub enum ReplyTo {
 
 pub type CoreMsg = Input<ReplyTo>;
 
-/// Told, after each commit, which databases' audit logs grew.
-pub type CommitHook = Box<dyn FnMut(&std::collections::BTreeSet<String>) + Send>;
+/// What a commit changed, for the replication layer.
+pub struct CommitInfo<'a> {
+    /// Databases whose audit logs grew (their senders wake up).
+    pub dbs: &'a std::collections::BTreeSet<String>,
+    pub membership_changed: bool,
+    pub catalog_changed: bool,
+}
+
+/// Told after each commit what it changed.
+pub type CommitHook = Box<dyn FnMut(&CommitInfo) + Send>;
 
 /// What the core publishes for readers after each commit.
 pub struct Shared {
@@ -71,6 +79,9 @@ pub struct Driver {
     pub core: Core<ReplyTo>,
     pub store: Store,
     pub rx: Receiver<CoreMsg>,
+    /// Closed (or sent to) when the node stops: drain what is queued, flush, return, even if
+    /// some thread still holds a sender.
+    pub stop: Receiver<()>,
     pub durability: Durability,
     pub max_group: usize,
     pub shared: Arc<Shared>,
@@ -95,6 +106,7 @@ impl Driver {
                 fatal(&e.to_string());
             }
         }
+        let catalog_changed = ready.catalog.is_some();
         if let Some(c) = ready.catalog {
             self.shared.catalog.store(c);
         }
@@ -113,8 +125,12 @@ impl Driver {
                 _ => {}
             }
         }
-        if !ready.committed_dbs.is_empty() {
-            (self.on_commit)(&ready.committed_dbs);
+        if !ready.committed_dbs.is_empty() || ready.membership_changed || catalog_changed {
+            (self.on_commit)(&CommitInfo {
+                dbs: &ready.committed_dbs,
+                membership_changed: ready.membership_changed,
+                catalog_changed,
+            });
         }
     }
 
@@ -124,9 +140,20 @@ impl Driver {
         self.flush();
     }
 
-    /// The core thread's loop; returns when every sender is gone and the queue is drained.
+    /// The core thread's loop; returns when told to stop (or every sender is gone) and the
+    /// queue is drained.
     pub fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
+        loop {
+            let first = crossbeam_channel::select! {
+                recv(self.rx) -> m => match m {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+                recv(self.stop) -> _ => match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            };
             let now = crate::util::time::now_ms();
             self.step(first, now);
             let mut n = 1;

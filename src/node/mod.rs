@@ -25,6 +25,8 @@ use std::thread::JoinHandle;
 
 pub struct Node {
     http: Option<HttpServer>,
+    repl: Option<crate::repl::Replicator>,
+    stop_core: Option<crossbeam_channel::Sender<()>>,
     core_thread: Option<JoinHandle<()>>,
     core: Option<CoreHandle>,
     pub http_addr: SocketAddr,
@@ -193,10 +195,15 @@ impl Node {
             auth: Published::new(core.auth().clone()),
         });
         let (tx, rx) = crossbeam_channel::bounded(4096);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        // The replication context exists only once the core runs; the commit hook finds it here.
+        let repl_slot: Arc<std::sync::OnceLock<Arc<crate::repl::ReplCtx>>> = Arc::default();
+        let hook_slot = repl_slot.clone();
         let mut driver = Driver {
             core,
             store: store.clone(),
             rx,
+            stop: stop_rx,
             durability: if cfg.storage.write_async {
                 Durability::Buffer
             } else {
@@ -204,7 +211,14 @@ impl Node {
             },
             max_group: cfg.storage.group_commit_max_ops.max(1),
             shared: shared.clone(),
-            on_commit: Box::new(|_| {}),
+            on_commit: Box::new(move |info| {
+                if let Some(ctx) = hook_slot.get() {
+                    ctx.notifier.notify(info.dbs);
+                    if info.membership_changed || info.catalog_changed {
+                        ctx.reload();
+                    }
+                }
+            }),
         };
         // Persist a fresh catalog (and anything recovered) before serving.
         driver.flush();
@@ -214,6 +228,30 @@ impl Node {
             .spawn(move || driver.run())
             .map_err(|e| e.to_string())?;
         let handle = CoreHandle::new(tx);
+
+        let (repl, cluster): (
+            Option<crate::repl::Replicator>,
+            Arc<dyn crate::ops::http::ClusterOps>,
+        ) = match crate::repl::ReplConfig::from_config(cfg) {
+            Some(rc) => {
+                let r = crate::repl::Replicator::start(
+                    cfg,
+                    rc,
+                    store.clone(),
+                    shared.clone(),
+                    handle.clone(),
+                )?;
+                let _ = repl_slot.set(r.ctx.clone());
+                let api = Arc::new(crate::repl::cluster_ops::ClusterApi(r.ctx.clone()));
+                (Some(r), api)
+            }
+            None => (
+                None,
+                Arc::new(crate::repl::cluster_ops::ReplicationOff {
+                    node_name: node_name.clone(),
+                }),
+            ),
+        };
 
         let net = &cfg.operations_api.network;
         let listener = TcpListener::bind(net.port.bind_addr())
@@ -230,7 +268,7 @@ impl Node {
             ),
             max_body: net.max_body_size,
             authorize_local: cfg.authentication.authorize_local,
-            cluster: None,
+            cluster: Some(cluster),
         });
         let http = HttpServer::start(
             listener,
@@ -245,6 +283,8 @@ impl Node {
         log::info!("node '{node_name}' serving the operations API on {http_addr}");
         Ok(Node {
             http: Some(http),
+            repl,
+            stop_core: Some(stop_tx),
             core_thread: Some(core_thread),
             core: Some(handle),
             http_addr,
@@ -258,7 +298,11 @@ impl Node {
         if let Some(h) = self.http.take() {
             h.stop();
         }
+        if let Some(r) = self.repl.take() {
+            r.stop();
+        }
         self.core.take();
+        self.stop_core.take();
         if let Some(t) = self.core_thread.take() {
             let _ = t.join();
         }

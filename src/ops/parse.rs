@@ -198,7 +198,9 @@ impl Operation {
                 WriteOp::AddRole { .. } => SuperUser("addRole"),
                 WriteOp::AlterRole { .. } => SuperUser("alterRole"),
                 WriteOp::DropRole { .. } => SuperUser("dropRole"),
-                WriteOp::SystemPut { .. } | WriteOp::SystemDelete { .. } => SuperUser("system"),
+                WriteOp::SystemPut { .. }
+                | WriteOp::SystemDelete { .. }
+                | WriteOp::SetLocal { .. } => SuperUser("system"),
             },
             Operation::AddUser { .. } => SuperUser("addUser"),
             Operation::AlterUser { .. } => SuperUser("alterUser"),

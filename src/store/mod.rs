@@ -509,6 +509,28 @@ impl Store {
         })
     }
 
+    /// The committed version vector of database `db`: origin name → highest applied version.
+    pub fn cursor_vector(&self, db: u32) -> Result<HashMap<String, u64>> {
+        let names = self.origin_names()?;
+        let mut out = HashMap::new();
+        let mut p = vec![META_CURSOR];
+        p.extend_from_slice(&db.to_be_bytes());
+        for kv in self.inner.meta.prefix(p) {
+            let (k, v) = kv.into_inner()?;
+            let origin = k
+                .get(5..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes);
+            let version = v.as_ref().try_into().ok().map(u64::from_be_bytes);
+            if let (Some(o), Some(ver)) = (origin, version) {
+                if let Some(name) = names.get(&o) {
+                    out.insert(name.clone(), ver);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Origin node names by their local id.
     pub fn origin_names(&self) -> Result<HashMap<u32, String>> {
         let mut out = HashMap::new();

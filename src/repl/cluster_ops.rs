@@ -1,0 +1,597 @@
+//! The clustering operations (`add_node`, `remove_node`, `cluster_status`, ...) and the
+//! node-to-node operations they send over a one-shot replication socket (`add_node_back`,
+//! `remove_node_back`).
+//!
+//! Membership is data: adding or removing a node writes `system.hdb_nodes` rows through the
+//! core, the rows replicate, and every node's manager connects or disconnects accordingly. The
+//! only node-local membership state is the "removed" flag a node sets when a peer removes it,
+//! which keeps it out (durably) until it is added again.
+
+use super::conn::Conn;
+use super::manager::node_rows;
+use super::push::Caller;
+use super::wire::Frame;
+use super::{parse_url, ReplCtx, REMOVED_KEY};
+use crate::core::auth::Principal;
+use crate::core::catalog::{CREATED_TIME, HDB_NODES, UPDATED_TIME};
+use crate::core::error::{OpError, OpResult};
+use crate::core::op::WriteOp;
+use crate::ops::fields::Fields;
+use crate::ops::http::ClusterOps;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Harper's internal handler names, used in its 403 message for non-super users.
+fn handler_name(op: &str) -> &'static str {
+    match op {
+        "add_node" | "set_node" => "addNode",
+        "update_node" | "set_node_replication" => "updateNode",
+        "remove_node" => "removeNode",
+        "cluster_status" => "clusterStatus",
+        "configure_cluster" => "configureCluster",
+        "cluster_set_routes" => "setRoutes",
+        "cluster_get_routes" => "getRoutes",
+        "cluster_delete_routes" => "deleteRoutes",
+        "add_node_back" => "addNodeBack",
+        "remove_node_back" => "removeNodeBack",
+        _ => "cluster",
+    }
+}
+
+/// Answers cluster operations when replication is not configured on this node.
+pub struct ReplicationOff {
+    pub node_name: String,
+}
+
+impl ClusterOps for ReplicationOff {
+    fn execute(&self, name: &str, _body: &Map<String, Value>, p: &Principal) -> Option<OpResult> {
+        if !p.is_super_user() {
+            return Some(Err(OpError::super_user_only(handler_name(name))));
+        }
+        Some(match name {
+            "cluster_status" => Ok(json!({
+                "type": "cluster-status",
+                "connections": [],
+                "node_name": self.node_name,
+                "is_enabled": false,
+            })),
+            _ => Err(OpError::bad_request(format!(
+                "Replication is not enabled on this node: set replication.hostname and replication.port in the config to use '{name}'"
+            ))),
+        })
+    }
+}
+
+/// The clustering operations of a node with replication on.
+pub struct ClusterApi(pub Arc<ReplCtx>);
+
+impl ClusterOps for ClusterApi {
+    fn execute(&self, name: &str, body: &Map<String, Value>, p: &Principal) -> Option<OpResult> {
+        if !p.is_super_user() {
+            return Some(Err(OpError::super_user_only(handler_name(name))));
+        }
+        let ctx = &self.0;
+        let caller = Caller::User(p.clone());
+        Some(match name {
+            "add_node" | "set_node" => add_node(ctx, body, "added", " to cluster"),
+            "remove_node" => remove_node(ctx, body),
+            "cluster_status" => Ok(cluster_status(ctx)),
+            "add_node_back" => add_node_back(ctx, body, &caller),
+            "remove_node_back" => remove_node_back(ctx, body, &caller),
+            _ => return None,
+        })
+    }
+}
+
+/// A peer's `Authorization` value from add_node's `authorization` field.
+fn authorization_header(v: Option<&Value>) -> Result<Option<String>, OpError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Object(o)) => {
+            let u = o.get("username").and_then(Value::as_str).unwrap_or_default();
+            let p = o.get("password").and_then(Value::as_str).unwrap_or_default();
+            Ok(Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )))
+        }
+        Some(_) => Err(OpError::bad_request(
+            "'authorization' must be an object with username and password, or an Authorization header string",
+        )),
+    }
+}
+
+/// Sends one operation to a peer over a one-shot replication socket and returns its answer.
+pub fn call_peer(
+    ctx: &ReplCtx,
+    host: &str,
+    port: u16,
+    auth: Option<&str>,
+    body: &Value,
+    timeout: Duration,
+) -> Result<(u16, Value), String> {
+    let mut headers = vec![
+        ("X-Skerry-Node", ctx.node_name.clone()),
+        ("X-Skerry-Kind", "op".to_string()),
+    ];
+    if let Some(a) = auth {
+        headers.push(("Authorization", a.to_string()));
+    }
+    let mut cfg = ctx.cfg.conn();
+    cfg.connect_timeout = timeout;
+    let mut conn = Conn::connect(host, port, ctx.cfg.bind_ip, &headers, &cfg)?;
+    conn.send(&Frame::OpRequest {
+        json: body.to_string().into_bytes(),
+    })?;
+    let reply = conn.recv_frame(timeout)?;
+    conn.close("done");
+    match reply {
+        Frame::OpResponse { status, json } => {
+            Ok((status, serde_json::from_slice(&json).unwrap_or(Value::Null)))
+        }
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// Serves one operation request on an accepted op socket.
+pub fn serve_op(ctx: &Arc<ReplCtx>, mut conn: Conn, caller: &Caller) {
+    let frame = match conn.recv_frame(Duration::from_secs(30)) {
+        Ok(f) => f,
+        Err(e) => {
+            log::debug!("operation socket: {e}");
+            return;
+        }
+    };
+    let Frame::OpRequest { json } = frame else {
+        return;
+    };
+    let result = match serde_json::from_slice::<Value>(&json) {
+        Ok(Value::Object(body)) => match body.get("operation").and_then(Value::as_str) {
+            Some("add_node_back") => add_node_back(ctx, &body, caller),
+            Some("remove_node_back") => remove_node_back(ctx, &body, caller),
+            Some(other) => Err(OpError::bad_request(format!(
+                "Operation '{other}' not found"
+            ))),
+            None => Err(OpError::bad_request(
+                "Request body must include an 'operation' property.",
+            )),
+        },
+        _ => Err(OpError::bad_request("Invalid JSON.")),
+    };
+    let (status, body) = match result {
+        Ok(v) => (200, v),
+        Err(e) => (e.status, e.body),
+    };
+    let _ = conn.send(&Frame::OpResponse {
+        status,
+        json: body.to_string().into_bytes(),
+    });
+    // Wait briefly for the peer to close first so the answer is not cut by our RST.
+    let _ = conn.recv_frame(Duration::from_millis(500));
+}
+
+fn row_of(ctx: &ReplCtx, name: &str) -> Option<Map<String, Value>> {
+    node_rows(ctx)
+        .into_iter()
+        .find(|r| r.get("name").and_then(Value::as_str) == Some(name))
+}
+
+/// Upserts a hdb_nodes row as a patch of the existing one (Harper's `ensureNode`).
+fn put_node_row(ctx: &ReplCtx, name: &str, fields: Map<String, Value>) -> Result<(), OpError> {
+    let mut row = row_of(ctx, name).unwrap_or_default();
+    row.remove(CREATED_TIME);
+    row.remove(UPDATED_TIME);
+    row.insert("name".into(), json!(name));
+    for (k, v) in fields {
+        row.insert(k, v);
+    }
+    ctx.core
+        .execute(WriteOp::SystemPut {
+            table: HDB_NODES.into(),
+            record: row,
+        })
+        .map(|_| ())
+}
+
+fn set_removed(ctx: &ReplCtx, removed: bool) -> Result<(), OpError> {
+    let is_removed = ctx.members.load().removed;
+    if is_removed != removed {
+        ctx.core.execute(WriteOp::SetLocal {
+            key: REMOVED_KEY.into(),
+            value: removed.then(|| vec![1]),
+        })?;
+    }
+    Ok(())
+}
+
+/// This node's own row: `replicates: true` and its URL.
+fn ensure_self_row(ctx: &ReplCtx) -> Result<(), OpError> {
+    let Some(url) = &ctx.node_url else {
+        return Ok(());
+    };
+    let current = row_of(ctx, &ctx.node_name);
+    let up_to_date = current.as_ref().is_some_and(|r| {
+        r.get("url").and_then(Value::as_str) == Some(url.as_str())
+            && r.get("replicates") == Some(&Value::Bool(true))
+    });
+    if up_to_date {
+        return Ok(());
+    }
+    let mut f = Map::new();
+    f.insert("url".into(), json!(url));
+    f.insert("replicates".into(), json!(true));
+    if current.is_none() {
+        f.insert("subscriptions".into(), Value::Null);
+    }
+    put_node_row(ctx, &ctx.node_name, f)
+}
+
+/// Validated add_node / update_node fields.
+struct NodeSpec {
+    hostname: String,
+    url: String,
+    auth: Option<String>,
+    row: Map<String, Value>,
+}
+
+fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec, OpError> {
+    let f = Fields::new(body);
+    let hostname = f.opt_str(&["hostname", "node_name", "name"])?;
+    let url = f.opt_str(&["url"])?;
+    f.opt_bool(&["verify_tls"])?;
+    let retain = f.opt_bool(&["retain_authorization"])?.unwrap_or(false);
+    let (hostname, url) = match (hostname, url) {
+        (Some(h), Some(u)) if !h.is_empty() => (h, u),
+        (Some(h), None) if !h.is_empty() => {
+            let url = format!("ws://{h}:{}", ctx.cfg.listen.port);
+            (h, url)
+        }
+        (_, Some(u)) => {
+            let (host, _) = parse_url(&u).ok_or_else(|| {
+                OpError::bad_request(format!("'url' is not a valid replication URL: {u}"))
+            })?;
+            (host, u)
+        }
+        _ => return Err(OpError::bad_request("'hostname' or 'url' is required")),
+    };
+    if parse_url(&url).is_none() || !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return Err(OpError::bad_request(format!(
+            "'url' must look like ws://host:port, got '{url}'"
+        )));
+    }
+    if hostname == ctx.node_name {
+        return Err(OpError::bad_request(format!(
+            "'{hostname}' is this node; add_node takes another node"
+        )));
+    }
+    let auth = authorization_header(body.get("authorization"))?;
+    let mut row = Map::new();
+    row.insert("url".into(), json!(url));
+    row.insert("replicates".into(), json!(true));
+    row.insert("subscriptions".into(), Value::Null);
+    if let Some(shard) = body.get("shard").filter(|v| !v.is_null()) {
+        if !shard.is_number() {
+            return Err(OpError::bad_request("'shard' must be a number"));
+        }
+        row.insert("shard".into(), shard.clone());
+    }
+    if let Some(list) = f.opt_array(&["revoked_certificates"])? {
+        row.insert("revoked_certificates".into(), Value::Array(list.clone()));
+    }
+    match body.get("start_time") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(n)) => {
+            row.insert("start_time".into(), Value::Number(n.clone()));
+        }
+        Some(Value::String(s)) => match crate::util::time::parse_iso8601(s) {
+            Some(ms) => {
+                row.insert("start_time".into(), json!(ms));
+            }
+            None => {
+                return Err(OpError::bad_request(format!(
+                    "start_time must be an ISO 8601 UTC timestamp (e.g. 2024-01-01T00:00:00Z) or epoch milliseconds, received \"{s}\""
+                )))
+            }
+        },
+        Some(other) => {
+            return Err(OpError::bad_request(format!(
+                "start_time must be an ISO 8601 UTC timestamp (e.g. 2024-01-01T00:00:00Z) or epoch milliseconds, received {other}"
+            )))
+        }
+    }
+    if retain {
+        if let Some(a) = &auth {
+            row.insert("authorization".into(), json!(a));
+        }
+    }
+    Ok(NodeSpec {
+        hostname,
+        url,
+        auth,
+        row,
+    })
+}
+
+fn add_node(ctx: &ReplCtx, body: &Map<String, Value>, verb: &str, suffix: &str) -> OpResult {
+    let spec = parse_node_spec(ctx, body)?;
+    let Some(my_url) = ctx.node_url.clone() else {
+        return Err(OpError::bad_request(
+            "replication url is missing from the config (set replication.hostname and replication.port)",
+        ));
+    };
+    let (host, port) = parse_url(&spec.url).unwrap_or((spec.hostname.clone(), ctx.cfg.listen.port));
+    let mut back = json!({
+        "operation": "add_node_back",
+        "hostname": ctx.node_name,
+        "url": my_url,
+    });
+    if let Some(st) = spec.row.get("start_time") {
+        back["start_time"] = st.clone();
+    }
+    let remote_error = match call_peer(
+        ctx,
+        &host,
+        port,
+        spec.auth.as_deref(),
+        &back,
+        Duration::from_secs(10),
+    ) {
+        Ok((200, _)) => None,
+        Ok((_, body)) => Some(format!(
+            "Error returned from {}: {}",
+            spec.url,
+            body.get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("refused")
+        )),
+        Err(e) => Some(format!("Error returned from {}: {e}", spec.url)),
+    };
+    // Adding a peer from here means this node is (again) in a cluster.
+    set_removed(ctx, false)?;
+    put_node_row(ctx, &spec.hostname, spec.row)?;
+    ensure_self_row(ctx)?;
+    ctx.reload();
+    let mut msg = format!("Successfully {verb} '{}'{suffix}", spec.hostname);
+    if let Some(e) = remote_error {
+        msg.push_str(&format!(
+            " but there was an error updating target node: {e}"
+        ));
+    }
+    Ok(json!({ "message": msg }))
+}
+
+/// The peer side of add_node: record the node that added us (and ourselves).
+fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> OpResult {
+    let f = Fields::new(body);
+    let hostname = f.req_str(&["hostname"])?;
+    let url = f
+        .opt_str(&["url"])?
+        .unwrap_or_else(|| format!("ws://{hostname}:{}", ctx.cfg.listen.port));
+    if let Caller::Node(n) = caller {
+        if n != &hostname {
+            return Err(OpError::new(
+                403,
+                format!("node '{n}' may not register '{hostname}'"),
+            ));
+        }
+    }
+    let mut row = Map::new();
+    row.insert("url".into(), json!(url));
+    row.insert("replicates".into(), json!(true));
+    row.insert("subscriptions".into(), Value::Null);
+    if let Some(st) = body.get("start_time").filter(|v| v.is_number()) {
+        row.insert("start_time".into(), st.clone());
+    }
+    set_removed(ctx, false)?;
+    put_node_row(ctx, &hostname, row)?;
+    ensure_self_row(ctx)?;
+    ctx.reload();
+    Ok(json!({
+        "message": format!("Successfully added '{hostname}' to cluster"),
+        "nodeName": ctx.node_name,
+    }))
+}
+
+fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
+    let f = Fields::new(body);
+    let hostname = match f.opt_str(&["hostname", "name", "node_name"])? {
+        Some(h) if !h.is_empty() => h,
+        _ => match f.opt_str(&["url"])?.and_then(|u| parse_url(&u)) {
+            Some((h, _)) => h,
+            None => return Err(OpError::bad_request("'hostname' is required")),
+        },
+    };
+    if hostname == ctx.node_name {
+        return Err(OpError::bad_request(format!(
+            "'{hostname}' is this node; run remove_node on another member to remove it"
+        )));
+    }
+    let Some(row) = row_of(ctx, &hostname) else {
+        return Err(OpError::bad_request(format!("{hostname} does not exist")));
+    };
+    // Tell the node it is out (best effort: it may be down; the replicated tombstone of its row
+    // makes every other member drop it either way).
+    let url = row.get("url").and_then(Value::as_str).unwrap_or_default();
+    if let Some((host, port)) = parse_url(url) {
+        let back = json!({"operation": "remove_node_back", "name": hostname});
+        let auth = row.get("authorization").and_then(Value::as_str);
+        if let Err(e) = call_peer(ctx, &host, port, auth, &back, Duration::from_secs(3)) {
+            log::info!("could not tell {hostname} it was removed: {e}");
+        }
+    }
+    ctx.core.execute(WriteOp::SystemDelete {
+        table: HDB_NODES.into(),
+        key: json!(hostname),
+    })?;
+    ctx.reload();
+    ctx.stats.forget_peer(&hostname);
+    Ok(json!({ "message": format!("Successfully removed '{hostname}' from cluster") }))
+}
+
+/// The peer side of remove_node: this node leaves the cluster until it is added again.
+fn remove_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> OpResult {
+    let name = Fields::new(body)
+        .opt_str(&["name", "hostname"])?
+        .unwrap_or_else(|| ctx.node_name.clone());
+    if name != ctx.node_name {
+        return Err(OpError::bad_request(format!(
+            "remove_node_back may only remove this node, not '{name}'"
+        )));
+    }
+    log::warn!(
+        "removed from the cluster by {caller:?}; replication stops until this node is added again"
+    );
+    set_removed(ctx, true)?;
+    ctx.reload();
+    Ok(json!({ "message": format!("Successfully removed '{name}' from cluster") }))
+}
+
+fn http_date_or_none(ms: u64) -> Option<Value> {
+    (ms > 0).then(|| json!(crate::util::time::http_date(ms)))
+}
+
+fn cluster_status(ctx: &ReplCtx) -> Value {
+    let members = ctx.members.load();
+    let rows = node_rows(ctx);
+    let catalog = ctx.shared.catalog.load();
+    let mut dbs: Vec<String> = catalog
+        .databases
+        .keys()
+        .filter(|d| ctx.cfg.replicates_db(d))
+        .cloned()
+        .collect();
+    // Harper lists the system socket first.
+    dbs.sort_by_key(|d| (d != "system", d.clone()));
+    let mut connections = Vec::new();
+    for name in members.names.iter().filter(|n| **n != ctx.node_name) {
+        let mut conn = rows
+            .iter()
+            .find(|r| r.get("name").and_then(Value::as_str) == Some(name.as_str()))
+            .cloned()
+            .unwrap_or_else(|| {
+                let mut m = Map::new();
+                m.insert("name".into(), json!(name));
+                m.insert(
+                    "url".into(),
+                    json!(format!("ws://{name}:{}", ctx.cfg.listen.port)),
+                );
+                m.insert("replicates".into(), json!(true));
+                m.insert("subscriptions".into(), Value::Null);
+                m
+            });
+        for k in [
+            "ca",
+            "node_name",
+            CREATED_TIME,
+            UPDATED_TIME,
+            "authorization",
+        ] {
+            conn.remove(k);
+        }
+        let sockets: Vec<Value> = if members.removed {
+            Vec::new()
+        } else {
+            dbs.iter().map(|db| socket_status(ctx, name, db)).collect()
+        };
+        conn.insert("database_sockets".into(), Value::Array(sockets));
+        connections.push(Value::Object(conn));
+    }
+    let mut out = json!({
+        "type": "cluster-status",
+        "connections": connections,
+        "node_name": ctx.node_name,
+        "is_enabled": !members.removed,
+    });
+    if let Some(url) = &ctx.node_url {
+        out["url"] = json!(url);
+    }
+    out
+}
+
+fn socket_status(ctx: &ReplCtx, peer: &str, db: &str) -> Value {
+    let s = ctx.stats.link(peer, db);
+    let pull_up = s.pull.connected.load(Ordering::SeqCst);
+    let push_up = s.push.connected.load(Ordering::SeqCst);
+    let latency_us = [
+        s.pull.latency_us.load(Ordering::Relaxed),
+        s.push.latency_us.load(Ordering::Relaxed),
+    ]
+    .into_iter()
+    .filter(|l| *l > 0)
+    .min();
+    let mut o = Map::new();
+    o.insert("database".into(), json!(db));
+    // Both directions must be live for data to flow both ways.
+    o.insert("connected".into(), json!(pull_up && push_up));
+    o.insert("receiving".into(), json!(pull_up));
+    o.insert("sending".into(), json!(push_up));
+    o.insert(
+        "latency".into(),
+        latency_us.map_or(Value::Null, |us| json!(us as f64 / 1000.0)),
+    );
+    o.insert(
+        "thread_id".into(),
+        json!(s.pull.thread_id.load(Ordering::Relaxed)),
+    );
+    o.insert(
+        "nodes".into(),
+        json!(s.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+    );
+    let dates = [
+        (
+            "lastCommitConfirmed",
+            s.last_commit_confirmed_ms.load(Ordering::Relaxed),
+        ),
+        (
+            "lastReceivedRemoteTime",
+            crate::core::hlc::ms_of(s.last_received_version.load(Ordering::Relaxed)),
+        ),
+        (
+            "lastReceivedLocalTime",
+            s.last_received_local_ms.load(Ordering::Relaxed),
+        ),
+        ("lastSendTime", s.last_send_ms.load(Ordering::Relaxed)),
+    ];
+    for (k, ms) in dates {
+        if let Some(v) = http_date_or_none(ms) {
+            o.insert(k.into(), v);
+        }
+    }
+    let received = s.last_received_version.load(Ordering::Relaxed);
+    o.insert(
+        "lastReceivedVersion".into(),
+        json!(crate::core::hlc::to_ms_f64(received)),
+    );
+    let sending = s.sending_version.load(Ordering::Relaxed);
+    if sending > 0 {
+        if let Some(v) = http_date_or_none(crate::core::hlc::ms_of(sending)) {
+            o.insert("sendingMessage".into(), v);
+        }
+    }
+    o.insert(
+        "recordsReceived".into(),
+        json!(s.records_received.load(Ordering::Relaxed)),
+    );
+    o.insert(
+        "recordsSent".into(),
+        json!(s.records_sent.load(Ordering::Relaxed)),
+    );
+    if !(pull_up && push_up) {
+        if let Some((at, e)) = s
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            o.insert(
+                "lastConnectionError".into(),
+                json!({"message": e, "time": crate::util::time::http_date(at)}),
+            );
+        }
+    }
+    Value::Object(o)
+}

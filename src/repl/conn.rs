@@ -1,0 +1,396 @@
+//! One replication WebSocket: handshake, framing, pings, liveness and a byte pump.
+//!
+//! tungstenite needs `&mut` for both reading and writing, and a socket thread must wake at once
+//! both when its peer sends something and when there is something to send (a new commit, an
+//! acknowledgement). Polling with read timeouts would put an 8-12 ms floor under every wake on
+//! this kind of machine (SO_RCVTIMEO granularity), so each connection has a small reader thread
+//! that only moves raw bytes from the kernel into a bounded channel (the "pump"). The owning
+//! socket thread selects on that channel and its other inputs, feeds the bytes to the WebSocket
+//! (whose reads never block: an empty inbox is `WouldBlock`) and writes directly to the socket.
+//! The bounded channel is the back-pressure: a peer that floods us stalls in its own kernel
+//! buffers, never in our memory.
+//!
+//! This is the transport seam: `Pipe` is plain TCP today; TLS wraps it without changing the
+//! callers.
+
+use super::wire::{Frame, SUBPROTOCOL};
+use crossbeam_channel::{Receiver, Sender};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Bytes, Message, WebSocket};
+
+/// Bytes moved by the pump thread; `None` = the peer closed or the socket failed.
+pub type Chunk = Option<Vec<u8>>;
+
+const PUMP_CHUNKS: usize = 64;
+const PUMP_READ: usize = 64 * 1024;
+
+/// The socket under the WebSocket: reads come from the pump's inbox once the handshake is done.
+struct Pipe {
+    sock: TcpStream,
+    inbox: Vec<u8>,
+    pos: usize,
+    /// During the handshake reads go straight to the socket.
+    direct: bool,
+}
+
+impl Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.direct {
+            return self.sock.read(buf);
+        }
+        let avail = &self.inbox[self.pos..];
+        if avail.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.pos += n;
+        if self.pos == self.inbox.len() {
+            self.inbox.clear();
+            self.pos = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// Limits for one connection.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    pub max_frame: usize,
+    /// Writes that block this long mean the peer stopped reading: the connection is dropped.
+    pub write_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// Something the peer sent.
+#[derive(Debug)]
+pub enum Incoming {
+    Frame(Frame),
+    Closed(String),
+}
+
+pub struct Conn {
+    ws: WebSocket<Pipe>,
+    sock: TcpStream,
+    pub bytes: Receiver<Chunk>,
+    pub peer_addr: SocketAddr,
+    pub last_rx: Instant,
+    pub last_tx: Instant,
+    /// Round trip of the last answered ping.
+    pub latency: Option<Duration>,
+    ping_sent: Option<(u64, Instant)>,
+    ping_seq: u64,
+    /// Messages decoded but not yet taken by `recv_frame`.
+    pending: std::collections::VecDeque<Incoming>,
+}
+
+fn ws_config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
+        // Bounded: a peer that stops reading makes our writes block (then time out) instead of
+        // growing a buffer.
+        .max_write_buffer_size(max_frame.saturating_mul(2).max(1 << 20))
+}
+
+fn start_pump(sock: &TcpStream) -> io::Result<Receiver<Chunk>> {
+    let mut reader = sock.try_clone()?;
+    let (tx, rx): (Sender<Chunk>, Receiver<Chunk>) = crossbeam_channel::bounded(PUMP_CHUNKS);
+    std::thread::Builder::new()
+        .name("repl-pump".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; PUMP_READ];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(None);
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx.send(Some(buf[..n].to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// A bound-and-connect for outgoing sockets: replication identity on the insecure port is the
+/// source address, so a node that listens on one loopback address (127.0.0.2) must also dial
+/// from it, as Harper does.
+fn dial(addr: SocketAddr, bind: Option<IpAddr>, timeout: Duration) -> io::Result<TcpStream> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if let Some(ip) = bind.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    s.connect_timeout(&addr.into(), timeout)?;
+    Ok(s.into())
+}
+
+impl Conn {
+    fn finish(
+        ws: WebSocket<Pipe>,
+        sock: TcpStream,
+        peer_addr: SocketAddr,
+        cfg: &ConnConfig,
+    ) -> io::Result<Conn> {
+        sock.set_read_timeout(None)?;
+        sock.set_write_timeout(Some(cfg.write_timeout))?;
+        let bytes = start_pump(&sock)?;
+        let mut ws = ws;
+        ws.get_mut().direct = false;
+        let now = Instant::now();
+        Ok(Conn {
+            ws,
+            sock,
+            bytes,
+            peer_addr,
+            last_rx: now,
+            last_tx: now,
+            latency: None,
+            ping_sent: None,
+            ping_seq: 0,
+            pending: std::collections::VecDeque::new(),
+        })
+    }
+
+    /// Dials `host:port` and performs the WebSocket handshake with our identity headers.
+    pub fn connect(
+        host: &str,
+        port: u16,
+        bind: Option<IpAddr>,
+        headers: &[(&str, String)],
+        cfg: &ConnConfig,
+    ) -> Result<Conn, String> {
+        let addr = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("cannot resolve {host}"))?;
+        let sock =
+            dial(addr, bind, cfg.connect_timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+        sock.set_nodelay(true).ok();
+        sock.set_read_timeout(Some(cfg.connect_timeout)).ok();
+        sock.set_write_timeout(Some(cfg.connect_timeout)).ok();
+        let pipe = Pipe {
+            sock: sock.try_clone().map_err(|e| e.to_string())?,
+            inbox: Vec::new(),
+            pos: 0,
+            direct: true,
+        };
+        let host_hdr = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let mut req = tungstenite::ClientRequestBuilder::new(
+            format!("ws://{host_hdr}:{port}/")
+                .parse()
+                .map_err(|e| format!("bad url: {e}"))?,
+        )
+        .with_sub_protocol(SUBPROTOCOL);
+        for (k, v) in headers {
+            req = req.with_header(*k, v.clone());
+        }
+        let (ws, _resp) =
+            tungstenite::client::client_with_config(req, pipe, Some(ws_config(cfg.max_frame)))
+                .map_err(|e| match e {
+                    tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
+                        let body = resp
+                            .body()
+                            .as_ref()
+                            .map(|b| String::from_utf8_lossy(b).to_string())
+                            .unwrap_or_default();
+                        format!("refused by {addr}: {} {body}", resp.status())
+                    }
+                    other => format!("handshake with {addr}: {other}"),
+                })?;
+        Conn::finish(ws, sock, addr, cfg).map_err(|e| e.to_string())
+    }
+
+    /// Accepts a WebSocket on `sock`; `check` sees the request (headers, peer address) and may
+    /// refuse it with a status and reason.
+    pub fn accept(
+        sock: TcpStream,
+        cfg: &ConnConfig,
+        check: impl FnOnce(&Request, SocketAddr) -> Result<(), (u16, String)>,
+    ) -> Result<Conn, String> {
+        let peer_addr = sock.peer_addr().map_err(|e| e.to_string())?;
+        sock.set_nodelay(true).ok();
+        sock.set_read_timeout(Some(cfg.connect_timeout)).ok();
+        sock.set_write_timeout(Some(cfg.connect_timeout)).ok();
+        let pipe = Pipe {
+            sock: sock.try_clone().map_err(|e| e.to_string())?,
+            inbox: Vec::new(),
+            pos: 0,
+            direct: true,
+        };
+        // tungstenite fixes the callback's signature, large error type included.
+        #[allow(clippy::result_large_err)]
+        let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
+            if let Err((status, reason)) = check(req, peer_addr) {
+                let mut r = ErrorResponse::new(Some(reason));
+                *r.status_mut() = tungstenite::http::StatusCode::from_u16(status)
+                    .unwrap_or(tungstenite::http::StatusCode::FORBIDDEN);
+                return Err(r);
+            }
+            let wants_ours = req
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|p| p.trim() == SUBPROTOCOL));
+            if wants_ours {
+                if let Ok(v) = SUBPROTOCOL.parse() {
+                    resp.headers_mut().insert("Sec-WebSocket-Protocol", v);
+                }
+            }
+            Ok(resp)
+        };
+        let ws =
+            tungstenite::accept_hdr_with_config(pipe, callback, Some(ws_config(cfg.max_frame)))
+                .map_err(|e| format!("handshake from {peer_addr}: {e}"))?;
+        Conn::finish(ws, sock, peer_addr, cfg).map_err(|e| e.to_string())
+    }
+
+    /// Feeds bytes from the pump and returns every complete message they finish.
+    pub fn feed(&mut self, chunk: Chunk) -> Vec<Incoming> {
+        let mut out = Vec::new();
+        let Some(bytes) = chunk else {
+            out.push(Incoming::Closed("connection closed by peer".into()));
+            return out;
+        };
+        self.last_rx = Instant::now();
+        self.ws.get_mut().inbox.extend_from_slice(&bytes);
+        loop {
+            match self.ws.read() {
+                Ok(Message::Binary(b)) => match Frame::decode(&b) {
+                    Ok(f) => out.push(Incoming::Frame(f)),
+                    Err(e) => {
+                        out.push(Incoming::Closed(format!("protocol error: {e}")));
+                        break;
+                    }
+                },
+                Ok(Message::Pong(p)) => {
+                    if let (Some((seq, at)), Ok(raw)) =
+                        (self.ping_sent, <[u8; 8]>::try_from(p.as_ref()))
+                    {
+                        if u64::from_be_bytes(raw) == seq {
+                            self.latency = Some(at.elapsed());
+                            self.ping_sent = None;
+                        }
+                    }
+                }
+                Ok(Message::Close(c)) => {
+                    out.push(Incoming::Closed(
+                        c.map(|c| c.reason.to_string())
+                            .unwrap_or_else(|| "closed".into()),
+                    ));
+                    break;
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    out.push(Incoming::Closed(e.to_string()));
+                    break;
+                }
+            }
+        }
+        // Pongs to the peer's pings were queued by read(); push them out now.
+        if let Err(e) = self.ws.flush() {
+            if !matches!(&e, tungstenite::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock) {
+                out.push(Incoming::Closed(e.to_string()));
+            }
+        }
+        out
+    }
+
+    pub fn send(&mut self, frame: &Frame) -> Result<(), String> {
+        self.send_bytes(frame.encode())
+    }
+
+    /// Sends an already encoded frame (one WebSocket message) and flushes it.
+    pub fn send_bytes(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        self.ws
+            .send(Message::Binary(Bytes::from(bytes)))
+            .map_err(|e| format!("send failed: {e}"))?;
+        self.last_tx = Instant::now();
+        Ok(())
+    }
+
+    /// Sends a ping carrying a sequence number; the pong gives the latency.
+    pub fn ping(&mut self) -> Result<(), String> {
+        self.ping_seq += 1;
+        self.ping_sent = Some((self.ping_seq, Instant::now()));
+        self.ws
+            .send(Message::Ping(Bytes::copy_from_slice(
+                &self.ping_seq.to_be_bytes(),
+            )))
+            .map_err(|e| format!("ping failed: {e}"))?;
+        self.last_tx = Instant::now();
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the next frame (request/response use on one-shot sockets).
+    pub fn recv_frame(&mut self, timeout: Duration) -> Result<Frame, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.pending.pop_front() {
+                Some(Incoming::Frame(f)) => return Ok(f),
+                Some(Incoming::Closed(reason)) => return Err(reason),
+                None => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out waiting for the peer".into());
+            }
+            let chunk = self
+                .bytes
+                .recv_timeout(left)
+                .map_err(|_| "timed out waiting for the peer".to_string())?;
+            let incoming = self.feed(chunk);
+            self.pending.extend(incoming);
+        }
+    }
+
+    /// Sends a close frame (best effort) and shuts the socket down, which also ends the pump.
+    pub fn close(&mut self, reason: &str) {
+        let frame = tungstenite::protocol::CloseFrame {
+            code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+            reason: reason.to_string().into(),
+        };
+        let _ = self.ws.close(Some(frame));
+        let _ = self.ws.flush();
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+
+    /// A handle that can cut the connection from another thread (stop, supersede).
+    pub fn killer(&self) -> io::Result<TcpStream> {
+        self.sock.try_clone()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}

@@ -1,0 +1,268 @@
+//! The membership manager thread: turns `system.hdb_nodes`, the configured routes, the local
+//! databases and live-session events into running pull sockets (one thread per peer and
+//! database) and tells each which origins to carry. The decisions are [`Topology`]'s; this
+//! module only reads inputs and starts/stops threads.
+
+use super::pull::{self, PullCtl};
+use super::topology::{Member, Topology};
+use super::{parse_url, MemberView, MgrEvent, ReplCtx, REMOVED_KEY};
+use crate::core::catalog::{HDB_NODES, SYSTEM_DB};
+use crate::store::record::StoredRecord;
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+struct PullHandle {
+    ctl: Sender<PullCtl>,
+    member: Member,
+    origins: Vec<String>,
+}
+
+/// Live rows of `system.hdb_nodes`.
+pub fn node_rows(ctx: &ReplCtx) -> Vec<Map<String, Value>> {
+    let catalog = ctx.shared.catalog.load();
+    let Some(t) = catalog.table(SYSTEM_DB, HDB_NODES) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    match ctx.store.scan_table(t.id, None) {
+        Ok(iter) => {
+            for item in iter {
+                match item {
+                    Ok((_, raw)) => {
+                        if let Some(json) = StoredRecord::json_slice(&raw) {
+                            if let Ok(Value::Object(m)) = serde_json::from_slice(json) {
+                                out.push(m);
+                            }
+                        }
+                    }
+                    Err(e) => log::error!("cannot read hdb_nodes: {e}"),
+                }
+            }
+        }
+        Err(e) => log::error!("cannot read hdb_nodes: {e}"),
+    }
+    out
+}
+
+/// A member from a hdb_nodes row (None if it does not replicate or has no address).
+pub fn member_from_row(row: &Map<String, Value>, default_port: u16) -> Option<Member> {
+    let name = row.get("name")?.as_str()?.to_string();
+    if row.get("replicates") == Some(&Value::Bool(false))
+        && row.get("subscriptions").is_none_or(Value::is_null)
+    {
+        return None;
+    }
+    let (host, port) = match row.get("url").and_then(Value::as_str) {
+        Some(url) => parse_url(url)?,
+        None => (name.clone(), default_port),
+    };
+    Some(Member { name, host, port })
+}
+
+/// A member from a `replication.routes` entry.
+pub fn member_from_route(route: &Value, default_port: u16) -> Option<Member> {
+    match route {
+        Value::String(s) => {
+            let (host, port) = parse_url(s)?;
+            let port =
+                if s.contains("://") || s.rsplit_once(':').is_some_and(|(h, _)| !h.contains(':')) {
+                    port
+                } else {
+                    default_port
+                };
+            Some(Member {
+                name: host.clone(),
+                host,
+                port,
+            })
+        }
+        Value::Object(o) => {
+            if o.get("replicates") == Some(&Value::Bool(false))
+                && o.get("subscriptions").is_none_or(Value::is_null)
+            {
+                return None;
+            }
+            let host = o
+                .get("hostname")
+                .or_else(|| o.get("host"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| {
+                    o.get("url")
+                        .and_then(Value::as_str)
+                        .and_then(parse_url)
+                        .map(|(h, _)| h)
+                })?;
+            let port = o
+                .get("port")
+                .and_then(|p| {
+                    p.as_u64()
+                        .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+                })
+                .and_then(|p| u16::try_from(p).ok())
+                .or_else(|| {
+                    o.get("url")
+                        .and_then(Value::as_str)
+                        .and_then(parse_url)
+                        .map(|(_, p)| p)
+                })
+                .unwrap_or(default_port);
+            Some(Member {
+                name: host.clone(),
+                host,
+                port,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn reload(ctx: &ReplCtx, topo: &mut Topology) {
+    let port = ctx.cfg.listen.port;
+    let mut members = BTreeMap::new();
+    for route in ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        if let Some(m) = member_from_route(route, port) {
+            members.insert(m.name.clone(), m);
+        }
+    }
+    // Rows win over routes for the same name: they carry the peer's own URL.
+    for row in node_rows(ctx) {
+        if let Some(m) = member_from_row(&row, port) {
+            members.insert(m.name.clone(), m);
+        }
+    }
+    topo.members = members;
+    topo.databases = ctx
+        .shared
+        .catalog
+        .load()
+        .databases
+        .keys()
+        .filter(|db| ctx.cfg.replicates_db(db))
+        .cloned()
+        .collect();
+    topo.removed = matches!(ctx.store.local(REMOVED_KEY), Ok(Some(v)) if v == [1]);
+    ctx.members.store(Arc::new(MemberView {
+        names: topo.members.keys().cloned().collect(),
+        removed: topo.removed,
+    }));
+}
+
+pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
+    let mut topo = Topology::new(&ctx.node_name);
+    let mut pulls: BTreeMap<(String, String), PullHandle> = BTreeMap::new();
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    'outer: while let Ok(first) = rx.recv() {
+        let mut events = vec![first];
+        events.extend(rx.try_iter());
+        let mut do_reload = false;
+        for ev in events {
+            match ev {
+                MgrEvent::Reload => do_reload = true,
+                MgrEvent::SessionUp { peer, db } => {
+                    topo.alive.insert((peer, db));
+                }
+                MgrEvent::SessionDown { peer, db } => {
+                    topo.alive.remove(&(peer, db));
+                }
+                MgrEvent::Stop => break 'outer,
+            }
+        }
+        if do_reload {
+            reload(&ctx, &mut topo);
+            // Sending sessions of peers that are no longer members (or all of them, once this
+            // node is removed) are cut now rather than at their next wake-up.
+            let mut sessions = ctx.push_sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.retain(|(peer, _), (_, sock)| {
+                let keep = !topo.removed && topo.members.contains_key(peer);
+                if !keep {
+                    let _ = sock.shutdown(std::net::Shutdown::Both);
+                }
+                keep
+            });
+        }
+        let desired = topo.desired();
+        pulls.retain(|key, h| {
+            let keep = desired.get(key) == Some(&h.member);
+            if !keep {
+                let _ = h.ctl.send(PullCtl::Stop);
+                topo.alive.remove(key);
+            }
+            keep
+        });
+        for (key, member) in &desired {
+            if pulls.contains_key(key) {
+                continue;
+            }
+            let (tx, crx) = crossbeam_channel::unbounded();
+            let origins = topo.origins(&key.0, &key.1);
+            match pull::spawn(
+                ctx.clone(),
+                member.clone(),
+                key.1.clone(),
+                origins.clone(),
+                crx,
+            ) {
+                Ok(t) => {
+                    threads.push(t);
+                    pulls.insert(
+                        key.clone(),
+                        PullHandle {
+                            ctl: tx,
+                            member: member.clone(),
+                            origins,
+                        },
+                    );
+                }
+                Err(e) => log::error!("cannot start a replication thread: {e}"),
+            }
+        }
+        for (key, h) in pulls.iter_mut() {
+            let origins = topo.origins(&key.0, &key.1);
+            if origins != h.origins {
+                h.origins = origins.clone();
+                let _ = h.ctl.send(PullCtl::SetOrigins(origins));
+            }
+        }
+        threads.retain(|t| !t.is_finished());
+    }
+    for h in pulls.values() {
+        let _ = h.ctl.send(PullCtl::Stop);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rows_and_routes_become_members() {
+        let row = json!({"name":"127.0.0.2","url":"ws://127.0.0.2:9933","replicates":true});
+        let m = member_from_row(row.as_object().unwrap(), 9933).unwrap();
+        assert_eq!(
+            (m.name.as_str(), m.host.as_str(), m.port),
+            ("127.0.0.2", "127.0.0.2", 9933)
+        );
+        let off = json!({"name":"x","url":"ws://x:1","replicates":false});
+        assert!(member_from_row(off.as_object().unwrap(), 9933).is_none());
+        let cases = [
+            (json!("127.0.0.3"), Some(("127.0.0.3", 7000))),
+            (json!("ws://h:9940"), Some(("h", 9940))),
+            (json!({"hostname":"h2","port":9950}), Some(("h2", 9950))),
+            (json!({"host":"h3"}), Some(("h3", 7000))),
+            (json!({"hostname":"h4","port":"9960"}), Some(("h4", 9960))),
+            (json!(5), None),
+        ];
+        for (route, want) in cases {
+            let got = member_from_route(&route, 7000).map(|m| (m.host, m.port));
+            assert_eq!(got, want.map(|(h, p)| (h.to_string(), p)), "{route}");
+        }
+    }
+}

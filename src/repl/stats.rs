@@ -1,0 +1,116 @@
+//! Per-link statistics that socket threads publish and `cluster_status` reads.
+//!
+//! One [`LinkStats`] per (peer, database), shared by the socket we pull on and the socket we
+//! push on (Harper keeps one slot set per database and peer too). Every value is measured by the
+//! thread that owns the socket: connected flags follow live sessions and bytes actually moving,
+//! latency is a ping round trip, times are when things really happened.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+static NEXT_THREAD_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A small integer naming a socket thread in `cluster_status` (`thread_id`).
+pub fn next_thread_id() -> u32 {
+    NEXT_THREAD_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One direction of a link: the session that currently owns it.
+#[derive(Default)]
+pub struct Side {
+    pub connected: AtomicBool,
+    pub thread_id: AtomicU32,
+    /// Session number of the owner; a superseded session must not touch the flags of its
+    /// replacement (Harper's watchdogSupersededInstanceFire failure).
+    pub session: AtomicU64,
+    pub latency_us: AtomicU64,
+}
+
+impl Side {
+    pub fn claim(&self, session: u64, thread_id: u32) {
+        self.session.store(session, Ordering::SeqCst);
+        self.thread_id.store(thread_id, Ordering::Relaxed);
+        self.connected.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks the side disconnected if `session` still owns it.
+    pub fn release(&self, session: u64) {
+        if self.session.load(Ordering::SeqCst) == session {
+            self.connected.store(false, Ordering::SeqCst);
+        }
+    }
+
+    pub fn owned_by(&self, session: u64) -> bool {
+        self.session.load(Ordering::SeqCst) == session
+    }
+}
+
+#[derive(Default)]
+pub struct LinkStats {
+    pub pull: Side,
+    pub push: Side,
+    /// Wall-clock ms of the last acknowledgement of our stream by the peer.
+    pub last_commit_confirmed_ms: AtomicU64,
+    /// Highest origin version received from this peer.
+    pub last_received_version: AtomicU64,
+    /// Wall-clock ms when transactions last arrived.
+    pub last_received_local_ms: AtomicU64,
+    /// Wall-clock ms when we last sent transactions.
+    pub last_send_ms: AtomicU64,
+    /// Version of the transaction batch being sent right now (0 = idle).
+    pub sending_version: AtomicU64,
+    pub records_received: AtomicU64,
+    pub records_sent: AtomicU64,
+    /// Origins whose transactions we receive over this link (the peer plus relayed ones).
+    pub nodes: Mutex<Vec<String>>,
+    /// Why the link is down, with the wall-clock ms it happened.
+    pub last_error: Mutex<Option<(u64, String)>>,
+}
+
+impl LinkStats {
+    pub fn set_error(&self, msg: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((crate::util::time::now_ms(), msg));
+    }
+
+    pub fn max_received(&self, version: u64) {
+        self.last_received_version
+            .fetch_max(version, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    links: Mutex<BTreeMap<(String, String), Arc<LinkStats>>>,
+}
+
+impl Stats {
+    /// The stats slot of (peer, database), created on first use.
+    pub fn link(&self, peer: &str, db: &str) -> Arc<LinkStats> {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((peer.to_string(), db.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Existing slots of one peer, by database.
+    pub fn of_peer(&self, peer: &str) -> Vec<(String, Arc<LinkStats>)> {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((p, _), _)| p == peer)
+            .map(|((_, db), s)| (db.clone(), s.clone()))
+            .collect()
+    }
+
+    pub fn forget_peer(&self, peer: &str) {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(p, _), _| p != peer);
+    }
+}

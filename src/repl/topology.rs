@@ -1,0 +1,138 @@
+//! Who this node replicates with, and which origins each pull socket carries: a pure state
+//! machine the manager thread drives (tested without sockets).
+//!
+//! Desired pull sockets = every member (other than this node) × every replicated database,
+//! unless this node was removed from the cluster. Each pull socket to peer P carries P's own
+//! transactions; when the socket to an origin X is down, X's transactions are requested from
+//! the first live peer (by name) instead, and go back to the direct socket when it returns. A
+//! stream of one origin is always a contiguous suffix, so moving an origin between sockets can
+//! duplicate (harmless, skipped by version) but never skip.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Topology {
+    pub self_name: String,
+    pub members: BTreeMap<String, Member>,
+    pub databases: BTreeSet<String>,
+    /// This node was removed from the cluster: it replicates with nobody.
+    pub removed: bool,
+    /// Pull sessions that are up, by (peer, database).
+    pub alive: BTreeSet<(String, String)>,
+}
+
+impl Topology {
+    pub fn new(self_name: &str) -> Self {
+        Topology {
+            self_name: self_name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The pull sockets that should exist: (peer, database) → member.
+    pub fn desired(&self) -> BTreeMap<(String, String), Member> {
+        let mut out = BTreeMap::new();
+        if self.removed {
+            return out;
+        }
+        for m in self.members.values() {
+            if m.name == self.self_name {
+                continue;
+            }
+            for db in &self.databases {
+                out.insert((m.name.clone(), db.clone()), m.clone());
+            }
+        }
+        out
+    }
+
+    fn is_alive(&self, peer: &str, db: &str) -> bool {
+        self.alive.contains(&(peer.to_string(), db.to_string()))
+    }
+
+    /// Origins the pull socket to `peer` for `db` should request.
+    pub fn origins(&self, peer: &str, db: &str) -> Vec<String> {
+        let mut out = vec![peer.to_string()];
+        let relay = self
+            .members
+            .keys()
+            .filter(|m| *m != &self.self_name)
+            .find(|m| self.is_alive(m, db));
+        if relay.map(String::as_str) == Some(peer) {
+            for m in self.members.keys() {
+                if m != peer && m != &self.self_name && !self.is_alive(m, db) {
+                    out.push(m.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo(self_name: &str, members: &[&str]) -> Topology {
+        let mut t = Topology::new(self_name);
+        for m in members {
+            t.members.insert(
+                m.to_string(),
+                Member {
+                    name: m.to_string(),
+                    host: m.to_string(),
+                    port: 9933,
+                },
+            );
+        }
+        t.databases.insert("system".into());
+        t.databases.insert("dev".into());
+        t
+    }
+
+    #[test]
+    fn full_mesh_pulls_every_peer_for_every_database_but_not_itself() {
+        let t = topo("a", &["a", "b", "c"]);
+        let d: Vec<_> = t.desired().into_keys().collect();
+        assert_eq!(d.len(), 4);
+        assert!(!d.iter().any(|(p, _)| p == "a"));
+    }
+
+    #[test]
+    fn removed_node_pulls_nothing() {
+        let mut t = topo("a", &["a", "b"]);
+        t.removed = true;
+        assert!(t.desired().is_empty());
+    }
+
+    /// (alive pull sockets for "dev", peer asked about, expected origins)
+    #[test]
+    fn relay_table() {
+        let cases: &[(&[&str], &str, &[&str])] = &[
+            (&["b", "c"], "b", &["b"]),
+            (&["b", "c"], "c", &["c"]),
+            (&["b"], "b", &["b", "c"]),
+            (&["c"], "c", &["c", "b"]),
+            (&["c"], "b", &["b"]),
+            (&[], "b", &["b"]),
+        ];
+        for (alive, peer, want) in cases {
+            let mut t = topo("a", &["a", "b", "c"]);
+            for p in alive.iter() {
+                t.alive.insert((p.to_string(), "dev".into()));
+            }
+            assert_eq!(
+                t.origins(peer, "dev"),
+                want.to_vec(),
+                "alive {alive:?} peer {peer}"
+            );
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Replication frames: what travels inside the binary WebSocket messages between peers.
+//!
+//! Every frame starts with `[PROTOCOL_VERSION][kind]`. A node refuses a frame of another
+//! protocol version with a clear error instead of guessing (rolling upgrades must be explicit).
+//! Transactions travel in batches (`Txns`), many per frame, each with its origin, version,
+//! database and ops in the audit-log encoding, so a sender can forward audit entries without
+//! re-encoding records. See repl/DESIGN.md for the conversation.
+
+use crate::core::codec::{Dec, DecodeError, Enc};
+use crate::core::txn::{self, Txn};
+
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// The WebSocket subprotocol peers negotiate.
+pub const SUBPROTOCOL: &str = "skerry-replication-v1";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// Receiver → sender: "send me, for each origin, its transactions after this version".
+    /// Replaces the previous subscription; an empty list pauses the stream.
+    Subscribe {
+        origins: Vec<(String, u64)>,
+    },
+    /// Sender → receiver: transactions in per-origin version order.
+    Txns {
+        txns: Vec<Txn>,
+    },
+    /// Receiver → sender: everything up to these versions is committed here.
+    Ack {
+        applied: Vec<(String, u64)>,
+    },
+    /// Sender → receiver: these origins cannot be served from the requested versions (the
+    /// audit log no longer holds them); the receiver needs a full copy.
+    NeedCopy {
+        origins: Vec<(String, u64)>,
+    },
+    /// Either way: a JSON operation (add_node_back, remove_node_back) and its answer.
+    OpRequest {
+        json: Vec<u8>,
+    },
+    OpResponse {
+        status: u16,
+        json: Vec<u8>,
+    },
+    /// Sender → receiver: the stream stops because of `reason` (e.g. an oversized
+    /// transaction); the receiver logs it and reconnects later.
+    Error {
+        reason: String,
+    },
+}
+
+const SUBSCRIBE: u8 = 1;
+const TXNS: u8 = 2;
+const ACK: u8 = 3;
+const NEED_COPY: u8 = 4;
+const OP_REQUEST: u8 = 5;
+const OP_RESPONSE: u8 = 6;
+const ERROR: u8 = 7;
+
+fn put_vector(e: &mut Enc, v: &[(String, u64)]) {
+    e.varint(v.len() as u64);
+    for (name, version) in v {
+        e.str(name);
+        e.u64_fixed(*version);
+    }
+}
+
+fn get_vector(d: &mut Dec) -> Result<Vec<(String, u64)>, DecodeError> {
+    let n = d.count()?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push((d.string()?, d.u64_fixed()?));
+    }
+    Ok(v)
+}
+
+/// Appends one transaction to a `Txns` frame under construction.
+pub fn put_txn(e: &mut Enc, origin: &str, version: u64, db: &str, ops: &[u8]) {
+    e.str(origin);
+    e.u64_fixed(version);
+    e.str(db);
+    e.bytes(ops);
+}
+
+/// Starts a `Txns` frame for `count` transactions; follow with `count` calls to [`put_txn`].
+pub fn start_txns(count: usize) -> Enc {
+    let mut e = Enc::with_capacity(4096);
+    e.u8(PROTOCOL_VERSION);
+    e.u8(TXNS);
+    e.varint(count as u64);
+    e
+}
+
+impl Frame {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::with_capacity(64);
+        e.u8(PROTOCOL_VERSION);
+        match self {
+            Frame::Subscribe { origins } => {
+                e.u8(SUBSCRIBE);
+                put_vector(&mut e, origins);
+            }
+            Frame::Txns { txns } => {
+                e.u8(TXNS);
+                e.varint(txns.len() as u64);
+                for t in txns {
+                    put_txn(
+                        &mut e,
+                        &t.origin,
+                        t.version,
+                        &t.db,
+                        &txn::encode_ops(&t.ops),
+                    );
+                }
+            }
+            Frame::Ack { applied } => {
+                e.u8(ACK);
+                put_vector(&mut e, applied);
+            }
+            Frame::NeedCopy { origins } => {
+                e.u8(NEED_COPY);
+                put_vector(&mut e, origins);
+            }
+            Frame::OpRequest { json } => {
+                e.u8(OP_REQUEST);
+                e.bytes(json);
+            }
+            Frame::OpResponse { status, json } => {
+                e.u8(OP_RESPONSE);
+                e.varint(u64::from(*status));
+                e.bytes(json);
+            }
+            Frame::Error { reason } => {
+                e.u8(ERROR);
+                e.str(reason);
+            }
+        }
+        e.buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Frame, DecodeError> {
+        let mut d = Dec::new(buf);
+        if d.u8()? != PROTOCOL_VERSION {
+            return Err(DecodeError("unsupported replication protocol version"));
+        }
+        let f = match d.u8()? {
+            SUBSCRIBE => Frame::Subscribe {
+                origins: get_vector(&mut d)?,
+            },
+            TXNS => {
+                let n = d.count()?;
+                let mut txns = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let origin = d.string()?;
+                    let version = d.u64_fixed()?;
+                    let db = d.string()?;
+                    let ops = txn::decode_ops(d.bytes()?)?;
+                    txns.push(Txn {
+                        origin,
+                        version,
+                        db,
+                        ops,
+                    });
+                }
+                Frame::Txns { txns }
+            }
+            ACK => Frame::Ack {
+                applied: get_vector(&mut d)?,
+            },
+            NEED_COPY => Frame::NeedCopy {
+                origins: get_vector(&mut d)?,
+            },
+            OP_REQUEST => Frame::OpRequest {
+                json: d.bytes()?.to_vec(),
+            },
+            OP_RESPONSE => Frame::OpResponse {
+                status: u16::try_from(d.varint()?).map_err(|_| DecodeError("bad status"))?,
+                json: d.bytes()?.to_vec(),
+            },
+            ERROR => Frame::Error {
+                reason: d.string()?,
+            },
+            _ => return Err(DecodeError("unknown frame kind")),
+        };
+        if !d.is_empty() {
+            return Err(DecodeError("trailing bytes in frame"));
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::txn::TxnOp;
+
+    #[test]
+    fn every_frame_kind_round_trips() {
+        let frames = vec![
+            Frame::Subscribe {
+                origins: vec![("a".into(), 5), ("b".into(), 0)],
+            },
+            Frame::Txns {
+                txns: vec![Txn {
+                    origin: "a".into(),
+                    version: 9,
+                    db: "dev".into(),
+                    ops: vec![TxnOp::Delete {
+                        table: "t".into(),
+                        pk_attr: "id".into(),
+                        pk: vec![0x10; 9],
+                    }],
+                }],
+            },
+            Frame::Ack {
+                applied: vec![("a".into(), 9)],
+            },
+            Frame::NeedCopy {
+                origins: vec![("a".into(), 1)],
+            },
+            Frame::OpRequest {
+                json: b"{}".to_vec(),
+            },
+            Frame::OpResponse {
+                status: 400,
+                json: b"{\"error\":\"x\"}".to_vec(),
+            },
+            Frame::Error {
+                reason: "too big".into(),
+            },
+        ];
+        for f in frames {
+            assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn streamed_txns_frame_equals_encoded_frame() {
+        let t = Txn {
+            origin: "a".into(),
+            version: 3,
+            db: "dev".into(),
+            ops: vec![TxnOp::CreateDatabase { name: "x".into() }],
+        };
+        let mut e = start_txns(1);
+        put_txn(
+            &mut e,
+            &t.origin,
+            t.version,
+            &t.db,
+            &txn::encode_ops(&t.ops),
+        );
+        assert_eq!(e.buf, Frame::Txns { txns: vec![t] }.encode());
+    }
+
+    #[test]
+    fn other_protocol_versions_and_garbage_are_refused() {
+        let mut b = Frame::Ack { applied: vec![] }.encode();
+        b[0] = 2;
+        assert!(Frame::decode(&b).is_err());
+        assert!(Frame::decode(&[]).is_err());
+        assert!(Frame::decode(&[PROTOCOL_VERSION, 99]).is_err());
+        let good = Frame::Subscribe {
+            origins: vec![("abc".into(), 1)],
+        }
+        .encode();
+        for n in 0..good.len() {
+            assert!(Frame::decode(&good[..n]).is_err());
+        }
+    }
+}
