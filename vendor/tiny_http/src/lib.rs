@@ -121,6 +121,10 @@ mod response;
 mod test;
 mod util;
 
+/// Most requests of one connection that may wait for their response at the same time
+/// (pipelining); the connection reads no further request until one is answered.
+const MAX_UNANSWERED: usize = 16;
+
 /// The main class of this library.
 ///
 /// Destroying this object will immediately close the listening socket and the reading
@@ -375,18 +379,25 @@ impl Server {
                         let messages = inside_messages.clone();
                         let mut client = Some((client, inside_connections.register()));
                         tasks_pool.spawn(Box::new(move || {
-                            if let Some((client, _registration)) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
+                            if let Some((mut client, _registration)) = client.take() {
+                                // Upstream read and queued pipelined requests without limit,
+                                // also while none could be answered (a client that does not
+                                // read its responses): memory grew with every request sent.
+                                // Now the next request is read only while fewer than
+                                // MAX_UNANSWERED requests of the connection await a response.
+                                let (sender, answered) = mpsc::channel();
+                                let mut unanswered = 0;
+                                loop {
+                                    unanswered -= answered.try_iter().count();
+                                    if unanswered >= MAX_UNANSWERED {
+                                        // cannot fail: `sender` is alive
+                                        answered.recv().unwrap();
+                                        unanswered -= 1;
+                                        continue;
                                     }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
+                                    let Some(rq) = client.next() else { break };
+                                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    unanswered += 1;
                                 }
                             }
                         }));

@@ -543,3 +543,50 @@ fn long_request_line_and_too_many_headers_rejected() {
     write!(stream, "GET /ok2 HTTP/1.1\r\n{}\r\n", headers(128)).unwrap();
     assert_eq!(read_response(&mut stream).unwrap(), (200, "/ok2".into()));
 }
+
+// A client pipelining requests without reading the responses made upstream read and
+// queue every request it sent (memory grew without limit). At most 16 requests of a
+// connection now wait for their response.
+#[test]
+fn pipelined_requests_bounded_until_answered() {
+    const SENT: usize = 1000;
+    let (server, addr) = start_server();
+    let mut stream = connect(addr);
+    let mut writer = stream.try_clone().unwrap();
+    thread::spawn(move || {
+        let requests = "GET /p HTTP/1.1\r\nHost: x\r\n\r\n".repeat(SENT);
+        writer.write_all(requests.as_bytes()).unwrap();
+    });
+    let mut held = Vec::new();
+    while held.len() < 16 {
+        held.push(
+            server
+                .recv_timeout(PROMPT)
+                .unwrap()
+                .expect("request not queued"),
+        );
+    }
+    // none is answered: no further request of this connection is read
+    if let Some(extra) = server.recv_timeout(Duration::from_millis(300)).unwrap() {
+        drop(held); // first: dropping `extra` waits for the responses before it
+        drop(extra);
+        panic!("more than 16 unanswered requests queued");
+    }
+
+    let mut answered = 0;
+    for rq in held {
+        answer(rq);
+        answered += 1;
+    }
+    let reader = thread::spawn(move || {
+        (0..SENT)
+            .map(|_| read_response(&mut stream).map(|r| r.0))
+            .filter(|status| *status == Some(200))
+            .count()
+    });
+    while answered < SENT {
+        answer(server.recv_timeout(PROMPT).unwrap().expect("request lost"));
+        answered += 1;
+    }
+    assert_eq!(reader.join().unwrap(), SENT);
+}
