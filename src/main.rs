@@ -84,3 +84,6 @@ fn fail(msg: &str) -> ! {
     eprintln!("skerry: {msg}");
     std::process::exit(2);
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -120,8 +120,9 @@ pub struct Core<R> {
     cursors: HashMap<u32, HashMap<u32, u64>>,
     stats: HashMap<u32, TableStats>,
     /// Writes of the current group that are not committed yet: reads inside the group must see
-    /// them (two requests writing one key in one group).
-    overlay: HashMap<(u32, Vec<u8>), StoredRecord>,
+    /// them (two requests writing one key in one group). Maps a key to its `Write::Record` in
+    /// `writes`, so records are not copied a second time.
+    overlay: HashMap<(u32, Vec<u8>), usize>,
     writes: Vec<Write>,
     replies: Vec<(R, Reply)>,
     dirty_stats: BTreeSet<u32>,
@@ -386,25 +387,27 @@ impl<R> Core<R> {
         table: u32,
         pk: &[u8],
     ) -> Result<Option<StoredRecord>, StoreError> {
-        if let Some(r) = self.overlay.get(&(table, pk.to_vec())) {
-            return Ok(Some(r.clone()));
+        if let Some(&i) = self.overlay.get(&(table, pk.to_vec())) {
+            if let Some(Write::Record { record, .. }) = self.writes.get(i) {
+                return Ok(Some(record.clone()));
+            }
         }
         store.get_record(table, pk)
     }
 
-    /// Appends a committed transaction to the audit log and advances the origin's cursor.
-    fn log_txn(&mut self, db_id: u32, origin_id: u32, txn: &Txn) {
-        if txn.ops.is_empty() {
-            return;
-        }
+    /// Appends a committed transaction (its encoded ops) to the audit log and advances the
+    /// origin's cursor.
+    fn log_txn(&mut self, db: &str, db_id: u32, origin_id: u32, version: u64, ops: Vec<u8>) {
         self.writes.push(Write::Audit {
             db: db_id,
             origin: origin_id,
-            version: txn.version,
-            ops: txn::encode_ops(&txn.ops),
+            version,
+            ops,
         });
-        self.advance_cursor(db_id, origin_id, txn.version);
-        self.committed_dbs.insert(txn.db.clone());
+        self.advance_cursor(db_id, origin_id, version);
+        if !self.committed_dbs.contains(db) {
+            self.committed_dbs.insert(db.to_string());
+        }
     }
 
     fn advance_cursor(&mut self, db_id: u32, origin_id: u32, version: u64) {

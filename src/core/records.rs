@@ -4,20 +4,19 @@
 
 use super::auth::{role_from_record, SUPER_USER_ROLE};
 use super::catalog::{
-    invalid_name, AttributeDef, TableDef, CREATED_TIME, HDB_NODES, HDB_ROLE, HDB_USER, SYSTEM_DB,
-    UPDATED_TIME,
+    invalid_name, TableDef, CREATED_TIME, HDB_NODES, HDB_ROLE, HDB_USER, SYSTEM_DB, UPDATED_TIME,
 };
 use super::error::{OpError, OpResult};
 use super::hlc;
 use super::lww::{self, Decision};
 use super::op::WriteKind;
-use super::txn::{Txn, TxnOp};
+use super::txn::{OpsWriter, Txn, TxnOp};
 use super::{Core, StoreView};
 use crate::store::keys;
 use crate::store::record::StoredRecord;
 use crate::store::{StoreError, Write};
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 type StepResult = Result<OpResult, StoreError>;
@@ -25,25 +24,21 @@ type StepResult = Result<OpResult, StoreError>;
 /// its version on success.
 type SystemWrite<T> = Result<Result<T, OpError>, StoreError>;
 
-/// The index keys of one record: `attribute id ‖ value ‖ pk` for every indexed, non-key
-/// attribute it has (array elements each; objects are not indexed).
-fn index_keys(
-    attrs: &[AttributeDef],
-    pk_attr: &str,
-    rec: &Map<String, Value>,
-    pk: &[u8],
-) -> BTreeSet<Vec<u8>> {
-    let mut out = BTreeSet::new();
-    for a in attrs {
-        if !a.indexed || a.name == pk_attr {
+/// The index keys of one record, sorted and deduplicated: `attribute id ‖ value ‖ pk` for every
+/// indexed, non-key attribute it has (array elements each; objects are not indexed).
+fn index_keys(table: &TableDef, rec: &Map<String, Value>, pk: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(table.attributes.len());
+    for a in &table.attributes {
+        if !a.indexed || a.name == table.primary_key {
             continue;
         }
         let Some(v) = rec.get(&a.name) else { continue };
         let mut add = |v: &Value| {
-            let mut k = a.id.to_be_bytes().to_vec();
+            let mut k = Vec::with_capacity(16 + pk.len());
+            k.extend_from_slice(&a.id.to_be_bytes());
             if keys::encode_index_value(v, &mut k) {
                 k.extend_from_slice(pk);
-                out.insert(k);
+                out.push(k);
             }
         };
         match v {
@@ -51,6 +46,8 @@ fn index_keys(
             other => add(other),
         }
     }
+    out.sort_unstable();
+    out.dedup();
     out
 }
 
@@ -91,7 +88,6 @@ fn parse_map(json: &[u8]) -> Option<Map<String, Value>> {
 impl<R> Core<R> {
     /// Stores a record (or a tombstone when `new` is None) at `version` from `origin`, keeping
     /// indexes, stats and derived state in step. `old` is what was stored before.
-    #[allow(clippy::too_many_arguments)]
     fn store_entry(
         &mut self,
         table: &TableDef,
@@ -101,26 +97,46 @@ impl<R> Core<R> {
         version: u64,
         origin: u32,
     ) {
-        let old_map = old.and_then(|o| o.json.as_deref()).and_then(parse_map);
-        let old_keys = old_map
-            .as_ref()
-            .map(|m| index_keys(&table.attributes, &table.primary_key, m, pk))
+        let old_keys = old
+            .and_then(|o| o.json.as_deref())
+            .and_then(parse_map)
+            .map(|m| index_keys(table, &m, pk))
             .unwrap_or_default();
         let new_keys = new
             .as_ref()
-            .map(|(m, _)| index_keys(&table.attributes, &table.primary_key, m, pk))
+            .map(|(m, _)| index_keys(table, m, pk))
             .unwrap_or_default();
-        for k in old_keys.difference(&new_keys) {
-            self.writes.push(Write::IndexDel {
-                table: table.id,
-                key: k.clone(),
-            });
-        }
-        for k in new_keys.difference(&old_keys) {
-            self.writes.push(Write::IndexPut {
-                table: table.id,
-                key: k.clone(),
-            });
+        // Both lists are sorted: one merge pass finds what to delete and what to add.
+        let (mut i, mut j) = (0, 0);
+        while i < old_keys.len() || j < new_keys.len() {
+            match (old_keys.get(i), new_keys.get(j)) {
+                (Some(o), Some(n)) if o == n => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(o), Some(n)) if o < n => {
+                    self.writes.push(Write::IndexDel {
+                        table: table.id,
+                        key: o.clone(),
+                    });
+                    i += 1;
+                }
+                (Some(o), None) => {
+                    self.writes.push(Write::IndexDel {
+                        table: table.id,
+                        key: o.clone(),
+                    });
+                    i += 1;
+                }
+                (_, Some(n)) => {
+                    self.writes.push(Write::IndexPut {
+                        table: table.id,
+                        key: n.clone(),
+                    });
+                    j += 1;
+                }
+                (None, None) => break,
+            }
         }
         let was_live = old.is_some_and(|o| !o.is_tombstone());
         let stats = self.stats.entry(table.id).or_default();
@@ -140,7 +156,8 @@ impl<R> Core<R> {
             origin,
             json: new.map(|(_, json)| json),
         };
-        self.overlay.insert((table.id, pk.to_vec()), record.clone());
+        self.overlay
+            .insert((table.id, pk.to_vec()), self.writes.len());
         self.writes.push(Write::Record {
             table: table.id,
             pk: pk.to_vec(),
@@ -217,7 +234,7 @@ impl<R> Core<R> {
         now_ms: u64,
         store: &dyn StoreView,
     ) -> StepResult {
-        let def = match self.table_or_404(db, table) {
+        let mut def = match self.table_or_404(db, table) {
             Ok(d) => d,
             Err(e) => return Ok(Err(e)),
         };
@@ -256,9 +273,11 @@ impl<R> Core<R> {
         let stamped = def.attribute(UPDATED_TIME).is_some();
         let mut written = Vec::new();
         let mut skipped = Vec::new();
-        let mut new_attributes = Vec::new();
-        let mut ops = Vec::new();
+        let mut new_attributes: Vec<String> = Vec::new();
+        let mut ops = OpsWriter::default();
         let mut seen = HashSet::new();
+        // Attribute names known to the table, for a cheap "anything new?" check per record.
+        let mut known: HashSet<String> = def.attributes.iter().map(|a| a.name.clone()).collect();
         for (pk_value, pk, rec) in items {
             if !seen.insert(pk.clone()) {
                 skipped.push(pk_value);
@@ -292,33 +311,30 @@ impl<R> Core<R> {
                 merged.insert(CREATED_TIME.to_string(), created);
                 merged.insert(UPDATED_TIME.to_string(), json!(txn_ms));
             }
-            for a in self.add_new_attributes(db, table, &merged) {
-                if !new_attributes.contains(&a) {
-                    new_attributes.push(a);
+            if !def.schema_defined && merged.keys().any(|k| !known.contains(k)) {
+                for a in self.add_new_attributes(db, table, &merged) {
+                    known.insert(a.clone());
+                    if !new_attributes.contains(&a) {
+                        new_attributes.push(a);
+                    }
+                }
+                // The table grew attributes: index with the new definition from here on.
+                if let Some(d) = self.catalog.table(db, table) {
+                    def = d.clone();
                 }
             }
-            let def_now = self
-                .catalog
-                .table(db, table)
-                .cloned()
-                .unwrap_or_else(|| def.clone());
             let json = serde_json::to_vec(&merged).unwrap_or_default();
+            if def.replicate {
+                ops.put(table, &pk_attr, &pk, &json);
+            }
             self.store_entry(
-                &def_now,
+                &def,
                 &pk,
                 existing.as_ref(),
-                Some((&merged, json.clone())),
+                Some((&merged, json)),
                 version,
                 self.self_origin,
             );
-            if def.replicate {
-                ops.push(TxnOp::Put {
-                    table: table.to_string(),
-                    pk_attr: pk_attr.clone(),
-                    pk,
-                    record: json,
-                });
-            }
             written.push(pk_value);
         }
         self.commit_local_txn(db, version, ops);
@@ -346,17 +362,14 @@ impl<R> Core<R> {
     }
 
     /// Logs a local transaction (if it changed anything replicable) in its database's audit log.
-    pub(super) fn commit_local_txn(&mut self, db: &str, version: u64, ops: Vec<TxnOp>) {
+    pub(super) fn commit_local_txn(&mut self, db: &str, version: u64, ops: OpsWriter) {
+        if ops.is_empty() {
+            return;
+        }
         let Some(db_id) = self.catalog.database(db).map(|d| d.id) else {
             return;
         };
-        let txn = Txn {
-            origin: self.node_name.clone(),
-            version,
-            db: db.to_string(),
-            ops,
-        };
-        self.log_txn(db_id, self.self_origin, &txn);
+        self.log_txn(db, db_id, self.self_origin, version, ops.finish());
     }
 
     pub(super) fn delete_records(
@@ -379,7 +392,7 @@ impl<R> Core<R> {
             }
         }
         let version = self.hlc.next(now_ms);
-        let mut ops = Vec::new();
+        let mut ops = OpsWriter::default();
         let mut deleted = Vec::new();
         let mut seen = HashSet::new();
         for (id, pk) in pks {
@@ -399,11 +412,7 @@ impl<R> Core<R> {
                 self.self_origin,
             );
             if def.replicate {
-                ops.push(TxnOp::Delete {
-                    table: table.to_string(),
-                    pk_attr: def.primary_key.clone(),
-                    pk,
-                });
+                ops.delete(table, &def.primary_key, &pk);
             }
             deleted.push(id);
         }
@@ -474,24 +483,18 @@ impl<R> Core<R> {
         self.add_new_attributes(SYSTEM_DB, table, &record);
         let def = self.catalog.table(SYSTEM_DB, table).cloned().unwrap_or(def);
         let json = serde_json::to_vec(&record).unwrap_or_default();
+        let mut ops = OpsWriter::default();
+        if def.replicate {
+            ops.put(table, &def.primary_key, &pk, &json);
+        }
         self.store_entry(
             &def,
             &pk,
             existing.as_ref(),
-            Some((&record, json.clone())),
+            Some((&record, json)),
             version,
             self.self_origin,
         );
-        let ops = if def.replicate {
-            vec![TxnOp::Put {
-                table: table.to_string(),
-                pk_attr: def.primary_key.clone(),
-                pk,
-                record: json,
-            }]
-        } else {
-            Vec::new()
-        };
         self.commit_local_txn(SYSTEM_DB, version, ops);
         Ok(Ok((record, version)))
     }
@@ -521,15 +524,10 @@ impl<R> Core<R> {
             version,
             self.self_origin,
         );
-        let ops = if def.replicate {
-            vec![TxnOp::Delete {
-                table: table.to_string(),
-                pk_attr: def.primary_key.clone(),
-                pk,
-            }]
-        } else {
-            Vec::new()
-        };
+        let mut ops = OpsWriter::default();
+        if def.replicate {
+            ops.delete(table, &def.primary_key, &pk);
+        }
         self.commit_local_txn(SYSTEM_DB, version, ops);
         Ok(Ok(version))
     }
@@ -763,7 +761,8 @@ impl<R> Core<R> {
         for op in &txn.ops {
             self.apply_remote_op(&txn, origin, op, store)?;
         }
-        self.log_txn(db_id, origin, &txn);
+        let ops = super::txn::encode_ops(&txn.ops);
+        self.log_txn(&txn.db, db_id, origin, txn.version, ops);
         Ok(())
     }
 

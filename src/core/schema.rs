@@ -21,7 +21,11 @@ impl<R> Core<R> {
     /// Logs schema ops as one local transaction in `db`'s audit log.
     fn log_schema(&mut self, db: &str, now_ms: u64, ops: Vec<TxnOp>) {
         let version = self.hlc.next(now_ms);
-        self.commit_local_txn(db, version, ops);
+        let mut w = super::txn::OpsWriter::default();
+        for op in &ops {
+            w.op(op);
+        }
+        self.commit_local_txn(db, version, w);
     }
 
     /// Creates a database if missing and logs it in the system log; returns true if created.

@@ -76,34 +76,69 @@ impl TxnOp {
 }
 
 pub fn encode_ops(ops: &[TxnOp]) -> Vec<u8> {
-    let mut e = Enc::with_capacity(64 + ops.len() * 64);
-    encode_ops_into(ops, &mut e);
-    e.buf
+    let mut w = OpsWriter::default();
+    for op in ops {
+        w.op(op);
+    }
+    w.finish()
 }
 
-pub fn encode_ops_into(ops: &[TxnOp], e: &mut Enc) {
-    e.u8(OPS_FORMAT);
-    e.varint(ops.len() as u64);
-    for op in ops {
+/// Builds an encoded op list one op at a time, borrowing the data (the write path encodes each
+/// record straight into the audit entry instead of first collecting owned `TxnOp`s).
+#[derive(Default)]
+pub struct OpsWriter {
+    count: usize,
+    body: Enc,
+}
+
+impl OpsWriter {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn put(&mut self, table: &str, pk_attr: &str, pk: &[u8], record: &[u8]) {
+        self.count += 1;
+        let e = &mut self.body;
+        e.u8(1);
+        e.str(table);
+        e.str(pk_attr);
+        e.bytes(pk);
+        e.bytes(record);
+    }
+
+    pub fn delete(&mut self, table: &str, pk_attr: &str, pk: &[u8]) {
+        self.count += 1;
+        let e = &mut self.body;
+        e.u8(2);
+        e.str(table);
+        e.str(pk_attr);
+        e.bytes(pk);
+    }
+
+    /// The encoded op list: `[format][count][ops...]`.
+    pub fn finish(self) -> Vec<u8> {
+        let mut e = Enc::with_capacity(self.body.buf.len() + 11);
+        e.u8(OPS_FORMAT);
+        e.varint(self.count as u64);
+        e.buf.extend_from_slice(&self.body.buf);
+        e.buf
+    }
+
+    pub fn op(&mut self, op: &TxnOp) {
         match op {
             TxnOp::Put {
                 table,
                 pk_attr,
                 pk,
                 record,
-            } => {
-                e.u8(1);
-                e.str(table);
-                e.str(pk_attr);
-                e.bytes(pk);
-                e.bytes(record);
-            }
-            TxnOp::Delete { table, pk_attr, pk } => {
-                e.u8(2);
-                e.str(table);
-                e.str(pk_attr);
-                e.bytes(pk);
-            }
+            } => return self.put(table, pk_attr, pk, record),
+            TxnOp::Delete { table, pk_attr, pk } => return self.delete(table, pk_attr, pk),
+            _ => {}
+        }
+        self.count += 1;
+        let e = &mut self.body;
+        match op {
+            TxnOp::Put { .. } | TxnOp::Delete { .. } => {}
             TxnOp::CreateDatabase { name } => {
                 e.u8(3);
                 e.str(name);

@@ -169,7 +169,7 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> OpResult {
         }
     }
 
-    let op = parse::parse(&obj)?;
+    let op = parse::parse(obj)?;
     if op.is_unauthenticated() {
         return execute_unauthenticated(ctx, op);
     }

@@ -156,6 +156,8 @@ struct TableSpaces {
 
 struct Inner {
     db: Database,
+    /// Options for every keyspace we create (bounded memtables).
+    ks_opts: KeyspaceCreateOptions,
     meta: Keyspace,
     audit: Keyspace,
     /// Keyspace handles by table id. fjall's own `keyspace()` lookup takes a write lock, so
@@ -196,11 +198,17 @@ impl Store {
             .cache_size(opts.cache_size)
             .max_write_buffer_size(Some(opts.max_write_buffer_size))
             .open()?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        let audit = db.keyspace("audit", KeyspaceCreateOptions::default)?;
+        // fjall's default memtable is 64 MiB per keyspace; with a table and its index per
+        // keyspace pair that multiplies quickly. A quarter of the global write buffer each keeps
+        // memory bounded by `max_write_buffer_size` plus flushes in flight.
+        let memtable = (opts.max_write_buffer_size / 4).clamp(1 << 20, 64 << 20);
+        let ks_opts = KeyspaceCreateOptions::default().max_memtable_size(memtable);
+        let meta = db.keyspace("meta", || ks_opts.clone())?;
+        let audit = db.keyspace("audit", || ks_opts.clone())?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
+                ks_opts,
                 meta,
                 audit,
                 tables: RwLock::new(HashMap::new()),
@@ -267,11 +275,11 @@ impl Store {
             data: self
                 .inner
                 .db
-                .keyspace(&format!("d{table}"), KeyspaceCreateOptions::default)?,
+                .keyspace(&format!("d{table}"), || self.inner.ks_opts.clone())?,
             index: self
                 .inner
                 .db
-                .keyspace(&format!("i{table}"), KeyspaceCreateOptions::default)?,
+                .keyspace(&format!("i{table}"), || self.inner.ks_opts.clone())?,
         };
         self.inner
             .tables
