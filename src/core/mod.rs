@@ -53,6 +53,50 @@ pub enum Input<R> {
     /// Transactions received from a peer, in stream order. Applied atomically each, with the
     /// origin's version; the reply carries the per-origin versions now covered.
     Replicated { txns: Vec<Txn>, reply: R },
+    /// A batch of rows of a full copy from a peer: merged by LWW with each row's own version and
+    /// origin (no audit entry, cursors untouched), with the copy's resume state persisted in the
+    /// same batch.
+    CopyRows {
+        db: String,
+        table: CopyTable,
+        rows: Vec<CopyRow>,
+        /// Node-local key and value of the copy's resume state.
+        state: (String, Vec<u8>),
+        reply: R,
+    },
+    /// A full copy finished: cursors move to the copy's version vector (and past `peer`'s own
+    /// origin so the copy is not repeated), the resume state is dropped.
+    CopyDone {
+        db: String,
+        peer: String,
+        vector: Vec<(String, u64)>,
+        state_key: String,
+        reply: R,
+    },
+    /// Databases a peer has (from a full copy of `system`): created here if missing, without
+    /// logging (their creation belongs to the peers that made them).
+    EnsureDatabases { names: Vec<String>, reply: R },
+    /// Time passes: prunes the audit log past the retention horizon.
+    Tick,
+}
+
+/// The schema of a table in a full copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyTable {
+    pub name: String,
+    pub pk_attr: String,
+    pub attributes: Vec<(String, Option<String>)>,
+    pub schema_defined: bool,
+}
+
+/// One row of a full copy: the stored entry as the sender has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyRow {
+    pub pk: Vec<u8>,
+    pub version: u64,
+    pub origin: String,
+    /// None for a tombstone.
+    pub json: Option<Vec<u8>>,
 }
 
 /// Everything a group of steps produced: commit `writes` (one batch, synced), then publish, then
@@ -132,6 +176,8 @@ pub struct Core<R> {
     hlc_persisted: u64,
     committed_dbs: BTreeSet<String>,
     membership_dirty: bool,
+    retention_ms: Option<u64>,
+    last_prune_ms: u64,
 }
 
 impl<R> Core<R> {
@@ -166,6 +212,8 @@ impl<R> Core<R> {
             hlc_persisted: rec.hlc_floor,
             committed_dbs: BTreeSet::new(),
             membership_dirty: false,
+            retention_ms: None,
+            last_prune_ms: 0,
         };
         core.self_origin = core.origin_id(node_name);
         core
@@ -242,8 +290,119 @@ impl<R> Core<R> {
                 covered.sort();
                 self.replies.push((reply, Reply::Applied(covered)));
             }
+            Input::CopyRows {
+                db,
+                table,
+                rows,
+                state,
+                reply,
+            } => {
+                let n = rows.len() as u64;
+                self.apply_copy_rows(&db, &table, rows, store)?;
+                self.writes.push(Write::Local {
+                    key: state.0,
+                    value: Some(state.1),
+                });
+                self.replies
+                    .push((reply, Reply::Applied(vec![(table.name, n)])));
+            }
+            Input::CopyDone {
+                db,
+                peer,
+                vector,
+                state_key,
+                reply,
+            } => {
+                self.finish_copy(&db, &peer, &vector);
+                self.writes.push(Write::Local {
+                    key: state_key,
+                    value: None,
+                });
+                self.replies.push((reply, Reply::Applied(vector)));
+            }
+            Input::EnsureDatabases { names, reply } => {
+                for name in names {
+                    if Arc::make_mut(&mut self.catalog).ensure_database(&name) {
+                        self.mark_catalog_changed();
+                    }
+                }
+                self.replies.push((reply, Reply::Applied(Vec::new())));
+            }
+            Input::Tick => self.prune(now_ms),
         }
         Ok(())
+    }
+
+    /// Sets how long audit entries are kept (`replication.auditRetention`).
+    pub fn set_retention(&mut self, retention_ms: u64) {
+        self.retention_ms = Some(retention_ms);
+    }
+
+    /// Drops audit entries older than the retention horizon, at most every tenth of it (and at
+    /// least once a minute). A peer whose cursor falls behind the horizon gets a full copy.
+    fn prune(&mut self, now_ms: u64) {
+        let Some(retention) = self.retention_ms else {
+            return;
+        };
+        let every = (retention / 10).clamp(1_000, 60_000);
+        if now_ms < self.last_prune_ms + every {
+            return;
+        }
+        self.last_prune_ms = now_ms;
+        let Some(horizon_ms) = now_ms.checked_sub(retention) else {
+            return;
+        };
+        let before = hlc::from_ms(horizon_ms);
+        for d in self.catalog.databases.values() {
+            let origins: Vec<u32> = self
+                .cursors
+                .get(&d.id)
+                .map(|m| m.keys().copied().collect())
+                .unwrap_or_default();
+            if !origins.is_empty() {
+                self.writes.push(Write::PruneAudit {
+                    db: d.id,
+                    origins,
+                    before,
+                });
+            }
+        }
+    }
+
+    /// Moves cursors to a finished copy's version vector. Where a cursor jumps, this node's log
+    /// of that origin now has a hole below the jump: the low watermark records it, so this node
+    /// never relays that origin from below it (a peer asking gets a full copy instead).
+    fn finish_copy(&mut self, db: &str, peer: &str, vector: &[(String, u64)]) {
+        let Some(db_id) = self.catalog.database(db).map(|d| d.id) else {
+            return;
+        };
+        for (origin, version) in vector {
+            if origin == &self.node_name {
+                continue;
+            }
+            let o = self.origin_id(origin);
+            let current = self
+                .cursors
+                .get(&db_id)
+                .and_then(|m| m.get(&o))
+                .copied()
+                .unwrap_or(0);
+            if *version > current {
+                self.advance_cursor(db_id, o, *version);
+                self.writes.push(Write::LowWatermark {
+                    db: db_id,
+                    origin: o,
+                    version: *version,
+                });
+            }
+            self.hlc.observe(*version);
+        }
+        // Version 1 precedes every real version: "copied from this peer", so a peer that never
+        // wrote to the database is not copied again on every reconnect (Harper #622).
+        if peer != self.node_name {
+            let p = self.origin_id(peer);
+            self.advance_cursor(db_id, p, 1);
+        }
     }
 
     fn execute(

@@ -840,6 +840,71 @@ impl<R> Core<R> {
         Ok(())
     }
 
+    /// Merges the rows of a full copy: each by LWW with its own version and origin. A copy never
+    /// replaces a table and never deletes what only this node has (the Harper #2193 failure):
+    /// rows absent from the copy are simply not touched.
+    pub(super) fn apply_copy_rows(
+        &mut self,
+        db: &str,
+        table: &super::CopyTable,
+        rows: Vec<super::CopyRow>,
+        store: &dyn StoreView,
+    ) -> Result<(), StoreError> {
+        if self.catalog.database(db).is_none() {
+            Arc::make_mut(&mut self.catalog).ensure_database(db);
+            self.mark_catalog_changed();
+        }
+        if self.catalog.table(db, &table.name).is_none() {
+            Arc::make_mut(&mut self.catalog).create_table(
+                db,
+                &table.name,
+                &table.pk_attr,
+                &table.attributes,
+                table.schema_defined,
+            );
+            self.mark_catalog_changed();
+        }
+        for row in rows {
+            let map = match &row.json {
+                Some(j) => match parse_map(j) {
+                    Some(m) => Some(m),
+                    None => {
+                        log::warn!(
+                            "skipping an undecodable copied record in {db}.{}",
+                            table.name
+                        );
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            if let Some(m) = &map {
+                self.add_new_attributes(db, &table.name, m);
+            }
+            let Some(def) = self.catalog.table(db, &table.name).cloned() else {
+                continue;
+            };
+            let existing = self.read(store, def.id, &row.pk)?;
+            let stored = existing
+                .as_ref()
+                .map(|e| (e.version, self.origins.name(e.origin).to_string()));
+            let decision = lww::decide(
+                (row.version, &row.origin),
+                stored.as_ref().map(|(v, o)| (*v, o.as_str())),
+            );
+            if decision == Decision::Apply {
+                let origin = self.origin_id(&row.origin);
+                self.hlc.observe(row.version);
+                let new = match (map.as_ref(), row.json) {
+                    (Some(m), Some(j)) => Some((m, j)),
+                    _ => None,
+                };
+                self.store_entry(&def, &row.pk, existing.as_ref(), new, row.version, origin);
+            }
+        }
+        Ok(())
+    }
+
     fn ensure_remote_table(&mut self, db: &str, table: &str, pk_attr: &str) {
         if self.catalog.table(db, table).is_some() {
             return;

@@ -549,3 +549,51 @@ fn schema_errors_use_harpers_messages() {
         .unwrap_err();
     assert_eq!(err.status, 403);
 }
+
+#[test]
+fn a_finished_copy_moves_cursors_to_the_copy_vector_and_past_the_peer() {
+    let mut n = Node::new("c");
+    n.core
+        .step(
+            Input::CopyDone {
+                db: "dev".into(),
+                peer: "a".into(),
+                vector: vec![("a".into(), 500), ("b".into(), 300), ("c".into(), 999)],
+                state_key: "copy:dev".into(),
+                reply: 0,
+            },
+            n.now,
+            &n.store,
+        )
+        .unwrap();
+    let ready = n.core.take_ready();
+    n.store.apply(&ready.writes);
+    let v: HashMap<String, u64> = n.core.cursor_vector("dev").into_iter().collect();
+    assert_eq!(v["a"], 500);
+    assert_eq!(v["b"], 300);
+    assert!(ready
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::LowWatermark { version: 500, .. })));
+    assert!(ready
+        .writes
+        .iter()
+        .any(|w| matches!(w, Write::Cursor { version: 500, .. })));
+    // A later, smaller vector never moves cursors back.
+    n.core
+        .step(
+            Input::CopyDone {
+                db: "dev".into(),
+                peer: "b".into(),
+                vector: vec![("a".into(), 100)],
+                state_key: "copy:dev".into(),
+                reply: 0,
+            },
+            n.now,
+            &n.store,
+        )
+        .unwrap();
+    n.core.take_ready();
+    let v: HashMap<String, u64> = n.core.cursor_vector("dev").into_iter().collect();
+    assert_eq!(v["a"], 500);
+}

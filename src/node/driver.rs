@@ -143,8 +143,11 @@ impl Driver {
     /// The core thread's loop; returns when told to stop (or every sender is gone) and the
     /// queue is drained.
     pub fn run(mut self) {
+        // Timers (audit retention) advance on a one-second tick.
+        let tick = crossbeam_channel::tick(std::time::Duration::from_secs(1));
         loop {
             let first = crossbeam_channel::select! {
+                recv(tick) -> _ => Input::Tick,
                 recv(self.rx) -> m => match m {
                     Ok(m) => m,
                     Err(_) => break,

@@ -189,7 +189,8 @@ impl Node {
         let node_name = cfg.node_name();
         let recovered = recover(&store)?;
         let secret = token_secret(&store)?;
-        let core = Core::new(&node_name, recovered);
+        let mut core = Core::new(&node_name, recovered);
+        core.set_retention(cfg.replication.audit_retention.as_millis() as u64);
         let shared = Arc::new(Shared {
             catalog: Published::new(core.catalog().clone()),
             auth: Published::new(core.auth().clone()),

@@ -566,8 +566,23 @@ fn socket_status(ctx: &ReplCtx, peer: &str, db: &str) -> Value {
         "lastReceivedVersion".into(),
         json!(crate::core::hlc::to_ms_f64(received)),
     );
+    let copying_out = s.copying_out.load(Ordering::Relaxed);
+    let copying_in = s.copying_in.load(Ordering::Relaxed);
+    if copying_out {
+        // Harper's marker for a bulk copy in progress.
+        o.insert("sendingMessage".into(), json!("Copying"));
+        o.insert(
+            "copy".into(),
+            json!({"direction": "sending", "records": s.copy_sent.load(Ordering::Relaxed)}),
+        );
+    } else if copying_in {
+        o.insert(
+            "copy".into(),
+            json!({"direction": "receiving", "records": s.copy_received.load(Ordering::Relaxed)}),
+        );
+    }
     let sending = s.sending_version.load(Ordering::Relaxed);
-    if sending > 0 {
+    if sending > 0 && !copying_out {
         if let Some(v) = http_date_or_none(crate::core::hlc::ms_of(sending)) {
             o.insert("sendingMessage".into(), v);
         }

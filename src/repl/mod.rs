@@ -154,6 +154,9 @@ pub struct ReplCtx {
     pub next_session: AtomicU64,
     pub stopping: AtomicBool,
     pub live_threads: AtomicU64,
+    /// Databases being fully copied on this node, and from which peer: one copy of a database at
+    /// a time (several peers could serve it; one is enough).
+    pub copying: Mutex<HashMap<String, String>>,
 }
 
 impl ReplCtx {
@@ -251,6 +254,7 @@ impl Replicator {
             next_session: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             live_threads: AtomicU64::new(0),
+            copying: Mutex::new(HashMap::new()),
         });
         let manager = {
             let ctx = ctx.clone();

@@ -8,8 +8,9 @@ use super::stats::{next_thread_id, LinkStats};
 use super::topology::Member;
 use super::wire::Frame;
 use super::{LiveThread, MgrEvent, ReplCtx};
+use crate::core::catalog::SYSTEM_DB;
 use crate::core::txn::Txn;
-use crate::core::Input;
+use crate::core::{CopyTable, Input};
 use crate::node::driver::ReplyTo;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::HashMap;
@@ -46,16 +47,86 @@ pub fn spawn(
         .spawn(move || worker(ctx, member, db, origins, ctl))
 }
 
-/// The current cursors of `db` for `origins` (committed state, read from the store).
-fn cursors(ctx: &ReplCtx, db: &str, origins: &[String]) -> Vec<(String, u64)> {
+/// The start_time (epoch ms) recorded for a peer by add_node, if any.
+fn start_time(ctx: &ReplCtx, peer: &str) -> Option<u64> {
+    super::manager::node_rows(ctx)
+        .into_iter()
+        .find(|r| r.get("name").and_then(serde_json::Value::as_str) == Some(peer))
+        .and_then(|r| r.get("start_time").and_then(serde_json::Value::as_u64))
+}
+
+/// The current cursors of `db` for `origins` (committed state, read from the store). A peer
+/// with a `start_time` and no cursor yet is asked for its transactions from that time (never
+/// for `system`, whose users and membership every node needs whole).
+fn cursors(ctx: &ReplCtx, peer: &str, db: &str, origins: &[String]) -> Vec<(String, u64)> {
     let vector: HashMap<String, u64> = match ctx.db_id(db) {
         Some(id) => ctx.store.cursor_vector(id).unwrap_or_default(),
         None => HashMap::new(),
     };
+    let start = if db == SYSTEM_DB {
+        None
+    } else {
+        start_time(ctx, peer)
+    };
     origins
         .iter()
-        .map(|o| (o.clone(), vector.get(o).copied().unwrap_or(0)))
+        .map(|o| {
+            let v = vector.get(o).copied().unwrap_or(0);
+            match start {
+                Some(ms) if v == 0 && o == peer => (o.clone(), crate::core::hlc::from_ms(ms)),
+                _ => (o.clone(), v),
+            }
+        })
         .collect()
+}
+
+/// Persisted progress of a full copy of one database (node-local), so an interrupted copy
+/// resumes where it stopped instead of starting again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct CopyState {
+    peer: String,
+    /// The version vector of the snapshot the copy started from: the anchor streaming resumes
+    /// from afterwards, even if later attempts copy from newer snapshots (rows before the resume
+    /// key came from this one).
+    vector: Vec<(String, u64)>,
+    table: String,
+    /// Hex of the last committed primary key.
+    key: String,
+}
+
+fn copy_state_key(db: &str) -> String {
+    format!("copy:{db}")
+}
+
+fn load_copy_state(ctx: &ReplCtx, db: &str) -> Option<CopyState> {
+    let raw = ctx.store.local(&copy_state_key(db)).ok()??;
+    serde_json::from_slice(&raw).ok()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect()
+}
+
+/// Whether this session must start with a full copy: an interrupted copy from this peer is
+/// resumed; otherwise a copy is needed when this node has nothing of this database from any
+/// other node yet (a new member). A node that already has data subscribes from its cursors:
+/// a peer's own transactions replay from the start of its log, and a peer whose log no longer
+/// reaches back that far answers NeedCopy. (Copying from every peer whose cursor is 0 would
+/// copy the whole database once per new member on every node.)
+fn needs_copy(ctx: &ReplCtx, peer: &str, db: &str) -> bool {
+    if load_copy_state(ctx, db).is_some_and(|s| s.peer == peer) {
+        return true;
+    }
+    let vector = ctx
+        .db_id(db)
+        .and_then(|id| ctx.store.cursor_vector(id).ok())
+        .unwrap_or_default();
+    let has_any = vector
+        .iter()
+        .any(|(origin, v)| *v > 0 && origin != &ctx.node_name);
+    !has_any && (db == SYSTEM_DB || start_time(ctx, peer).is_none())
 }
 
 fn worker(
@@ -142,7 +213,7 @@ fn session(
         peer: member.name.clone(),
         db: db.to_string(),
     });
-    let outcome = session_loop(ctx, db, origins, ctl, &mut conn, stats);
+    let outcome = session_loop(ctx, &member.name, db, origins, ctl, &mut conn, stats);
     stats.pull.release(sid);
     let _ = ctx.mgr.send(MgrEvent::SessionDown {
         peer: member.name.clone(),
@@ -162,8 +233,230 @@ fn apply(ctx: &ReplCtx, txns: Vec<Txn>) -> Result<Vec<(String, u64)>, String> {
     rx.recv().map_err(|_| "the node is stopping".to_string())
 }
 
+/// Takes the database's copy slot (one full copy of a database at a time on this node).
+/// Returns false if the session must end (stop requested) while waiting.
+fn acquire_copy_slot(
+    ctx: &ReplCtx,
+    peer: &str,
+    db: &str,
+    ctl: &Receiver<PullCtl>,
+    conn: &mut Conn,
+    origins: &mut Vec<String>,
+) -> Result<bool, Outcome> {
+    loop {
+        {
+            let mut copying = ctx.copying.lock().unwrap_or_else(|p| p.into_inner());
+            match copying.get(db) {
+                Some(p) if p != peer => {}
+                _ => {
+                    copying.insert(db.to_string(), peer.to_string());
+                    return Ok(true);
+                }
+            }
+        }
+        // Another peer's copy of this database is running; answer pings meanwhile.
+        crossbeam_channel::select! {
+            recv(conn.bytes) -> chunk => {
+                for incoming in conn.feed(chunk.unwrap_or(None)) {
+                    if let Incoming::Closed(reason) = incoming {
+                        return Err(Outcome::Ended { reason, progress: false });
+                    }
+                }
+            }
+            recv(ctl) -> m => match m {
+                Ok(PullCtl::SetOrigins(o)) => *origins = o,
+                Ok(PullCtl::Stop) | Err(_) => {
+                    conn.close("replication stopped");
+                    return Err(Outcome::Stop);
+                }
+            },
+            default(Duration::from_millis(100)) => {}
+        }
+        if ctx.is_stopping() {
+            return Err(Outcome::Stop);
+        }
+    }
+}
+
+fn release_copy_slot(ctx: &ReplCtx, peer: &str, db: &str) {
+    let mut copying = ctx.copying.lock().unwrap_or_else(|p| p.into_inner());
+    if copying.get(db).map(String::as_str) == Some(peer) {
+        copying.remove(db);
+    }
+}
+
+/// Receives a full copy of `db` from the peer and merges it through the core, committing the
+/// resume position with every batch.
+/// `forced`: the peer said our cursors predate its log (NeedCopy), so copy even though we have
+/// data from it.
+#[allow(clippy::too_many_arguments)]
+fn receive_copy(
+    ctx: &ReplCtx,
+    peer: &str,
+    db: &str,
+    ctl: &Receiver<PullCtl>,
+    conn: &mut Conn,
+    stats: &LinkStats,
+    forced: bool,
+    origins: &mut Vec<String>,
+) -> Result<(), Outcome> {
+    let ended = |reason: String| Outcome::Ended {
+        reason,
+        progress: true,
+    };
+    if !acquire_copy_slot(ctx, peer, db, ctl, conn, origins)? {
+        return Ok(());
+    }
+    let result = (|| {
+        // Another copy may have finished while we waited: nothing to do then.
+        if !forced && !needs_copy(ctx, peer, db) {
+            return Ok(());
+        }
+        let previous = load_copy_state(ctx, db).filter(|s| s.peer == peer);
+        let (table, key) = previous
+            .as_ref()
+            .map(|s| (s.table.clone(), unhex(&s.key)))
+            .unwrap_or_default();
+        log::info!("full copy of {db} from {peer} (resuming after table '{table}')");
+        conn.send(&Frame::CopyRequest { table, key })
+            .map_err(ended)?;
+        stats.copying_in.store(true, Ordering::Relaxed);
+        stats.copy_received.store(0, Ordering::Relaxed);
+        let mut state = previous;
+        let mut schema: Option<CopyTable> = None;
+        let bytes = conn.bytes.clone();
+        loop {
+            let chunk = match bytes.recv_timeout(ctx.cfg.ping_timeout) {
+                Ok(c) => c,
+                Err(_) => {
+                    return Err(ended(format!(
+                        "no copy data within {:?}",
+                        ctx.cfg.ping_timeout
+                    )))
+                }
+            };
+            match ctl.try_recv() {
+                Ok(PullCtl::Stop) => {
+                    conn.close("replication stopped");
+                    return Err(Outcome::Stop);
+                }
+                // Applied to the subscription that follows the copy.
+                Ok(PullCtl::SetOrigins(o)) => *origins = o,
+                Err(_) => {}
+            }
+            for incoming in conn.feed(chunk) {
+                match incoming {
+                    Incoming::Frame(Frame::CopyStart {
+                        vector,
+                        mut databases,
+                    }) => {
+                        databases.retain(|d| ctx.cfg.replicates_db(d));
+                        if !databases.is_empty() {
+                            let (tx, rx) = crossbeam_channel::bounded(1);
+                            if !ctx.core.send(Input::EnsureDatabases {
+                                names: databases,
+                                reply: ReplyTo::Applied(tx),
+                            }) || rx.recv().is_err()
+                            {
+                                return Err(ended("the node is stopping".into()));
+                            }
+                        }
+                        // Resuming keeps the first attempt's anchor (the older snapshot).
+                        if state.is_none() {
+                            state = Some(CopyState {
+                                peer: peer.to_string(),
+                                vector,
+                                table: String::new(),
+                                key: String::new(),
+                            });
+                        }
+                    }
+                    Incoming::Frame(Frame::CopyTable {
+                        table,
+                        pk_attr,
+                        schema_defined,
+                        attributes,
+                    }) => {
+                        schema = Some(CopyTable {
+                            name: table,
+                            pk_attr,
+                            attributes,
+                            schema_defined,
+                        });
+                    }
+                    Incoming::Frame(Frame::CopyRows { table, rows }) => {
+                        let (Some(st), Some(sc)) = (state.as_mut(), schema.clone()) else {
+                            return Err(ended("copy rows before their table".into()));
+                        };
+                        if sc.name != table || rows.is_empty() {
+                            continue;
+                        }
+                        let n = rows.len() as u64;
+                        st.table = table;
+                        st.key = rows
+                            .last()
+                            .map(|r| crate::util::hex(&r.pk))
+                            .unwrap_or_default();
+                        let state_json = serde_json::to_vec(&*st).unwrap_or_default();
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        if !ctx.core.send(Input::CopyRows {
+                            db: db.to_string(),
+                            table: sc,
+                            rows,
+                            state: (copy_state_key(db), state_json),
+                            reply: ReplyTo::Applied(tx),
+                        }) || rx.recv().is_err()
+                        {
+                            return Err(ended("the node is stopping".into()));
+                        }
+                        stats.copy_received.fetch_add(n, Ordering::Relaxed);
+                        stats.records_received.fetch_add(n, Ordering::Relaxed);
+                        stats
+                            .last_received_local_ms
+                            .store(crate::util::time::now_ms(), Ordering::Relaxed);
+                        // Bytes back to the sender keep its liveness check happy.
+                        conn.send(&Frame::Ack {
+                            applied: Vec::new(),
+                        })
+                        .map_err(ended)?;
+                    }
+                    Incoming::Frame(Frame::CopyEnd) => {
+                        let vector = state.map(|s| s.vector).unwrap_or_default();
+                        log::debug!("full copy of {db} from {peer} ends at vector {vector:?}");
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        if !ctx.core.send(Input::CopyDone {
+                            db: db.to_string(),
+                            peer: peer.to_string(),
+                            vector,
+                            state_key: copy_state_key(db),
+                            reply: ReplyTo::Applied(tx),
+                        }) || rx.recv().is_err()
+                        {
+                            return Err(ended("the node is stopping".into()));
+                        }
+                        log::info!(
+                            "full copy of {db} from {peer} done ({} records)",
+                            stats.copy_received.load(Ordering::Relaxed)
+                        );
+                        return Ok(());
+                    }
+                    Incoming::Frame(Frame::Error { reason }) => {
+                        return Err(ended(format!("peer stopped the copy: {reason}")))
+                    }
+                    Incoming::Frame(_) => {}
+                    Incoming::Closed(reason) => return Err(ended(reason)),
+                }
+            }
+        }
+    })();
+    stats.copying_in.store(false, Ordering::Relaxed);
+    release_copy_slot(ctx, peer, db);
+    result
+}
+
 fn session_loop(
     ctx: &ReplCtx,
+    peer: &str,
     db: &str,
     origins: &mut Vec<String>,
     ctl: &Receiver<PullCtl>,
@@ -172,8 +465,14 @@ fn session_loop(
 ) -> Outcome {
     let mut progress = false;
     let ended = |reason: String, progress: bool| Outcome::Ended { reason, progress };
+    if needs_copy(ctx, peer, db) {
+        if let Err(o) = receive_copy(ctx, peer, db, ctl, conn, stats, false, origins) {
+            return o;
+        }
+        progress = true;
+    }
     if let Err(e) = conn.send(&Frame::Subscribe {
-        origins: cursors(ctx, db, origins),
+        origins: cursors(ctx, peer, db, origins),
     }) {
         return ended(e, false);
     }
@@ -209,11 +508,21 @@ fn session_loop(
                         Incoming::Frame(Frame::Error { reason }) => {
                             return ended(format!("peer stopped the stream: {reason}"), progress)
                         }
-                        Incoming::Frame(Frame::NeedCopy { origins }) => {
-                            return ended(
-                                format!("peer no longer has the transactions after our cursor for {origins:?}; a full copy is needed"),
-                                progress,
-                            )
+                        Incoming::Frame(Frame::NeedCopy { origins: stale }) => {
+                            // A NeedCopy answering a subscription older than our last copy is
+                            // moot: our cursors have moved past what it complains about.
+                            let now: HashMap<String, u64> = cursors(ctx, peer, db, origins).into_iter().collect();
+                            if stale.iter().all(|(o, v)| now.get(o).is_some_and(|c| c > v)) {
+                                continue;
+                            }
+                            log::info!("{peer} no longer has {stale:?} from our cursors in {db}: full copy");
+                            if let Err(o) = receive_copy(ctx, peer, db, ctl, conn, stats, true, origins) {
+                                return o;
+                            }
+                            progress = true;
+                            if let Err(e) = conn.send(&Frame::Subscribe { origins: cursors(ctx, peer, db, origins) }) {
+                                return ended(e, progress);
+                            }
                         }
                         Incoming::Frame(_) => {}
                         Incoming::Closed(reason) => return ended(reason, progress),
@@ -224,7 +533,7 @@ fn session_loop(
                 Ok(PullCtl::SetOrigins(o)) => {
                     *origins = o;
                     *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) = origins.clone();
-                    if let Err(e) = conn.send(&Frame::Subscribe { origins: cursors(ctx, db, origins) }) {
+                    if let Err(e) = conn.send(&Frame::Subscribe { origins: cursors(ctx, peer, db, origins) }) {
                         return ended(e, progress);
                     }
                 }

@@ -15,6 +15,7 @@ use super::stats::{next_thread_id, LinkStats};
 use super::wire::{self, Frame};
 use super::{cluster_ops, LiveThread, ReplCtx};
 use crate::core::auth::Principal;
+use crate::store::record::StoredRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
@@ -205,6 +206,9 @@ fn push_session(ctx: &Arc<ReplCtx>, mut conn: Conn, peer: &str, db: &str, caller
     }
 }
 
+/// (origin, version) pairs as the wire carries them.
+type Vector = Vec<(String, u64)>;
+
 /// What a subscriber asked for: origin → highest version it has (or we already sent).
 type Subscription = BTreeMap<String, u64>;
 
@@ -221,6 +225,53 @@ fn apply_subscribe(subs: &mut Subscription, peer: &str, origins: Vec<(String, u6
     *subs = next;
 }
 
+/// What the subscriber has asked for so far in this session.
+#[derive(Default)]
+struct PushState {
+    subs: Subscription,
+    subscribed: bool,
+    /// A full copy to stream (resume table and key).
+    copy_request: Option<(String, Vec<u8>)>,
+    /// Requested origins this node cannot stream (to be answered with NeedCopy).
+    need_copy: Vec<(String, u64)>,
+    ids: HashMap<String, u32>,
+}
+
+/// Handles what the subscriber sent.
+fn handle_incoming(
+    ctx: &ReplCtx,
+    conn: &mut Conn,
+    peer: &str,
+    db: &str,
+    stats: &LinkStats,
+    st: &mut PushState,
+    chunk: super::conn::Chunk,
+) -> Result<(), String> {
+    for incoming in conn.feed(chunk) {
+        match incoming {
+            Incoming::Frame(Frame::Subscribe { origins }) => {
+                // Origins this node cannot serve from the requested version (its log was pruned,
+                // or it holds them only from a full copy) need a copy instead.
+                let (servable, stale) = split_servable(ctx, db, origins, &mut st.ids);
+                st.need_copy = stale;
+                apply_subscribe(&mut st.subs, peer, servable);
+                st.subscribed = true;
+            }
+            Incoming::Frame(Frame::CopyRequest { table, key }) => {
+                st.copy_request = Some((table, key));
+            }
+            Incoming::Frame(Frame::Ack { .. }) => {
+                stats
+                    .last_commit_confirmed_ms
+                    .store(crate::util::time::now_ms(), Ordering::Relaxed);
+            }
+            Incoming::Frame(_) => {}
+            Incoming::Closed(reason) => return Err(reason),
+        }
+    }
+    Ok(())
+}
+
 fn push_loop(
     ctx: &ReplCtx,
     conn: &mut Conn,
@@ -235,9 +286,7 @@ fn push_loop(
     let tick = crossbeam_channel::tick(
         (ping_interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)),
     );
-    let mut subs = Subscription::new();
-    let mut subscribed = false;
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut st = PushState::default();
     loop {
         if ctx.is_stopping() {
             conn.close("node stopping");
@@ -250,37 +299,31 @@ fn push_loop(
                 return "peer is no longer a member".into();
             }
         }
-        let sent = if subscribed {
-            match send_batch(ctx, conn, db, &mut subs, &mut ids, stats) {
+        if let Some((table, key)) = st.copy_request.take() {
+            if let Err(e) = send_copy(ctx, conn, db, &table, &key, stats) {
+                return e;
+            }
+            continue;
+        }
+        if !st.need_copy.is_empty() {
+            let origins = std::mem::take(&mut st.need_copy);
+            log::info!("{peer} needs a full copy of {db}: {origins:?} predate the retained log");
+            if let Err(e) = conn.send(&Frame::NeedCopy { origins }) {
+                return e;
+            }
+        }
+        let sent = if st.subscribed {
+            match send_batch(ctx, conn, db, &mut st.subs, &mut st.ids, stats) {
                 Ok(sent) => sent,
                 Err(e) => return e,
             }
         } else {
             false
         };
-        let mut handle =
-            |chunk, subs: &mut Subscription, subscribed: &mut bool| -> Result<(), String> {
-                for incoming in conn.feed(chunk) {
-                    match incoming {
-                        Incoming::Frame(Frame::Subscribe { origins }) => {
-                            apply_subscribe(subs, peer, origins);
-                            *subscribed = true;
-                        }
-                        Incoming::Frame(Frame::Ack { .. }) => {
-                            stats
-                                .last_commit_confirmed_ms
-                                .store(crate::util::time::now_ms(), Ordering::Relaxed);
-                        }
-                        Incoming::Frame(_) => {}
-                        Incoming::Closed(reason) => return Err(reason),
-                    }
-                }
-                Ok(())
-            };
         if sent {
             // Keep streaming, but never let the peer's acks and pings pile up unread.
             while let Ok(chunk) = bytes.try_recv() {
-                if let Err(e) = handle(chunk, &mut subs, &mut subscribed) {
+                if let Err(e) = handle_incoming(ctx, conn, peer, db, stats, &mut st, chunk) {
                     return e;
                 }
             }
@@ -288,7 +331,7 @@ fn push_loop(
         }
         crossbeam_channel::select! {
             recv(bytes) -> chunk => {
-                if let Err(e) = handle(chunk.unwrap_or(None), &mut subs, &mut subscribed) {
+                if let Err(e) = handle_incoming(ctx, conn, peer, db, stats, &mut st, chunk.unwrap_or(None)) {
                     return e;
                 }
             }
@@ -309,6 +352,176 @@ fn push_loop(
             }
         }
     }
+}
+
+/// Splits a subscription into origins this node can stream from the requested versions and
+/// those it cannot (requested version below this node's low watermark for the origin).
+fn split_servable(
+    ctx: &ReplCtx,
+    db: &str,
+    origins: Vec<(String, u64)>,
+    ids: &mut HashMap<String, u32>,
+) -> (Vector, Vector) {
+    let Some(db_id) = ctx.db_id(db) else {
+        return (origins, Vec::new());
+    };
+    if origins.iter().any(|(o, _)| !ids.contains_key(o)) {
+        if let Ok(names) = ctx.store.origin_names() {
+            *ids = names.into_iter().map(|(id, name)| (name, id)).collect();
+        }
+    }
+    origins.into_iter().partition(|(origin, version)| {
+        let lw = ids
+            .get(origin)
+            .and_then(|id| ctx.store.low_watermark(db_id, *id).ok())
+            .unwrap_or(0);
+        *version >= lw
+    })
+}
+
+type Row = (fjall::Slice, fjall::Slice);
+
+/// Sends one `CopyRows` frame and drains what the receiver sent meanwhile.
+fn flush_copy_rows(
+    conn: &mut Conn,
+    table: &str,
+    rows: &mut Vec<Row>,
+    names: &HashMap<u32, String>,
+    stats: &LinkStats,
+) -> Result<(), String> {
+    let mut e = wire::start_copy_rows(table, rows.len());
+    for (k, v) in rows.iter() {
+        let (version, origin, deleted) = StoredRecord::header(v).unwrap_or((0, 0, true));
+        let origin = names.get(&origin).map(String::as_str).unwrap_or_default();
+        let json = if deleted {
+            None
+        } else {
+            StoredRecord::json_slice(v)
+        };
+        wire::put_copy_row_parts(&mut e, k, version, origin, json);
+    }
+    conn.send_bytes(e.buf)?;
+    stats
+        .copy_sent
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    stats
+        .last_send_ms
+        .store(crate::util::time::now_ms(), Ordering::Relaxed);
+    rows.clear();
+    // Keep the receiver's acknowledgements and pongs flowing during a long copy.
+    let bytes = conn.bytes.clone();
+    while let Ok(chunk) = bytes.try_recv() {
+        for incoming in conn.feed(chunk) {
+            if let Incoming::Closed(reason) = incoming {
+                return Err(reason);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Streams a full copy of `db` from one consistent snapshot: every replicated table's stored
+/// entries (tombstones included) with their own version and origin, starting after
+/// (`from_table`, `from_key`) when resuming. The receiver merges them by LWW and then streams
+/// from the snapshot's version vector, so writes made during the copy are not lost.
+fn send_copy(
+    ctx: &ReplCtx,
+    conn: &mut Conn,
+    db: &str,
+    from_table: &str,
+    from_key: &[u8],
+    stats: &LinkStats,
+) -> Result<(), String> {
+    let storage = |e: crate::store::StoreError| format!("cannot read for a full copy: {e}");
+    let snap = ctx.store.snapshot();
+    let catalog = ctx.shared.catalog.load();
+    let vector: Vec<(String, u64)> = match catalog.database(db) {
+        Some(d) => ctx
+            .store
+            .snapshot_cursor_vector(&snap, d.id)
+            .map_err(storage)?
+            .into_iter()
+            .collect(),
+        None => Vec::new(),
+    };
+    log::debug!("full copy of {db}: snapshot vector {vector:?}");
+    let databases = if db == crate::core::catalog::SYSTEM_DB {
+        catalog.databases.keys().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    conn.send(&Frame::CopyStart { vector, databases })?;
+    let names = ctx.store.origin_names().map_err(storage)?;
+    stats.copying_out.store(true, Ordering::Relaxed);
+    stats.copy_sent.store(0, Ordering::Relaxed);
+    let budget = FRAME_TARGET.min(ctx.cfg.max_frame / 2);
+    let mut result = Ok(());
+    if let Some(d) = catalog.database(db) {
+        'tables: for (name, t) in &d.tables {
+            if !t.replicate || (!from_table.is_empty() && name.as_str() < from_table) {
+                continue;
+            }
+            let schema = Frame::CopyTable {
+                table: name.clone(),
+                pk_attr: t.primary_key.clone(),
+                schema_defined: t.schema_defined,
+                attributes: t
+                    .attributes
+                    .iter()
+                    .filter(|a| a.name != t.primary_key)
+                    .map(|a| (a.name.clone(), a.r#type.clone()))
+                    .collect(),
+            };
+            if let Err(e) = conn.send(&schema) {
+                result = Err(e);
+                break;
+            }
+            let after = (name == from_table && !from_key.is_empty()).then_some(from_key);
+            let iter = match ctx.store.snapshot_scan_table(&snap, t.id, after) {
+                Ok(i) => i,
+                Err(e) => {
+                    result = Err(storage(e));
+                    break;
+                }
+            };
+            let mut rows: Vec<Row> = Vec::new();
+            let mut bytes = 0;
+            for item in iter {
+                let (k, v) = match item {
+                    Ok(kv) => kv,
+                    Err(e) => {
+                        result = Err(storage(e));
+                        break 'tables;
+                    }
+                };
+                let size = k.len() + v.len() + 32;
+                if size + 256 > ctx.cfg.max_frame {
+                    result = Err(format!(
+                        "a record of {db}.{name} is {size} bytes, over replication.maxFrameSize"
+                    ));
+                    break 'tables;
+                }
+                if !rows.is_empty() && bytes + size > budget {
+                    if let Err(e) = flush_copy_rows(conn, name, &mut rows, &names, stats) {
+                        result = Err(e);
+                        break 'tables;
+                    }
+                    bytes = 0;
+                }
+                bytes += size;
+                rows.push((k, v));
+            }
+            if !rows.is_empty() {
+                if let Err(e) = flush_copy_rows(conn, name, &mut rows, &names, stats) {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+    }
+    stats.copying_out.store(false, Ordering::Relaxed);
+    result?;
+    conn.send(&Frame::CopyEnd)
 }
 
 /// Sends one frame of transactions the subscriber has not seen; false when there is nothing.

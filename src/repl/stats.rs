@@ -62,6 +62,11 @@ pub struct LinkStats {
     pub sending_version: AtomicU64,
     pub records_received: AtomicU64,
     pub records_sent: AtomicU64,
+    /// A full copy is being sent to the peer / received from it: rows so far (0 = none).
+    pub copy_sent: AtomicU64,
+    pub copy_received: AtomicU64,
+    pub copying_out: AtomicBool,
+    pub copying_in: AtomicBool,
     /// Origins whose transactions we receive over this link (the peer plus relayed ones).
     pub nodes: Mutex<Vec<String>>,
     /// Why the link is down, with the wall-clock ms it happened.

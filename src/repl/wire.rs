@@ -47,7 +47,36 @@ pub enum Frame {
     Error {
         reason: String,
     },
+    /// Receiver → sender: stream a full copy of the database, after (`table`, `key`) when
+    /// resuming an interrupted copy (empty table = from the start).
+    CopyRequest {
+        table: String,
+        key: Vec<u8>,
+    },
+    /// Sender → receiver: the version vector of the snapshot being copied, and (in a copy of
+    /// `system`) every database the sender has, so the receiver learns databases whose
+    /// creation it will never replay.
+    CopyStart {
+        vector: Vec<(String, u64)>,
+        databases: Vec<String>,
+    },
+    /// Sender → receiver: the rows of one table follow (schema first, so it can be created).
+    CopyTable {
+        table: String,
+        pk_attr: String,
+        schema_defined: bool,
+        attributes: Vec<(String, Option<String>)>,
+    },
+    /// Sender → receiver: stored entries in key order, with their own version and origin.
+    CopyRows {
+        table: String,
+        rows: Vec<CopyRow>,
+    },
+    /// Sender → receiver: every table was sent; stream from the vector of `CopyStart` next.
+    CopyEnd,
 }
+
+pub use crate::core::CopyRow;
 
 const SUBSCRIBE: u8 = 1;
 const TXNS: u8 = 2;
@@ -56,6 +85,11 @@ const NEED_COPY: u8 = 4;
 const OP_REQUEST: u8 = 5;
 const OP_RESPONSE: u8 = 6;
 const ERROR: u8 = 7;
+const COPY_REQUEST: u8 = 8;
+const COPY_START: u8 = 9;
+const COPY_TABLE: u8 = 10;
+const COPY_ROWS: u8 = 11;
+const COPY_END: u8 = 12;
 
 fn put_vector(e: &mut Enc, v: &[(String, u64)]) {
     e.varint(v.len() as u64);
@@ -72,6 +106,34 @@ fn get_vector(d: &mut Dec) -> Result<Vec<(String, u64)>, DecodeError> {
         v.push((d.string()?, d.u64_fixed()?));
     }
     Ok(v)
+}
+
+/// Appends one copied row (the streaming form of `CopyRows`).
+pub fn put_copy_row(e: &mut Enc, r: &CopyRow) {
+    put_copy_row_parts(e, &r.pk, r.version, &r.origin, r.json.as_deref());
+}
+
+pub fn put_copy_row_parts(e: &mut Enc, pk: &[u8], version: u64, origin: &str, json: Option<&[u8]>) {
+    e.bytes(pk);
+    e.u64_fixed(version);
+    e.str(origin);
+    match json {
+        Some(j) => {
+            e.u8(1);
+            e.bytes(j);
+        }
+        None => e.u8(0),
+    }
+}
+
+/// Starts a `CopyRows` frame for `count` rows of `table`.
+pub fn start_copy_rows(table: &str, count: usize) -> Enc {
+    let mut e = Enc::with_capacity(64 * 1024);
+    e.u8(PROTOCOL_VERSION);
+    e.u8(COPY_ROWS);
+    e.str(table);
+    e.varint(count as u64);
+    e
 }
 
 /// Appends one transaction to a `Txns` frame under construction.
@@ -134,6 +196,44 @@ impl Frame {
                 e.u8(ERROR);
                 e.str(reason);
             }
+            Frame::CopyRequest { table, key } => {
+                e.u8(COPY_REQUEST);
+                e.str(table);
+                e.bytes(key);
+            }
+            Frame::CopyStart { vector, databases } => {
+                e.u8(COPY_START);
+                put_vector(&mut e, vector);
+                e.varint(databases.len() as u64);
+                for d in databases {
+                    e.str(d);
+                }
+            }
+            Frame::CopyTable {
+                table,
+                pk_attr,
+                schema_defined,
+                attributes,
+            } => {
+                e.u8(COPY_TABLE);
+                e.str(table);
+                e.str(pk_attr);
+                e.bool(*schema_defined);
+                e.varint(attributes.len() as u64);
+                for (name, ty) in attributes {
+                    e.str(name);
+                    e.str(ty.as_deref().unwrap_or(""));
+                }
+            }
+            Frame::CopyRows { table, rows } => {
+                e.u8(COPY_ROWS);
+                e.str(table);
+                e.varint(rows.len() as u64);
+                for r in rows {
+                    put_copy_row(&mut e, r);
+                }
+            }
+            Frame::CopyEnd => e.u8(COPY_END),
         }
         e.buf
     }
@@ -180,6 +280,59 @@ impl Frame {
             ERROR => Frame::Error {
                 reason: d.string()?,
             },
+            COPY_REQUEST => Frame::CopyRequest {
+                table: d.string()?,
+                key: d.bytes()?.to_vec(),
+            },
+            COPY_START => {
+                let vector = get_vector(&mut d)?;
+                let n = d.count()?;
+                let mut databases = Vec::with_capacity(n);
+                for _ in 0..n {
+                    databases.push(d.string()?);
+                }
+                Frame::CopyStart { vector, databases }
+            }
+            COPY_TABLE => {
+                let table = d.string()?;
+                let pk_attr = d.string()?;
+                let schema_defined = d.bool()?;
+                let n = d.count()?;
+                let mut attributes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let name = d.string()?;
+                    let ty = d.string()?;
+                    attributes.push((name, (!ty.is_empty()).then_some(ty)));
+                }
+                Frame::CopyTable {
+                    table,
+                    pk_attr,
+                    schema_defined,
+                    attributes,
+                }
+            }
+            COPY_ROWS => {
+                let table = d.string()?;
+                let n = d.count()?;
+                let mut rows = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let pk = d.bytes()?.to_vec();
+                    let version = d.u64_fixed()?;
+                    let origin = d.string()?;
+                    let json = match d.u8()? {
+                        0 => None,
+                        _ => Some(d.bytes()?.to_vec()),
+                    };
+                    rows.push(CopyRow {
+                        pk,
+                        version,
+                        origin,
+                        json,
+                    });
+                }
+                Frame::CopyRows { table, rows }
+            }
+            COPY_END => Frame::CopyEnd,
             _ => return Err(DecodeError("unknown frame kind")),
         };
         if !d.is_empty() {
@@ -228,6 +381,38 @@ mod tests {
             Frame::Error {
                 reason: "too big".into(),
             },
+            Frame::CopyRequest {
+                table: "dog".into(),
+                key: vec![0x20, b'k', 0, 1],
+            },
+            Frame::CopyStart {
+                vector: vec![("a".into(), 3)],
+                databases: vec!["dev".into()],
+            },
+            Frame::CopyTable {
+                table: "dog".into(),
+                pk_attr: "id".into(),
+                schema_defined: false,
+                attributes: vec![("name".into(), None)],
+            },
+            Frame::CopyRows {
+                table: "dog".into(),
+                rows: vec![
+                    CopyRow {
+                        pk: vec![1],
+                        version: 5,
+                        origin: "a".into(),
+                        json: Some(b"{}".to_vec()),
+                    },
+                    CopyRow {
+                        pk: vec![2],
+                        version: 6,
+                        origin: "b".into(),
+                        json: None,
+                    },
+                ],
+            },
+            Frame::CopyEnd,
         ];
         for f in frames {
             assert_eq!(Frame::decode(&f.encode()).unwrap(), f);

@@ -106,6 +106,19 @@ pub enum Write {
     DropDatabaseLog {
         db: u32,
     },
+    /// Remove audit entries of these origins of `db` with a version below `before`, raising
+    /// each origin's low watermark to the newest version removed.
+    PruneAudit {
+        db: u32,
+        origins: Vec<u32>,
+        before: u64,
+    },
+    /// This node's log of `origin` in `db` is complete only above `version` (after a full copy).
+    LowWatermark {
+        db: u32,
+        origin: u32,
+        version: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -147,6 +160,7 @@ const META_ORIGIN: u8 = b'o';
 const META_CURSOR: u8 = b'c';
 const META_STATS: u8 = b's';
 const META_LOCAL: u8 = b'l';
+const META_LOW_WATERMARK: u8 = b'w';
 
 #[derive(Clone)]
 struct TableSpaces {
@@ -366,6 +380,29 @@ impl Store {
                         batch.remove(&self.inner.meta, kv.key()?);
                     }
                 }
+                Write::PruneAudit {
+                    db,
+                    origins,
+                    before,
+                } => {
+                    for origin in origins {
+                        let range = audit_key(*db, *origin, 0)..audit_key(*db, *origin, *before);
+                        let mut newest = 0;
+                        for kv in self.inner.audit.range(range) {
+                            let k = kv.key()?;
+                            newest = newest.max(split_audit_key(&k).1);
+                            batch.remove(&self.inner.audit, k);
+                        }
+                        if newest > 0 {
+                            self.raise_low_watermark(&mut batch, *db, *origin, newest)?;
+                        }
+                    }
+                }
+                Write::LowWatermark {
+                    db,
+                    origin,
+                    version,
+                } => self.raise_low_watermark(&mut batch, *db, *origin, *version)?,
                 Write::DropTableStorage { table } => {
                     let mut k = vec![META_STATS];
                     k.extend_from_slice(&table.to_be_bytes());
@@ -395,6 +432,36 @@ impl Store {
             self.inner.db.delete_keyspace(spaces.index)?;
         }
         Ok(())
+    }
+
+    fn raise_low_watermark(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        db: u32,
+        origin: u32,
+        version: u64,
+    ) -> Result<()> {
+        let key = low_watermark_key(db, origin);
+        let current = self
+            .inner
+            .meta
+            .get(&key)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        if version > current {
+            batch.insert(&self.inner.meta, key, version.to_be_bytes());
+        }
+        Ok(())
+    }
+
+    /// This node's log of `origin` in `db` holds every transaction above this version only.
+    pub fn low_watermark(&self, db: u32, origin: u32) -> Result<u64> {
+        Ok(self
+            .inner
+            .meta
+            .get(low_watermark_key(db, origin))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
     }
 
     /// Flushes everything to disk (shutdown).
@@ -582,6 +649,48 @@ impl Store {
         self.inner.db.snapshot()
     }
 
+    /// The version vector of `db` as of `snap` (consistent with the snapshot's records, since
+    /// cursors commit in the same batch as the data they cover).
+    pub fn snapshot_cursor_vector(
+        &self,
+        snap: &fjall::Snapshot,
+        db: u32,
+    ) -> Result<HashMap<String, u64>> {
+        let names = self.origin_names()?;
+        let mut out = HashMap::new();
+        let mut p = vec![META_CURSOR];
+        p.extend_from_slice(&db.to_be_bytes());
+        for kv in snap.prefix(&self.inner.meta, p) {
+            let (k, v) = kv.into_inner()?;
+            let origin = k
+                .get(5..9)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes);
+            let version = v.as_ref().try_into().ok().map(u64::from_be_bytes);
+            if let (Some(o), Some(ver)) = (origin, version) {
+                if let Some(name) = names.get(&o) {
+                    out.insert(name.clone(), ver);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries of a table as of `snap`, in key order, after `after` (exclusive) when given.
+    pub fn snapshot_scan_table(
+        &self,
+        snap: &fjall::Snapshot,
+        table: u32,
+        after: Option<&[u8]>,
+    ) -> Result<impl Iterator<Item = Result<(fjall::Slice, fjall::Slice)>>> {
+        let s = self.spaces(table)?;
+        let iter = match after {
+            Some(k) => snap.range::<&[u8], _>(&s.data, (Bound::Excluded(k), Bound::Unbounded)),
+            None => snap.iter(&s.data),
+        };
+        Ok(iter.map(|g| g.into_inner().map_err(StoreError::from)))
+    }
+
     pub fn snapshot_get(
         &self,
         snap: &fjall::Snapshot,
@@ -598,6 +707,28 @@ fn audit_key(db: u32, origin: u32, version: u64) -> [u8; 16] {
     k[..4].copy_from_slice(&db.to_be_bytes());
     k[4..8].copy_from_slice(&origin.to_be_bytes());
     k[8..].copy_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// (origin, version) of an audit key.
+fn split_audit_key(k: &[u8]) -> (u32, u64) {
+    let origin = k
+        .get(4..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0);
+    let version = k
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    (origin, version)
+}
+
+fn low_watermark_key(db: u32, origin: u32) -> Vec<u8> {
+    let mut k = vec![META_LOW_WATERMARK];
+    k.extend_from_slice(&db.to_be_bytes());
+    k.extend_from_slice(&origin.to_be_bytes());
     k
 }
 
