@@ -70,6 +70,15 @@ impl Role {
             .unwrap_or(false)
     }
 
+    /// Whether the role has a `structure_user` grant at all (true or a list of databases).
+    pub fn is_structure_user(&self) -> bool {
+        match self.permission.get("structure_user") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Array(dbs)) => !dbs.is_empty(),
+            _ => false,
+        }
+    }
+
     /// `structure_user: true` (all databases) or a list of databases the role may change the
     /// schema of.
     pub fn may_change_structure(&self, db: &str) -> bool {
@@ -83,9 +92,10 @@ impl Role {
         }
     }
 
-    /// Whether the role grants `perm` on `db.table` (Harper's per-table CRUD flags).
+    /// Whether the role grants `perm` on `db.table` (Harper's per-table CRUD flags; a
+    /// structure_user has full access to the tables of its databases).
     pub fn allows(&self, db: &str, table: &str, perm: TablePerm) -> bool {
-        if self.is_super_user() {
+        if self.may_change_structure(db) {
             return true;
         }
         self.permission
@@ -95,6 +105,23 @@ impl Role {
             .and_then(|t| t.get(perm.name()))
             .and_then(Value::as_bool)
             .unwrap_or(false)
+    }
+
+    /// Whether the role's permissions mention this database / table at all. Harper reports
+    /// tables a role knows nothing of as if they did not exist (no existence leak).
+    pub fn knows_database(&self, db: &str) -> bool {
+        self.is_super_user() || self.may_change_structure(db) || self.permission.get(db).is_some()
+    }
+
+    pub fn knows_table(&self, db: &str, table: &str) -> bool {
+        self.is_super_user()
+            || self.may_change_structure(db)
+            || self
+                .permission
+                .get(db)
+                .and_then(|d| d.get("tables"))
+                .and_then(|t| t.get(table))
+                .is_some()
     }
 
     /// Databases and tables the role can read anything of (for describe_all filtering).

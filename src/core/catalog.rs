@@ -44,6 +44,10 @@ pub struct TableDef {
     /// False for node-local system tables, which never leave the node.
     pub replicate: bool,
     pub next_attr_id: u32,
+    /// Attributes dropped from this table: their values stay in stored records, so if one comes
+    /// back its index is rebuilt from the records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -165,6 +169,7 @@ impl Catalog {
             schema_defined,
             replicate: true,
             next_attr_id: 0,
+            dropped: Vec::new(),
         };
         def.add_attribute(primary_key, true, None);
         if !schema_defined {

@@ -1,18 +1,19 @@
 //! Hybrid logical clock: the version of every committed transaction.
 //!
-//! A version is `physical_ms << 16 | counter`. It never goes backwards: not when the wall clock
+//! A version is `physical_ms << 12 | counter`. It never goes backwards: not when the wall clock
 //! steps back (NTP), not across restarts (the floor is persisted with every batch that issues a
 //! version), and receiving a remote version moves the clock past it, so a write made after seeing
 //! another node's write always wins LWW against it (the Harper failure this prevents:
 //! HarperFast/harper#2629, a clock rollback that let resume skip writes).
 
-/// Bits of the logical counter below the millisecond part.
-pub const COUNTER_BITS: u32 = 16;
+/// Bits of the logical counter below the millisecond part. 12 bits (4,096 versions per
+/// millisecond; beyond that the clock runs a little ahead) keep `ms + counter/4096` exact in an
+/// f64 for the next centuries (41 bits of milliseconds + 12 = 53 = the f64 mantissa), so every
+/// transaction's `txn_time` is distinct and ordered like its version.
+pub const COUNTER_BITS: u32 = 12;
 
-/// A version as Harper reports times: float milliseconds, the counter as a fraction.
-///
-/// f64 cannot hold all 64 bits, so close versions may print alike; the exact version is what
-/// LWW compares, this is for display (`txn_time`, `__updatedtime__`) only.
+/// A version as Harper reports times: float milliseconds, the counter as an exact binary
+/// fraction (`txn_time`, `__updatedtime__`).
 pub fn to_ms_f64(version: u64) -> f64 {
     let ms = (version >> COUNTER_BITS) as f64;
     let frac = (version & ((1 << COUNTER_BITS) - 1)) as f64 / (1u64 << COUNTER_BITS) as f64;
@@ -96,6 +97,16 @@ mod tests {
         assert!(c.next(1000) > from_ms(10_000) + 5);
         c.observe(1); // older remote versions change nothing
         assert!(c.next(1000) > from_ms(10_000) + 5);
+    }
+
+    #[test]
+    fn ms_float_is_exact_so_distinct_versions_print_distinct_times() {
+        let base = from_ms(1_795_713_020_913);
+        let times: Vec<f64> = (0..4096).map(|c| to_ms_f64(base + c)).collect();
+        for w in times.windows(2) {
+            assert!(w[0] < w[1]);
+        }
+        assert_eq!(from_ms(to_ms_f64(base + 7).floor() as u64), base);
     }
 
     #[test]

@@ -32,18 +32,8 @@ fn index_keys(table: &TableDef, rec: &Map<String, Value>, pk: &[u8]) -> Vec<Vec<
         if !a.indexed || a.name == table.primary_key {
             continue;
         }
-        let Some(v) = rec.get(&a.name) else { continue };
-        let mut add = |v: &Value| {
-            let mut k = Vec::with_capacity(16 + pk.len());
-            k.extend_from_slice(&a.id.to_be_bytes());
-            if keys::encode_index_value(v, &mut k) {
-                k.extend_from_slice(pk);
-                out.push(k);
-            }
-        };
-        match v {
-            Value::Array(items) => items.iter().for_each(&mut add),
-            other => add(other),
+        if let Some(v) = rec.get(&a.name) {
+            keys::index_entries(a.id, v, pk, &mut out);
         }
     }
     out.sort_unstable();
@@ -203,12 +193,27 @@ impl<R> Core<R> {
             return Vec::new();
         }
         let mut added = Vec::new();
+        let mut backfill = Vec::new();
         if let Some(def) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
             for k in rec.keys() {
                 if def.add_attribute(k, true, None) {
                     added.push(k.clone());
+                    // A dropped attribute coming back: older records still hold its values.
+                    if def.dropped.iter().any(|d| d == k) {
+                        def.dropped.retain(|d| d != k);
+                        if let Some(a) = def.attribute(k) {
+                            backfill.push((def.id, a.id, k.clone()));
+                        }
+                    }
                 }
             }
+        }
+        for (table, attribute, name) in backfill {
+            self.writes.push(Write::BackfillIndex {
+                table,
+                attribute,
+                name,
+            });
         }
         self.mark_catalog_changed();
         added

@@ -193,10 +193,26 @@ impl<R> Core<R> {
                 "attribute '{attribute}' already exists in {db}.{table}"
             )));
         }
+        let mut backfill = None;
         if let Some(t) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
             t.add_attribute(attribute, true, None);
+            t.dropped.retain(|d| d != attribute);
+            if let Some(a) = t.attribute(attribute) {
+                backfill = Some((t.id, a.id));
+            }
         }
         self.mark_catalog_changed();
+        // Records may already hold this property (schema-defined tables store undeclared ones,
+        // and dropped attributes keep their values): index them.
+        if let Some((table_id, attr_id)) = backfill {
+            if self.stats.get(&table_id).is_some_and(|s| s.count > 0) {
+                self.writes.push(Write::BackfillIndex {
+                    table: table_id,
+                    attribute: attr_id,
+                    name: attribute.to_string(),
+                });
+            }
+        }
         self.log_schema(
             db,
             now_ms,
@@ -227,7 +243,12 @@ impl<R> Core<R> {
             return Err(OpError::table_not_found(db, table));
         };
         if def.primary_key == attribute {
-            return Err(OpError::bad_request("cannot drop a table's hash attribute"));
+            return Err(OpError::bad_request("You cannot drop a hash attribute"));
+        }
+        if attribute == super::catalog::CREATED_TIME || attribute == super::catalog::UPDATED_TIME {
+            return Err(OpError::bad_request(format!(
+                "cannot drop internal timestamp attribute: {attribute}"
+            )));
         }
         let Some(attr) = def.attribute(attribute).cloned() else {
             return Err(OpError::not_found(format!(
@@ -236,6 +257,9 @@ impl<R> Core<R> {
         };
         if let Some(t) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
             t.attributes.retain(|a| a.name != attribute);
+            if !t.dropped.iter().any(|d| d == attribute) {
+                t.dropped.push(attribute.to_string());
+            }
         }
         self.mark_catalog_changed();
         self.writes.push(Write::DropIndexAttribute {

@@ -276,7 +276,11 @@ impl Node {
             &HttpOptions {
                 workers: net.workers,
                 max_connections: net.max_connections,
-                timeout: net.timeout.min(net.keep_alive_timeout),
+                timeout: net
+                    .timeout
+                    .min(net.keep_alive_timeout)
+                    .min(net.headers_timeout),
+                max_body: usize::try_from(net.max_body_size).unwrap_or(usize::MAX),
             },
             ctx,
         )

@@ -1,31 +1,93 @@
 //! Authentication: Basic credentials and Bearer tokens against the published users, password
 //! hashing, and operation/refresh tokens.
 //!
-//! Passwords are stored as argon2id PHC strings (Harper's own salted-SHA256 format is also
-//! verified, so users copied from a Harper node can log in). argon2 costs ~25 ms per check on
-//! purpose, far too slow to run on every request of a keep-alive client sending thousands of
-//! requests a second, so each worker keeps a small cache of credential checks that succeeded,
-//! keyed by a hash of (user, password, stored hash): a password change or a new hash misses the
-//! cache by construction. Failed checks are never cached.
+//! Passwords are stored as argon2id PHC strings (OWASP's m=7 MiB, t=5, p=1; Harper's own
+//! salted-SHA256 format is also verified, so users copied from a Harper node can log in). A
+//! check costs tens of milliseconds on purpose, far too slow for every request of a keep-alive
+//! client sending thousands a second, so successful checks are cached, keyed by a hash of
+//! (user, password, stored hash): a password change or a new hash misses the cache by
+//! construction; failed checks are never cached. All argon2 work runs on one dedicated thread:
+//! concurrent first logins queue instead of each worker allocating (and its allocator keeping)
+//! the algorithm's memory, which grew RSS by ~20 MB per worker.
 
 use crate::core::auth::{AuthState, Principal};
 use crate::core::error::OpError;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use crossbeam_channel::Sender;
 use ring::{digest, hmac};
 use serde_json::{json, Value};
-use std::cell::RefCell;
 use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// Hashes a new password (argon2id, the crate's recommended parameters).
+enum Job {
+    Hash(String, Sender<Result<String, String>>),
+    Verify(String, String, Sender<bool>),
+}
+
+/// The password thread: every argon2 computation of the process runs here, one at a time.
+fn password_thread() -> &'static Mutex<Sender<Job>> {
+    static WORKER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    WORKER.get_or_init(|| {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("password".into())
+            .spawn(move || {
+                let argon = argon2_hasher();
+                for job in rx {
+                    match job {
+                        Job::Hash(pw, reply) => {
+                            let mut salt = [0u8; 16];
+                            crate::util::random_bytes(&mut salt);
+                            let r = argon
+                                .hash_password_with_salt(pw.as_bytes(), &salt)
+                                .map(|h| h.to_string())
+                                .map_err(|e| e.to_string());
+                            let _ = reply.send(r);
+                        }
+                        Job::Verify(pw, stored, reply) => {
+                            let _ = reply.send(
+                                argon
+                                    .verify_password(pw.as_bytes(), stored.as_str())
+                                    .is_ok(),
+                            );
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the password thread: {e}");
+        }
+        Mutex::new(tx)
+    })
+}
+
+/// argon2id with OWASP's minimum-memory configuration (m = 7 MiB, t = 5, p = 1).
+fn argon2_hasher() -> Argon2<'static> {
+    match argon2::Params::new(7 * 1024, 5, 1, None) {
+        Ok(p) => Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p),
+        Err(_) => Argon2::default(),
+    }
+}
+
+fn send_job(job: Job) -> bool {
+    password_thread()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send(job)
+        .is_ok()
+}
+
+/// Hashes a new password (argon2id) on the password thread.
 pub fn hash_password(password: &str) -> Result<String, OpError> {
-    let mut salt = [0u8; 16];
-    crate::util::random_bytes(&mut salt);
-    Argon2::default()
-        .hash_password_with_salt(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if !send_job(Job::Hash(password.to_string(), tx)) {
+        return Err(OpError::internal("the password thread is not running"));
+    }
+    rx.recv()
+        .map_err(|_| OpError::internal("the password thread is not running"))?
         .map_err(|e| OpError::internal(format!("cannot hash password: {e}")))
 }
 
@@ -33,9 +95,11 @@ pub fn hash_password(password: &str) -> Result<String, OpError> {
 /// `salt(16) ‖ hex(sha256(password ‖ salt))`).
 pub fn verify_password(password: &str, stored: &str) -> bool {
     if stored.starts_with("$argon2") {
-        return Argon2::default()
-            .verify_password(password.as_bytes(), stored)
-            .is_ok();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if !send_job(Job::Verify(password.to_string(), stored.to_string(), tx)) {
+            return false;
+        }
+        return rx.recv().unwrap_or(false);
     }
     if stored.len() == 16 + 64 && stored.is_char_boundary(16) {
         let (salt, hex) = stored.split_at(16);
@@ -51,8 +115,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 const CACHE_LIMIT: usize = 4096;
 
-thread_local! {
-    static VERIFIED: RefCell<HashSet<[u8; 32]>> = RefCell::new(HashSet::new());
+/// Successful credential checks, shared by every worker (a lock held for a hash lookup).
+fn verified() -> &'static Mutex<HashSet<[u8; 32]>> {
+    static VERIFIED: OnceLock<Mutex<HashSet<[u8; 32]>>> = OnceLock::new();
+    VERIFIED.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
 fn cache_key(user: &str, password: &str, stored: &str) -> [u8; 32] {
@@ -70,18 +136,19 @@ fn cache_key(user: &str, password: &str, stored: &str) -> [u8; 32] {
 pub fn check_credentials(auth: &AuthState, user: &str, password: &str) -> Option<Principal> {
     let u = auth.users.get(user)?;
     let key = cache_key(user, password, &u.password_hash);
-    let cached = VERIFIED.with(|c| c.borrow().contains(&key));
+    let cached = verified()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&key);
     if !cached {
         if !verify_password(password, &u.password_hash) {
             return None;
         }
-        VERIFIED.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() >= CACHE_LIMIT {
-                c.clear();
-            }
-            c.insert(key);
-        });
+        let mut c = verified().lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= CACHE_LIMIT {
+            c.clear();
+        }
+        c.insert(key);
     }
     auth.principal(user)
 }

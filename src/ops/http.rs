@@ -48,7 +48,10 @@ pub struct HttpServer {
 pub struct HttpOptions {
     pub workers: usize,
     pub max_connections: usize,
+    /// Deadline for a request head (and, separately, its body) and timeout of each read/write.
     pub timeout: Duration,
+    /// Bodies up to this size are received before a worker sees the request.
+    pub max_body: usize,
 }
 
 impl HttpServer {
@@ -62,6 +65,9 @@ impl HttpServer {
             write_timeout: Some(opts.timeout),
             nodelay: true,
             max_connections: opts.max_connections,
+            // Every acceptable body is received on its connection's thread, so slow or silent
+            // clients can never hold the fixed worker pool (they hold only their own thread).
+            eager_body_limit: opts.max_body,
         };
         let server = tiny_http::Server::from_listener_with(listener, conn)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -265,6 +271,11 @@ fn execute_unauthenticated(ctx: &Context, op: Operation) -> OpResult {
             let auth = ctx.shared.auth.load();
             if super::auth::check_credentials(&auth, &u, &pw).is_none() {
                 return Err(OpError::unauthorized("invalid credentials"));
+            }
+            if auth.users.get(&u).is_some_and(|user| !user.active) {
+                return Err(OpError::unauthorized(
+                    "Cannot complete request: User is inactive",
+                ));
             }
             Ok(json!({
                 "operation_token": ctx.tokens.issue(&u, TokenKind::Operation, now),

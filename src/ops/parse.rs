@@ -154,10 +154,13 @@ pub enum Requirement {
     Authenticated,
     /// Super users only; the string is Harper's internal handler name for the 403 message.
     SuperUser(&'static str),
-    /// Schema changes: super users or a `structure_user` role for that database.
-    Structure(&'static str, String),
-    /// A table permission.
-    Table(String, String, crate::core::auth::TablePerm),
+    /// Schema changes: super users or a `structure_user` role for that database (handler name,
+    /// operation name, database).
+    Structure(&'static str, &'static str, String),
+    /// Creating or dropping a database: super users or `structure_user: true`.
+    StructureAll(&'static str),
+    /// Table permissions (all of them are needed: upsert needs insert and update).
+    Table(String, String, Vec<crate::core::auth::TablePerm>),
 }
 
 impl Operation {
@@ -166,15 +169,20 @@ impl Operation {
         use Requirement::*;
         match self {
             Operation::Write(w) => match w {
-                WriteOp::CreateDatabase { database } => Structure("createSchema", database.clone()),
-                WriteOp::DropDatabase { database, .. } => Structure("dropSchema", database.clone()),
-                WriteOp::CreateTable { database, .. } => Structure("createTable", database.clone()),
-                WriteOp::DropTable { database, .. } => Structure("dropTable", database.clone()),
+                // Whole databases need `structure_user: true`, not a per-database grant.
+                WriteOp::CreateDatabase { .. } => StructureAll("createSchema"),
+                WriteOp::DropDatabase { .. } => StructureAll("dropSchema"),
+                WriteOp::CreateTable { database, .. } => {
+                    Structure("createTable", "create_table", database.clone())
+                }
+                WriteOp::DropTable { database, .. } => {
+                    Structure("dropTable", "drop_table", database.clone())
+                }
                 WriteOp::CreateAttribute { database, .. } => {
-                    Structure("createAttribute", database.clone())
+                    Structure("createAttribute", "create_attribute", database.clone())
                 }
                 WriteOp::DropAttribute { database, .. } => {
-                    Structure("dropAttribute", database.clone())
+                    Structure("dropAttribute", "drop_attribute", database.clone())
                 }
                 WriteOp::Records {
                     kind,
@@ -185,13 +193,15 @@ impl Operation {
                     database.clone(),
                     table.clone(),
                     match kind {
-                        WriteKind::Insert => Insert,
-                        WriteKind::Update | WriteKind::Upsert => Update,
+                        WriteKind::Insert => vec![Insert],
+                        WriteKind::Update => vec![Update],
+                        // Harper: upsert may create or change a record.
+                        WriteKind::Upsert => vec![Insert, Update],
                     },
                 ),
                 WriteOp::Delete {
                     database, table, ..
-                } => Table(database.clone(), table.clone(), Delete),
+                } => Table(database.clone(), table.clone(), vec![Delete]),
                 WriteOp::AddUser { .. } => SuperUser("addUser"),
                 WriteOp::AlterUser { .. } => SuperUser("alterUser"),
                 WriteOp::DropUser { .. } => SuperUser("dropUser"),
@@ -210,7 +220,7 @@ impl Operation {
             Operation::SearchById { search, .. }
             | Operation::SearchByValue { search, .. }
             | Operation::SearchByConditions { search, .. } => {
-                Table(search.database.clone(), search.table.clone(), Read)
+                Table(search.database.clone(), search.table.clone(), vec![Read])
             }
             Operation::DescribeAll
             | Operation::DescribeDatabase { .. }
@@ -770,7 +780,10 @@ mod tests {
             p(json!({"operation":"insert","database":"dev","table":"dog","records":[]})).unwrap();
         assert!(matches!(
             op.requirement(),
-            Requirement::Table(_, _, crate::core::auth::TablePerm::Insert)
+            Requirement::Table(_, _, p) if p == vec![crate::core::auth::TablePerm::Insert]
         ));
+        let op =
+            p(json!({"operation":"upsert","database":"dev","table":"dog","records":[]})).unwrap();
+        assert!(matches!(op.requirement(), Requirement::Table(_, _, p) if p.len() == 2));
     }
 }

@@ -234,6 +234,16 @@ pub fn execute(
             table: name,
         } => {
             let t = table(catalog, database, name)?;
+            if !p
+                .role
+                .as_ref()
+                .is_some_and(|r| r.knows_table(database, name))
+            {
+                return Err(OpError::forbidden(
+                    vec![],
+                    vec![json!(format!("Table '{database}.{name}' does not exist"))],
+                ));
+            }
             if !p.role.as_ref().is_some_and(|r| r.can_see(database, name)) {
                 return Err(OpError::forbidden(
                     vec![
@@ -341,32 +351,63 @@ pub fn authorize(
     match req {
         Requirement::Authenticated => Ok(()),
         Requirement::SuperUser(handler) => Err(OpError::super_user_only(handler)),
-        Requirement::Structure(handler, db) => {
-            if role.may_change_structure(db) {
+        Requirement::StructureAll(handler) => {
+            if role.permission.get("structure_user") == Some(&serde_json::Value::Bool(true)) {
                 Ok(())
             } else {
                 Err(OpError::super_user_only(handler))
             }
         }
-        Requirement::Table(db, table, perm) => {
-            if db == SYSTEM_DB && *perm != TablePerm::Read {
+        Requirement::Structure(handler, op, db) => {
+            if role.may_change_structure(db) {
+                Ok(())
+            } else if role.is_structure_user() {
+                Err(OpError::forbidden(
+                    vec![json!(format!(
+                        "User does not have access to perform '{op}' against schema '{db}'"
+                    ))],
+                    vec![],
+                ))
+            } else {
+                Err(OpError::super_user_only(handler))
+            }
+        }
+        Requirement::Table(db, table, perms) => {
+            let writes = perms.iter().any(|p| *p != TablePerm::Read);
+            if db == SYSTEM_DB && writes {
                 return Err(OpError::new(
                     403,
                     "The 'system' database, tables and records are used internally by HarperDB and cannot be updated or removed.",
                 ));
             }
-            if catalog.table(db, table).is_none() {
-                // Unknown tables are reported as such (404 later), not as a permission issue.
-                return Ok(());
+            // Harper answers a plain user asking about a missing database or table -- or one
+            // its role does not mention, so existence does not leak -- with a 403 naming the
+            // invalid item, not a 404.
+            if catalog.database(db).is_none() || !role.knows_database(db) {
+                return Err(OpError::forbidden(
+                    vec![],
+                    vec![json!(format!("database '{db}' does not exist"))],
+                ));
             }
-            if role.allows(db, table, *perm) {
+            if catalog.table(db, table).is_none() || !role.knows_table(db, table) {
+                return Err(OpError::forbidden(
+                    vec![],
+                    vec![json!(format!("Table '{db}.{table}' does not exist"))],
+                ));
+            }
+            let missing: Vec<&str> = perms
+                .iter()
+                .filter(|p| !role.allows(db, table, **p))
+                .map(|p| p.name())
+                .collect();
+            if missing.is_empty() {
                 Ok(())
             } else {
                 Err(OpError::forbidden(
                     vec![json!({
                         "schema": db,
                         "table": table,
-                        "required_table_permissions": [perm.name()],
+                        "required_table_permissions": missing,
                         "required_attribute_permissions": [],
                     })],
                     vec![],

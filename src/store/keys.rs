@@ -80,6 +80,23 @@ pub fn encode_index_value(v: &Value, out: &mut Vec<u8>) -> bool {
     }
 }
 
+/// The index entries of one attribute value of a record: `attribute id ‖ value ‖ pk`, one per
+/// element for arrays, none for objects.
+pub fn index_entries(attr_id: u32, value: &Value, pk: &[u8], out: &mut Vec<Vec<u8>>) {
+    let mut add = |v: &Value| {
+        let mut k = Vec::with_capacity(16 + pk.len());
+        k.extend_from_slice(&attr_id.to_be_bytes());
+        if encode_index_value(v, &mut k) {
+            k.extend_from_slice(pk);
+            out.push(k);
+        }
+    };
+    match value {
+        Value::Array(items) => items.iter().for_each(&mut add),
+        other => add(other),
+    }
+}
+
 /// Encodes a primary key. Only strings and finite numbers are keys (Harper's rule); the caller
 /// has already rejected `null`, `"null"` and `"undefined"` with Harper's message.
 pub fn encode_pk(v: &Value) -> Option<Vec<u8>> {

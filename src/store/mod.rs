@@ -113,6 +113,14 @@ pub enum Write {
         origins: Vec<u32>,
         before: u64,
     },
+    /// Index every stored record that has `name` under attribute id `attribute` (an attribute
+    /// created on a table that already holds records with that property, e.g. re-created after
+    /// drop_attribute). Index entries are only ever a superset hint: searches re-check records.
+    BackfillIndex {
+        table: u32,
+        attribute: u32,
+        name: String,
+    },
     /// This node's log of `origin` in `db` is complete only above `version` (after a full copy).
     LowWatermark {
         db: u32,
@@ -403,6 +411,28 @@ impl Store {
                     origin,
                     version,
                 } => self.raise_low_watermark(&mut batch, *db, *origin, *version)?,
+                Write::BackfillIndex {
+                    table,
+                    attribute,
+                    name,
+                } => {
+                    let s = self.spaces(*table)?;
+                    let mut entries = Vec::new();
+                    for kv in s.data.iter() {
+                        let (pk, raw) = kv.into_inner()?;
+                        let Some(json) = StoredRecord::json_slice(&raw) else {
+                            continue;
+                        };
+                        if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice(json) {
+                            if let Some(v) = m.get(name) {
+                                keys::index_entries(*attribute, v, &pk, &mut entries);
+                            }
+                        }
+                    }
+                    for e in entries.drain(..) {
+                        batch.insert(&s.index, e, []);
+                    }
+                }
                 Write::DropTableStorage { table } => {
                     let mut k = vec![META_STATS];
                     k.extend_from_slice(&table.to_be_bytes());

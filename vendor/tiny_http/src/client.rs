@@ -44,6 +44,9 @@ pub struct ClientConnection {
     // time allowed for receiving a request head, from when the server starts waiting for it
     read_timeout: Option<Duration>,
 
+    // bodies with a Content-Length up to this are read here, before queueing the request
+    eager_body_limit: usize,
+
     // true once a byte of the current request head has been received
     head_started: bool,
 }
@@ -77,6 +80,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
         read_timeout: Option<Duration>,
+        eager_body_limit: usize,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -93,6 +97,7 @@ impl ClientConnection {
             secure,
             unread_body: Arc::default(),
             read_timeout,
+            eager_body_limit,
             head_started: false,
         }
     }
@@ -188,12 +193,23 @@ impl ClientConnection {
             (method, path, version, headers)
         };
 
-        // the head is complete: from now on the socket's read timeout applies to each read
-        self.next_header_source
-            .get_mut()
-            .get_mut()
-            .end_head_deadline()
-            .map_err(ReadError::ReadIoError)?;
+        // The head is complete. A body small enough to be read here gets a fresh deadline of
+        // its own (a client trickling it is cut off like a slow head, and never holds a
+        // handler thread); otherwise the socket's read timeout applies to each read.
+        let eager = crate::request::eager_body_length(&headers, self.eager_body_limit).is_some();
+        match (eager, self.read_timeout) {
+            (true, Some(timeout)) => self
+                .next_header_source
+                .get_mut()
+                .get_mut()
+                .start_head_deadline(timeout),
+            _ => self
+                .next_header_source
+                .get_mut()
+                .get_mut()
+                .end_head_deadline()
+                .map_err(ReadError::ReadIoError)?,
+        }
 
         // building the writer for the request
         let writer = self.sink.next().unwrap();
@@ -216,6 +232,7 @@ impl ClientConnection {
             data_source,
             writer,
             Arc::clone(&self.unread_body),
+            self.eager_body_limit,
         )
         .map_err(|e| {
             use crate::request;

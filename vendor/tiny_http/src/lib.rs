@@ -203,6 +203,7 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)] // a compile-time check that Server is Send + Sync
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -245,6 +246,13 @@ pub struct ConnectionOptions {
     /// the listen backlog (and are refused by the OS once the backlog is full); they are
     /// neither answered with an error nor given a thread. Default: 1024.
     pub max_connections: usize,
+
+    /// Request bodies declaring a `Content-Length` up to this size are read completely on the
+    /// connection's own thread, within a fresh `read_timeout` deadline, before the request is
+    /// queued; the handler then never waits on the client. Larger (and chunked) bodies are read
+    /// by the handler as upstream does. Memory grows only with bytes actually received.
+    /// Default: 1024 (upstream's fixed value).
+    pub eager_body_limit: usize,
 }
 
 impl Default for ConnectionOptions {
@@ -254,6 +262,7 @@ impl Default for ConnectionOptions {
             write_timeout: None,
             nodelay: true,
             max_connections: 1024,
+            eager_body_limit: 1024,
         }
     }
 }
@@ -367,7 +376,12 @@ impl Server {
                         }
                         // fails on EMFILE too (upstream: a panic of the accept thread)
                         RefinedTcpStream::new(sock).map(|(read_closable, write_closable)| {
-                            ClientConnection::new(write_closable, read_closable, opts.read_timeout)
+                            ClientConnection::new(
+                                write_closable,
+                                read_closable,
+                                opts.read_timeout,
+                                opts.eager_body_limit,
+                            )
                         })
                     }
                     Err(e) => Err(e),

@@ -135,6 +135,24 @@ impl From<IoError> for RequestCreationError {
 /// When the body reader is dropped, the number of body bytes left unread is stored in
 /// `unread_body` (`usize::MAX` if unknown), so that the connection can skip them or close.
 #[allow(clippy::too_many_arguments)]
+/// The Content-Length of a request whose body is read before it is queued (see
+/// `ConnectionOptions::eager_body_limit`), or None.
+pub(crate) fn eager_body_length(headers: &[Header], limit: usize) -> Option<usize> {
+    if headers.iter().any(|h| {
+        h.field.equiv("Transfer-Encoding") || h.field.equiv("Expect") || {
+            h.field.equiv("Connection") && h.value.as_str().to_ascii_lowercase().contains("upgrade")
+        }
+    }) {
+        return None;
+    }
+    let len: usize = headers
+        .iter()
+        .find(|h| h.field.equiv("Content-Length"))
+        .and_then(|h| h.value.as_str().trim().parse().ok())?;
+    (len > 0 && len <= limit).then_some(len)
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn new_request<R, W>(
     secure: bool,
     method: Method,
@@ -145,6 +163,7 @@ pub fn new_request<R, W>(
     mut source_data: R,
     writer: W,
     unread_body: Arc<AtomicUsize>,
+    eager_body_limit: usize,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -157,7 +176,7 @@ where
         .map(|h| h.value.clone());
 
     // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
+    let content_length: Option<usize> = if transfer_encoding.is_some() {
         // if transfer-encoding is specified, the Content-Length
         // header must be ignored (RFC2616 #4.4)
         None
@@ -209,23 +228,18 @@ where
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
+        } else if content_length <= eager_body_limit && !expects_continue {
+            // Small enough: read everything now, on the connection's thread. The buffer grows
+            // with what actually arrives (never allocated from the declared length up front).
+            let mut buffer = Vec::with_capacity(content_length.min(64 * 1024));
+            let read = (&mut source_data)
+                .take(content_length as u64)
+                .read_to_end(&mut buffer)?;
+            if read != content_length {
+                // the socket returned EOF before the expected content-length: aborting
+                let info = "Connection has been closed before we received enough data";
+                let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                return Err(RequestCreationError::CreationIoError(err));
             }
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
