@@ -181,6 +181,20 @@ impl OpsWriter {
     }
 }
 
+/// Keeps only the ops `keep` accepts (ops without a table, like database creation, are always
+/// kept); returns None when every op is kept, so callers can forward the original bytes.
+pub fn filter_ops(buf: &[u8], keep: impl Fn(&str) -> bool) -> Result<Option<Vec<u8>>, DecodeError> {
+    let ops = decode_ops(buf)?;
+    if ops.iter().all(|o| o.table().is_none_or(&keep)) {
+        return Ok(None);
+    }
+    let mut w = OpsWriter::default();
+    for op in ops.iter().filter(|o| o.table().is_none_or(&keep)) {
+        w.op(op);
+    }
+    Ok(Some(w.finish()))
+}
+
 pub fn decode_ops(buf: &[u8]) -> Result<Vec<TxnOp>, DecodeError> {
     let mut d = Dec::new(buf);
     let ops = decode_ops_from(&mut d)?;

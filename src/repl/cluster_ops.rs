@@ -9,9 +9,10 @@
 
 use super::conn::Conn;
 use super::manager::node_rows;
+use super::policy::{policy_from_fields, LinkPolicy};
 use super::push::Caller;
 use super::wire::Frame;
-use super::{parse_url, ReplCtx, REMOVED_KEY};
+use super::{link_key, parse_url, ReplCtx, REMOVED_KEY};
 use crate::core::auth::Principal;
 use crate::core::catalog::{CREATED_TIME, HDB_NODES, UPDATED_TIME};
 use crate::core::error::{OpError, OpResult};
@@ -76,7 +77,14 @@ impl ClusterOps for ClusterApi {
         let ctx = &self.0;
         let caller = Caller::User(p.clone());
         Some(match name {
-            "add_node" | "set_node" => add_node(ctx, body, "added", " to cluster"),
+            "add_node" | "set_node" => set_node(ctx, body, false),
+            "update_node" | "set_node_replication" => set_node(ctx, body, true),
+            "configure_cluster" => configure_cluster(ctx, body),
+            "cluster_set_routes" => super::routes::set_routes(ctx, body),
+            "cluster_get_routes" => Ok(Value::Array(
+                ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            )),
+            "cluster_delete_routes" => super::routes::delete_routes(ctx, body),
             "remove_node" => remove_node(ctx, body),
             "cluster_status" => Ok(cluster_status(ctx)),
             "add_node_back" => add_node_back(ctx, body, &caller),
@@ -236,6 +244,8 @@ struct NodeSpec {
     url: String,
     auth: Option<String>,
     row: Map<String, Value>,
+    /// The link policy the request asks for (None: leave / default).
+    policy: Option<LinkPolicy>,
 }
 
 fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec, OpError> {
@@ -308,21 +318,65 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
             row.insert("authorization".into(), json!(a));
         }
     }
+    let policy = policy_from_fields(body, "").map_err(OpError::bad_request)?;
     Ok(NodeSpec {
         hostname,
         url,
         auth,
         row,
+        policy,
     })
 }
 
-fn add_node(ctx: &ReplCtx, body: &Map<String, Value>, verb: &str, suffix: &str) -> OpResult {
-    let spec = parse_node_spec(ctx, body)?;
+/// add_node / update_node: record the peer, store this side's link policy, and tell the
+/// peer (with the mirrored policy) so one call sets up both sides.
+fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool) -> OpResult {
+    if update
+        && Fields::new(body)
+            .opt_str(&["hostname", "node_name", "name"])?
+            .is_none()
+    {
+        return Err(OpError::bad_request("'hostname' is required"));
+    }
+    let mut spec = parse_node_spec(ctx, body)?;
     let Some(my_url) = ctx.node_url.clone() else {
         return Err(OpError::bad_request(
             "replication url is missing from the config (set replication.hostname and replication.port)",
         ));
     };
+    // update_node merges subscriptions by (database, table) into the link's current policy.
+    let policy = match (update, spec.policy.take()) {
+        (true, Some(new)) => {
+            let mut current = ctx.policy(&spec.hostname);
+            current.sends = new.sends;
+            current.receives = new.receives;
+            if let Some(subs) = new.subscriptions {
+                current.merge_subscriptions(subs);
+            }
+            Some(current)
+        }
+        (_, p) => p,
+    };
+    if update {
+        // Revoked certificates accumulate (union with what the row already lists).
+        if let (Some(Value::Array(new)), Some(row)) = (
+            spec.row.get("revoked_certificates").cloned(),
+            row_of(ctx, &spec.hostname),
+        ) {
+            let mut all: Vec<Value> = row
+                .get("revoked_certificates")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for v in new {
+                if !all.contains(&v) {
+                    all.push(v);
+                }
+            }
+            spec.row
+                .insert("revoked_certificates".into(), Value::Array(all));
+        }
+    }
     let (host, port) = parse_url(&spec.url).unwrap_or((spec.hostname.clone(), ctx.cfg.listen.port));
     let mut back = json!({
         "operation": "add_node_back",
@@ -331,6 +385,9 @@ fn add_node(ctx: &ReplCtx, body: &Map<String, Value>, verb: &str, suffix: &str) 
     });
     if let Some(st) = spec.row.get("start_time") {
         back["start_time"] = st.clone();
+    }
+    if let Some(p) = &policy {
+        back["policy"] = serde_json::to_value(p.mirrored()).unwrap_or(Value::Null);
     }
     let remote_error = match call_peer(
         ctx,
@@ -352,16 +409,104 @@ fn add_node(ctx: &ReplCtx, body: &Map<String, Value>, verb: &str, suffix: &str) 
     };
     // Adding a peer from here means this node is (again) in a cluster.
     set_removed(ctx, false)?;
+    if let Some(p) = &policy {
+        store_policy(ctx, &spec.hostname, p)?;
+    }
     put_node_row(ctx, &spec.hostname, spec.row)?;
     ensure_self_row(ctx)?;
     ctx.reload();
-    let mut msg = format!("Successfully {verb} '{}'{suffix}", spec.hostname);
+    let mut msg = if update {
+        format!("Successfully updated '{}'", spec.hostname)
+    } else {
+        format!("Successfully added '{}' to cluster", spec.hostname)
+    };
     if let Some(e) = remote_error {
         msg.push_str(&format!(
             " but there was an error updating target node: {e}"
         ));
     }
     Ok(json!({ "message": msg }))
+}
+
+/// configure_cluster: the listed connections become the cluster. Listed nodes are added or
+/// updated (policies included); members not listed are removed. Every connection is validated
+/// before anything changes; a connection that then fails (peer unreachable, refused) is
+/// reported in the answer with the reason.
+fn configure_cluster(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
+    let connections = match body.get("connections") {
+        None | Some(Value::Null) => return Err(OpError::bad_request("'connections' is required")),
+        Some(Value::Array(c)) => c.clone(),
+        Some(_) => return Err(OpError::bad_request("'connections' must be an array")),
+    };
+    let mut specs = Vec::new();
+    for (i, c) in connections.iter().enumerate() {
+        let Value::Object(o) = c else {
+            return Err(OpError::bad_request(format!(
+                "'connections[{i}]' must be an object"
+            )));
+        };
+        let spec = parse_node_spec(ctx, o)
+            .map_err(|e| OpError::bad_request(format!("connections[{i}]: {}", e.message())))?;
+        specs.push((o.clone(), spec.hostname));
+    }
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for (o, hostname) in &specs {
+        match set_node(ctx, o, false) {
+            Ok(v) => {
+                let msg = v
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if msg.contains("but there was an error") {
+                    failed += 1;
+                }
+                results.push(json!({"hostname": hostname, "response": msg}));
+            }
+            Err(e) => {
+                failed += 1;
+                results.push(json!({"hostname": hostname, "error": e.message()}));
+            }
+        }
+    }
+    let listed: Vec<&String> = specs.iter().map(|(_, h)| h).collect();
+    let mut removed = Vec::new();
+    for row in node_rows(ctx) {
+        let Some(name) = row.get("name").and_then(Value::as_str).map(str::to_string) else {
+            continue;
+        };
+        if name == ctx.node_name || listed.contains(&&name) {
+            continue;
+        }
+        let mut req = Map::new();
+        req.insert("hostname".into(), json!(name));
+        match remove_node(ctx, &req) {
+            Ok(_) => removed.push(json!(name)),
+            Err(e) => {
+                failed += 1;
+                results.push(json!({"hostname": name, "error": format!("could not remove: {}", e.message())}));
+            }
+        }
+    }
+    let message = if failed == 0 {
+        "Cluster successfully configured.".to_string()
+    } else {
+        format!(
+            "Cluster configured, but {failed} connection(s) reported errors: see 'connections'."
+        )
+    };
+    Ok(json!({"message": message, "connections": results, "removed": removed}))
+}
+
+/// Stores this node's policy for a link (node-local; full replication removes the entry).
+fn store_policy(ctx: &ReplCtx, peer: &str, p: &LinkPolicy) -> Result<(), OpError> {
+    ctx.core
+        .execute(WriteOp::SetLocal {
+            key: link_key(peer),
+            value: (!p.is_full()).then(|| serde_json::to_vec(p).unwrap_or_default()),
+        })
+        .map(|_| ())
 }
 
 /// The peer side of add_node: record the node that added us (and ourselves).
@@ -386,7 +531,17 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     if let Some(st) = body.get("start_time").filter(|v| v.is_number()) {
         row.insert("start_time".into(), st.clone());
     }
+    let policy = match body.get("policy").filter(|v| !v.is_null()) {
+        Some(v) => Some(
+            serde_json::from_value::<LinkPolicy>(v.clone())
+                .map_err(|e| OpError::bad_request(format!("'policy' is invalid: {e}")))?,
+        ),
+        None => None,
+    };
     set_removed(ctx, false)?;
+    if let Some(p) = &policy {
+        store_policy(ctx, &hostname, p)?;
+    }
     put_node_row(ctx, &hostname, row)?;
     ensure_self_row(ctx)?;
     ctx.reload();
@@ -426,6 +581,10 @@ fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
     ctx.core.execute(WriteOp::SystemDelete {
         table: HDB_NODES.into(),
         key: json!(hostname),
+    })?;
+    ctx.core.execute(WriteOp::SetLocal {
+        key: link_key(&hostname),
+        value: None,
     })?;
     ctx.reload();
     ctx.stats.forget_peer(&hostname);
@@ -492,10 +651,16 @@ fn cluster_status(ctx: &ReplCtx) -> Value {
         ] {
             conn.remove(k);
         }
+        // What flows over this link is this node's own policy, not the replicated row.
+        let policy = ctx.policy(name);
+        conn.insert("replicates".into(), policy.replicates_value());
+        conn.insert("subscriptions".into(), policy.subscriptions_value());
         let sockets: Vec<Value> = if members.removed {
             Vec::new()
         } else {
-            dbs.iter().map(|db| socket_status(ctx, name, db)).collect()
+            dbs.iter()
+                .map(|db| socket_status(ctx, name, db, &policy))
+                .collect()
         };
         conn.insert("database_sockets".into(), Value::Array(sockets));
         connections.push(Value::Object(conn));
@@ -512,7 +677,7 @@ fn cluster_status(ctx: &ReplCtx) -> Value {
     out
 }
 
-fn socket_status(ctx: &ReplCtx, peer: &str, db: &str) -> Value {
+fn socket_status(ctx: &ReplCtx, peer: &str, db: &str, policy: &LinkPolicy) -> Value {
     let s = ctx.stats.link(peer, db);
     let pull_up = s.pull.connected.load(Ordering::SeqCst);
     let push_up = s.push.connected.load(Ordering::SeqCst);
@@ -525,8 +690,11 @@ fn socket_status(ctx: &ReplCtx, peer: &str, db: &str) -> Value {
     .min();
     let mut o = Map::new();
     o.insert("database".into(), json!(db));
-    // Both directions must be live for data to flow both ways.
-    o.insert("connected".into(), json!(pull_up && push_up));
+    // Every direction this link's policy uses must be live (a publish-only link has no socket
+    // to receive on, so only the sending one counts).
+    let (want_pull, want_push) = (policy.receives_any(db), policy.sends_any(db));
+    let connected = (want_pull || want_push) && (pull_up || !want_pull) && (push_up || !want_push);
+    o.insert("connected".into(), json!(connected));
     o.insert("receiving".into(), json!(pull_up));
     o.insert("sending".into(), json!(push_up));
     o.insert(
@@ -595,7 +763,7 @@ fn socket_status(ctx: &ReplCtx, peer: &str, db: &str) -> Value {
         "recordsSent".into(),
         json!(s.records_sent.load(Ordering::Relaxed)),
     );
-    if !(pull_up && push_up) {
+    if !connected {
         if let Some((at, e)) = s
             .last_error
             .lock()

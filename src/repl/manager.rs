@@ -134,6 +134,33 @@ fn reload(ctx: &ReplCtx, topo: &mut Topology) {
             members.insert(m.name.clone(), m);
         }
     }
+    // Policies: a route's own fields, overridden by what add_node/update_node stored here.
+    let mut policies = BTreeMap::new();
+    for route in ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        if let (Some(m), Value::Object(o)) = (member_from_route(route, port), route) {
+            match super::policy::policy_from_fields(o, "route") {
+                Ok(Some(p)) => {
+                    policies.insert(m.name, p);
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("ignoring the policy of route {route}: {e}"),
+            }
+        }
+    }
+    for name in members.keys() {
+        if let Ok(Some(raw)) = ctx.store.local(&super::link_key(name)) {
+            match serde_json::from_slice::<super::policy::LinkPolicy>(&raw) {
+                Ok(p) => {
+                    policies.insert(name.clone(), p);
+                }
+                Err(e) => log::warn!("unreadable link policy for {name}: {e}"),
+            }
+        }
+    }
+    policies.retain(|_, p: &mut super::policy::LinkPolicy| !p.is_full());
+    ctx.policies
+        .store(Arc::new(policies.clone().into_iter().collect()));
+    topo.policies = policies;
     topo.members = members;
     topo.databases = ctx
         .shared

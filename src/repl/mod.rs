@@ -9,8 +9,10 @@
 pub mod cluster_ops;
 pub mod conn;
 pub mod manager;
+pub mod policy;
 pub mod pull;
 pub mod push;
+pub mod routes;
 pub mod stats;
 pub mod topology;
 pub mod wire;
@@ -32,6 +34,11 @@ use std::time::Duration;
 
 /// Node-local flag: this node was removed from its cluster (remove_node from a peer).
 pub const REMOVED_KEY: &str = "cluster_removed";
+
+/// Node-local key of this node's policy for the link with `peer`.
+pub fn link_key(peer: &str) -> String {
+    format!("link:{peer}")
+}
 
 /// Default replication port when a URL or route names none.
 pub const DEFAULT_PORT: u16 = 9933;
@@ -149,6 +156,8 @@ pub struct ReplCtx {
     pub notifier: Notifier,
     pub mgr: Sender<MgrEvent>,
     pub members: Published<MemberView>,
+    /// This node's policy for each link that is not plain full replication.
+    pub policies: Published<HashMap<String, policy::LinkPolicy>>,
     /// Live sending sessions by (peer, database): a newer session supersedes an older one.
     pub push_sessions: Mutex<HashMap<(String, String), (u64, TcpStream)>>,
     pub next_session: AtomicU64,
@@ -170,6 +179,11 @@ impl ReplCtx {
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// This node's policy for the link with `peer` (full replication unless configured).
+    pub fn policy(&self, peer: &str) -> policy::LinkPolicy {
+        self.policies.load().get(peer).cloned().unwrap_or_default()
     }
 
     /// The local id of a database, if it exists here.
@@ -250,6 +264,7 @@ impl Replicator {
             notifier: Notifier::default(),
             mgr: mgr_tx,
             members: Published::new(Arc::new(MemberView::default())),
+            policies: Published::new(Arc::new(HashMap::new())),
             push_sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),
             stopping: AtomicBool::new(false),

@@ -80,6 +80,38 @@ fn cursors(ctx: &ReplCtx, peer: &str, db: &str, origins: &[String]) -> Vec<(Stri
         .collect()
 }
 
+/// The subscription for this link: cursors of the carried origins, and the tables of the
+/// peer's own transactions this node's policy receives (explicit subscriptions).
+fn subscribe_frame(ctx: &ReplCtx, peer: &str, db: &str, origins: &[String]) -> Frame {
+    Frame::Subscribe {
+        origins: cursors(ctx, peer, db, origins),
+        tables: ctx.policy(peer).receive_filter(db),
+    }
+}
+
+/// What this node accepts of a received batch (the third enforcement point of a link
+/// policy): the peer's own transactions limited to the tables it receives from the peer;
+/// relayed origins only over full links, from origins it fully replicates with.
+fn accept(ctx: &ReplCtx, peer: &str, db: &str, txns: Vec<Txn>) -> Vec<Txn> {
+    let policy = ctx.policy(peer);
+    if policy.is_full() && ctx.policies.load().is_empty() {
+        return txns;
+    }
+    txns.into_iter()
+        .filter_map(|mut t| {
+            if t.origin == peer {
+                if !policy.is_full() {
+                    t.ops
+                        .retain(|op| op.table().is_none_or(|tb| policy.receives_table(db, tb)));
+                }
+                Some(t)
+            } else {
+                (policy.is_full() && ctx.policy(&t.origin).is_full()).then_some(t)
+            }
+        })
+        .collect()
+}
+
 /// Persisted progress of a full copy of one database (node-local), so an interrupted copy
 /// resumes where it stopped instead of starting again.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -377,18 +409,41 @@ fn receive_copy(
                         schema_defined,
                         attributes,
                     }) => {
-                        schema = Some(CopyTable {
+                        let sc = CopyTable {
                             name: table,
                             pk_attr,
                             attributes,
                             schema_defined,
-                        });
+                        };
+                        // Create the table now: an empty table sends no rows, and its creation
+                        // lies below the vector streaming resumes from.
+                        if ctx.policy(peer).receives_table(db, &sc.name) {
+                            let (tx, rx) = crossbeam_channel::bounded(1);
+                            let state_json = state
+                                .as_ref()
+                                .map(|s| serde_json::to_vec(s).unwrap_or_default())
+                                .unwrap_or_default();
+                            if !ctx.core.send(Input::CopyRows {
+                                db: db.to_string(),
+                                table: sc.clone(),
+                                rows: Vec::new(),
+                                state: (copy_state_key(db), state_json),
+                                reply: ReplyTo::Applied(tx),
+                            }) || rx.recv().is_err()
+                            {
+                                return Err(ended("the node is stopping".into()));
+                            }
+                        }
+                        schema = Some(sc);
                     }
                     Incoming::Frame(Frame::CopyRows { table, rows }) => {
                         let (Some(st), Some(sc)) = (state.as_mut(), schema.clone()) else {
                             return Err(ended("copy rows before their table".into()));
                         };
-                        if sc.name != table || rows.is_empty() {
+                        if sc.name != table
+                            || rows.is_empty()
+                            || !ctx.policy(peer).receives_table(db, &table)
+                        {
                             continue;
                         }
                         let n = rows.len() as u64;
@@ -471,9 +526,7 @@ fn session_loop(
         }
         progress = true;
     }
-    if let Err(e) = conn.send(&Frame::Subscribe {
-        origins: cursors(ctx, peer, db, origins),
-    }) {
+    if let Err(e) = conn.send(&subscribe_frame(ctx, peer, db, origins)) {
         return ended(e, false);
     }
     let ping_interval = ctx.cfg.ping_interval;
@@ -486,6 +539,7 @@ fn session_loop(
                 for incoming in conn.feed(chunk.unwrap_or(None)) {
                     match incoming {
                         Incoming::Frame(Frame::Txns { txns }) => {
+                            let txns = accept(ctx, peer, db, txns);
                             if txns.is_empty() {
                                 continue;
                             }
@@ -520,7 +574,7 @@ fn session_loop(
                                 return o;
                             }
                             progress = true;
-                            if let Err(e) = conn.send(&Frame::Subscribe { origins: cursors(ctx, peer, db, origins) }) {
+                            if let Err(e) = conn.send(&subscribe_frame(ctx, peer, db, origins)) {
                                 return ended(e, progress);
                             }
                         }
@@ -533,7 +587,7 @@ fn session_loop(
                 Ok(PullCtl::SetOrigins(o)) => {
                     *origins = o;
                     *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) = origins.clone();
-                    if let Err(e) = conn.send(&Frame::Subscribe { origins: cursors(ctx, peer, db, origins) }) {
+                    if let Err(e) = conn.send(&subscribe_frame(ctx, peer, db, origins)) {
                         return ended(e, progress);
                     }
                 }

@@ -235,6 +235,21 @@ struct PushState {
     /// Requested origins this node cannot stream (to be answered with NeedCopy).
     need_copy: Vec<(String, u64)>,
     ids: HashMap<String, u32>,
+    /// Limits on this node's own transactions for this subscriber (tables it asked for and
+    /// this node's policy for the link); None = send everything.
+    own_filter: Option<OwnFilter>,
+}
+
+/// Which of this node's own transactions' tables a subscriber gets.
+struct OwnFilter {
+    tables: Option<std::collections::HashSet<String>>,
+    policy: super::policy::LinkPolicy,
+}
+
+impl OwnFilter {
+    fn keeps(&self, db: &str, table: &str) -> bool {
+        self.tables.as_ref().is_none_or(|t| t.contains(table)) && self.policy.sends_table(db, table)
+    }
 }
 
 /// Handles what the subscriber sent.
@@ -249,7 +264,20 @@ fn handle_incoming(
 ) -> Result<(), String> {
     for incoming in conn.feed(chunk) {
         match incoming {
-            Incoming::Frame(Frame::Subscribe { origins }) => {
+            Incoming::Frame(Frame::Subscribe { origins, tables }) => {
+                // A link that is not full replication relays nothing, and only origins this
+                // node fully replicates with (a complete log of them) are relayed.
+                let policy = ctx.policy(peer);
+                let origins: Vec<(String, u64)> = origins
+                    .into_iter()
+                    .filter(|(o, _)| {
+                        o == &ctx.node_name || (policy.is_full() && ctx.policy(o).is_full())
+                    })
+                    .collect();
+                st.own_filter = (tables.is_some() || !policy.is_full()).then(|| OwnFilter {
+                    tables: tables.map(|t| t.into_iter().collect()),
+                    policy,
+                });
                 // Origins this node cannot serve from the requested version (its log was pruned,
                 // or it holds them only from a full copy) need a copy instead.
                 let (servable, stale) = split_servable(ctx, db, origins, &mut st.ids);
@@ -300,7 +328,7 @@ fn push_loop(
             }
         }
         if let Some((table, key)) = st.copy_request.take() {
-            if let Err(e) = send_copy(ctx, conn, db, &table, &key, stats) {
+            if let Err(e) = send_copy(ctx, conn, peer, db, &table, &key, stats) {
                 return e;
             }
             continue;
@@ -313,7 +341,7 @@ fn push_loop(
             }
         }
         let sent = if st.subscribed {
-            match send_batch(ctx, conn, db, &mut st.subs, &mut st.ids, stats) {
+            match send_batch(ctx, conn, db, &mut st, stats) {
                 Ok(sent) => sent,
                 Err(e) => return e,
             }
@@ -427,6 +455,7 @@ fn flush_copy_rows(
 fn send_copy(
     ctx: &ReplCtx,
     conn: &mut Conn,
+    peer: &str,
     db: &str,
     from_table: &str,
     from_key: &[u8],
@@ -458,7 +487,10 @@ fn send_copy(
     let mut result = Ok(());
     if let Some(d) = catalog.database(db) {
         'tables: for (name, t) in &d.tables {
-            if !t.replicate || (!from_table.is_empty() && name.as_str() < from_table) {
+            if !t.replicate
+                || (!from_table.is_empty() && name.as_str() < from_table)
+                || !ctx.policy(peer).sends_table(db, name)
+            {
                 continue;
             }
             let schema = Frame::CopyTable {
@@ -529,10 +561,15 @@ fn send_batch(
     ctx: &ReplCtx,
     conn: &mut Conn,
     db: &str,
-    subs: &mut Subscription,
-    ids: &mut HashMap<String, u32>,
+    st: &mut PushState,
     stats: &LinkStats,
 ) -> Result<bool, String> {
+    let PushState {
+        subs,
+        ids,
+        own_filter,
+        ..
+    } = st;
     let Some(db_id) = ctx.db_id(db) else {
         return Ok(false);
     };
@@ -575,7 +612,21 @@ fn send_batch(
     }
     let mut e = wire::start_txns(batch.len());
     for (origin, version, ops) in &batch {
-        wire::put_txn(&mut e, origin, *version, db, ops);
+        // This node's own transactions, limited by the subscriber's tables and this node's
+        // policy (the sender's enforcement point); a transaction with nothing left still goes
+        // out, empty, so the subscriber's cursor moves past it.
+        let filtered = match own_filter.as_ref().filter(|_| origin == &ctx.node_name) {
+            Some(f) => crate::core::txn::filter_ops(ops, |t| f.keeps(db, t))
+                .map_err(|e| format!("unreadable audit entry: {e}"))?,
+            None => None,
+        };
+        wire::put_txn(
+            &mut e,
+            origin,
+            *version,
+            db,
+            filtered.as_deref().unwrap_or(ops),
+        );
     }
     stats.sending_version.store(batch[0].1, Ordering::Relaxed);
     let res = conn.send_bytes(e.buf);

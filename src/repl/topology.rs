@@ -8,6 +8,7 @@
 //! stream of one origin is always a contiguous suffix, so moving an origin between sockets can
 //! duplicate (harmless, skipped by version) but never skip.
 
+use super::policy::LinkPolicy;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ pub struct Topology {
     pub removed: bool,
     /// Pull sessions that are up, by (peer, database).
     pub alive: BTreeSet<(String, String)>,
+    /// Links that are not plain full replication (one-way, explicit subscriptions, off).
+    pub policies: BTreeMap<String, LinkPolicy>,
 }
 
 impl Topology {
@@ -46,28 +49,41 @@ impl Topology {
             if m.name == self.self_name {
                 continue;
             }
+            let policy = self.policy(&m.name);
             for db in &self.databases {
-                out.insert((m.name.clone(), db.clone()), m.clone());
+                if policy.receives_any(db) {
+                    out.insert((m.name.clone(), db.clone()), m.clone());
+                }
             }
         }
         out
+    }
+
+    fn policy(&self, peer: &str) -> LinkPolicy {
+        self.policies.get(peer).cloned().unwrap_or_default()
+    }
+
+    fn is_full(&self, peer: &str) -> bool {
+        self.policies.get(peer).is_none_or(LinkPolicy::is_full)
     }
 
     fn is_alive(&self, peer: &str, db: &str) -> bool {
         self.alive.contains(&(peer.to_string(), db.to_string()))
     }
 
-    /// Origins the pull socket to `peer` for `db` should request.
+    /// Origins the pull socket to `peer` for `db` should request. Only full links relay, and
+    /// only origins this node fully replicates with are relayed: explicit subscriptions and
+    /// one-way links are never bypassed through a third node.
     pub fn origins(&self, peer: &str, db: &str) -> Vec<String> {
         let mut out = vec![peer.to_string()];
         let relay = self
             .members
             .keys()
-            .filter(|m| *m != &self.self_name)
+            .filter(|m| *m != &self.self_name && self.is_full(m))
             .find(|m| self.is_alive(m, db));
         if relay.map(String::as_str) == Some(peer) {
             for m in self.members.keys() {
-                if m != peer && m != &self.self_name && !self.is_alive(m, db) {
+                if m != peer && m != &self.self_name && self.is_full(m) && !self.is_alive(m, db) {
                     out.push(m.clone());
                 }
             }
@@ -103,6 +119,29 @@ mod tests {
         let d: Vec<_> = t.desired().into_keys().collect();
         assert_eq!(d.len(), 4);
         assert!(!d.iter().any(|(p, _)| p == "a"));
+    }
+
+    #[test]
+    fn explicit_links_are_neither_relays_nor_relayed() {
+        let mut t = topo("a", &["a", "b", "c", "d"]);
+        t.alive.insert(("b".into(), "dev".into()));
+        t.policies.insert(
+            "c".into(),
+            LinkPolicy {
+                sends: true,
+                receives: false,
+                subscriptions: None,
+            },
+        );
+        // c is down-ish (not alive) but explicit: never relayed through b.
+        assert_eq!(t.origins("b", "dev"), ["b", "d"]);
+        // A one-way link that receives nothing has no pull socket for user databases.
+        assert!(!t
+            .desired()
+            .contains_key(&("c".to_string(), "dev".to_string())));
+        assert!(t
+            .desired()
+            .contains_key(&("c".to_string(), "system".to_string())));
     }
 
     #[test]

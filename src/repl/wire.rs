@@ -17,9 +17,11 @@ pub const SUBPROTOCOL: &str = "skerry-replication-v1";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// Receiver → sender: "send me, for each origin, its transactions after this version".
-    /// Replaces the previous subscription; an empty list pauses the stream.
+    /// Replaces the previous subscription; an empty list pauses the stream. `tables` limits
+    /// the sender's own transactions to these tables (explicit subscriptions); None = all.
     Subscribe {
         origins: Vec<(String, u64)>,
+        tables: Option<Vec<String>>,
     },
     /// Sender → receiver: transactions in per-origin version order.
     Txns {
@@ -158,9 +160,19 @@ impl Frame {
         let mut e = Enc::with_capacity(64);
         e.u8(PROTOCOL_VERSION);
         match self {
-            Frame::Subscribe { origins } => {
+            Frame::Subscribe { origins, tables } => {
                 e.u8(SUBSCRIBE);
                 put_vector(&mut e, origins);
+                match tables {
+                    None => e.u8(0),
+                    Some(t) => {
+                        e.u8(1);
+                        e.varint(t.len() as u64);
+                        for name in t {
+                            e.str(name);
+                        }
+                    }
+                }
             }
             Frame::Txns { txns } => {
                 e.u8(TXNS);
@@ -244,9 +256,21 @@ impl Frame {
             return Err(DecodeError("unsupported replication protocol version"));
         }
         let f = match d.u8()? {
-            SUBSCRIBE => Frame::Subscribe {
-                origins: get_vector(&mut d)?,
-            },
+            SUBSCRIBE => {
+                let origins = get_vector(&mut d)?;
+                let tables = match d.u8()? {
+                    0 => None,
+                    _ => {
+                        let n = d.count()?;
+                        let mut t = Vec::with_capacity(n);
+                        for _ in 0..n {
+                            t.push(d.string()?);
+                        }
+                        Some(t)
+                    }
+                };
+                Frame::Subscribe { origins, tables }
+            }
             TXNS => {
                 let n = d.count()?;
                 let mut txns = Vec::with_capacity(n);
@@ -352,6 +376,7 @@ mod tests {
         let frames = vec![
             Frame::Subscribe {
                 origins: vec![("a".into(), 5), ("b".into(), 0)],
+                tables: Some(vec!["dog".into()]),
             },
             Frame::Txns {
                 txns: vec![Txn {
@@ -447,6 +472,7 @@ mod tests {
         assert!(Frame::decode(&[PROTOCOL_VERSION, 99]).is_err());
         let good = Frame::Subscribe {
             origins: vec![("abc".into(), 1)],
+            tables: None,
         }
         .encode();
         for n in 0..good.len() {
