@@ -112,6 +112,17 @@ fn accept(ctx: &ReplCtx, peer: &str, db: &str, txns: Vec<Txn>) -> Vec<Txn> {
         .collect()
 }
 
+/// `SKERRY_TEST_COPY_DELAY_MS`: a pause after each committed batch of a received full copy
+/// (tests only; unset in production).
+fn copy_delay_ms() -> Option<u64> {
+    static DELAY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("SKERRY_TEST_COPY_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
 /// Persisted progress of a full copy of one database (node-local), so an interrupted copy
 /// resumes where it stopped instead of starting again.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -465,6 +476,11 @@ fn receive_copy(
                             return Err(ended("the node is stopping".into()));
                         }
                         stats.copy_received.fetch_add(n, Ordering::Relaxed);
+                        // Test hook (like Harper's HARPER_TEST_COPY_COMMIT_DELAY_ONCE_DB): slows
+                        // each committed copy batch so tests can kill a node mid-copy.
+                        if let Some(ms) = copy_delay_ms() {
+                            std::thread::sleep(Duration::from_millis(ms));
+                        }
                         stats.records_received.fetch_add(n, Ordering::Relaxed);
                         stats
                             .last_received_local_ms
