@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# scripts/test.sh -- THE test command of Skerry (the README and .ci/run call exactly this).
+#
+# Works from any directory, on a fresh clone, with or without CI=true:
+#   setup   checks the Rust toolchain (cargo, rustfmt, clippy; cargo-nextest is used if present),
+#           installs curl and python3 with apt-get only if they are missing;
+#   fmt     cargo fmt --check
+#   clippy  cargo clippy --all-targets -- -D warnings
+#   build   cargo build --release (the shell tests and benchmarks use the release binary)
+#   rust    the unit and integration tests (cargo nextest run + cargo test --doc, else cargo test)
+#   vendor  the vendored tiny_http crate's own tests (separate target directory)
+#   shell   the shell tests (tests/shell/run_all.sh) against the release binary
+# Every section prints a banner and its duration, and a summary ends the run. A failing section
+# does not hide the others' results: the run goes on (except after a failed setup or build, which
+# the later sections need) and exits non-zero if any section failed.
+#
+# Optional environment:
+#   SKERRY_SKIP           space-separated sections to skip, e.g. SKERRY_SKIP="fmt clippy"
+#   SKERRY_TEST_THREADS   test threads for the Rust tests (default: nextest's / cargo's own)
+#   SKERRY_FAIL_FAST=1    stop at the first failing section
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+if [[ -t 1 ]]; then COLOR=auto; else COLOR=never; fi
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-$COLOR}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# The integration and shell tests start their own nodes: the caller's RUST_LOG would change
+# what those nodes log.
+unset RUST_LOG
+
+RUN_START=$SECONDS
+RESULTS=()
+FAILED=()
+
+summary() {
+    local rc=$? line
+    echo
+    echo "==================== scripts/test.sh summary ===================="
+    for line in "${RESULTS[@]}"; do echo "$line"; done
+    printf '%-8s %-52s %5ds\n' "" "total" $((SECONDS - RUN_START))
+    if ((rc == 0)); then
+        echo "ALL PASSED"
+    else
+        echo "FAILED (exit $rc)${FAILED[*]:+: ${FAILED[*]}}"
+    fi
+    return "$rc"
+}
+trap summary EXIT
+
+# run_section <name> <title> <function>: runs the function in a subshell with errexit, times it
+# and records the result in RESULTS and LAST_RC. It must not be called where errexit is ignored
+# (after `if`, `||`, `&&`), or errexit would be ignored inside the function too.
+run_section() {
+    local name="$1" title="$2" fn="$3" start rc
+    if [[ " ${SKERRY_SKIP:-} " == *" $name "* ]]; then
+        echo
+        echo "==================== [$name] $title: skipped (SKERRY_SKIP) ===================="
+        RESULTS+=("$(printf '%-8s %-52s %6s' skipped "[$name] $title" -)")
+        LAST_RC=0
+        return 0
+    fi
+    echo
+    echo "==================== [$name] $title ($(date '+%H:%M:%S')) ===================="
+    start=$SECONDS
+    set +e
+    (
+        set -euo pipefail
+        "$fn"
+    )
+    rc=$?
+    set -e
+    local took=$((SECONDS - start))
+    if ((rc == 0)); then
+        echo "---- [$name] ok (${took}s)"
+        RESULTS+=("$(printf '%-8s %-52s %5ds' ok "[$name] $title" "$took")")
+    else
+        echo "---- [$name] FAILED with exit status $rc (${took}s)"
+        RESULTS+=("$(printf '%-8s %-52s %5ds' FAILED "[$name] $title" "$took")")
+        FAILED+=("$name")
+        if [[ -n "${SKERRY_FAIL_FAST:-}" ]]; then exit "$rc"; fi
+    fi
+    LAST_RC=$rc
+}
+
+# ---------------------------------------------------------------------------------------------
+setup() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "error: no Rust toolchain (cargo) on PATH; install rustup's stable toolchain first" >&2
+        return 1
+    fi
+    cargo --version
+    rustc --version
+    local component
+    for component in fmt clippy; do
+        if ! cargo "$component" --version >/dev/null 2>&1; then
+            if command -v rustup >/dev/null 2>&1; then
+                echo "cargo $component is missing; adding it with rustup"
+                rustup component add "$([[ $component == fmt ]] && echo rustfmt || echo clippy)"
+            else
+                echo "error: cargo $component is missing and rustup is not available" >&2
+                return 1
+            fi
+        fi
+        cargo "$component" --version
+    done
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest --version | head -n 1
+    else
+        echo "cargo-nextest not found: the Rust tests run with cargo test"
+    fi
+
+    local missing=() sudo=()
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    if ((${#missing[@]})); then
+        echo "installing missing tools with apt-get: ${missing[*]}"
+        if [[ $(id -u) -ne 0 ]]; then
+            command -v sudo >/dev/null 2>&1 || {
+                echo "error: ${missing[*]} missing, and neither root nor sudo" >&2
+                return 1
+            }
+            sudo=(sudo -n)
+        fi
+        "${sudo[@]}" apt-get update -qq
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    curl --version | head -n 1
+    python3 --version
+    echo "target directory: $TARGET_DIR"
+}
+
+fmt() { cargo fmt --check -- --color "$COLOR"; }
+
+clippy() { cargo clippy --all-targets -- -D warnings; }
+
+build() {
+    cargo build --release
+    ls -l "$TARGET_DIR/release/skerry"
+}
+
+rust_tests() {
+    local threads=()
+    if [[ -n "${SKERRY_TEST_THREADS:-}" ]]; then threads=(--test-threads "$SKERRY_TEST_THREADS"); fi
+    if cargo nextest --version >/dev/null 2>&1; then
+        local rc=0
+        cargo nextest run --no-fail-fast "${threads[@]}" || rc=$?
+        echo "---- doc tests"
+        cargo test --doc
+        return "$rc"
+    elif ((${#threads[@]})); then
+        cargo test --no-fail-fast -- "${threads[@]}"
+    else
+        cargo test --no-fail-fast
+    fi
+}
+
+vendor_tests() {
+    CARGO_TARGET_DIR="$TARGET_DIR/vendor-tiny_http" cargo test --manifest-path vendor/tiny_http/Cargo.toml
+}
+
+shell_tests() {
+    if [[ ! -x "$TARGET_DIR/release/skerry" ]]; then
+        echo "error: no release binary at $TARGET_DIR/release/skerry" >&2
+        return 1
+    fi
+    SKERRY_BIN="$TARGET_DIR/release/skerry" bash tests/shell/run_all.sh
+}
+
+# ---------------------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    source "$HOME/.cargo/env"
+fi
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+TARGET_DIR="${TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO/target}}"
+
+LAST_RC=0
+run_section setup "toolchain and tools" setup
+((LAST_RC == 0)) || exit 1
+run_section fmt "cargo fmt --check" fmt
+run_section clippy "cargo clippy --all-targets -- -D warnings" clippy
+run_section build "cargo build --release" build
+((LAST_RC == 0)) || exit 1
+run_section rust "unit + integration tests (nextest or cargo test)" rust_tests
+run_section vendor "vendor/tiny_http tests" vendor_tests
+run_section shell "shell tests (tests/shell/run_all.sh)" shell_tests
+((${#FAILED[@]} == 0)) || exit 1
