@@ -2,12 +2,12 @@
 # scripts/test.sh -- THE test command of Skerry (the README and .ci/run call exactly this).
 #
 # Works from any directory, on a fresh clone, with or without CI=true:
-#   setup   checks the Rust toolchain (cargo, rustfmt, clippy; cargo-nextest is used if present),
+#   setup   checks the Rust toolchain (cargo, rustfmt, clippy),
 #           installs curl and python3 with apt-get only if they are missing;
 #   fmt     cargo fmt --check
 #   clippy  cargo clippy --all-targets -- -D warnings
 #   build   cargo build --release (the shell tests and benchmarks use the release binary)
-#   rust    the unit and integration tests (cargo nextest run + cargo test --doc, else cargo test)
+#   rust    the unit, integration and doc tests (cargo test; cargo nextest with SKERRY_NEXTEST=1)
 #   vendor  the vendored tiny_http crate's own tests (separate target directory)
 #   shell   the shell tests (tests/shell/run_all.sh) against the release binary
 # Every section prints a banner and its duration, and a summary ends the run. A failing section
@@ -16,7 +16,8 @@
 #
 # Optional environment:
 #   SKERRY_SKIP           space-separated sections to skip, e.g. SKERRY_SKIP="fmt clippy"
-#   SKERRY_TEST_THREADS   test threads for the Rust tests (default: nextest's / cargo's own)
+#   SKERRY_TEST_THREADS   test threads within each Rust test binary (default: cargo's, = CPUs)
+#   SKERRY_NEXTEST=1      run the Rust tests with cargo nextest (see rust_tests below)
 #   SKERRY_FAIL_FAST=1    stop at the first failing section
 set -euo pipefail
 
@@ -105,10 +106,8 @@ setup() {
         fi
         cargo "$component" --version
     done
-    if cargo nextest --version >/dev/null 2>&1; then
-        cargo nextest --version | head -n 1
-    else
-        echo "cargo-nextest not found: the Rust tests run with cargo test"
+    if [[ -n "${SKERRY_NEXTEST:-}" ]]; then
+        cargo nextest --version | head -n 1 || echo "cargo-nextest not found: using cargo test"
     fi
 
     local missing=() sudo=()
@@ -141,20 +140,21 @@ build() {
     ls -l "$TARGET_DIR/release/skerry"
 }
 
+# cargo test by default: it runs each test binary as one process, and the test harness
+# (tests/common/mod.rs `ips`) hands out unique loopback addresses per process with a counter.
+# cargo nextest runs every test in its own process, where that counter always starts at 1, so
+# two concurrent tests of one file can draw the same address; it is opt-in (SKERRY_NEXTEST=1).
 rust_tests() {
     local threads=()
     if [[ -n "${SKERRY_TEST_THREADS:-}" ]]; then threads=(--test-threads "$SKERRY_TEST_THREADS"); fi
-    if cargo nextest --version >/dev/null 2>&1; then
+    if [[ -n "${SKERRY_NEXTEST:-}" ]] && cargo nextest --version >/dev/null 2>&1; then
         local rc=0
         cargo nextest run --no-fail-fast "${threads[@]}" || rc=$?
         echo "---- doc tests"
         cargo test --doc
         return "$rc"
-    elif ((${#threads[@]})); then
-        cargo test --no-fail-fast -- "${threads[@]}"
-    else
-        cargo test --no-fail-fast
     fi
+    cargo test --no-fail-fast -- "${threads[@]}"
 }
 
 vendor_tests() {
@@ -185,7 +185,7 @@ run_section fmt "cargo fmt --check" fmt
 run_section clippy "cargo clippy --all-targets -- -D warnings" clippy
 run_section build "cargo build --release" build
 ((LAST_RC == 0)) || exit 1
-run_section rust "unit + integration tests (nextest or cargo test)" rust_tests
+run_section rust "unit, integration and doc tests" rust_tests
 run_section vendor "vendor/tiny_http tests" vendor_tests
 run_section shell "shell tests (tests/shell/run_all.sh)" shell_tests
 ((${#FAILED[@]} == 0)) || exit 1
