@@ -23,12 +23,31 @@ static COUNTER: AtomicU32 = AtomicU32::new(1);
 
 /// `n` fresh loopback addresses `127.<suite>.<k>.<1..=n>` for one test. `suite` must differ
 /// between test binaries (each file passes its own number).
+///
+/// Slots are spread by process id and a per-process counter (nextest runs every test in its own
+/// process), and a slot is only handed out when its operations and replication ports are free
+/// on every address, so concurrent test processes never share a node address.
 pub fn ips(suite: u8, n: u8) -> Vec<String> {
-    let k = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let third = (std::process::id() % 50) * 5 + k;
-    (1..=n)
-        .map(|i| format!("127.{suite}.{}.{i}", third % 250))
-        .collect()
+    assert!((1..=40).contains(&n), "at most 40 nodes per test");
+    let slots_per_third = 240 / u32::from(n).max(6);
+    let mut seed = std::process::id().wrapping_mul(2_654_435_761);
+    loop {
+        let k = COUNTER.fetch_add(1, Ordering::SeqCst);
+        seed = seed.wrapping_add(k.wrapping_mul(40_503)).rotate_left(7);
+        let third = seed % 250;
+        let base = (seed / 250) % slots_per_third * u32::from(n).max(6);
+        let addrs: Vec<String> = (1..=u32::from(n))
+            .map(|i| format!("127.{suite}.{third}.{}", base + i))
+            .collect();
+        let free = addrs.iter().all(|ip| {
+            [9925, 9933]
+                .iter()
+                .all(|port| std::net::TcpListener::bind(format!("{ip}:{port}")).is_ok())
+        });
+        if free {
+            return addrs;
+        }
+    }
 }
 
 /// Polls `f` every 20 ms until it returns true or `timeout` passes.
