@@ -458,6 +458,9 @@ fn receive_copy(
                             continue;
                         }
                         let n = rows.len() as u64;
+                        if let Some(v) = rows.iter().map(|r| r.version).max() {
+                            stats.max_received(v);
+                        }
                         st.table = table;
                         st.key = rows
                             .last()
