@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use base64::Engine;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
