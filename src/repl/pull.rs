@@ -80,13 +80,22 @@ fn cursors(ctx: &ReplCtx, peer: &str, db: &str, origins: &[String]) -> Vec<(Stri
         .collect()
 }
 
-/// The subscription for this link: cursors of the carried origins, and the tables of the
-/// peer's own transactions this node's policy receives (explicit subscriptions).
-fn subscribe_frame(ctx: &ReplCtx, peer: &str, db: &str, origins: &[String]) -> Frame {
-    Frame::Subscribe {
+/// Sends the subscription for this link: cursors of the carried origins, and the tables of
+/// the peer's own transactions this node's policy receives (explicit subscriptions). The
+/// origins shown in cluster_status (`nodes`) follow every subscription sent.
+fn subscribe(
+    ctx: &ReplCtx,
+    conn: &mut Conn,
+    stats: &LinkStats,
+    peer: &str,
+    db: &str,
+    origins: &[String],
+) -> Result<(), String> {
+    *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) = origins.to_vec();
+    conn.send(&Frame::Subscribe {
         origins: cursors(ctx, peer, db, origins),
         tables: ctx.policy(peer).receive_filter(db),
-    }
+    })
 }
 
 /// What this node accepts of a received batch (the third enforcement point of a link
@@ -545,7 +554,7 @@ fn session_loop(
         }
         progress = true;
     }
-    if let Err(e) = conn.send(&subscribe_frame(ctx, peer, db, origins)) {
+    if let Err(e) = subscribe(ctx, conn, stats, peer, db, origins) {
         return ended(e, false);
     }
     let ping_interval = ctx.cfg.ping_interval;
@@ -593,7 +602,7 @@ fn session_loop(
                                 return o;
                             }
                             progress = true;
-                            if let Err(e) = conn.send(&subscribe_frame(ctx, peer, db, origins)) {
+                            if let Err(e) = subscribe(ctx, conn, stats, peer, db, origins) {
                                 return ended(e, progress);
                             }
                         }
@@ -605,8 +614,7 @@ fn session_loop(
             recv(ctl) -> m => match m {
                 Ok(PullCtl::SetOrigins(o)) => {
                     *origins = o;
-                    *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) = origins.clone();
-                    if let Err(e) = conn.send(&subscribe_frame(ctx, peer, db, origins)) {
+                    if let Err(e) = subscribe(ctx, conn, stats, peer, db, origins) {
                         return ended(e, progress);
                     }
                 }

@@ -433,6 +433,9 @@ fn flush_copy_rows(
         .copy_sent
         .fetch_add(rows.len() as u64, Ordering::Relaxed);
     stats
+        .records_sent
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    stats
         .last_send_ms
         .store(crate::util::time::now_ms(), Ordering::Relaxed);
     rows.clear();
