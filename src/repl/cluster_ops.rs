@@ -292,24 +292,25 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
     if let Some(list) = f.opt_array(&["revoked_certificates"])? {
         row.insert("revoked_certificates".into(), Value::Array(list.clone()));
     }
+    let mut start_time = None;
     match body.get("start_time") {
         None | Some(Value::Null) => {}
-        Some(Value::Number(n)) => {
-            row.insert("start_time".into(), Value::Number(n.clone()));
+        Some(Value::Number(n)) if n.as_u64().is_some() => {
+            start_time = n.as_u64();
         }
         Some(Value::String(s)) => match crate::util::time::parse_iso8601(s) {
             Some(ms) => {
-                row.insert("start_time".into(), json!(ms));
+                start_time = Some(ms);
             }
             None => {
                 return Err(OpError::bad_request(format!(
-                    "start_time must be an ISO 8601 UTC timestamp (e.g. 2024-01-01T00:00:00Z) or epoch milliseconds, received \"{s}\""
+                    "'start_time' must be an ISO 8601 UTC timestamp (e.g. 2024-01-01T00:00:00Z) or epoch milliseconds, received \"{s}\""
                 )))
             }
         },
         Some(other) => {
             return Err(OpError::bad_request(format!(
-                "start_time must be an ISO 8601 UTC timestamp (e.g. 2024-01-01T00:00:00Z) or epoch milliseconds, received {other}"
+                "'start_time' must be an ISO 8601 UTC timestamp (e.g. 2024-01-01T00:00:00Z) or epoch milliseconds, received {other}"
             )))
         }
     }
@@ -318,7 +319,10 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
             row.insert("authorization".into(), json!(a));
         }
     }
-    let policy = policy_from_fields(body, "").map_err(OpError::bad_request)?;
+    let mut policy = policy_from_fields(body, "").map_err(OpError::bad_request)?;
+    if let Some(ms) = start_time {
+        policy.get_or_insert_with(LinkPolicy::default).start_time = Some(ms);
+    }
     Ok(NodeSpec {
         hostname,
         url,
@@ -353,6 +357,9 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool) -> OpResult 
             if let Some(subs) = new.subscriptions {
                 current.merge_subscriptions(subs);
             }
+            if new.start_time.is_some() {
+                current.start_time = new.start_time;
+            }
             Some(current)
         }
         (_, p) => p,
@@ -377,15 +384,18 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool) -> OpResult 
                 .insert("revoked_certificates".into(), Value::Array(all));
         }
     }
+    // This side's policy first, so what this node sends and accepts is already the new policy
+    // when the peer (which stores the mirror before answering) starts using its side.
+    if let Some(p) = &policy {
+        store_policy(ctx, &spec.hostname, p)?;
+        ctx.reload();
+    }
     let (host, port) = parse_url(&spec.url).unwrap_or((spec.hostname.clone(), ctx.cfg.listen.port));
     let mut back = json!({
         "operation": "add_node_back",
         "hostname": ctx.node_name,
         "url": my_url,
     });
-    if let Some(st) = spec.row.get("start_time") {
-        back["start_time"] = st.clone();
-    }
     if let Some(p) = &policy {
         back["policy"] = serde_json::to_value(p.mirrored()).unwrap_or(Value::Null);
     }
@@ -409,9 +419,6 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool) -> OpResult 
     };
     // Adding a peer from here means this node is (again) in a cluster.
     set_removed(ctx, false)?;
-    if let Some(p) = &policy {
-        store_policy(ctx, &spec.hostname, p)?;
-    }
     put_node_row(ctx, &spec.hostname, spec.row)?;
     ensure_self_row(ctx)?;
     ctx.reload();
@@ -504,7 +511,7 @@ fn store_policy(ctx: &ReplCtx, peer: &str, p: &LinkPolicy) -> Result<(), OpError
     ctx.core
         .execute(WriteOp::SetLocal {
             key: link_key(peer),
-            value: (!p.is_full()).then(|| serde_json::to_vec(p).unwrap_or_default()),
+            value: (!p.is_default()).then(|| serde_json::to_vec(p).unwrap_or_default()),
         })
         .map(|_| ())
 }
@@ -528,9 +535,6 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     row.insert("url".into(), json!(url));
     row.insert("replicates".into(), json!(true));
     row.insert("subscriptions".into(), Value::Null);
-    if let Some(st) = body.get("start_time").filter(|v| v.is_number()) {
-        row.insert("start_time".into(), st.clone());
-    }
     let policy = match body.get("policy").filter(|v| !v.is_null()) {
         Some(v) => Some(
             serde_json::from_value::<LinkPolicy>(v.clone())

@@ -18,6 +18,9 @@ struct PullHandle {
     ctl: Sender<PullCtl>,
     member: Member,
     origins: Vec<String>,
+    /// The link policy the session started with: a change restarts the session so it
+    /// subscribes (or copies) under the new policy.
+    policy: super::policy::LinkPolicy,
 }
 
 /// Live rows of `system.hdb_nodes`.
@@ -157,7 +160,7 @@ fn reload(ctx: &ReplCtx, topo: &mut Topology) {
             }
         }
     }
-    policies.retain(|_, p: &mut super::policy::LinkPolicy| !p.is_full());
+    policies.retain(|_, p: &mut super::policy::LinkPolicy| !p.is_default());
     ctx.policies
         .store(Arc::new(policies.clone().into_iter().collect()));
     topo.policies = policies;
@@ -182,6 +185,7 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
     let mut topo = Topology::new(&ctx.node_name);
     let mut pulls: BTreeMap<(String, String), PullHandle> = BTreeMap::new();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut live: std::collections::HashMap<(String, String), u64> = Default::default();
     'outer: while let Ok(first) = rx.recv() {
         let mut events = vec![first];
         events.extend(rx.try_iter());
@@ -189,11 +193,18 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
         for ev in events {
             match ev {
                 MgrEvent::Reload => do_reload = true,
-                MgrEvent::SessionUp { peer, db } => {
+                MgrEvent::SessionUp { peer, db, sid } => {
+                    live.insert((peer.clone(), db.clone()), sid);
                     topo.alive.insert((peer, db));
                 }
-                MgrEvent::SessionDown { peer, db } => {
-                    topo.alive.remove(&(peer, db));
+                MgrEvent::SessionDown { peer, db, sid } => {
+                    // A replaced session ends after its successor started: only the session
+                    // that is live for this link may take it down.
+                    let key = (peer, db);
+                    if live.get(&key) == Some(&sid) {
+                        live.remove(&key);
+                        topo.alive.remove(&key);
+                    }
                 }
                 MgrEvent::Stop => break 'outer,
             }
@@ -213,10 +224,12 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
         }
         let desired = topo.desired();
         pulls.retain(|key, h| {
-            let keep = desired.get(key) == Some(&h.member);
+            let keep = desired.get(key) == Some(&h.member)
+                && topo.policies.get(&key.0).cloned().unwrap_or_default() == h.policy;
             if !keep {
                 let _ = h.ctl.send(PullCtl::Stop);
                 topo.alive.remove(key);
+                live.remove(key);
             }
             keep
         });
@@ -241,6 +254,7 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
                             ctl: tx,
                             member: member.clone(),
                             origins,
+                            policy: topo.policies.get(&key.0).cloned().unwrap_or_default(),
                         },
                     );
                 }

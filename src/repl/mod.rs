@@ -99,13 +99,16 @@ pub struct MemberView {
 pub enum MgrEvent {
     /// Membership, databases, routes or the removed flag may have changed: re-read them.
     Reload,
+    /// A pull session is live (`sid` tells a replaced session's late "down" from the live one).
     SessionUp {
         peer: String,
         db: String,
+        sid: u64,
     },
     SessionDown {
         peer: String,
         db: String,
+        sid: u64,
     },
     Stop,
 }

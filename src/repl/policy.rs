@@ -31,6 +31,12 @@ pub struct LinkPolicy {
     /// Explicit subscriptions replace full replication of user databases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscriptions: Option<Vec<TableSub>>,
+    /// `start_time` of add_node (epoch ms): with no data from the peer yet, its user-database
+    /// transactions are streamed from this time instead of copied whole. Node-local like the
+    /// rest of the policy (in the replicated hdb_nodes rows a newer row of the other side
+    /// overwrote it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<u64>,
 }
 
 impl Default for LinkPolicy {
@@ -39,14 +45,22 @@ impl Default for LinkPolicy {
             sends: true,
             receives: true,
             subscriptions: None,
+            start_time: None,
         }
     }
 }
 
 impl LinkPolicy {
-    /// Full two-way replication: the only kind of link that may relay other origins.
+    /// Full two-way replication of everything: the only kind of link that may relay other
+    /// origins or carry them in a full copy. A link with a start_time is not full: this node
+    /// holds the peer's transactions only from that time, so it cannot vouch for the rest.
     pub fn is_full(&self) -> bool {
-        self.sends && self.receives && self.subscriptions.is_none()
+        self.sends && self.receives && self.subscriptions.is_none() && self.start_time.is_none()
+    }
+
+    /// Whether there is anything to store (a default policy is not stored).
+    pub fn is_default(&self) -> bool {
+        self.is_full()
     }
 
     pub fn is_off(&self) -> bool {
@@ -136,6 +150,7 @@ impl LinkPolicy {
                     })
                     .collect()
             }),
+            start_time: self.start_time,
         }
     }
 
@@ -287,12 +302,12 @@ mod tests {
         let one_way = LinkPolicy {
             sends: true,
             receives: false,
-            subscriptions: None,
+            ..LinkPolicy::default()
         };
         let off = LinkPolicy {
             sends: false,
             receives: false,
-            subscriptions: None,
+            ..LinkPolicy::default()
         };
         let cases = [
             (LinkPolicy::default(), "dev", "dog", true, true),

@@ -47,12 +47,9 @@ pub fn spawn(
         .spawn(move || worker(ctx, member, db, origins, ctl))
 }
 
-/// The start_time (epoch ms) recorded for a peer by add_node, if any.
+/// The start_time (epoch ms) of this node's link with a peer (add_node), if any.
 fn start_time(ctx: &ReplCtx, peer: &str) -> Option<u64> {
-    super::manager::node_rows(ctx)
-        .into_iter()
-        .find(|r| r.get("name").and_then(serde_json::Value::as_str) == Some(peer))
-        .and_then(|r| r.get("start_time").and_then(serde_json::Value::as_u64))
+    ctx.policy(peer).start_time
 }
 
 /// The current cursors of `db` for `origins` (committed state, read from the store). A peer
@@ -132,6 +129,16 @@ fn copy_delay_ms() -> Option<u64> {
     })
 }
 
+/// Whether a copied row of `origin` may be taken from `peer`: the peer's own rows (its link
+/// policy already limited the tables), and third-party rows only over a full link from an
+/// origin this node fully replicates with -- a copy must not bypass an explicit link any more
+/// than relaying may.
+fn copy_accepts(ctx: &ReplCtx, peer: &str, origin: &str) -> bool {
+    origin == peer
+        || origin == ctx.node_name
+        || (ctx.policy(peer).is_full() && ctx.policy(origin).is_full())
+}
+
 /// Persisted progress of a full copy of one database (node-local), so an interrupted copy
 /// resumes where it stopped instead of starting again.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -168,7 +175,8 @@ fn unhex(s: &str) -> Vec<u8> {
 /// reaches back that far answers NeedCopy. (Copying from every peer whose cursor is 0 would
 /// copy the whole database once per new member on every node.)
 fn needs_copy(ctx: &ReplCtx, peer: &str, db: &str) -> bool {
-    if load_copy_state(ctx, db).is_some_and(|s| s.peer == peer) {
+    // An interrupted copy is resumed from whichever peer serves next.
+    if load_copy_state(ctx, db).is_some() {
         return true;
     }
     let vector = ctx
@@ -264,12 +272,14 @@ fn session(
     let _ = ctx.mgr.send(MgrEvent::SessionUp {
         peer: member.name.clone(),
         db: db.to_string(),
+        sid,
     });
     let outcome = session_loop(ctx, &member.name, db, origins, ctl, &mut conn, stats);
     stats.pull.release(sid);
     let _ = ctx.mgr.send(MgrEvent::SessionDown {
         peer: member.name.clone(),
         db: db.to_string(),
+        sid,
     });
     outcome
 }
@@ -364,7 +374,7 @@ fn receive_copy(
         if !forced && !needs_copy(ctx, peer, db) {
             return Ok(());
         }
-        let previous = load_copy_state(ctx, db).filter(|s| s.peer == peer);
+        let previous = load_copy_state(ctx, db);
         let (table, key) = previous
             .as_ref()
             .map(|s| (s.table.clone(), unhex(&s.key)))
@@ -399,7 +409,7 @@ fn receive_copy(
             for incoming in conn.feed(chunk) {
                 match incoming {
                     Incoming::Frame(Frame::CopyStart {
-                        vector,
+                        mut vector,
                         mut databases,
                     }) => {
                         databases.retain(|d| ctx.cfg.replicates_db(d));
@@ -413,15 +423,35 @@ fn receive_copy(
                                 return Err(ended("the node is stopping".into()));
                             }
                         }
-                        // Resuming keeps the first attempt's anchor (the older snapshot).
-                        if state.is_none() {
-                            state = Some(CopyState {
+                        // A copy conveys an origin's transactions only through rows: for a
+                        // third-party origin the link policies may have kept some out (see
+                        // `copy_accepts`), and then its cursor must not move.
+                        let policy = ctx.policy(peer);
+                        vector.retain(|(o, _)| {
+                            o == peer || (policy.is_full() && ctx.policy(o).is_full())
+                        });
+                        state = Some(match state.take() {
+                            None => CopyState {
                                 peer: peer.to_string(),
                                 vector,
                                 table: String::new(),
                                 key: String::new(),
-                            });
-                        }
+                            },
+                            // Resuming: rows before the resume key came from an older snapshot
+                            // (maybe another peer's). The anchor is, per origin, the smaller
+                            // version of both snapshots: every transaction above it is streamed
+                            // again afterwards (duplicates are skipped), none is skipped.
+                            Some(mut old) => {
+                                let new: HashMap<String, u64> = vector.into_iter().collect();
+                                old.vector = old
+                                    .vector
+                                    .into_iter()
+                                    .filter_map(|(o, v)| new.get(&o).map(|n| (o, v.min(*n))))
+                                    .collect();
+                                old.peer = peer.to_string();
+                                old
+                            }
+                        });
                     }
                     Incoming::Frame(Frame::CopyTable {
                         table,
@@ -466,15 +496,20 @@ fn receive_copy(
                         {
                             continue;
                         }
+                        let resume_key = rows
+                            .last()
+                            .map(|r| crate::util::hex(&r.pk))
+                            .unwrap_or_default();
+                        let rows: Vec<_> = rows
+                            .into_iter()
+                            .filter(|r| copy_accepts(ctx, peer, &r.origin))
+                            .collect();
                         let n = rows.len() as u64;
                         if let Some(v) = rows.iter().map(|r| r.version).max() {
                             stats.max_received(v);
                         }
                         st.table = table;
-                        st.key = rows
-                            .last()
-                            .map(|r| crate::util::hex(&r.pk))
-                            .unwrap_or_default();
+                        st.key = resume_key;
                         let state_json = serde_json::to_vec(&*st).unwrap_or_default();
                         let (tx, rx) = crossbeam_channel::bounded(1);
                         if !ctx.core.send(Input::CopyRows {

@@ -235,21 +235,6 @@ struct PushState {
     /// Requested origins this node cannot stream (to be answered with NeedCopy).
     need_copy: Vec<(String, u64)>,
     ids: HashMap<String, u32>,
-    /// Limits on this node's own transactions for this subscriber (tables it asked for and
-    /// this node's policy for the link); None = send everything.
-    own_filter: Option<OwnFilter>,
-}
-
-/// Which of this node's own transactions' tables a subscriber gets.
-struct OwnFilter {
-    tables: Option<std::collections::HashSet<String>>,
-    policy: super::policy::LinkPolicy,
-}
-
-impl OwnFilter {
-    fn keeps(&self, db: &str, table: &str) -> bool {
-        self.tables.as_ref().is_none_or(|t| t.contains(table)) && self.policy.sends_table(db, table)
-    }
 }
 
 /// Handles what the subscriber sent.
@@ -274,10 +259,14 @@ fn handle_incoming(
                         o == &ctx.node_name || (policy.is_full() && ctx.policy(o).is_full())
                     })
                     .collect();
-                st.own_filter = (tables.is_some() || !policy.is_full()).then(|| OwnFilter {
-                    tables: tables.map(|t| t.into_iter().collect()),
-                    policy,
-                });
+                // The subscriber's table list says what its policy receives. The sender's own
+                // policy is what limits what it sends, read afresh for every batch: the two
+                // policies of a link change moments apart (update_node), and filtering by a
+                // table list that is about to widen would advance the subscriber's cursor past
+                // writes it is about to accept, losing them for good.
+                if let Some(t) = &tables {
+                    log::debug!("{peer} subscribes to {db} tables {t:?}");
+                }
                 // Origins this node cannot serve from the requested version (its log was pruned,
                 // or it holds them only from a full copy) need a copy instead.
                 let (servable, stale) = split_servable(ctx, db, origins, &mut st.ids);
@@ -341,7 +330,7 @@ fn push_loop(
             }
         }
         let sent = if st.subscribed {
-            match send_batch(ctx, conn, db, &mut st, stats) {
+            match send_batch(ctx, conn, peer, db, &mut st, stats) {
                 Ok(sent) => sent,
                 Err(e) => return e,
             }
@@ -467,12 +456,15 @@ fn send_copy(
     let storage = |e: crate::store::StoreError| format!("cannot read for a full copy: {e}");
     let snap = ctx.store.snapshot();
     let catalog = ctx.shared.catalog.load();
+    // The vector vouches only for origins this node holds completely (itself, and origins it
+    // fully replicates with); their rows are the ones sent below.
     let vector: Vec<(String, u64)> = match catalog.database(db) {
         Some(d) => ctx
             .store
             .snapshot_cursor_vector(&snap, d.id)
             .map_err(storage)?
             .into_iter()
+            .filter(|(o, _)| o == &ctx.node_name || ctx.policy(o).is_full())
             .collect(),
         None => Vec::new(),
     };
@@ -487,6 +479,7 @@ fn send_copy(
     stats.copying_out.store(true, Ordering::Relaxed);
     stats.copy_sent.store(0, Ordering::Relaxed);
     let budget = FRAME_TARGET.min(ctx.cfg.max_frame / 2);
+    let link_full = ctx.policy(peer).is_full();
     let mut result = Ok(());
     if let Some(d) = catalog.database(db) {
         'tables: for (name, t) in &d.tables {
@@ -536,6 +529,15 @@ fn send_copy(
                     ));
                     break 'tables;
                 }
+                // Third-party rows go only over a full link, from origins this node fully
+                // replicates with: a copy never bypasses an explicit link (sender side).
+                let origin_ok = match StoredRecord::header(&v).and_then(|(_, o, _)| names.get(&o)) {
+                    Some(o) => o == &ctx.node_name || (link_full && ctx.policy(o).is_full()),
+                    None => true,
+                };
+                if !origin_ok {
+                    continue;
+                }
                 if !rows.is_empty() && bytes + size > budget {
                     if let Err(e) = flush_copy_rows(conn, name, &mut rows, &names, stats) {
                         result = Err(e);
@@ -563,16 +565,13 @@ fn send_copy(
 fn send_batch(
     ctx: &ReplCtx,
     conn: &mut Conn,
+    peer: &str,
     db: &str,
     st: &mut PushState,
     stats: &LinkStats,
 ) -> Result<bool, String> {
-    let PushState {
-        subs,
-        ids,
-        own_filter,
-        ..
-    } = st;
+    let PushState { subs, ids, .. } = st;
+    let policy = ctx.policy(peer);
     let Some(db_id) = ctx.db_id(db) else {
         return Ok(false);
     };
@@ -615,13 +614,14 @@ fn send_batch(
     }
     let mut e = wire::start_txns(batch.len());
     for (origin, version, ops) in &batch {
-        // This node's own transactions, limited by the subscriber's tables and this node's
-        // policy (the sender's enforcement point); a transaction with nothing left still goes
-        // out, empty, so the subscriber's cursor moves past it.
-        let filtered = match own_filter.as_ref().filter(|_| origin == &ctx.node_name) {
-            Some(f) => crate::core::txn::filter_ops(ops, |t| f.keeps(db, t))
-                .map_err(|e| format!("unreadable audit entry: {e}"))?,
-            None => None,
+        // This node's own transactions, limited by this node's policy for the link (the
+        // sender's enforcement point); a transaction with nothing left still goes out, empty,
+        // so the subscriber's cursor moves past it.
+        let filtered = if origin == &ctx.node_name && !policy.is_full() {
+            crate::core::txn::filter_ops(ops, |t| policy.sends_table(db, t))
+                .map_err(|e| format!("unreadable audit entry: {e}"))?
+        } else {
+            None
         };
         wire::put_txn(
             &mut e,

@@ -130,7 +130,7 @@ mod tests {
             LinkPolicy {
                 sends: true,
                 receives: false,
-                subscriptions: None,
+                ..LinkPolicy::default()
             },
         );
         // c is down-ish (not alive) but explicit: never relayed through b.
