@@ -388,7 +388,7 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool) -> OpResult 
     // when the peer (which stores the mirror before answering) starts using its side.
     if let Some(p) = &policy {
         store_policy(ctx, &spec.hostname, p)?;
-        ctx.reload();
+        ctx.reload_sync();
     }
     let (host, port) = parse_url(&spec.url).unwrap_or((spec.hostname.clone(), ctx.cfg.listen.port));
     let mut back = json!({
@@ -421,7 +421,7 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool) -> OpResult 
     set_removed(ctx, false)?;
     put_node_row(ctx, &spec.hostname, spec.row)?;
     ensure_self_row(ctx)?;
-    ctx.reload();
+    ctx.reload_sync();
     let mut msg = if update {
         format!("Successfully updated '{}'", spec.hostname)
     } else {
@@ -548,7 +548,7 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     }
     put_node_row(ctx, &hostname, row)?;
     ensure_self_row(ctx)?;
-    ctx.reload();
+    ctx.reload_sync();
     Ok(json!({
         "message": format!("Successfully added '{hostname}' to cluster"),
         "nodeName": ctx.node_name,
@@ -590,7 +590,7 @@ fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
         key: link_key(&hostname),
         value: None,
     })?;
-    ctx.reload();
+    ctx.reload_sync();
     ctx.stats.forget_peer(&hostname);
     Ok(json!({ "message": format!("Successfully removed '{hostname}' from cluster") }))
 }
@@ -609,7 +609,7 @@ fn remove_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -
         "removed from the cluster by {caller:?}; replication stops until this node is added again"
     );
     set_removed(ctx, true)?;
-    ctx.reload();
+    ctx.reload_sync();
     Ok(json!({ "message": format!("Successfully removed '{name}' from cluster") }))
 }
 

@@ -190,9 +190,14 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
         let mut events = vec![first];
         events.extend(rx.try_iter());
         let mut do_reload = false;
+        let mut acks = Vec::new();
         for ev in events {
             match ev {
                 MgrEvent::Reload => do_reload = true,
+                MgrEvent::ReloadAndAck(tx) => {
+                    do_reload = true;
+                    acks.push(tx);
+                }
                 MgrEvent::SessionUp { peer, db, sid } => {
                     live.insert((peer.clone(), db.clone()), sid);
                     topo.alive.insert((peer, db));
@@ -269,6 +274,9 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
             }
         }
         threads.retain(|t| !t.is_finished());
+        for a in acks {
+            let _ = a.send(());
+        }
     }
     for h in pulls.values() {
         let _ = h.ctl.send(PullCtl::Stop);

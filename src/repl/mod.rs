@@ -99,6 +99,9 @@ pub struct MemberView {
 pub enum MgrEvent {
     /// Membership, databases, routes or the removed flag may have changed: re-read them.
     Reload,
+    /// Reload, then answer once the new membership is published (operations that change
+    /// membership answer only after `cluster_status` shows the change).
+    ReloadAndAck(Sender<()>),
     /// A pull session is live (`sid` tells a replaced session's late "down" from the live one).
     SessionUp {
         peer: String,
@@ -178,6 +181,14 @@ impl ReplCtx {
 
     pub fn reload(&self) {
         let _ = self.mgr.send(MgrEvent::Reload);
+    }
+
+    /// Reloads and waits (bounded) until the manager has applied it.
+    pub fn reload_sync(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.mgr.send(MgrEvent::ReloadAndAck(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -153,7 +153,7 @@ fn apply(ctx: &ReplCtx, routes: Vec<Value>) -> Result<(), OpError> {
         );
     }
     *ctx.routes.lock().unwrap_or_else(|p| p.into_inner()) = routes;
-    ctx.reload();
+    ctx.reload_sync();
     Ok(())
 }
 
