@@ -106,7 +106,8 @@ pub struct OperationsNetwork {
     pub max_body_size: u64,
     /// `maxConnections`: most concurrent client connections (default 512).
     pub max_connections: usize,
-    /// `workers`: HTTP worker threads running operations (default 16).
+    /// `workers`: accepted for compatibility and unused: each connection is served by its own
+    /// thread (at most `maxConnections`).
     pub workers: usize,
     /// `timeout`: read/write timeout of a connection mid-request (default 120 s).
     pub timeout: Duration,

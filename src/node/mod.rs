@@ -274,7 +274,6 @@ impl Node {
         let http = HttpServer::start(
             listener,
             &HttpOptions {
-                workers: net.workers,
                 max_connections: net.max_connections,
                 timeout: net
                     .timeout

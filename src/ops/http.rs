@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 use std::io::Read;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Cluster operations are answered by the replication layer; the HTTP layer only routes them.
@@ -41,20 +40,32 @@ pub struct Context {
 }
 
 pub struct HttpServer {
-    server: Arc<tiny_http::Server>,
-    workers: Vec<JoinHandle<()>>,
+    server: Option<tiny_http::Server>,
+    state: Arc<ServeState>,
+}
+
+/// Shared by the connection threads: whether the node is stopping, and how many requests are
+/// being executed (stop waits for them).
+#[derive(Default)]
+struct ServeState {
+    stopping: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 pub struct HttpOptions {
-    pub workers: usize,
     pub max_connections: usize,
     /// Deadline for a request head (and, separately, its body) and timeout of each read/write.
     pub timeout: Duration,
-    /// Bodies up to this size are received before a worker sees the request.
+    /// Bodies up to this size are received before the request is executed.
     pub max_body: usize,
 }
 
 impl HttpServer {
+    /// Serves the operations API: thread-per-connection (each connection's own thread parses,
+    /// authenticates, authorises and executes its requests, handing writes to the core), at
+    /// most `max_connections` threads. Profiling showed a request spending a fifth of its CPU
+    /// in context switches with a separate worker pool (connection thread → worker → core →
+    /// worker); serving on the connection thread removes one hand-off per request.
     pub fn start(
         listener: TcpListener,
         opts: &HttpOptions,
@@ -65,37 +76,42 @@ impl HttpServer {
             write_timeout: Some(opts.timeout),
             nodelay: true,
             max_connections: opts.max_connections,
-            // Every acceptable body is received on its connection's thread, so slow or silent
-            // clients can never hold the fixed worker pool (they hold only their own thread).
+            // Every acceptable body is received before the request is executed, within a
+            // deadline: slow or silent clients hold only their own connection's thread.
             eager_body_limit: opts.max_body,
         };
-        let server = tiny_http::Server::from_listener_with(listener, conn)
+        let state = Arc::new(ServeState::default());
+        let handler_state = state.clone();
+        let handler: tiny_http::RequestHandler = Arc::new(move |rq| {
+            use std::sync::atomic::Ordering::SeqCst;
+            handler_state.in_flight.fetch_add(1, SeqCst);
+            if handler_state.stopping.load(SeqCst) {
+                let _ = rq.respond(json_response(
+                    503,
+                    &json!({"error": "the node is shutting down"}),
+                ));
+            } else {
+                handle(&ctx, rq);
+            }
+            handler_state.in_flight.fetch_sub(1, SeqCst);
+        });
+        let server = tiny_http::Server::from_listener_with_handler(listener, conn, handler)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let server = Arc::new(server);
-        let mut workers = Vec::new();
-        for i in 0..opts.workers.max(1) {
-            let server = server.clone();
-            let ctx = ctx.clone();
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("http-{i}"))
-                    .spawn(move || {
-                        while let Ok(rq) = server.recv() {
-                            handle(&ctx, rq);
-                        }
-                    })?,
-            );
-        }
-        Ok(HttpServer { server, workers })
+        Ok(HttpServer {
+            server: Some(server),
+            state,
+        })
     }
 
-    /// Stops accepting; workers finish the request they are on, then exit.
-    pub fn stop(self) {
-        for _ in 0..self.workers.len() {
-            self.server.unblock();
-        }
-        for w in self.workers {
-            let _ = w.join();
+    /// Stops accepting connections, answers new requests on open ones with 503, and waits
+    /// (bounded) until the requests being executed have been answered.
+    pub fn stop(mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.stopping.store(true, SeqCst);
+        drop(self.server.take());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.state.in_flight.load(SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

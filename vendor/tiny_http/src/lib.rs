@@ -125,6 +125,9 @@ mod util;
 /// (pipelining); the connection reads no further request until one is answered.
 const MAX_UNANSWERED: usize = 16;
 
+/// A request handler for `Server::from_listener_with_handler`.
+pub type RequestHandler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
+
 /// The main class of this library.
 ///
 /// Destroying this object will immediately close the listening socket and the reading
@@ -329,6 +332,27 @@ impl Server {
         listener: L,
         opts: ConnectionOptions,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::build(listener, opts, None)
+    }
+
+    /// Like `from_listener_with`, but every request is handed to `handler` on its
+    /// connection's own thread instead of being queued for `recv()` (which then never returns
+    /// a request). Thread-per-connection: no hand-off between threads per request, at most
+    /// `max_connections` threads. The handler must answer the request (`Request::respond`)
+    /// before returning; the connection reads its next request afterwards.
+    pub fn from_listener_with_handler<L: Into<Listener>>(
+        listener: L,
+        opts: ConnectionOptions,
+        handler: RequestHandler,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::build(listener, opts, Some(handler))
+    }
+
+    fn build<L: Into<Listener>>(
+        listener: L,
+        opts: ConnectionOptions,
+        handler: Option<RequestHandler>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         if opts.read_timeout == Some(Duration::ZERO) || opts.write_timeout == Some(Duration::ZERO) {
             return Err("ConnectionOptions: a timeout must be None or longer than zero".into());
         }
@@ -392,7 +416,18 @@ impl Server {
                         accept_errors = 0;
                         let messages = inside_messages.clone();
                         let mut client = Some((client, inside_connections.register()));
+                        let handler = handler.clone();
                         tasks_pool.spawn(Box::new(move || {
+                            if let Some(handler) = handler.as_ref() {
+                                // Served here, one request at a time: the handler answers
+                                // before the next request of the connection is read.
+                                if let Some((mut client, _registration)) = client.take() {
+                                    while let Some(rq) = client.next() {
+                                        handler(rq);
+                                    }
+                                }
+                                return;
+                            }
                             if let Some((mut client, _registration)) = client.take() {
                                 // Upstream read and queued pipelined requests without limit,
                                 // also while none could be answered (a client that does not
