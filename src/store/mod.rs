@@ -318,12 +318,10 @@ impl Store {
         handles: &'a mut HashMap<u32, TableSpaces>,
         table: u32,
     ) -> Result<&'a TableSpaces> {
-        if !handles.contains_key(&table) {
-            handles.insert(table, self.spaces(table)?);
+        match handles.entry(table) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => Ok(e.insert(self.spaces(table)?)),
         }
-        handles
-            .get(&table)
-            .ok_or_else(|| StoreError("keyspace handle vanished".into()))
     }
 
     /// Applies a group of writes as ONE atomic fjall batch, synced per `durability`, then does
