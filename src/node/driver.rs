@@ -174,6 +174,10 @@ impl Driver {
         if let Err(e) = self.store.persist() {
             fatal(&e.to_string());
         }
+        if let Err(e) = self.store.flush_memtables() {
+            // The data is already durable in the journal; the next start replays it.
+            log::warn!("could not flush memtables at shutdown: {e}");
+        }
         log::info!("core stopped; store flushed");
     }
 }

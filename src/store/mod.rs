@@ -510,6 +510,20 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// Writes every memtable out to disk tables (graceful shutdown), so the next start does not
+    /// replay the journal: measured 1.7-1.9 s for the first start after loading 1,000,000
+    /// records without it, against a 1 s start-up goal.
+    pub fn flush_memtables(&self) -> Result<()> {
+        for name in self.inner.db.list_keyspace_names() {
+            let ks = self
+                .inner
+                .db
+                .keyspace(&name, || self.inner.ks_opts.clone())?;
+            ks.rotate_memtable_and_wait()?;
+        }
+        Ok(())
+    }
+
     /// Flushes everything to disk (shutdown).
     pub fn persist(&self) -> Result<()> {
         self.inner.db.persist(PersistMode::SyncAll)?;
