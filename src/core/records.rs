@@ -828,19 +828,21 @@ impl<R> Core<R> {
         new: Option<(&Map<String, Value>, Vec<u8>)>,
         store: &dyn StoreView,
     ) -> Result<(), StoreError> {
-        let Some(def) = self.catalog.table(db, table).cloned() else {
+        // A handle on the current catalog (an Arc clone) lends the table definition without
+        // copying it for every replicated write; nothing below changes the catalog.
+        let catalog = self.catalog.clone();
+        let Some(def) = catalog.table(db, table) else {
             return Ok(());
         };
         let existing = self.read(store, def.id, pk)?;
-        let stored = existing
-            .as_ref()
-            .map(|e| (e.version, self.origins.name(e.origin).to_string()));
-        let decision = lww::decide(
-            (txn.version, &txn.origin),
-            stored.as_ref().map(|(v, o)| (*v, o.as_str())),
-        );
+        let decision = {
+            let stored = existing
+                .as_ref()
+                .map(|e| (e.version, self.origins.name(e.origin)));
+            lww::decide((txn.version, &txn.origin), stored)
+        };
         if decision == Decision::Apply {
-            self.store_entry(&def, pk, existing.as_ref(), new, txn.version, origin);
+            self.store_entry(def, pk, existing.as_ref(), new, txn.version, origin);
         }
         Ok(())
     }
@@ -886,17 +888,18 @@ impl<R> Core<R> {
             if let Some(m) = &map {
                 self.add_new_attributes(db, &table.name, m);
             }
-            let Some(def) = self.catalog.table(db, &table.name).cloned() else {
+            // Borrowed through an Arc clone of the catalog: no copy of the definition per row.
+            let catalog = self.catalog.clone();
+            let Some(def) = catalog.table(db, &table.name) else {
                 continue;
             };
             let existing = self.read(store, def.id, &row.pk)?;
-            let stored = existing
-                .as_ref()
-                .map(|e| (e.version, self.origins.name(e.origin).to_string()));
-            let decision = lww::decide(
-                (row.version, &row.origin),
-                stored.as_ref().map(|(v, o)| (*v, o.as_str())),
-            );
+            let decision = {
+                let stored = existing
+                    .as_ref()
+                    .map(|e| (e.version, self.origins.name(e.origin)));
+                lww::decide((row.version, &row.origin), stored)
+            };
             if decision == Decision::Apply {
                 let origin = self.origin_id(&row.origin);
                 self.hlc.observe(row.version);
@@ -904,7 +907,7 @@ impl<R> Core<R> {
                     (Some(m), Some(j)) => Some((m, j)),
                     _ => None,
                 };
-                self.store_entry(&def, &row.pk, existing.as_ref(), new, row.version, origin);
+                self.store_entry(def, &row.pk, existing.as_ref(), new, row.version, origin);
             }
         }
         Ok(())
