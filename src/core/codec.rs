@@ -44,6 +44,14 @@ impl Enc {
     pub fn str(&mut self, s: &str) {
         self.bytes(s.as_bytes());
     }
+    /// A table's declared attributes: `(name, type)`, an absent type written as "".
+    pub fn attributes(&mut self, attributes: &[(String, Option<String>)]) {
+        self.varint(attributes.len() as u64);
+        for (name, ty) in attributes {
+            self.str(name);
+            self.str(ty.as_deref().unwrap_or(""));
+        }
+    }
     pub fn bool(&mut self, b: bool) {
         self.u8(b as u8);
     }
@@ -101,6 +109,17 @@ impl<'a> Dec<'a> {
             1 => Ok(true),
             _ => Err(DecodeError("invalid bool")),
         }
+    }
+    /// The inverse of [`Enc::attributes`].
+    pub fn attributes(&mut self) -> Result<Vec<(String, Option<String>)>, DecodeError> {
+        let n = self.count()?;
+        let mut attributes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.string()?;
+            let ty = self.string()?;
+            attributes.push((name, (!ty.is_empty()).then_some(ty)));
+        }
+        Ok(attributes)
     }
     /// A count of items that each take at least one byte: bounded by what is left.
     pub fn count(&mut self) -> Result<usize, DecodeError> {

@@ -18,6 +18,20 @@ fn system_is_read_only() -> OpError {
 }
 
 impl<R> Core<R> {
+    /// The definition of a table a schema operation may change: not in `system`, and both the
+    /// database and the table exist (Harper's 403 / 404 errors otherwise, in that order).
+    fn user_table(&self, db: &str, table: &str) -> Result<&super::catalog::TableDef, OpError> {
+        if db == SYSTEM_DB {
+            return Err(system_is_read_only());
+        }
+        if self.catalog.database(db).is_none() {
+            return Err(OpError::database_not_found(db));
+        }
+        self.catalog
+            .table(db, table)
+            .ok_or_else(|| OpError::table_not_found(db, table))
+    }
+
     /// Logs schema ops as one local transaction in `db`'s audit log.
     fn log_schema(&mut self, db: &str, now_ms: u64, ops: Vec<TxnOp>) {
         let version = self.hlc.next(now_ms);
@@ -144,15 +158,7 @@ impl<R> Core<R> {
         replicated: bool,
         now_ms: u64,
     ) -> OpResult {
-        if db == SYSTEM_DB {
-            return Err(system_is_read_only());
-        }
-        if self.catalog.database(db).is_none() {
-            return Err(OpError::database_not_found(db));
-        }
-        let Some(def) = self.catalog.table(db, table).cloned() else {
-            return Err(OpError::table_not_found(db, table));
-        };
+        let def = self.user_table(db, table)?.clone();
         if replicated {
             self.log_schema(
                 db,
@@ -179,15 +185,7 @@ impl<R> Core<R> {
         if let Some(msg) = invalid_name("Attribute", attribute) {
             return Err(OpError::bad_request(msg));
         }
-        if db == SYSTEM_DB {
-            return Err(system_is_read_only());
-        }
-        if self.catalog.database(db).is_none() {
-            return Err(OpError::database_not_found(db));
-        }
-        let Some(def) = self.catalog.table(db, table) else {
-            return Err(OpError::table_not_found(db, table));
-        };
+        let def = self.user_table(db, table)?;
         if def.attribute(attribute).is_some() {
             return Err(OpError::bad_request(format!(
                 "attribute '{attribute}' already exists in {db}.{table}"
@@ -233,15 +231,7 @@ impl<R> Core<R> {
         attribute: &str,
         now_ms: u64,
     ) -> OpResult {
-        if db == SYSTEM_DB {
-            return Err(system_is_read_only());
-        }
-        if self.catalog.database(db).is_none() {
-            return Err(OpError::database_not_found(db));
-        }
-        let Some(def) = self.catalog.table(db, table).cloned() else {
-            return Err(OpError::table_not_found(db, table));
-        };
+        let def = self.user_table(db, table)?.clone();
         if def.primary_key == attribute {
             return Err(OpError::bad_request("You cannot drop a hash attribute"));
         }

@@ -153,11 +153,7 @@ impl OpsWriter {
                 e.str(table);
                 e.str(pk_attr);
                 e.bool(*schema_defined);
-                e.varint(attributes.len() as u64);
-                for (name, ty) in attributes {
-                    e.str(name);
-                    e.str(ty.as_deref().unwrap_or(""));
-                }
+                e.attributes(attributes);
             }
             TxnOp::CreateAttribute { table, attribute } => {
                 e.u8(5);
@@ -228,13 +224,7 @@ pub fn decode_ops_from(d: &mut Dec<'_>) -> Result<Vec<TxnOp>, DecodeError> {
                 let table = d.string()?;
                 let pk_attr = d.string()?;
                 let schema_defined = d.bool()?;
-                let n = d.count()?;
-                let mut attributes = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let name = d.string()?;
-                    let ty = d.string()?;
-                    attributes.push((name, (!ty.is_empty()).then_some(ty)));
-                }
+                let attributes = d.attributes()?;
                 TxnOp::CreateTable {
                     table,
                     pk_attr,

@@ -223,6 +223,25 @@ fn leaf_candidates(
     Ok(Some(out))
 }
 
+/// Candidate keys for one condition (a leaf or a nested group), or None for "scan the table".
+fn condition_candidates(
+    store: &Store,
+    table: &TableDef,
+    cond: &Condition,
+) -> Result<Option<Vec<Vec<u8>>>, OpError> {
+    match cond {
+        Condition::Leaf {
+            attribute,
+            comparator,
+            value,
+        } => leaf_candidates(store, table, attribute, *comparator, value),
+        Condition::Group {
+            operator,
+            conditions,
+        } => candidates(store, table, *operator, conditions),
+    }
+}
+
 /// Candidate keys for a condition list, or None for "scan the table".
 fn candidates(
     store: &Store,
@@ -244,17 +263,7 @@ fn candidates(
                 )
             });
             for c in leaves {
-                let found = match c {
-                    Condition::Leaf {
-                        attribute,
-                        comparator,
-                        value,
-                    } => leaf_candidates(store, table, attribute, *comparator, value)?,
-                    Condition::Group {
-                        operator,
-                        conditions,
-                    } => candidates(store, table, *operator, conditions)?,
-                };
+                let found = condition_candidates(store, table, c)?;
                 if found.is_some() {
                     return Ok(found);
                 }
@@ -265,17 +274,7 @@ fn candidates(
             let mut seen = HashSet::new();
             let mut out = Vec::new();
             for c in conds {
-                let found = match c {
-                    Condition::Leaf {
-                        attribute,
-                        comparator,
-                        value,
-                    } => leaf_candidates(store, table, attribute, *comparator, value)?,
-                    Condition::Group {
-                        operator,
-                        conditions,
-                    } => candidates(store, table, *operator, conditions)?,
-                };
+                let found = condition_candidates(store, table, c)?;
                 let Some(keys) = found else { return Ok(None) };
                 for k in keys {
                     if seen.insert(k.clone()) {

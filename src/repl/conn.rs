@@ -37,6 +37,22 @@ struct Pipe {
     direct: bool,
 }
 
+impl Pipe {
+    /// Readies `sock` for a WebSocket handshake: no Nagle delay (frames are small and
+    /// latency-bound), and timeouts so a peer that stalls mid-handshake cannot hold the thread.
+    fn for_handshake(sock: &TcpStream, cfg: &ConnConfig) -> Result<Pipe, String> {
+        sock.set_nodelay(true).ok();
+        sock.set_read_timeout(Some(cfg.connect_timeout)).ok();
+        sock.set_write_timeout(Some(cfg.connect_timeout)).ok();
+        Ok(Pipe {
+            sock: sock.try_clone().map_err(|e| e.to_string())?,
+            inbox: Vec::new(),
+            pos: 0,
+            direct: true,
+        })
+    }
+}
+
 impl Read for Pipe {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.direct {
@@ -189,15 +205,7 @@ impl Conn {
             .ok_or_else(|| format!("cannot resolve {host}"))?;
         let sock =
             dial(addr, bind, cfg.connect_timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-        sock.set_nodelay(true).ok();
-        sock.set_read_timeout(Some(cfg.connect_timeout)).ok();
-        sock.set_write_timeout(Some(cfg.connect_timeout)).ok();
-        let pipe = Pipe {
-            sock: sock.try_clone().map_err(|e| e.to_string())?,
-            inbox: Vec::new(),
-            pos: 0,
-            direct: true,
-        };
+        let pipe = Pipe::for_handshake(&sock, cfg)?;
         let host_hdr = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -236,15 +244,7 @@ impl Conn {
         check: impl FnOnce(&Request, SocketAddr) -> Result<(), (u16, String)>,
     ) -> Result<Conn, String> {
         let peer_addr = sock.peer_addr().map_err(|e| e.to_string())?;
-        sock.set_nodelay(true).ok();
-        sock.set_read_timeout(Some(cfg.connect_timeout)).ok();
-        sock.set_write_timeout(Some(cfg.connect_timeout)).ok();
-        let pipe = Pipe {
-            sock: sock.try_clone().map_err(|e| e.to_string())?,
-            inbox: Vec::new(),
-            pos: 0,
-            direct: true,
-        };
+        let pipe = Pipe::for_handshake(&sock, cfg)?;
         // tungstenite fixes the callback's signature, large error type included.
         #[allow(clippy::result_large_err)]
         let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {

@@ -65,62 +65,22 @@ pub fn member_from_row(row: &Map<String, Value>, default_port: u16) -> Option<Me
     Some(Member { name, host, port })
 }
 
-/// A member from a `replication.routes` entry.
+/// A member from a `replication.routes` entry; `None` for a route that is malformed or says
+/// `replicates: false` without subscriptions (listed, but nothing flows over it).
 pub fn member_from_route(route: &Value, default_port: u16) -> Option<Member> {
-    match route {
-        Value::String(s) => {
-            let (host, port) = parse_url(s)?;
-            let port =
-                if s.contains("://") || s.rsplit_once(':').is_some_and(|(h, _)| !h.contains(':')) {
-                    port
-                } else {
-                    default_port
-                };
-            Some(Member {
-                name: host.clone(),
-                host,
-                port,
-            })
+    if let Value::Object(o) = route {
+        if o.get("replicates") == Some(&Value::Bool(false))
+            && o.get("subscriptions").is_none_or(Value::is_null)
+        {
+            return None;
         }
-        Value::Object(o) => {
-            if o.get("replicates") == Some(&Value::Bool(false))
-                && o.get("subscriptions").is_none_or(Value::is_null)
-            {
-                return None;
-            }
-            let host = o
-                .get("hostname")
-                .or_else(|| o.get("host"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| {
-                    o.get("url")
-                        .and_then(Value::as_str)
-                        .and_then(parse_url)
-                        .map(|(h, _)| h)
-                })?;
-            let port = o
-                .get("port")
-                .and_then(|p| {
-                    p.as_u64()
-                        .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
-                })
-                .and_then(|p| u16::try_from(p).ok())
-                .or_else(|| {
-                    o.get("url")
-                        .and_then(Value::as_str)
-                        .and_then(parse_url)
-                        .map(|(_, p)| p)
-                })
-                .unwrap_or(default_port);
-            Some(Member {
-                name: host.clone(),
-                host,
-                port,
-            })
-        }
-        _ => None,
     }
+    let (host, port) = super::routes::route_key(route, default_port)?;
+    Some(Member {
+        name: host.clone(),
+        host,
+        port,
+    })
 }
 
 fn reload(ctx: &ReplCtx, topo: &mut Topology) {

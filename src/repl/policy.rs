@@ -68,24 +68,23 @@ impl LinkPolicy {
     }
 
     pub fn receives_table(&self, db: &str, table: &str) -> bool {
-        if self.is_off() {
-            return false;
-        }
-        if db == SYSTEM_DB {
-            return true;
-        }
-        match &self.subscriptions {
-            Some(subs) => {
-                self.receives
-                    && subs
-                        .iter()
-                        .any(|s| s.database == db && s.table == table && s.subscribe)
-            }
-            None => self.receives,
-        }
+        self.allows_table(db, table, self.receives, |s| s.subscribe)
     }
 
     pub fn sends_table(&self, db: &str, table: &str) -> bool {
+        self.allows_table(db, table, self.sends, |s| s.publish)
+    }
+
+    /// One direction of the link for one table: `direction` is that direction's switch,
+    /// `listed` whether a subscription entry opens it. `system` always flows on a live link
+    /// (users, roles and membership must reach every member).
+    fn allows_table(
+        &self,
+        db: &str,
+        table: &str,
+        direction: bool,
+        listed: impl Fn(&TableSub) -> bool,
+    ) -> bool {
         if self.is_off() {
             return false;
         }
@@ -94,12 +93,12 @@ impl LinkPolicy {
         }
         match &self.subscriptions {
             Some(subs) => {
-                self.sends
+                direction
                     && subs
                         .iter()
-                        .any(|s| s.database == db && s.table == table && s.publish)
+                        .any(|s| s.database == db && s.table == table && listed(s))
             }
-            None => self.sends,
+            None => direction,
         }
     }
 

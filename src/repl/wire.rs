@@ -231,11 +231,7 @@ impl Frame {
                 e.str(table);
                 e.str(pk_attr);
                 e.bool(*schema_defined);
-                e.varint(attributes.len() as u64);
-                for (name, ty) in attributes {
-                    e.str(name);
-                    e.str(ty.as_deref().unwrap_or(""));
-                }
+                e.attributes(attributes);
             }
             Frame::CopyRows { table, rows } => {
                 e.u8(COPY_ROWS);
@@ -321,13 +317,7 @@ impl Frame {
                 let table = d.string()?;
                 let pk_attr = d.string()?;
                 let schema_defined = d.bool()?;
-                let n = d.count()?;
-                let mut attributes = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let name = d.string()?;
-                    let ty = d.string()?;
-                    attributes.push((name, (!ty.is_empty()).then_some(ty)));
-                }
+                let attributes = d.attributes()?;
                 Frame::CopyTable {
                     table,
                     pk_attr,

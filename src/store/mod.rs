@@ -260,12 +260,8 @@ impl Store {
         }
         for kv in m.prefix([META_CURSOR]) {
             let (k, v) = kv.into_inner()?;
-            if k.len() == 9 {
-                let db = u32::from_be_bytes(k[1..5].try_into().unwrap_or_default());
-                let origin = u32::from_be_bytes(k[5..9].try_into().unwrap_or_default());
-                if let Ok(ver) = v.as_ref().try_into().map(u64::from_be_bytes) {
-                    r.cursors.push((db, origin, ver));
-                }
+            if let Some(cursor) = decode_cursor(&k, &v) {
+                r.cursors.push(cursor);
             }
         }
         for kv in m.prefix([META_STATS]) {
@@ -652,12 +648,7 @@ impl Store {
         p.extend_from_slice(&db.to_be_bytes());
         for kv in self.inner.meta.prefix(p) {
             let (k, v) = kv.into_inner()?;
-            let origin = k
-                .get(5..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes);
-            let version = v.as_ref().try_into().ok().map(u64::from_be_bytes);
-            if let (Some(o), Some(ver)) = (origin, version) {
+            if let Some((_, o, ver)) = decode_cursor(&k, &v) {
                 if let Some(name) = names.get(&o) {
                     out.insert(name.clone(), ver);
                 }
@@ -722,12 +713,7 @@ impl Store {
         p.extend_from_slice(&db.to_be_bytes());
         for kv in snap.prefix(&self.inner.meta, p) {
             let (k, v) = kv.into_inner()?;
-            let origin = k
-                .get(5..9)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes);
-            let version = v.as_ref().try_into().ok().map(u64::from_be_bytes);
-            if let (Some(o), Some(ver)) = (origin, version) {
+            if let Some((_, o, ver)) = decode_cursor(&k, &v) {
                 if let Some(name) = names.get(&o) {
                     out.insert(name.clone(), ver);
                 }
@@ -797,6 +783,18 @@ fn cursor_key(db: u32, origin: u32) -> Vec<u8> {
     k.extend_from_slice(&db.to_be_bytes());
     k.extend_from_slice(&origin.to_be_bytes());
     k
+}
+
+/// A cursor entry (`META_CURSOR | db u32 | origin u32` → version u64) as (db, origin id,
+/// version); `None` for an entry of another shape, which is skipped rather than misread.
+fn decode_cursor(key: &[u8], value: &[u8]) -> Option<(u32, u32, u64)> {
+    if key.len() != 9 {
+        return None;
+    }
+    let db = u32::from_be_bytes(key.get(1..5)?.try_into().ok()?);
+    let origin = u32::from_be_bytes(key.get(5..9)?.try_into().ok()?);
+    let version = u64::from_be_bytes(value.try_into().ok()?);
+    Some((db, origin, version))
 }
 
 fn local_key(key: &str) -> Vec<u8> {

@@ -1,7 +1,6 @@
-//! Helpers for the multi-node cluster-operation tests (tests/cluster_*.rs): replicating nodes,
-//! membership and link waits, table reads and writes by table name, the config file. Adapted
-//! from the helpers of tests/replication.rs (which keeps its own copies) so that several test
-//! binaries can share them. Every wait is bounded; `holds_for` is only for "this must not
+//! Helpers for the multi-node tests (tests/replication.rs, tests/cluster_*.rs): replicating
+//! nodes, membership and link waits, table reads and writes by table name, the config file.
+//! Every wait is bounded; `holds_for` is only for "this must not
 //! happen" windows, never for synchronisation.
 
 #![allow(dead_code)]
