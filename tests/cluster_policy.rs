@@ -384,6 +384,29 @@ fn new_member_with_an_explicit_link_gets_the_third_nodes_rows_but_never_the_excl
 }
 
 #[test]
+fn member_joining_over_an_explicit_link_learns_members_whose_row_a_third_node_wrote() {
+    // The mesh of A and C is made from C's side, so the newest write of C's hdb_nodes row on A
+    // is C's own. B joins through A over a subscription link: membership (system) must still
+    // reach it whole, relayed by A, or B never dials C and the mesh stays split.
+    let ip = ips(SUITE, 3);
+    let nodes = start_all(&ip);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    add_node(c, &a.ip);
+    wait_mesh(&[a, c], &["system"]);
+    create_table(a, "dog");
+    wait_table(&[a, c], "dog");
+    add_node_with(a, &b.ip, json!({"subscriptions":[sub("dog", true, false)]}));
+    wait_mesh(&[a, b, c], &["system"]);
+    // The explicit link still limits user data: C's rows reach B over their full link, A's
+    // never do.
+    wait_table(&[b], "dog");
+    put(c, "dog", "c-1");
+    put(a, "dog", "a-1");
+    wait_present(&[b], "dog", "c-1");
+    stays_absent(&[(b, "dog", "a-1")], &[a, b, c]);
+}
+
+#[test]
 fn new_member_copying_over_an_explicit_link_still_gets_the_third_nodes_older_rows() {
     let ip = ips(SUITE, 3);
     let mut nodes = full_mesh_with_tables(&[ip[0].clone(), ip[2].clone()], &["dog", "cat"]);

@@ -58,6 +58,20 @@ impl LinkPolicy {
         self.sends && self.receives && self.subscriptions.is_none() && self.start_time.is_none()
     }
 
+    /// Whether this link carries everything of `db` both ways, so this node holds the peer's
+    /// complete log of `db` and may relay or copy third-party origins of `db` over it. User
+    /// databases: only a full link. `system` (users, roles, membership) flows whole over every
+    /// link that is not off, whatever its subscriptions or start_time; without this a member
+    /// that joined over an explicit link never learnt of members whose `hdb_nodes` row was
+    /// last written by a third node, and the mesh stayed incomplete.
+    pub fn complete_for(&self, db: &str) -> bool {
+        if db == SYSTEM_DB {
+            !self.is_off()
+        } else {
+            self.is_full()
+        }
+    }
+
     /// Whether there is anything to store (a default policy is not stored).
     pub fn is_default(&self) -> bool {
         self.is_full()

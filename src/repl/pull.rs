@@ -112,7 +112,7 @@ fn accept(ctx: &ReplCtx, peer: &str, db: &str, txns: Vec<Txn>) -> Vec<Txn> {
                 }
                 Some(t)
             } else {
-                (policy.is_full() && ctx.policy(&t.origin).is_full()).then_some(t)
+                (policy.complete_for(db) && ctx.policy(&t.origin).complete_for(db)).then_some(t)
             }
         })
         .collect()
@@ -133,10 +133,10 @@ fn copy_delay_ms() -> Option<u64> {
 /// policy already limited the tables), and third-party rows only over a full link from an
 /// origin this node fully replicates with -- a copy must not bypass an explicit link any more
 /// than relaying may.
-fn copy_accepts(ctx: &ReplCtx, peer: &str, origin: &str) -> bool {
+fn copy_accepts(ctx: &ReplCtx, peer: &str, db: &str, origin: &str) -> bool {
     origin == peer
         || origin == ctx.node_name
-        || (ctx.policy(peer).is_full() && ctx.policy(origin).is_full())
+        || (ctx.policy(peer).complete_for(db) && ctx.policy(origin).complete_for(db))
 }
 
 /// Persisted progress of a full copy of one database (node-local), so an interrupted copy
@@ -428,7 +428,7 @@ fn receive_copy(
                         // `copy_accepts`), and then its cursor must not move.
                         let policy = ctx.policy(peer);
                         vector.retain(|(o, _)| {
-                            o == peer || (policy.is_full() && ctx.policy(o).is_full())
+                            o == peer || (policy.complete_for(db) && ctx.policy(o).complete_for(db))
                         });
                         state = Some(match state.take() {
                             None => CopyState {
@@ -502,7 +502,7 @@ fn receive_copy(
                             .unwrap_or_default();
                         let rows: Vec<_> = rows
                             .into_iter()
-                            .filter(|r| copy_accepts(ctx, peer, &r.origin))
+                            .filter(|r| copy_accepts(ctx, peer, db, &r.origin))
                             .collect();
                         let n = rows.len() as u64;
                         if let Some(v) = rows.iter().map(|r| r.version).max() {

@@ -250,13 +250,14 @@ fn handle_incoming(
     for incoming in conn.feed(chunk) {
         match incoming {
             Incoming::Frame(Frame::Subscribe { origins, tables }) => {
-                // A link that is not full replication relays nothing, and only origins this
-                // node fully replicates with (a complete log of them) are relayed.
+                // A link that does not carry all of `db` relays nothing, and only origins this
+                // node holds a complete log of `db` from are relayed (`complete_for`).
                 let policy = ctx.policy(peer);
                 let origins: Vec<(String, u64)> = origins
                     .into_iter()
                     .filter(|(o, _)| {
-                        o == &ctx.node_name || (policy.is_full() && ctx.policy(o).is_full())
+                        o == &ctx.node_name
+                            || (policy.complete_for(db) && ctx.policy(o).complete_for(db))
                     })
                     .collect();
                 // The subscriber's table list says what its policy receives. The sender's own
@@ -464,7 +465,7 @@ fn send_copy(
             .snapshot_cursor_vector(&snap, d.id)
             .map_err(storage)?
             .into_iter()
-            .filter(|(o, _)| o == &ctx.node_name || ctx.policy(o).is_full())
+            .filter(|(o, _)| o == &ctx.node_name || ctx.policy(o).complete_for(db))
             .collect(),
         None => Vec::new(),
     };
@@ -479,7 +480,7 @@ fn send_copy(
     stats.copying_out.store(true, Ordering::Relaxed);
     stats.copy_sent.store(0, Ordering::Relaxed);
     let budget = FRAME_TARGET.min(ctx.cfg.max_frame / 2);
-    let link_full = ctx.policy(peer).is_full();
+    let link_full = ctx.policy(peer).complete_for(db);
     let mut result = Ok(());
     if let Some(d) = catalog.database(db) {
         'tables: for (name, t) in &d.tables {
@@ -532,7 +533,7 @@ fn send_copy(
                 // Third-party rows go only over a full link, from origins this node fully
                 // replicates with: a copy never bypasses an explicit link (sender side).
                 let origin_ok = match StoredRecord::header(&v).and_then(|(_, o, _)| names.get(&o)) {
-                    Some(o) => o == &ctx.node_name || (link_full && ctx.policy(o).is_full()),
+                    Some(o) => o == &ctx.node_name || (link_full && ctx.policy(o).complete_for(db)),
                     None => true,
                 };
                 if !origin_ok {

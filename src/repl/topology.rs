@@ -63,27 +63,32 @@ impl Topology {
         self.policies.get(peer).cloned().unwrap_or_default()
     }
 
-    fn is_full(&self, peer: &str) -> bool {
-        self.policies.get(peer).is_none_or(LinkPolicy::is_full)
+    fn complete_for(&self, peer: &str, db: &str) -> bool {
+        self.policies.get(peer).is_none_or(|p| p.complete_for(db))
     }
 
     fn is_alive(&self, peer: &str, db: &str) -> bool {
         self.alive.contains(&(peer.to_string(), db.to_string()))
     }
 
-    /// Origins the pull socket to `peer` for `db` should request. Only full links relay, and
-    /// only origins this node fully replicates with are relayed: explicit subscriptions and
-    /// one-way links are never bypassed through a third node.
+    /// Origins the pull socket to `peer` for `db` should request. Only links that carry all of
+    /// `db` relay, and only origins this node replicates all of `db` with are relayed: explicit
+    /// subscriptions and one-way links are never bypassed through a third node (for `system`,
+    /// every link that is not off carries all of it; see `LinkPolicy::complete_for`).
     pub fn origins(&self, peer: &str, db: &str) -> Vec<String> {
         let mut out = vec![peer.to_string()];
         let relay = self
             .members
             .keys()
-            .filter(|m| *m != &self.self_name && self.is_full(m))
+            .filter(|m| *m != &self.self_name && self.complete_for(m, db))
             .find(|m| self.is_alive(m, db));
         if relay.map(String::as_str) == Some(peer) {
             for m in self.members.keys() {
-                if m != peer && m != &self.self_name && self.is_full(m) && !self.is_alive(m, db) {
+                if m != peer
+                    && m != &self.self_name
+                    && self.complete_for(m, db)
+                    && !self.is_alive(m, db)
+                {
                     out.push(m.clone());
                 }
             }
@@ -142,6 +147,33 @@ mod tests {
         assert!(t
             .desired()
             .contains_key(&("c".to_string(), "system".to_string())));
+    }
+
+    #[test]
+    fn system_is_relayed_over_and_for_explicit_links_that_are_not_off() {
+        // The failure this pins: a node that joined over a subscription link never learnt of
+        // members whose hdb_nodes row was last written by a third node.
+        let mut t = topo("b", &["a", "b", "c", "d"]);
+        t.alive.insert(("a".into(), "system".into()));
+        t.alive.insert(("a".into(), "dev".into()));
+        let subscriptions_only = LinkPolicy {
+            subscriptions: Some(vec![]),
+            ..LinkPolicy::default()
+        };
+        t.policies.insert("a".into(), subscriptions_only.clone());
+        t.policies.insert("c".into(), subscriptions_only);
+        t.policies.insert(
+            "d".into(),
+            LinkPolicy {
+                sends: false,
+                receives: false,
+                ..LinkPolicy::default()
+            },
+        );
+        // User data: the explicit link relays nothing.
+        assert_eq!(t.origins("a", "dev"), ["a"]);
+        // system: relayed through a (c is not alive), but never for the link that is off.
+        assert_eq!(t.origins("a", "system"), ["a", "c"]);
     }
 
     #[test]
