@@ -130,9 +130,9 @@ fn copy_delay_ms() -> Option<u64> {
 }
 
 /// Whether a copied row of `origin` may be taken from `peer`: the peer's own rows (its link
-/// policy already limited the tables), and third-party rows only over a full link from an
-/// origin this node fully replicates with -- a copy must not bypass an explicit link any more
-/// than relaying may.
+/// policy already limited the tables), and third-party rows only over a link that carries all
+/// of `db`, from an origin this node replicates all of `db` with (`LinkPolicy::complete_for`)
+/// -- a copy must not bypass an explicit link any more than relaying may.
 fn copy_accepts(ctx: &ReplCtx, peer: &str, db: &str, origin: &str) -> bool {
     origin == peer
         || origin == ctx.node_name
