@@ -50,6 +50,36 @@ fn update_subs(on: &TestNode, peer: &str, subs: Value) {
 }
 
 /// Neither of `absent` (node, table, id) appears during the quiet window.
+/// Waits until B holds C's 20 older dog rows (`c-old-<i>`), then checks that none of A's
+/// (`a-...`) reached B: for the tests where B's link with A is explicit and with C full.
+fn wait_c_rows_on_b_without_a_rows(a: &TestNode, b: &TestNode, c: &TestNode) {
+    let want: Vec<String> = (0..20).map(|i| format!("c-old-{i}")).collect();
+    let mut missing = Vec::new();
+    let ok = wait_until(T, || {
+        missing = want
+            .iter()
+            .filter(|id| !has(b, "dog", id))
+            .cloned()
+            .collect();
+        missing.is_empty()
+    });
+    assert!(
+        ok,
+        "B lacks C's older rows {missing:?}\n{}\n--- B's log ---\n{}",
+        dump(&[a, b, c]),
+        b.log()
+    );
+    let leaked: Vec<String> = keys(b, "dog")
+        .into_iter()
+        .filter(|k| k.contains("a-"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "A's rows reached B: {leaked:?}\n--- B's log ---\n{}",
+        b.log()
+    );
+}
+
 fn stays_absent(absent: &[(&TestNode, &str, &str)], nodes: &[&TestNode]) {
     let mut leaked = String::new();
     let ok = holds_for(QUIET, || {
@@ -351,33 +381,9 @@ fn new_member_with_an_explicit_link_gets_the_third_nodes_rows_but_never_the_excl
     put(c, "dog", "c-new");
     put(a, "dog", "a-new");
     wait_present(&[b], "dog", "c-new");
-    // Everything C wrote, before and after B joined, reaches B (its link with C is full).
-    let want: Vec<String> = (0..20).map(|i| format!("c-old-{i}")).collect();
-    let mut missing = Vec::new();
-    let ok = wait_until(T, || {
-        missing = want
-            .iter()
-            .filter(|id| !has(b, "dog", id))
-            .cloned()
-            .collect();
-        missing.is_empty()
-    });
-    assert!(
-        ok,
-        "B lacks C's older rows {missing:?}\n{}\n--- B's log ---\n{}",
-        dump(&[a, b, c]),
-        b.log()
-    );
-    // A's rows reach B neither directly nor through C (live stream or full copy).
-    let leaked: Vec<String> = keys(b, "dog")
-        .into_iter()
-        .filter(|k| k.contains("a-"))
-        .collect();
-    assert!(
-        leaked.is_empty(),
-        "A's rows reached B: {leaked:?}\n--- B's log ---\n{}",
-        b.log()
-    );
+    // Everything C wrote, before and after B joined, reaches B (its link with C is full); A's
+    // rows reach B neither directly nor through C (live stream or full copy).
+    wait_c_rows_on_b_without_a_rows(a, b, c);
     stays_absent(&[(b, "dog", "a-new"), (b, "dog", "a-old-0")], &[a, b, c]);
     put(b, "dog", "b-new");
     wait_present(&[a, c], "dog", "b-new");
@@ -443,25 +449,5 @@ fn new_member_copying_over_an_explicit_link_still_gets_the_third_nodes_older_row
     wait_present(&[b], "dog", "c-new");
     // B's link with C is full: everything C wrote reaches B, including what C wrote before B
     // joined (a copy from A that left out dev.dog must not count as having C's dog rows).
-    let want: Vec<String> = (0..20).map(|i| format!("c-old-{i}")).collect();
-    let mut missing = Vec::new();
-    let ok = wait_until(T, || {
-        missing = want
-            .iter()
-            .filter(|id| !has(b, "dog", id))
-            .cloned()
-            .collect();
-        missing.is_empty()
-    });
-    assert!(
-        ok,
-        "B lacks C's older rows {missing:?}\n{}\n--- B's log ---\n{}",
-        dump(&[a, b, c]),
-        b.log()
-    );
-    let leaked: Vec<String> = keys(b, "dog")
-        .into_iter()
-        .filter(|k| k.contains("a-"))
-        .collect();
-    assert!(leaked.is_empty(), "A's rows reached B: {leaked:?}");
+    wait_c_rows_on_b_without_a_rows(a, b, c);
 }

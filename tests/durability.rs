@@ -51,6 +51,19 @@ fn schema(n: &TestNode) -> Value {
     all
 }
 
+/// What a client can see of dev (schema, dog and cat records, the dog audit log) and of the
+/// users and roles, compared across a restart.
+fn visible_state(n: &TestNode) -> (Value, Value, Value, Value, Value, Value) {
+    (
+        schema(n),
+        all_records(n, "dog"),
+        all_records(n, "cat"),
+        n.ok(json!({"operation":"list_users"})),
+        n.ok(json!({"operation":"list_roles"})),
+        n.ok(json!({"operation":"read_audit_log","database":"dev","table":"dog"})),
+    )
+}
+
 /// Client threads inserting single records with their own ids until told to stop or until the
 /// node stops answering. Returns the ids that were acknowledged with a 200.
 struct Writers {
@@ -82,7 +95,7 @@ impl Writers {
                         } else {
                             json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":id,"thread":t,"k":k}]})
                         };
-                        let (s, _) = post(&addr, Some(&auth), body.to_string().as_bytes());
+                        let (s, _) = post_json(&addr, Some(&auth), body);
                         if s != 200 {
                             return; // the node went away (or refused while stopping)
                         }
@@ -192,21 +205,14 @@ fn schema_records_users_and_roles_survive_a_sigterm_restart_with_exit_zero() {
     let last =
         n.ok(json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":4}]}));
     let last_txn = last["txn_time"].as_f64().unwrap();
-    let (_, tokens) = post(
+    let (_, tokens) = post_json(
         &n.addr(),
         None,
-        json!({"operation":"create_authentication_tokens","username":"admin","password":"password"}).to_string().as_bytes(),
+        json!({"operation":"create_authentication_tokens","username":"admin","password":"password"}),
     );
     let token = format!("Bearer {}", tokens["operation_token"].as_str().unwrap());
 
-    let before = (
-        schema(&n),
-        all_records(&n, "dog"),
-        all_records(&n, "cat"),
-        n.ok(json!({"operation":"list_users"})),
-        n.ok(json!({"operation":"list_roles"})),
-        n.ok(json!({"operation":"read_audit_log","database":"dev","table":"dog"})),
-    );
+    let before = visible_state(&n);
     assert_eq!(
         n.stop(),
         Some(0),
@@ -214,14 +220,7 @@ fn schema_records_users_and_roles_survive_a_sigterm_restart_with_exit_zero() {
         n.log()
     );
     n.start_again();
-    let after = (
-        schema(&n),
-        all_records(&n, "dog"),
-        all_records(&n, "cat"),
-        n.ok(json!({"operation":"list_users"})),
-        n.ok(json!({"operation":"list_roles"})),
-        n.ok(json!({"operation":"read_audit_log","database":"dev","table":"dog"})),
-    );
+    let after = visible_state(&n);
     assert_eq!(after.0, before.0, "schema changed across restart");
     assert_eq!(after.1, before.1, "dev.dog changed across restart");
     assert_eq!(after.2, before.2, "dev.cat changed across restart");
@@ -338,7 +337,7 @@ fn a_multi_record_insert_is_all_or_nothing_across_kill_9() {
                     let base = (t * 10_000 + batch) * 100;
                     let records: Vec<Value> = (0..50).map(|i| json!({"id": base + i, "batch": base})).collect();
                     let body = json!({"operation":"insert","database":"dev","table":"dog","records":records});
-                    if post(&addr, Some(&auth), body.to_string().as_bytes()).0 != 200 {
+                    if post_json(&addr, Some(&auth), body).0 != 200 {
                         return;
                     }
                     acked.lock().unwrap().push(base);

@@ -617,10 +617,10 @@ fn authentication_tokens_work_as_bearer_and_refresh() {
     let user = reader(&n);
     let addr = n.addr();
     // Credentials in the body; no Authorization header needed.
-    let (s, t) = post(
+    let (s, t) = post_json(
         &addr,
         None,
-        json!({"operation":"create_authentication_tokens","username":"admin","password":"password"}).to_string().as_bytes(),
+        json!({"operation":"create_authentication_tokens","username":"admin","password":"password"}),
     );
     assert_eq!(s, 200, "{t}");
     let op_token = t["operation_token"].as_str().unwrap().to_string();
@@ -633,12 +633,10 @@ fn authentication_tokens_work_as_bearer_and_refresh() {
     );
     assert_eq!(s, 200, "{b}");
 
-    let (s, r) = post(
+    let (s, r) = post_json(
         &addr,
         None,
-        json!({"operation":"refresh_operation_token","refresh_token":refresh})
-            .to_string()
-            .as_bytes(),
+        json!({"operation":"refresh_operation_token","refresh_token":refresh}),
     );
     assert_eq!(s, 200, "{r}");
     let fresh = r["operation_token"].as_str().unwrap();
@@ -660,32 +658,26 @@ fn authentication_tokens_work_as_bearer_and_refresh() {
         br#"{"operation":"user_info"}"#,
     );
     assert_eq!((s, b), (401, json!({"error":"invalid token"})));
-    let (s, b) = post(
+    let (s, b) = post_json(
         &addr,
         None,
-        json!({"operation":"refresh_operation_token","refresh_token":"garbage"})
-            .to_string()
-            .as_bytes(),
+        json!({"operation":"refresh_operation_token","refresh_token":"garbage"}),
     );
     assert_eq!(s, 401, "{b}");
 
     // Wrong password in the body.
-    let (s, b) = post(
+    let (s, b) = post_json(
         &addr,
         None,
-        json!({"operation":"create_authentication_tokens","username":"admin","password":"nope"})
-            .to_string()
-            .as_bytes(),
+        json!({"operation":"create_authentication_tokens","username":"admin","password":"nope"}),
     );
     assert_eq!((s, b), (401, json!({"error":"invalid credentials"})));
 
     // A plain user's token carries that user's permissions, and dies with the user.
-    let (_, t) = post(
+    let (_, t) = post_json(
         &addr,
         None,
-        json!({"operation":"create_authentication_tokens","username":user,"password":"pw"})
-            .to_string()
-            .as_bytes(),
+        json!({"operation":"create_authentication_tokens","username":user,"password":"pw"}),
     );
     let rt = t["operation_token"].as_str().unwrap().to_string();
     let (s, b) = post(
@@ -708,32 +700,26 @@ fn inactive_user_cannot_get_tokens_or_use_old_ones() {
     let n = node();
     let user = reader(&n);
     let addr = n.addr();
-    let (_, t) = post(
+    let (_, t) = post_json(
         &addr,
         None,
-        json!({"operation":"create_authentication_tokens","username":user,"password":"pw"})
-            .to_string()
-            .as_bytes(),
+        json!({"operation":"create_authentication_tokens","username":user,"password":"pw"}),
     );
     let tok = format!("Bearer {}", t["operation_token"].as_str().unwrap());
     let refresh = t["refresh_token"].as_str().unwrap().to_string();
     n.ok(json!({"operation":"alter_user","username":user,"active":false}));
     let (s, _) = post(&addr, Some(&tok), br#"{"operation":"user_info"}"#);
     assert_eq!(s, 401, "an inactive user's token still works");
-    let (s, b) = post(
+    let (s, b) = post_json(
         &addr,
         None,
-        json!({"operation":"refresh_operation_token","refresh_token":refresh})
-            .to_string()
-            .as_bytes(),
+        json!({"operation":"refresh_operation_token","refresh_token":refresh}),
     );
     assert_eq!(s, 401, "an inactive user refreshed a token: {b}");
-    let (s, b) = post(
+    let (s, b) = post_json(
         &addr,
         None,
-        json!({"operation":"create_authentication_tokens","username":user,"password":"pw"})
-            .to_string()
-            .as_bytes(),
+        json!({"operation":"create_authentication_tokens","username":user,"password":"pw"}),
     );
     assert_eq!(s, 401, "an inactive user got tokens: {b}");
 }
@@ -745,12 +731,10 @@ fn authorize_local_lets_loopback_requests_without_credentials_act_as_super_user(
     let addr = n.addr();
     let (s, b) = post(&addr, None, br#"{"operation":"list_users"}"#);
     assert_eq!(s, 200, "{b}");
-    let (s, b) = post(
+    let (s, b) = post_json(
         &addr,
         None,
-        json!({"operation":"create_table","database":"dev","table":"dog","primary_key":"id"})
-            .to_string()
-            .as_bytes(),
+        json!({"operation":"create_table","database":"dev","table":"dog","primary_key":"id"}),
     );
     assert_eq!(s, 200, "{b}");
     // Credentials that are sent are still checked.

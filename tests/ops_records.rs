@@ -254,7 +254,7 @@ fn txn_times_are_unique_per_request_and_increase() {
                 let mut times = Vec::new();
                 for k in 0..40 {
                     let body = json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":t * 1000 + k}]});
-                    let (s, r) = post(&addr, Some(&basic(USER, PASS)), body.to_string().as_bytes());
+                    let (s, r) = post_json(&addr, Some(&basic(USER, PASS)), body);
                     assert_eq!(s, 200, "{r}");
                     times.push(r["txn_time"].as_f64().unwrap());
                 }
@@ -789,7 +789,7 @@ fn concurrent_inserts_of_one_key_insert_it_exactly_once() {
                 (0..20)
                     .filter(|k| {
                         let body = json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":k,"name":format!("t{t}")}]});
-                        let (s, r) = post(&addr, Some(&basic(USER, PASS)), body.to_string().as_bytes());
+                        let (s, r) = post_json(&addr, Some(&basic(USER, PASS)), body);
                         assert_eq!(s, 200, "{r}");
                         r["inserted_hashes"] == json!([k])
                     })
@@ -835,7 +835,7 @@ fn concurrent_updates_of_different_fields_lose_nothing() {
                     rec[field] = json!(k);
                     let body =
                         json!({"operation":op,"database":"dev","table":"dog","records":[rec]});
-                    let (s, r) = post(&addr, Some(&basic(USER, PASS)), body.to_string().as_bytes());
+                    let (s, r) = post_json(&addr, Some(&basic(USER, PASS)), body);
                     assert_eq!(s, 200, "{r}");
                 }
             })

@@ -466,7 +466,7 @@ fn write_loop(addr: &str, prefix: &str, stop: &AtomicBool, acked: &Mutex<Vec<Str
         i += 1;
         let body = json!({"operation":"insert","database":"dev","table":"dog",
             "records":[{"id": id, "i": i, "body": "some payload to replicate"}]});
-        let (s, r) = post(addr, Some(&auth), body.to_string().as_bytes());
+        let (s, r) = post_json(addr, Some(&auth), body);
         if s == 200 && r["inserted_hashes"] == json!([id]) {
             acked.lock().unwrap().push(id);
         } else if s == 0 {
@@ -961,6 +961,23 @@ fn carries(n: &TestNode, peer: &str, db: &str, origin: &str) -> bool {
 }
 
 /// B's view of A: the sockets of both databases connected?
+/// Waits until `b` shows its link with `a_ip` down, and checks it took no longer than the
+/// ping timeout (2 s) allows, with slack for a loaded machine.
+fn wait_b_sees_a_down_in_time(b: &TestNode, a_ip: &str, cause: &str) {
+    let t0 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || b_sees_a(b, a_ip, false)),
+        "still connected after {cause}:\n{}",
+        dump(&[b])
+    );
+    let took = t0.elapsed();
+    assert!(
+        took <= Duration::from_millis(4500),
+        "connected:false after {cause} took {took:?}, ping timeout is 2 s"
+    );
+    eprintln!("{cause} noticed after {took:?}");
+}
+
 fn b_sees_a(b: &TestNode, a_ip: &str, up: bool) -> bool {
     let st = status(b);
     if up {
@@ -989,18 +1006,7 @@ fn connected_turns_false_within_ping_timeout_when_link_is_blackholed() {
 
     // Blackhole: no bytes, sockets open. connected turns false within the ping timeout (2 s).
     proxy.blackhole(true);
-    let t0 = Instant::now();
-    assert!(
-        wait_until(Duration::from_secs(10), || b_sees_a(&b, a_ip, false)),
-        "still connected through a blackhole:\n{}",
-        dump(&[&b])
-    );
-    let took = t0.elapsed();
-    assert!(
-        took <= Duration::from_millis(4500),
-        "connected:false took {took:?}, ping timeout is 2 s"
-    );
-    eprintln!("blackhole noticed after {took:?}");
+    wait_b_sees_a_down_in_time(&b, a_ip, "a blackhole");
     let st = status(&b);
     assert!(
         socket(&st, a_ip, "dev")
@@ -1036,18 +1042,7 @@ fn connected_turns_false_within_ping_timeout_when_link_is_blackholed() {
     // A reset while reconnection is refused: disconnected at once, then recovers.
     proxy.block(b_ip);
     proxy.cut();
-    let t0 = Instant::now();
-    assert!(
-        wait_until(Duration::from_secs(10), || b_sees_a(&b, a_ip, false)),
-        "still connected after a reset:\n{}",
-        dump(&[&b])
-    );
-    let took = t0.elapsed();
-    assert!(
-        took <= Duration::from_millis(4500),
-        "reset noticed after {took:?}"
-    );
-    eprintln!("reset noticed after {took:?}");
+    wait_b_sees_a_down_in_time(&b, a_ip, "a reset");
     insert(&a, json!([{"id":"while-refused"}]));
     proxy.unblock(b_ip);
     assert!(

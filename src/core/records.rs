@@ -377,6 +377,25 @@ impl<R> Core<R> {
         self.log_txn(db, db_id, self.self_origin, version, ops.finish());
     }
 
+    /// A local delete of `pk`: a tombstone at `version` from this node, logged in `ops` when
+    /// the table replicates.
+    fn tombstone_local(
+        &mut self,
+        def: &TableDef,
+        table: &str,
+        pk: &[u8],
+        version: u64,
+        store: &dyn StoreView,
+        ops: &mut OpsWriter,
+    ) -> Result<(), StoreError> {
+        let existing = self.read(store, def.id, pk)?;
+        self.store_entry(def, pk, existing.as_ref(), None, version, self.self_origin);
+        if def.replicate {
+            ops.delete(table, &def.primary_key, pk);
+        }
+        Ok(())
+    }
+
     pub(super) fn delete_records(
         &mut self,
         db: &str,
@@ -404,21 +423,10 @@ impl<R> Core<R> {
             if !seen.insert(pk.clone()) {
                 continue;
             }
-            let existing = self.read(store, def.id, &pk)?;
             // A delete of a missing key still writes a versioned tombstone: another node may
             // hold an older copy of the key, and this delete must win over it (Harper reports
             // such ids as deleted too).
-            self.store_entry(
-                &def,
-                &pk,
-                existing.as_ref(),
-                None,
-                version,
-                self.self_origin,
-            );
-            if def.replicate {
-                ops.delete(table, &def.primary_key, &pk);
-            }
+            self.tombstone_local(&def, table, &pk, version, store, &mut ops)?;
             deleted.push(id);
         }
         self.commit_local_txn(db, version, ops);
@@ -520,19 +528,8 @@ impl<R> Core<R> {
             Err(e) => return Ok(Err(e)),
         };
         let version = self.hlc.next(now_ms);
-        let existing = self.read(store, def.id, &pk)?;
-        self.store_entry(
-            &def,
-            &pk,
-            existing.as_ref(),
-            None,
-            version,
-            self.self_origin,
-        );
         let mut ops = OpsWriter::default();
-        if def.replicate {
-            ops.delete(table, &def.primary_key, &pk);
-        }
+        self.tombstone_local(&def, table, &pk, version, store, &mut ops)?;
         self.commit_local_txn(SYSTEM_DB, version, ops);
         Ok(Ok(version))
     }

@@ -397,7 +397,7 @@ fn split_servable(
     })
 }
 
-type Row = (fjall::Slice, fjall::Slice);
+type Row = (crate::store::Slice, crate::store::Slice);
 
 /// Sends one `CopyRows` frame and drains what the receiver sent meanwhile.
 fn flush_copy_rows(
@@ -582,7 +582,7 @@ fn send_batch(
         }
     }
     let budget = FRAME_TARGET.min(ctx.cfg.max_frame / 2);
-    let mut batch: Vec<(String, u64, fjall::Slice)> = Vec::new();
+    let mut batch: Vec<(String, u64, crate::store::Slice)> = Vec::new();
     let mut bytes = 0usize;
     'origins: for (origin, after) in subs.iter() {
         let Some(&origin_id) = ids.get(origin) else {

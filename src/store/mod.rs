@@ -42,6 +42,10 @@ impl From<fjall::Error> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Bytes read from the store, shared with fjall's block cache (no copy); callers outside
+/// `store/` name it through this alias so fjall stays an implementation detail here.
+pub type Slice = fjall::Slice;
+
 /// How far a commit must reach before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -613,12 +617,7 @@ impl Store {
             .filter(move |_| !empty)
             .map(|g| {
                 let (k, v) = g.into_inner()?;
-                let version = k
-                    .get(8..16)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
-                Ok((version, v))
+                Ok((split_audit_key(&k).1, v))
             })
     }
 
@@ -626,16 +625,7 @@ impl Store {
     pub fn audit_of_db(&self, db: u32) -> impl Iterator<Item = Result<(u32, u64, fjall::Slice)>> {
         self.inner.audit.prefix(db.to_be_bytes()).map(|g| {
             let (k, v) = g.into_inner()?;
-            let origin = k
-                .get(4..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-                .unwrap_or(0);
-            let version = k
-                .get(8..16)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
+            let (origin, version) = split_audit_key(&k);
             Ok((origin, version, v))
         })
     }

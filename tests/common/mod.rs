@@ -116,6 +116,11 @@ pub fn basic(user: &str, pass: &str) -> String {
     )
 }
 
+/// POSTs the operation `body` (a JSON value); `auth` as for [`post`].
+pub fn post_json(addr: &str, auth: Option<&str>, body: Value) -> (u16, Value) {
+    post(addr, auth, body.to_string().as_bytes())
+}
+
 /// POSTs an operation; `auth` is a full Authorization header value or None.
 pub fn post(addr: &str, auth: Option<&str>, body: &[u8]) -> (u16, Value) {
     let mut req = format!(
