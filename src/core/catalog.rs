@@ -64,10 +64,6 @@ impl TableDef {
         self.attributes.iter().find(|a| a.name == name)
     }
 
-    pub fn is_system(&self) -> bool {
-        self.database == SYSTEM_DB
-    }
-
     /// Adds an attribute if missing; returns true when it was new.
     pub fn add_attribute(&mut self, name: &str, indexed: bool, r#type: Option<String>) -> bool {
         if self.attribute(name).is_some() {
@@ -113,13 +109,6 @@ impl Catalog {
 
     pub fn table_mut(&mut self, db: &str, table: &str) -> Option<&mut TableDef> {
         self.databases.get_mut(db)?.tables.get_mut(table)
-    }
-
-    pub fn table_by_id(&self, id: u32) -> Option<&TableDef> {
-        self.databases
-            .values()
-            .flat_map(|d| d.tables.values())
-            .find(|t| t.id == id)
     }
 
     fn table_mut_by_id(&mut self, id: u32) -> Option<&mut TableDef> {

@@ -979,9 +979,4 @@ impl<R> Core<R> {
         }
         self.mark_catalog_changed();
     }
-
-    /// True for tables whose rows drive node membership (used by replication).
-    pub fn is_membership_table(db: &str, table: &str) -> bool {
-        db == SYSTEM_DB && table == HDB_NODES
-    }
 }

@@ -110,23 +110,4 @@ impl<'a> Fields<'a> {
             ))),
         }
     }
-
-    /// An array of strings (get_attributes, role lists).
-    pub fn opt_str_list(&self, names: &[&str]) -> Result<Option<Vec<String>>, OpError> {
-        let Some(items) = self.opt_array(names)? else {
-            return Ok(None);
-        };
-        items
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    OpError::bad_request(format!(
-                        "'{}' must be an array of strings",
-                        Self::label(names)
-                    ))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    }
 }

@@ -40,10 +40,6 @@ impl Side {
             self.connected.store(false, Ordering::SeqCst);
         }
     }
-
-    pub fn owned_by(&self, session: u64) -> bool {
-        self.session.load(Ordering::SeqCst) == session
-    }
 }
 
 #[derive(Default)]
@@ -99,17 +95,6 @@ impl Stats {
             .entry((peer.to_string(), db.to_string()))
             .or_default()
             .clone()
-    }
-
-    /// Existing slots of one peer, by database.
-    pub fn of_peer(&self, peer: &str) -> Vec<(String, Arc<LinkStats>)> {
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|((p, _), _)| p == peer)
-            .map(|((_, db), s)| (db.clone(), s.clone()))
-            .collect()
     }
 
     pub fn forget_peer(&self, peer: &str) {

@@ -681,10 +681,6 @@ impl Store {
         self.inner.audit.disk_space()
     }
 
-    pub fn disk_size(&self) -> u64 {
-        self.inner.db.disk_space().unwrap_or(0)
-    }
-
     /// A consistent point-in-time view for multi-key reads (full copies).
     pub fn snapshot(&self) -> fjall::Snapshot {
         self.inner.db.snapshot()
@@ -725,16 +721,6 @@ impl Store {
             None => snap.iter(&s.data),
         };
         Ok(iter.map(|g| g.into_inner().map_err(StoreError::from)))
-    }
-
-    pub fn snapshot_get(
-        &self,
-        snap: &fjall::Snapshot,
-        table: u32,
-        pk: &[u8],
-    ) -> Result<Option<fjall::Slice>> {
-        let s = self.spaces(table)?;
-        Ok(snap.get(&s.data, pk)?)
     }
 }
 
