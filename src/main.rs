@@ -22,6 +22,7 @@ without them a password is generated and printed once.
 SIGTERM or SIGINT stops the node gracefully.";
 
 fn main() {
+    owner_only_files();
     return_freed_memory_promptly();
     let mut config_path: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
@@ -78,12 +79,58 @@ fn init_logging(level: log::LevelFilter) {
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }
-    b.init();
+    let inner = b.build();
+    log::set_max_level(inner.filter());
+    if log::set_boxed_logger(Box::new(Redacting(inner))).is_err() {
+        eprintln!("skerry: a logger was already installed");
+    }
+}
+
+/// Passes every log line through `util::redact` first: dependencies log handshake headers at
+/// trace level, and a credential must never reach a log, whatever the level.
+struct Redacting(env_logger::Logger);
+
+impl log::Log for Redacting {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.0.matches(record) {
+            return;
+        }
+        let text = record.args().to_string();
+        let clean = skerry::util::redact::redact(&text);
+        self.0.log(
+            &log::Record::builder()
+                .args(format_args!("{clean}"))
+                .metadata(record.metadata().clone())
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
 }
 
 fn fail(msg: &str) -> ! {
     eprintln!("skerry: {msg}");
     std::process::exit(2);
+}
+
+/// Every file and folder this process creates is owner-only (0600 / 0700): the data folder
+/// holds password hashes, the token secret and retained peer credentials.
+fn owner_only_files() {
+    // SAFETY: umask(2) only sets the process's file mode creation mask; it cannot fail and
+    // touches no memory.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::umask(0o077);
+    }
 }
 
 /// mimalloc: with glibc's malloc, allocation was ~45% of the CPU of a bulk insert and RSS after

@@ -633,10 +633,24 @@ fn authentication_tokens_work_as_bearer_and_refresh() {
     );
     assert_eq!(s, 200, "{b}");
 
+    // Harper: refreshing is an authenticated request. The refresh token itself as the Bearer
+    // token, or a body token with credentials in the header; a body token alone is not enough.
     let (s, r) = post_json(
         &addr,
         None,
         json!({"operation":"refresh_operation_token","refresh_token":refresh}),
+    );
+    assert_eq!((s, r), (401, json!({"error":"Must login"})));
+    let (s, r) = post_json(
+        &addr,
+        Some(&basic(USER, PASS)),
+        json!({"operation":"refresh_operation_token","refresh_token":refresh}),
+    );
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = post_json(
+        &addr,
+        Some(&bearer(&refresh)),
+        json!({"operation":"refresh_operation_token"}),
     );
     assert_eq!(s, 200, "{r}");
     let fresh = r["operation_token"].as_str().unwrap();
@@ -660,10 +674,10 @@ fn authentication_tokens_work_as_bearer_and_refresh() {
     assert_eq!((s, b), (401, json!({"error":"invalid token"})));
     let (s, b) = post_json(
         &addr,
-        None,
+        Some(&basic(USER, PASS)),
         json!({"operation":"refresh_operation_token","refresh_token":"garbage"}),
     );
-    assert_eq!(s, 401, "{b}");
+    assert_eq!((s, b), (401, json!({"error":"invalid token"})));
 
     // Wrong password in the body.
     let (s, b) = post_json(

@@ -30,9 +30,13 @@ fn start(ip: &str) -> TestNode {
     c::start_repl(ip)
 }
 
-/// A replicating node that advertises ws://<proxy_ip>:9933 (peers dial the proxy).
+/// A replicating node that advertises ws://<proxy_ip>:PROXY_PORT (peers dial the proxy).
+/// Proxies listen on the node's own address on this port: a member must be reached at an
+/// address its name resolves to (the dialing side's identity check).
+const PROXY_PORT: u16 = 9940;
+
 fn start_behind(ip: &str, proxy_ip: &str) -> TestNode {
-    let yaml = format!("{}  url: ws://{proxy_ip}:9933\n", c::repl_yaml(ip));
+    let yaml = format!("{}  url: ws://{proxy_ip}:{PROXY_PORT}\n", c::repl_yaml(ip));
     TestNode::start(ip, &yaml)
 }
 
@@ -401,13 +405,13 @@ fn delete_not_resurrected_when_isolated_node_writes_the_key_later_then_heals() {
     // Harper's probe 2: B restarts cut off from A, writes the key A deleted while it was down,
     // then the link heals: the later write (B's) wins on both nodes.
     let ip = ips(SUITE, 4);
-    let (pa_ip, pb_ip) = (&ip[2], &ip[3]);
-    let pa = Proxy::start(&format!("{pa_ip}:9933"), &format!("{}:9933", ip[0]));
-    let pb = Proxy::start(&format!("{pb_ip}:9933"), &format!("{}:9933", ip[1]));
+    let (pa_ip, pb_ip) = (&ip[0], &ip[1]);
+    let pa = Proxy::start(&format!("{pa_ip}:{PROXY_PORT}"), &format!("{}:9933", ip[0]));
+    let pb = Proxy::start(&format!("{pb_ip}:{PROXY_PORT}"), &format!("{}:9933", ip[1]));
     let a = start_behind(&ip[0], pa_ip);
     let mut b = start_behind(&ip[1], pb_ip);
     dog_tables(&[&a, &b]);
-    add_node_at(&a, &b.ip, &format!("ws://{pb_ip}:9933"));
+    add_node_at(&a, &b.ip, &format!("ws://{pb_ip}:{PROXY_PORT}"));
     wait_mesh(&[&a, &b], &["system", "dev"]);
     insert(&a, json!([{"id":"k","v":1},{"id":"k2","v":1}]));
     wait_converged(&[&a, &b], Some(2));
@@ -590,10 +594,10 @@ fn kill_9_under_write_load_then_restart_catches_up() {
 fn relay_takes_over_mid_stream_when_a_direct_link_breaks_and_nothing_is_lost() {
     let ip = ips(SUITE, 6);
     let (a_ip, b_ip, c_ip) = (&ip[0], &ip[1], &ip[2]);
-    let (pa_ip, pb_ip, pc_ip) = (&ip[3], &ip[4], &ip[5]);
-    let pa = Proxy::start(&format!("{pa_ip}:9933"), &format!("{a_ip}:9933"));
-    let _pb = Proxy::start(&format!("{pb_ip}:9933"), &format!("{b_ip}:9933"));
-    let pc = Proxy::start(&format!("{pc_ip}:9933"), &format!("{c_ip}:9933"));
+    let (pa_ip, pb_ip, pc_ip) = (a_ip, b_ip, c_ip);
+    let pa = Proxy::start(&format!("{pa_ip}:{PROXY_PORT}"), &format!("{a_ip}:9933"));
+    let _pb = Proxy::start(&format!("{pb_ip}:{PROXY_PORT}"), &format!("{b_ip}:9933"));
+    let pc = Proxy::start(&format!("{pc_ip}:{PROXY_PORT}"), &format!("{c_ip}:9933"));
     let (a, b, c) = std::thread::scope(|s| {
         let a = s.spawn(|| start_behind(a_ip, pa_ip));
         let b = s.spawn(|| start_behind(b_ip, pb_ip));
@@ -603,8 +607,8 @@ fn relay_takes_over_mid_stream_when_a_direct_link_breaks_and_nothing_is_lost() {
     let all = [&a, &b, &c];
     let dbs = ["system", "dev"];
     dog_tables(&all);
-    add_node_at(&a, b_ip, &format!("ws://{pb_ip}:9933"));
-    add_node_at(&a, c_ip, &format!("ws://{pc_ip}:9933"));
+    add_node_at(&a, b_ip, &format!("ws://{pb_ip}:{PROXY_PORT}"));
+    add_node_at(&a, c_ip, &format!("ws://{pc_ip}:{PROXY_PORT}"));
     wait_mesh(&all, &dbs);
 
     let stop = AtomicBool::new(false);
@@ -874,10 +878,10 @@ fn remove_node_stops_replication_durably_and_re_add_works_without_restart() {
 fn line_topology_a_b_c_converges_when_a_and_c_cannot_reach_each_other() {
     let ip = ips(SUITE, 6);
     let (a_ip, b_ip, c_ip) = (&ip[0], &ip[1], &ip[2]);
-    let (pa_ip, pb_ip, pc_ip) = (&ip[3], &ip[4], &ip[5]);
-    let pa = Proxy::start(&format!("{pa_ip}:9933"), &format!("{a_ip}:9933"));
-    let _pb = Proxy::start(&format!("{pb_ip}:9933"), &format!("{b_ip}:9933"));
-    let pc = Proxy::start(&format!("{pc_ip}:9933"), &format!("{c_ip}:9933"));
+    let (pa_ip, pb_ip, pc_ip) = (a_ip, b_ip, c_ip);
+    let pa = Proxy::start(&format!("{pa_ip}:{PROXY_PORT}"), &format!("{a_ip}:9933"));
+    let _pb = Proxy::start(&format!("{pb_ip}:{PROXY_PORT}"), &format!("{b_ip}:9933"));
+    let pc = Proxy::start(&format!("{pc_ip}:{PROXY_PORT}"), &format!("{c_ip}:9933"));
     pa.block(c_ip);
     pc.block(a_ip);
     let (a, b, c) = std::thread::scope(|s| {
@@ -889,8 +893,8 @@ fn line_topology_a_b_c_converges_when_a_and_c_cannot_reach_each_other() {
     let all = [&a, &b, &c];
     let dbs = ["system", "dev"];
     dog_tables(&all);
-    add_node_at(&a, b_ip, &format!("ws://{pb_ip}:9933"));
-    add_node_at(&b, c_ip, &format!("ws://{pc_ip}:9933"));
+    add_node_at(&a, b_ip, &format!("ws://{pb_ip}:{PROXY_PORT}"));
+    add_node_at(&b, c_ip, &format!("ws://{pc_ip}:{PROXY_PORT}"));
     let line_up = |dbs: &[&str]| {
         wait_until(T, || {
             let (sa, sb, sc) = (status(&a), status(&b), status(&c));
@@ -990,8 +994,8 @@ fn b_sees_a(b: &TestNode, a_ip: &str, up: bool) -> bool {
 #[test]
 fn connected_turns_false_within_ping_timeout_when_link_is_blackholed() {
     let ip = ips(SUITE, 3);
-    let (a_ip, b_ip, p_ip) = (&ip[0], &ip[1], &ip[2]);
-    let proxy = Proxy::start(&format!("{p_ip}:9933"), &format!("{a_ip}:9933"));
+    let (a_ip, b_ip, p_ip) = (&ip[0], &ip[1], &ip[0]);
+    let proxy = Proxy::start(&format!("{p_ip}:{PROXY_PORT}"), &format!("{a_ip}:9933"));
     // B reaches A only through the proxy; A reaches B directly.
     let a = start_behind(a_ip, p_ip);
     let b = start(b_ip);

@@ -115,6 +115,9 @@ pub struct OperationsNetwork {
     pub keep_alive_timeout: Duration,
     /// `headersTimeout`: time a client has to send the request headers (default 60 s).
     pub headers_timeout: Duration,
+    /// `maxConnectionsPerAddress`: most concurrent connections from one client address
+    /// (default 128), so one host cannot hold every connection slot.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for OperationsNetwork {
@@ -127,6 +130,7 @@ impl Default for OperationsNetwork {
             timeout: Duration::from_secs(120),
             keep_alive_timeout: Duration::from_secs(30),
             headers_timeout: Duration::from_secs(60),
+            max_connections_per_address: 128,
         }
     }
 }
@@ -175,6 +179,10 @@ pub struct Replication {
     pub max_frame_size: u64,
     /// `shard`: this node's shard number (default unset).
     pub shard: Option<i64>,
+    /// `maxClockSkew`: a peer's transaction versioned further than this in this node's future
+    /// is refused (default 1 day): a broken or hostile clock cannot push this node's versions
+    /// to the end of time.
+    pub max_clock_skew: Duration,
 }
 
 impl Default for Replication {
@@ -191,6 +199,7 @@ impl Default for Replication {
             audit_retention: Duration::from_secs(3 * 86_400),
             max_frame_size: 64 << 20,
             shard: None,
+            max_clock_skew: Duration::from_secs(86_400),
         }
     }
 }
@@ -240,6 +249,10 @@ pub struct Storage {
     pub max_write_buffer_size: u64,
     /// `groupCommitMaxOps`: most writes committed under one fsync (default 1024).
     pub group_commit_max_ops: usize,
+    /// `maxAttributesPerTable`: most attributes a dynamic table may grow to (default 10,000).
+    pub max_attributes_per_table: usize,
+    /// `maxNewAttributesPerRequest`: most attributes one write may add (default 1,000).
+    pub max_new_attributes_per_request: usize,
 }
 
 impl Default for Storage {
@@ -249,6 +262,8 @@ impl Default for Storage {
             cache_size: 32 << 20,
             max_write_buffer_size: 64 << 20,
             group_commit_max_ops: 1024,
+            max_attributes_per_table: 10_000,
+            max_new_attributes_per_request: 1_000,
         }
     }
 }
@@ -318,6 +333,7 @@ const SCHEMA: &[(&str, Node)] = &[
                     ("timeout", Key),
                     ("keepAliveTimeout", Key),
                     ("headersTimeout", Key),
+                    ("maxConnectionsPerAddress", Key),
                     ("securePort", Ignored),
                     ("cors", Ignored),
                     ("corsAccessList", Ignored),
@@ -358,6 +374,7 @@ const SCHEMA: &[(&str, Node)] = &[
             ("auditRetention", Key),
             ("maxFrameSize", Key),
             ("shard", Key),
+            ("maxClockSkew", Key),
             ("enableRootCAs", Ignored),
             ("mtls", Ignored),
             ("failOver", Ignored),
@@ -387,6 +404,8 @@ const SCHEMA: &[(&str, Node)] = &[
             ("cacheSize", Key),
             ("maxWriteBufferSize", Key),
             ("groupCommitMaxOps", Key),
+            ("maxAttributesPerTable", Key),
+            ("maxNewAttributesPerRequest", Key),
             ("path", Ignored),
             ("caching", Ignored),
             ("compression", Ignored),
@@ -782,6 +801,11 @@ fn build(
             dn.headers_timeout,
             duration_value,
         )?,
+        max_connections_per_address: l.or(
+            "operationsApi.network.maxConnectionsPerAddress",
+            dn.max_connections_per_address,
+            count_value,
+        )?,
     };
 
     let logging = Logging {
@@ -814,6 +838,11 @@ fn build(
         audit_retention: retention.or(harper_retention).unwrap_or(dr.audit_retention),
         max_frame_size: l.or("replication.maxFrameSize", dr.max_frame_size, size_value)?,
         shard: l.opt("replication.shard", shard_value)?,
+        max_clock_skew: l.or(
+            "replication.maxClockSkew",
+            dr.max_clock_skew,
+            duration_value,
+        )?,
     };
 
     let da = d.authentication;
@@ -848,6 +877,16 @@ fn build(
         group_commit_max_ops: l.or(
             "storage.groupCommitMaxOps",
             ds.group_commit_max_ops,
+            count_value,
+        )?,
+        max_attributes_per_table: l.or(
+            "storage.maxAttributesPerTable",
+            ds.max_attributes_per_table,
+            count_value,
+        )?,
+        max_new_attributes_per_request: l.or(
+            "storage.maxNewAttributesPerRequest",
+            ds.max_new_attributes_per_request,
             count_value,
         )?,
     };

@@ -74,11 +74,31 @@ fn atomic_write(target: &Path, data: &[u8]) -> io::Result<()> {
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
+    let original = fs::metadata(target).ok();
+    // A read-only config is the operator saying "do not change this file": refuse, clearly,
+    // rather than replace it (a rename does not need write permission on the file itself).
+    if original
+        .as_ref()
+        .is_some_and(|m| m.permissions().readonly())
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the config file is read-only; make it writable (or change replication.routes by hand)",
+        ));
+    }
     let written = (|| -> io::Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        // Keep the original's permissions: a config file may be deliberately private.
-        if let Ok(meta) = fs::metadata(target) {
+        // Keep the original's permissions and owner: a config file may be deliberately
+        // private, or owned by another account than the node's (root editing it for a
+        // service user). Changing the owner needs privileges; without them the file keeps
+        // ours, which is the best a plain user can do.
+        if let Some(meta) = &original {
             f.set_permissions(meta.permissions())?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                let _ = std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()));
+            }
         }
         f.write_all(data)?;
         f.sync_all()?;
@@ -740,6 +760,23 @@ other: 1
         assert_eq!(
             write_routes(&missing, &[]).unwrap_err().kind(),
             io::ErrorKind::NotFound
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_read_only_config_is_refused_and_left_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro.yaml");
+        fs::write(&path, HARPER).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+        let err = write_routes(&path, &[json!("z")]).unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), HARPER);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o444
         );
     }
 

@@ -85,6 +85,11 @@ impl Role {
         if self.is_super_user() {
             return true;
         }
+        // `system` (users, password hashes, membership) is never a structure_user's database,
+        // whatever the grant says.
+        if db == crate::core::catalog::SYSTEM_DB {
+            return false;
+        }
         match self.permission.get("structure_user") {
             Some(Value::Bool(b)) => *b,
             Some(Value::Array(dbs)) => dbs.iter().any(|d| d.as_str() == Some(db)),
@@ -97,6 +102,9 @@ impl Role {
     pub fn allows(&self, db: &str, table: &str, perm: TablePerm) -> bool {
         if self.may_change_structure(db) {
             return true;
+        }
+        if db == crate::core::catalog::SYSTEM_DB && !self.is_super_user() {
+            return false;
         }
         self.permission
             .get(db)
@@ -276,6 +284,21 @@ mod tests {
         let r = role(json!({"super_user": true}));
         assert!(r.allows("x", "y", TablePerm::Delete));
         assert!(r.may_change_structure("x"));
+    }
+
+    #[test]
+    fn structure_users_never_reach_the_system_database() {
+        for grant in [
+            json!({"structure_user": true}),
+            json!({"structure_user": ["system", "dev"]}),
+            json!({"structure_user": true, "system": {"tables": {"hdb_user": {"read": true}}}}),
+        ] {
+            let r = role(grant.clone());
+            assert!(!r.may_change_structure("system"), "{grant}");
+            assert!(!r.allows("system", "hdb_user", TablePerm::Read), "{grant}");
+            assert!(!r.can_see("system", "hdb_user"), "{grant}");
+        }
+        assert!(role(json!({"structure_user": true})).allows("dev", "t", TablePerm::Read));
     }
 
     #[test]

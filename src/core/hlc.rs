@@ -44,10 +44,13 @@ impl Hlc {
     /// The next version for a local transaction at wall-clock time `now_ms`.
     pub fn next(&mut self, now_ms: u64) -> u64 {
         let physical = from_ms(now_ms);
+        // Saturating: versions this close to the end of u64 cannot come from peers (their
+        // versions are checked against the clock on arrival) and would freeze at the top rather
+        // than wrap to zero and lose every later write.
         self.last = if physical > self.last {
             physical
         } else {
-            self.last + 1
+            self.last.saturating_add(1)
         };
         self.last
     }
@@ -107,6 +110,13 @@ mod tests {
             assert!(w[0] < w[1]);
         }
         assert_eq!(from_ms(to_ms_f64(base + 7).floor() as u64), base);
+    }
+
+    #[test]
+    fn the_clock_never_wraps_to_zero() {
+        let mut c = Hlc::new(u64::MAX - 1);
+        assert_eq!(c.next(1000), u64::MAX);
+        assert_eq!(c.next(1000), u64::MAX);
     }
 
     #[test]

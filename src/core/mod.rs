@@ -48,8 +48,13 @@ impl StoreView for crate::store::Store {
 
 /// What the core is asked to do.
 pub enum Input<R> {
-    /// A validated write or admin operation from the operations API.
-    Write { op: WriteOp, reply: R },
+    /// A validated write or admin operation from the operations API, made by `actor` (recorded
+    /// in the transaction's audit entry).
+    Write {
+        op: WriteOp,
+        actor: txn::Actor,
+        reply: R,
+    },
     /// Transactions received from a peer, in stream order. Applied atomically each, with the
     /// origin's version; the reply carries the per-origin versions now covered.
     Replicated { txns: Vec<Txn>, reply: R },
@@ -178,6 +183,25 @@ pub struct Core<R> {
     membership_dirty: bool,
     retention_ms: Option<u64>,
     last_prune_ms: u64,
+    /// Who made the write being executed (recorded in its audit entry).
+    actor: txn::Actor,
+    limits: Limits,
+}
+
+/// Bounds on what one request may make the core do (from `storage.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_attributes_per_table: usize,
+    pub max_new_attributes_per_request: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_attributes_per_table: 10_000,
+            max_new_attributes_per_request: 1_000,
+        }
+    }
 }
 
 impl<R> Core<R> {
@@ -214,6 +238,8 @@ impl<R> Core<R> {
             membership_dirty: false,
             retention_ms: None,
             last_prune_ms: 0,
+            actor: txn::Actor::None,
+            limits: Limits::default(),
         };
         core.self_origin = core.origin_id(node_name);
         core
@@ -273,8 +299,11 @@ impl<R> Core<R> {
         store: &dyn StoreView,
     ) -> Result<(), StoreError> {
         match input {
-            Input::Write { op, reply } => {
-                let result = self.execute(op, now_ms, store)?;
+            Input::Write { op, actor, reply } => {
+                self.actor = actor;
+                let result = self.execute(op, now_ms, store);
+                self.actor = txn::Actor::None;
+                let result = result?;
                 self.replies.push((reply, Reply::Op(result)));
             }
             Input::Replicated { txns, reply } => {
@@ -331,6 +360,10 @@ impl<R> Core<R> {
             Input::Tick => self.prune(now_ms),
         }
         Ok(())
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
     /// Sets how long audit entries are kept (`replication.auditRetention`).

@@ -6,6 +6,63 @@
 
 use serde_json::{Map, Value};
 
+/// The records of one write request, kept as the JSON text they arrived in (one buffer and the
+/// byte range of each record) instead of as parsed trees: a parsed record costs many times its
+/// text (an entry, a key and a value allocation per attribute), and the request body would
+/// otherwise be held twice. The core parses one record at a time when it applies them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RecordBatch {
+    text: Vec<u8>,
+    spans: Vec<(u32, u32)>,
+}
+
+impl RecordBatch {
+    /// Takes `text` and the byte ranges of the records in it. Every range must hold one JSON
+    /// object (the HTTP layer checks this when it builds the batch).
+    pub fn from_spans(text: Vec<u8>, spans: Vec<(u32, u32)>) -> Self {
+        RecordBatch { text, spans }
+    }
+
+    /// A batch of already parsed records (tests, internal writers).
+    pub fn from_maps(records: Vec<Map<String, Value>>) -> Self {
+        let mut text = Vec::new();
+        let mut spans = Vec::with_capacity(records.len());
+        for r in records {
+            let start = text.len() as u32;
+            // A map of JSON values always serialises.
+            let _ = serde_json::to_writer(&mut text, &r);
+            spans.push((start, text.len() as u32));
+        }
+        RecordBatch { text, spans }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Bytes of JSON text held.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// The JSON text of record `i`.
+    pub fn raw(&self, i: usize) -> &[u8] {
+        match self.spans.get(i) {
+            Some(&(a, b)) => self.text.get(a as usize..b as usize).unwrap_or_default(),
+            None => &[],
+        }
+    }
+
+    /// Parses record `i`.
+    pub fn parse(&self, i: usize) -> Result<Map<String, Value>, String> {
+        serde_json::from_slice(self.raw(i)).map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteKind {
     Insert,
@@ -48,7 +105,7 @@ pub enum WriteOp {
         kind: WriteKind,
         database: String,
         table: String,
-        records: Vec<Map<String, Value>>,
+        records: RecordBatch,
     },
     Delete {
         database: String,

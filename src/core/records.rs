@@ -9,7 +9,7 @@ use super::catalog::{
 use super::error::{OpError, OpResult};
 use super::hlc;
 use super::lww::{self, Decision};
-use super::op::WriteKind;
+use super::op::{RecordBatch, WriteKind};
 use super::txn::{OpsWriter, Txn, TxnOp};
 use super::{Core, StoreView};
 use crate::store::keys;
@@ -20,6 +20,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 type StepResult = Result<OpResult, StoreError>;
+
+/// Requests up to this much record text keep their records parsed between the validation
+/// pass and the write pass; larger ones parse each record again instead of holding them all.
+const KEEP_PARSED_BYTES: usize = 1 << 20;
+
+/// The field older releases kept retained peer credentials in, inside the replicated
+/// `hdb_nodes` row. Never stored any more, and stripped from rows that arrive with it.
+const NODE_SECRET_FIELD: &str = "authorization";
 /// A system-table write: storage errors outside, operation errors inside, the stored record and
 /// its version on success.
 type SystemWrite<T> = Result<Result<T, OpError>, StoreError>;
@@ -47,6 +55,11 @@ fn reserved_pk(v: &Value) -> bool {
 }
 
 pub(crate) fn pk_error(pk_attr: &str, v: &Value) -> OpError {
+    if keys::is_inexact_integer(v) {
+        return OpError::bad_request(format!(
+            "'{pk_attr}' value {v} is an integer beyond 2^53, which cannot be kept exactly (it would share a key with another number); send it as a string"
+        ));
+    }
     if reserved_pk(v) {
         OpError::bad_request(format!(
             "\"{}\" is not a valid hash attribute value",
@@ -179,6 +192,33 @@ impl<R> Core<R> {
         }
     }
 
+    /// Why adding `new` more attributes to `db.table` is refused, if it is: more than
+    /// `storage.maxNewAttributesPerRequest` in one request, or the table past
+    /// `storage.maxAttributesPerTable`. Every attribute is indexed and lives in the catalog that
+    /// is rewritten when it changes, so an unbounded number would let one request slow every
+    /// later write.
+    fn attribute_limit_error(
+        &self,
+        db: &str,
+        table: &str,
+        def: &TableDef,
+        new: usize,
+    ) -> Option<OpError> {
+        if new > self.limits.max_new_attributes_per_request {
+            return Some(OpError::bad_request(format!(
+                "this write would add more than {} new attributes to '{db}.{table}' (storage.maxNewAttributesPerRequest)",
+                self.limits.max_new_attributes_per_request
+            )));
+        }
+        if def.attributes.len() + new > self.limits.max_attributes_per_table {
+            return Some(OpError::bad_request(format!(
+                "'{db}.{table}' would have more than {} attributes (storage.maxAttributesPerTable)",
+                self.limits.max_attributes_per_table
+            )));
+        }
+        None
+    }
+
     /// Adds attributes of a dynamic table that `rec` introduces; returns their names.
     fn add_new_attributes(
         &mut self,
@@ -189,7 +229,7 @@ impl<R> Core<R> {
         let Some(def) = self.catalog.table(db, table) else {
             return Vec::new();
         };
-        if def.schema_defined || rec.keys().all(|k| def.attribute(k).is_some()) {
+        if def.schema_defined || rec.keys().all(|k| def.has_attribute(k)) {
             return Vec::new();
         }
         let mut added = Vec::new();
@@ -230,27 +270,49 @@ impl<R> Core<R> {
     }
 
     /// insert / update / upsert: one request = one transaction = one version.
+    ///
+    /// Records arrive as JSON text ([`RecordBatch`]) and are parsed one at a time. A first pass
+    /// validates the whole request (names, keys, the attribute limits) before anything is
+    /// written, so a bad record fails the request and leaves the store untouched; it keeps the
+    /// parsed records only for small batches, so a large request never holds more than its text
+    /// and one parsed record at a time.
     pub(super) fn write_records(
         &mut self,
         kind: WriteKind,
         db: &str,
         table: &str,
-        records: Vec<Map<String, Value>>,
+        records: RecordBatch,
         now_ms: u64,
         store: &dyn StoreView,
     ) -> StepResult {
-        let mut def = match self.table_or_404(db, table) {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(e)),
+        let catalog = self.catalog.clone();
+        let def = match catalog.database(db) {
+            None => return Ok(Err(OpError::database_not_found(db))),
+            Some(d) => match d.tables.get(table) {
+                None => return Ok(Err(OpError::table_not_found(db, table))),
+                Some(t) => t,
+            },
         };
         let pk_attr = def.primary_key.clone();
-        // Validate the whole request before writing anything: a bad record fails the request
-        // and leaves the store untouched.
-        let mut items = Vec::with_capacity(records.len());
-        for mut rec in records {
+        let schema_defined = def.schema_defined;
+        let keep_parsed = records.text_len() <= KEEP_PARSED_BYTES;
+        let mut parsed: Vec<Map<String, Value>> = Vec::new();
+        let mut keys: Vec<(Value, Vec<u8>)> = Vec::with_capacity(records.len());
+        let mut new_names: HashSet<String> = HashSet::new();
+        for i in 0..records.len() {
+            let mut rec = match records.parse(i) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(OpError::bad_request(format!("invalid record: {e}")))),
+            };
             for k in rec.keys() {
                 if let Some(msg) = invalid_name("Attribute", k) {
                     return Ok(Err(OpError::bad_request(msg)));
+                }
+                if !schema_defined && !def.has_attribute(k) && !new_names.contains(k) {
+                    new_names.insert(k.clone());
+                    if let Some(e) = self.attribute_limit_error(db, table, def, new_names.len()) {
+                        return Ok(Err(e));
+                    }
                 }
             }
             let pk_value = match rec.get(&pk_attr) {
@@ -270,24 +332,44 @@ impl<R> Core<R> {
                 Ok(pk) => pk,
                 Err(e) => return Ok(Err(e)),
             };
-            items.push((pk_value, pk, rec));
+            keys.push((pk_value, pk));
+            if keep_parsed {
+                parsed.push(rec);
+            }
         }
+        drop(catalog);
 
         let version = self.hlc.next(now_ms);
         let txn_ms = hlc::to_ms_f64(version);
-        let stamped = def.attribute(UPDATED_TIME).is_some();
         let mut written = Vec::new();
         let mut skipped = Vec::new();
         let mut new_attributes: Vec<String> = Vec::new();
         let mut ops = OpsWriter::default();
         let mut seen = HashSet::new();
-        // Attribute names known to the table, for a cheap "anything new?" check per record.
-        let mut known: HashSet<String> = def.attributes.iter().map(|a| a.name.clone()).collect();
-        for (pk_value, pk, rec) in items {
+        let mut parsed = parsed.into_iter();
+        for (i, (pk_value, pk)) in keys.into_iter().enumerate() {
+            let rec = match parsed.next() {
+                Some(r) => r,
+                None => {
+                    let mut r = records.parse(i).unwrap_or_default();
+                    // A generated key was put in the first pass's copy: put it again.
+                    r.entry(pk_attr.clone()).or_insert_with(|| pk_value.clone());
+                    if r.get(&pk_attr).is_some_and(Value::is_null) {
+                        r.insert(pk_attr.clone(), pk_value.clone());
+                    }
+                    r
+                }
+            };
             if !seen.insert(pk.clone()) {
                 skipped.push(pk_value);
                 continue;
             }
+            // The table's definition as of now (earlier records may have added attributes);
+            // an Arc handle, so nothing is copied per record.
+            let catalog = self.catalog.clone();
+            let Some(def) = catalog.table(db, table) else {
+                break;
+            };
             let existing = self.read(store, def.id, &pk)?;
             let live = existing
                 .as_ref()
@@ -307,7 +389,7 @@ impl<R> Core<R> {
                 }
                 (_, None) => rec,
             };
-            if stamped {
+            if def.has_attribute(UPDATED_TIME) {
                 let created = merged
                     .get(CREATED_TIME)
                     .filter(|_| existing.as_ref().is_some_and(|e| !e.is_tombstone()))
@@ -316,24 +398,28 @@ impl<R> Core<R> {
                 merged.insert(CREATED_TIME.to_string(), created);
                 merged.insert(UPDATED_TIME.to_string(), json!(txn_ms));
             }
-            if !def.schema_defined && merged.keys().any(|k| !known.contains(k)) {
+            let catalog = if !def.schema_defined && merged.keys().any(|k| !def.has_attribute(k)) {
+                // Let go of the handle first: adding attributes must not copy the catalog
+                // because this function still holds the old one.
+                drop(catalog);
                 for a in self.add_new_attributes(db, table, &merged) {
-                    known.insert(a.clone());
                     if !new_attributes.contains(&a) {
                         new_attributes.push(a);
                     }
                 }
-                // The table grew attributes: index with the new definition from here on.
-                if let Some(d) = self.catalog.table(db, table) {
-                    def = d.clone();
-                }
-            }
+                self.catalog.clone()
+            } else {
+                catalog
+            };
+            let Some(def) = catalog.table(db, table) else {
+                break;
+            };
             let json = serde_json::to_vec(&merged).unwrap_or_default();
             if def.replicate {
                 ops.put(table, &pk_attr, &pk, &json);
             }
             self.store_entry(
-                &def,
+                def,
                 &pk,
                 existing.as_ref(),
                 Some((&merged, json)),
@@ -355,7 +441,7 @@ impl<R> Core<R> {
             "message".into(),
             json!(format!("{verb} {} of {total} records", written.len())),
         );
-        if !def.schema_defined {
+        if !schema_defined {
             out.insert("new_attributes".into(), json!(new_attributes));
         }
         out.insert("txn_time".into(), json!(txn_ms));
@@ -374,7 +460,8 @@ impl<R> Core<R> {
         let Some(db_id) = self.catalog.database(db).map(|d| d.id) else {
             return;
         };
-        self.log_txn(db, db_id, self.self_origin, version, ops.finish());
+        let entry = ops.finish(&self.actor);
+        self.log_txn(db, db_id, self.self_origin, version, entry);
     }
 
     /// A local delete of `pk`: a tombstone at `version` from this node, logged in `ops` when
@@ -493,6 +580,9 @@ impl<R> Core<R> {
             .unwrap_or_else(|| json!(txn_ms));
         record.insert(UPDATED_TIME.into(), json!(txn_ms));
         record.insert(CREATED_TIME.into(), created);
+        if table == HDB_NODES {
+            record.remove(NODE_SECRET_FIELD);
+        }
         self.add_new_attributes(SYSTEM_DB, table, &record);
         let def = self.catalog.table(SYSTEM_DB, table).cloned().unwrap_or(def);
         let json = serde_json::to_vec(&record).unwrap_or_default();
@@ -760,12 +850,64 @@ impl<R> Core<R> {
             return Ok(());
         }
         self.hlc.observe(txn.version);
+        let mut txn = txn;
+        if txn.db == SYSTEM_DB {
+            // Users, roles and membership are the keys to the cluster: each write is checked
+            // against who may make it (see `remote_system_op_allowed`). A refused op is dropped
+            // loudly, never applied and never relayed; the rest of the transaction applies, so
+            // the origin's stream keeps moving.
+            let ops = std::mem::take(&mut txn.ops);
+            for op in ops {
+                if self.remote_system_op_allowed(&txn, &op) {
+                    txn.ops.push(op);
+                } else {
+                    log::warn!(
+                        "refused a write to system.{} from {} (by {:?}): not allowed for that origin and actor",
+                        op.table().unwrap_or("?"),
+                        txn.origin,
+                        txn.actor
+                    );
+                }
+            }
+        }
         for op in &txn.ops {
             self.apply_remote_op(&txn, origin, op, store)?;
         }
-        let ops = super::txn::encode_ops(&txn.ops);
+        let ops = super::txn::encode_ops(&txn.actor, &txn.ops);
         self.log_txn(&txn.db, db_id, origin, txn.version, ops);
         Ok(())
+    }
+
+    /// Whether a peer's transaction may make this write to `system`: a node may write its own
+    /// `hdb_nodes` row; any other membership row, user or role needs a super_user (by this
+    /// node's view of the users) as the transaction's actor, or for a membership row the node
+    /// it describes registering itself through the origin (`add_node_back`). Database creations
+    /// and drops in the system log are not restricted here (every member may create databases).
+    fn remote_system_op_allowed(&self, txn: &Txn, op: &TxnOp) -> bool {
+        let by_super_user = txn
+            .actor
+            .user_name()
+            .and_then(|u| self.auth.principal(u))
+            .is_some_and(|p| {
+                p.is_super_user() && self.auth.users.get(&p.username).is_some_and(|u| u.active)
+            });
+        match op {
+            TxnOp::CreateDatabase { name } | TxnOp::DropDatabase { name } => name != SYSTEM_DB,
+            TxnOp::Put { table, pk, .. } | TxnOp::Delete { table, pk, .. } => {
+                match table.as_str() {
+                    HDB_NODES => {
+                        let row = keys::decode_pk(pk);
+                        let row = row.as_ref().and_then(Value::as_str);
+                        by_super_user
+                            || row == Some(txn.origin.as_str())
+                            || matches!(&txn.actor, super::txn::Actor::Node(n) if Some(n.as_str()) == row)
+                    }
+                    HDB_USER | HDB_ROLE => by_super_user,
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
     }
 
     fn apply_remote_op(
@@ -783,7 +925,7 @@ impl<R> Core<R> {
                 pk,
                 record,
             } => {
-                let Some(map) = parse_map(record) else {
+                let Some(mut map) = parse_map(record) else {
                     // Undecodable is permanent: skip it loudly, never wedge the stream on it.
                     log::warn!(
                         "skipping an undecodable record from {} in {db}.{table}",
@@ -791,6 +933,13 @@ impl<R> Core<R> {
                     );
                     return Ok(());
                 };
+                // Credentials never live in a replicated row (older peers put retained ones
+                // there): drop them on arrival.
+                let mut record = std::borrow::Cow::Borrowed(record);
+                if db == SYSTEM_DB && table == HDB_NODES && map.remove(NODE_SECRET_FIELD).is_some()
+                {
+                    record = std::borrow::Cow::Owned(serde_json::to_vec(&map).unwrap_or_default());
+                }
                 self.ensure_remote_table(db, table, pk_attr);
                 self.add_new_attributes(db, table, &map);
                 self.apply_remote_write(
@@ -799,7 +948,7 @@ impl<R> Core<R> {
                     db,
                     table,
                     pk,
-                    Some((&map, record.clone())),
+                    Some((&map, record.into_owned())),
                     store,
                 )
             }
@@ -945,8 +1094,7 @@ impl<R> Core<R> {
             TxnOp::DropAttribute { table, attribute } => {
                 if let Some(t) = cat.table_mut(db, table) {
                     if t.primary_key != *attribute {
-                        if let Some(pos) = t.attributes.iter().position(|a| a.name == *attribute) {
-                            let a = t.attributes.remove(pos);
+                        if let Some(a) = t.remove_attribute(attribute) {
                             self.writes.push(Write::DropIndexAttribute {
                                 table: t.id,
                                 attribute: a.id,

@@ -246,7 +246,7 @@ impl<R> Core<R> {
             )));
         };
         if let Some(t) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
-            t.attributes.retain(|a| a.name != attribute);
+            t.remove_attribute(attribute);
             if !t.dropped.iter().any(|d| d == attribute) {
                 t.dropped.push(attribute.to_string());
             }

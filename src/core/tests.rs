@@ -1,6 +1,6 @@
 //! Deterministic tests of the core's rules, with an in-memory store standing in for fjall.
 
-use super::op::{WriteKind, WriteOp};
+use super::op::{RecordBatch, WriteKind, WriteOp};
 use super::txn::{Txn, TxnOp};
 use super::*;
 use crate::store::keys;
@@ -66,7 +66,15 @@ impl Node {
     fn run(&mut self, op: WriteOp) -> OpResult {
         self.now += 1;
         self.core
-            .step(Input::Write { op, reply: 0 }, self.now, &self.store)
+            .step(
+                Input::Write {
+                    op,
+                    actor: txn::Actor::User("admin".into()),
+                    reply: 0,
+                },
+                self.now,
+                &self.store,
+            )
             .unwrap();
         self.commit().pop().unwrap()
     }
@@ -91,6 +99,7 @@ impl Node {
             .iter()
             .map(|r| r.as_object().unwrap().clone())
             .collect();
+        let records = RecordBatch::from_maps(records);
         self.run(WriteOp::Records {
             kind,
             database: "dev".into(),
@@ -124,11 +133,15 @@ impl Node {
             .audit
             .iter()
             .filter(|(d, o, _, _)| *d == db && *o == self.core.self_origin)
-            .map(|(_, _, v, ops)| Txn {
-                origin: self.core.node_name().to_string(),
-                version: *v,
-                db: "dev".into(),
-                ops: txn::decode_ops(ops).unwrap(),
+            .map(|(_, _, v, ops)| {
+                let (actor, ops) = txn::decode_entry(ops).unwrap();
+                Txn {
+                    origin: self.core.node_name().to_string(),
+                    version: *v,
+                    db: "dev".into(),
+                    actor,
+                    ops,
+                }
             })
             .collect()
     }
@@ -246,10 +259,18 @@ fn two_requests_in_one_group_see_each_others_writes() {
             kind: WriteKind::Insert,
             database: "dev".into(),
             table: "dog".into(),
-            records: vec![json!({"id":7}).as_object().unwrap().clone()],
+            records: RecordBatch::from_maps(vec![json!({"id":7}).as_object().unwrap().clone()]),
         };
         n.core
-            .step(Input::Write { op, reply: 0 }, n.now, &n.store)
+            .step(
+                Input::Write {
+                    op,
+                    actor: txn::Actor::User("admin".into()),
+                    reply: 0,
+                },
+                n.now,
+                &n.store,
+            )
             .unwrap();
     }
     let replies = n.commit();
@@ -287,7 +308,7 @@ fn bad_input_is_rejected_without_writing_anything() {
             kind: WriteKind::Insert,
             database: "dev".into(),
             table: "nope".into(),
-            records: vec![],
+            records: RecordBatch::default(),
         })
         .unwrap_err();
     assert_eq!(
@@ -299,7 +320,7 @@ fn bad_input_is_rejected_without_writing_anything() {
             kind: WriteKind::Insert,
             database: "nodb".into(),
             table: "dog".into(),
-            records: vec![],
+            records: RecordBatch::default(),
         })
         .unwrap_err();
     assert_eq!(

@@ -7,8 +7,56 @@
 
 use super::codec::{Dec, DecodeError, Enc};
 
-/// Format byte of an encoded op list; bump it when the layout changes.
-const OPS_FORMAT: u8 = 1;
+/// Format byte of an encoded op list; bump it when the layout changes. Format 1 (no actor) is
+/// still read: stores and peers written before the actor existed keep working.
+const OPS_FORMAT_V1: u8 = 1;
+/// Format 2: `[2][actor kind][actor name][count][ops...]`.
+const OPS_FORMAT: u8 = 2;
+
+/// Who made a transaction on its origin node: the authenticated user of the request, or the node
+/// itself (membership rows it writes on its own behalf or on a peer's authenticated request).
+/// Carried in the audit entry, so `read_audit_log` can name the user and a receiver can check
+/// that a write to `system.hdb_user`/`hdb_role` was made by a super_user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Actor {
+    /// Unknown (entries written before actors were recorded).
+    #[default]
+    None,
+    User(String),
+    Node(String),
+}
+
+impl Actor {
+    pub fn user_name(&self) -> Option<&str> {
+        match self {
+            Actor::User(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+fn put_actor(e: &mut Enc, actor: &Actor) {
+    match actor {
+        Actor::None => e.u8(0),
+        Actor::User(u) => {
+            e.u8(1);
+            e.str(u);
+        }
+        Actor::Node(n) => {
+            e.u8(2);
+            e.str(n);
+        }
+    }
+}
+
+fn get_actor(d: &mut Dec<'_>) -> Result<Actor, DecodeError> {
+    Ok(match d.u8()? {
+        0 => Actor::None,
+        1 => Actor::User(d.string()?),
+        2 => Actor::Node(d.string()?),
+        _ => return Err(DecodeError("unknown actor kind")),
+    })
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Txn {
@@ -16,6 +64,7 @@ pub struct Txn {
     pub origin: String,
     pub version: u64,
     pub db: String,
+    pub actor: Actor,
     pub ops: Vec<TxnOp>,
 }
 
@@ -75,12 +124,12 @@ impl TxnOp {
     }
 }
 
-pub fn encode_ops(ops: &[TxnOp]) -> Vec<u8> {
+pub fn encode_ops(actor: &Actor, ops: &[TxnOp]) -> Vec<u8> {
     let mut w = OpsWriter::default();
     for op in ops {
         w.op(op);
     }
-    w.finish()
+    w.finish(actor)
 }
 
 /// Builds an encoded op list one op at a time, borrowing the data (the write path encodes each
@@ -115,10 +164,11 @@ impl OpsWriter {
         e.bytes(pk);
     }
 
-    /// The encoded op list: `[format][count][ops...]`.
-    pub fn finish(self) -> Vec<u8> {
-        let mut e = Enc::with_capacity(self.body.buf.len() + 11);
+    /// The encoded op list: `[format][actor][count][ops...]`.
+    pub fn finish(self, actor: &Actor) -> Vec<u8> {
+        let mut e = Enc::with_capacity(self.body.buf.len() + 32);
         e.u8(OPS_FORMAT);
+        put_actor(&mut e, actor);
         e.varint(self.count as u64);
         e.buf.extend_from_slice(&self.body.buf);
         e.buf
@@ -180,7 +230,7 @@ impl OpsWriter {
 /// Keeps only the ops `keep` accepts (ops without a table, like database creation, are always
 /// kept); returns None when every op is kept, so callers can forward the original bytes.
 pub fn filter_ops(buf: &[u8], keep: impl Fn(&str) -> bool) -> Result<Option<Vec<u8>>, DecodeError> {
-    let ops = decode_ops(buf)?;
+    let (actor, ops) = decode_entry(buf)?;
     if ops.iter().all(|o| o.table().is_none_or(&keep)) {
         return Ok(None);
     }
@@ -188,22 +238,30 @@ pub fn filter_ops(buf: &[u8], keep: impl Fn(&str) -> bool) -> Result<Option<Vec<
     for op in ops.iter().filter(|o| o.table().is_none_or(&keep)) {
         w.op(op);
     }
-    Ok(Some(w.finish()))
+    Ok(Some(w.finish(&actor)))
 }
 
+/// The ops of an encoded entry (any format).
 pub fn decode_ops(buf: &[u8]) -> Result<Vec<TxnOp>, DecodeError> {
+    decode_entry(buf).map(|(_, ops)| ops)
+}
+
+/// The actor and ops of an encoded entry (any format).
+pub fn decode_entry(buf: &[u8]) -> Result<(Actor, Vec<TxnOp>), DecodeError> {
     let mut d = Dec::new(buf);
-    let ops = decode_ops_from(&mut d)?;
+    let entry = decode_entry_from(&mut d)?;
     if !d.is_empty() {
         return Err(DecodeError("trailing bytes after ops"));
     }
-    Ok(ops)
+    Ok(entry)
 }
 
-pub fn decode_ops_from(d: &mut Dec<'_>) -> Result<Vec<TxnOp>, DecodeError> {
-    if d.u8()? != OPS_FORMAT {
-        return Err(DecodeError("unknown ops format"));
-    }
+pub fn decode_entry_from(d: &mut Dec<'_>) -> Result<(Actor, Vec<TxnOp>), DecodeError> {
+    let actor = match d.u8()? {
+        OPS_FORMAT_V1 => Actor::None,
+        OPS_FORMAT => get_actor(d)?,
+        _ => return Err(DecodeError("unknown ops format")),
+    };
     let n = d.count()?;
     let mut ops = Vec::with_capacity(n);
     for _ in 0..n {
@@ -246,7 +304,7 @@ pub fn decode_ops_from(d: &mut Dec<'_>) -> Result<Vec<TxnOp>, DecodeError> {
         };
         ops.push(op);
     }
-    Ok(ops)
+    Ok((actor, ops))
 }
 
 #[cfg(test)]
@@ -291,12 +349,40 @@ mod tests {
     #[test]
     fn ops_round_trip() {
         let ops = sample();
-        assert_eq!(decode_ops(&encode_ops(&ops)).unwrap(), ops);
+        for actor in [
+            Actor::None,
+            Actor::User("admin".into()),
+            Actor::Node("n1".into()),
+        ] {
+            assert_eq!(
+                decode_entry(&encode_ops(&actor, &ops)).unwrap(),
+                (actor, ops.clone())
+            );
+        }
+    }
+
+    #[test]
+    fn entries_written_before_actors_still_decode() {
+        // Format 1: `[1][count][ops...]`, as stores and peers of the previous release wrote.
+        let v2 = encode_ops(&Actor::None, &sample());
+        let mut v1 = vec![OPS_FORMAT_V1];
+        v1.extend_from_slice(&v2[2..]);
+        assert_eq!(decode_entry(&v1).unwrap(), (Actor::None, sample()));
+    }
+
+    #[test]
+    fn filtering_keeps_the_actor() {
+        let actor = Actor::User("u".into());
+        let buf = encode_ops(&actor, &sample());
+        let kept = filter_ops(&buf, |t| t != "dog").unwrap().unwrap();
+        let (a, ops) = decode_entry(&kept).unwrap();
+        assert_eq!(a, actor);
+        assert_eq!(ops.len(), 2);
     }
 
     #[test]
     fn every_truncation_of_a_valid_entry_is_an_error_not_a_panic() {
-        let buf = encode_ops(&sample());
+        let buf = encode_ops(&Actor::User("x".into()), &sample());
         for n in 0..buf.len() {
             assert!(
                 decode_ops(&buf[..n]).is_err(),

@@ -10,6 +10,7 @@ use crate::core::auth::AuthState;
 use crate::core::catalog::Catalog;
 use crate::core::error::{OpError, OpResult};
 use crate::core::op::WriteOp;
+use crate::core::txn::Actor;
 use crate::core::{Core, Input, Reply};
 use crate::store::{Durability, Store};
 use crate::util::Published;
@@ -41,6 +42,27 @@ pub type CommitHook = Box<dyn FnMut(&CommitInfo) + Send>;
 pub struct Shared {
     pub catalog: Published<Catalog>,
     pub auth: Published<AuthState>,
+    /// Wall-clock ms of the core loop's last turn (it turns at least every second): `/health`
+    /// answers 503 when it is stale, so a wedged or dead core is visible.
+    pub core_alive_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    pub fn new(catalog: Arc<Catalog>, auth: Arc<AuthState>) -> Shared {
+        Shared {
+            catalog: Published::new(catalog),
+            auth: Published::new(auth),
+            core_alive_ms: std::sync::atomic::AtomicU64::new(crate::util::time::now_ms()),
+        }
+    }
+
+    /// Whether the core thread turned within `max_ms`.
+    pub fn core_alive(&self, max_ms: u64) -> bool {
+        let last = self
+            .core_alive_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        crate::util::time::now_ms().saturating_sub(last) <= max_ms
+    }
 }
 
 /// A sender of operations to the core thread. When every handle is dropped the core thread
@@ -55,11 +77,13 @@ impl CoreHandle {
         CoreHandle { tx }
     }
 
-    /// Runs a write operation on the core thread and waits until it is committed.
-    pub fn execute(&self, op: WriteOp) -> OpResult {
+    /// Runs a write operation made by `actor` on the core thread and waits until it is
+    /// committed.
+    pub fn execute(&self, op: WriteOp, actor: Actor) -> OpResult {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let msg = Input::Write {
             op,
+            actor,
             reply: ReplyTo::Op(tx),
         };
         if self.tx.send(msg).is_err() {
@@ -158,6 +182,9 @@ impl Driver {
                 },
             };
             let now = crate::util::time::now_ms();
+            self.shared
+                .core_alive_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
             self.step(first, now);
             let mut n = 1;
             while n < self.max_group {

@@ -16,7 +16,6 @@ use crate::ops::auth::{hash_password, Tokens};
 use crate::ops::http::{Context, HttpOptions, HttpServer};
 use crate::store::record::StoredRecord;
 use crate::store::{Durability, Store, StoreOptions, Write};
-use crate::util::Published;
 use driver::{CoreHandle, Driver, ReplyTo, Shared};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener};
@@ -59,6 +58,10 @@ fn recover(store: &Store) -> Result<Recovered, String> {
     let catalog = match &r.catalog_json {
         Some(json) => Some(
             serde_json::from_slice::<Catalog>(json)
+                .map(|mut c| {
+                    c.reindex();
+                    c
+                })
                 .map_err(|e| format!("the stored catalog is unreadable: {e}"))?,
         ),
         None => None,
@@ -130,6 +133,8 @@ fn bootstrap_users(driver: &mut Driver, env: &[(String, String)]) -> Result<(), 
         let (tx, rx) = crossbeam_channel::bounded(1);
         driver.run_one(Input::Write {
             op,
+            // The first user creates itself: receivers that know it as a super_user accept it.
+            actor: crate::core::txn::Actor::User(username.clone()),
             reply: ReplyTo::Op(tx),
         });
         match rx.recv() {
@@ -191,10 +196,11 @@ impl Node {
         let secret = token_secret(&store)?;
         let mut core = Core::new(&node_name, recovered);
         core.set_retention(cfg.replication.audit_retention.as_millis() as u64);
-        let shared = Arc::new(Shared {
-            catalog: Published::new(core.catalog().clone()),
-            auth: Published::new(core.auth().clone()),
+        core.set_limits(crate::core::Limits {
+            max_attributes_per_table: cfg.storage.max_attributes_per_table,
+            max_new_attributes_per_request: cfg.storage.max_new_attributes_per_request,
         });
+        let shared = Arc::new(Shared::new(core.catalog().clone(), core.auth().clone()));
         let (tx, rx) = crossbeam_channel::bounded(4096);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         // The replication context exists only once the core runs; the commit hook finds it here.
@@ -226,9 +232,24 @@ impl Node {
         bootstrap_users(&mut driver, env)?;
         let core_thread = std::thread::Builder::new()
             .name("core".into())
-            .spawn(move || driver.run())
+            .spawn(move || {
+                // A panic in the core means its state can no longer be trusted: stop the whole
+                // node, loudly, rather than stay up answering 503 to every write while `/health`
+                // says all is well. What was acknowledged is on disk; restart recovers.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run()));
+                if ran.is_err() {
+                    log::error!("the core thread panicked; stopping the node");
+                    eprintln!("skerry: FATAL: the core thread panicked; stopping the node");
+                    std::process::exit(70);
+                }
+            })
             .map_err(|e| e.to_string())?;
         let handle = CoreHandle::new(tx);
+        let tokens = Arc::new(Tokens::new(
+            &secret,
+            cfg.authentication.operation_token_timeout,
+            cfg.authentication.refresh_token_timeout,
+        ));
 
         let (repl, cluster): (
             Option<crate::repl::Replicator>,
@@ -241,6 +262,7 @@ impl Node {
                     store.clone(),
                     shared.clone(),
                     handle.clone(),
+                    tokens.clone(),
                 )?;
                 let _ = repl_slot.set(r.ctx.clone());
                 let api = Arc::new(crate::repl::cluster_ops::ClusterApi(r.ctx.clone()));
@@ -262,11 +284,7 @@ impl Node {
             store,
             shared,
             core: handle.clone(),
-            tokens: Tokens::new(
-                &secret,
-                cfg.authentication.operation_token_timeout,
-                cfg.authentication.refresh_token_timeout,
-            ),
+            tokens,
             max_body: net.max_body_size,
             authorize_local: cfg.authentication.authorize_local,
             cluster: Some(cluster),
@@ -280,6 +298,7 @@ impl Node {
                     .min(net.keep_alive_timeout)
                     .min(net.headers_timeout),
                 max_body: usize::try_from(net.max_body_size).unwrap_or(usize::MAX),
+                max_connections_per_address: net.max_connections_per_address.max(1),
             },
             ctx,
         )

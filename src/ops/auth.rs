@@ -10,7 +10,7 @@
 //! concurrent first logins queue instead of each worker allocating (and its allocator keeping)
 //! the algorithm's memory, which grew RSS by ~20 MB per worker.
 
-use crate::core::auth::{AuthState, Principal};
+use crate::core::auth::{AuthState, Principal, User};
 use crate::core::error::OpError;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -18,7 +18,8 @@ use base64::Engine;
 use crossbeam_channel::Sender;
 use ring::{digest, hmac};
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -27,38 +28,46 @@ enum Job {
     Verify(String, String, Sender<bool>),
 }
 
-/// The password thread: every argon2 computation of the process runs here, one at a time.
+/// Password checks that may run at once: argon2 is CPU- and memory-hard on purpose, so a
+/// small fixed pool bounds what concurrent logins cost, and two workers keep one slow client
+/// from delaying everyone's first login.
+const PASSWORD_WORKERS: usize = 2;
+
+/// The password workers: every argon2 computation of the process runs on one of them.
 fn password_thread() -> &'static Mutex<Sender<Job>> {
     static WORKER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
     WORKER.get_or_init(|| {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let spawned = std::thread::Builder::new()
-            .name("password".into())
-            .spawn(move || {
-                let argon = argon2_hasher();
-                for job in rx {
-                    match job {
-                        Job::Hash(pw, reply) => {
-                            let mut salt = [0u8; 16];
-                            crate::util::random_bytes(&mut salt);
-                            let r = argon
-                                .hash_password_with_salt(pw.as_bytes(), &salt)
-                                .map(|h| h.to_string())
-                                .map_err(|e| e.to_string());
-                            let _ = reply.send(r);
-                        }
-                        Job::Verify(pw, stored, reply) => {
-                            let _ = reply.send(
-                                argon
-                                    .verify_password(pw.as_bytes(), stored.as_str())
-                                    .is_ok(),
-                            );
+        for i in 0..PASSWORD_WORKERS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-{i}"))
+                .spawn(move || {
+                    let argon = argon2_hasher();
+                    for job in rx {
+                        match job {
+                            Job::Hash(pw, reply) => {
+                                let mut salt = [0u8; 16];
+                                crate::util::random_bytes(&mut salt);
+                                let r = argon
+                                    .hash_password_with_salt(pw.as_bytes(), &salt)
+                                    .map(|h| h.to_string())
+                                    .map_err(|e| e.to_string());
+                                let _ = reply.send(r);
+                            }
+                            Job::Verify(pw, stored, reply) => {
+                                let _ = reply.send(
+                                    argon
+                                        .verify_password(pw.as_bytes(), stored.as_str())
+                                        .is_ok(),
+                                );
+                            }
                         }
                     }
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!("cannot start the password thread: {e}");
+                });
+            if let Err(e) = spawned {
+                log::error!("cannot start a password thread: {e}");
+            }
         }
         Mutex::new(tx)
     })
@@ -132,18 +141,120 @@ fn cache_key(user: &str, password: &str, stored: &str) -> [u8; 32] {
     out
 }
 
-/// Verifies credentials for `user`, consulting this thread's cache of earlier successes.
-pub fn check_credentials(auth: &AuthState, user: &str, password: &str) -> Option<Principal> {
-    let u = auth.users.get(user)?;
+/// A stored hash nobody's password matches, verified for unknown users so that they take as
+/// long to refuse as a wrong password (no user-enumeration by timing).
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let mut pw = [0u8; 24];
+        crate::util::random_bytes(&mut pw);
+        hash_password(&crate::util::hex(&pw)).unwrap_or_default()
+    })
+}
+
+/// Consecutive failed logins before back-off starts, per client address and per user name.
+const BACKOFF_AFTER_ADDRESS: u32 = 5;
+const BACKOFF_AFTER_USER: u32 = 10;
+/// Longest back-off (the delay doubles with each further failure).
+const BACKOFF_MAX_ADDRESS: Duration = Duration::from_secs(60);
+/// Per user it stays short: a guesser must not be able to lock a real user out for long.
+const BACKOFF_MAX_USER: Duration = Duration::from_secs(5);
+/// Most tracked keys; the oldest half is dropped beyond it (bounded memory under a flood of
+/// random user names).
+const BACKOFF_KEYS: usize = 10_000;
+
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    until: Option<std::time::Instant>,
+    last: std::time::Instant,
+}
+
+fn failures() -> &'static Mutex<HashMap<String, Failures>> {
+    static F: OnceLock<Mutex<HashMap<String, Failures>>> = OnceLock::new();
+    F.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn backoff_keys(user: &str, ip: Option<IpAddr>) -> Vec<(String, u32, Duration)> {
+    let mut keys = vec![(format!("u:{user}"), BACKOFF_AFTER_USER, BACKOFF_MAX_USER)];
+    if let Some(ip) = ip {
+        keys.push((
+            format!("a:{ip}"),
+            BACKOFF_AFTER_ADDRESS,
+            BACKOFF_MAX_ADDRESS,
+        ));
+    }
+    keys
+}
+
+/// Whether logins for `user` from `ip` are backing off right now.
+fn backing_off(user: &str, ip: Option<IpAddr>) -> bool {
+    let now = std::time::Instant::now();
+    let f = failures().lock().unwrap_or_else(|p| p.into_inner());
+    backoff_keys(user, ip)
+        .iter()
+        .any(|(k, _, _)| f.get(k).and_then(|x| x.until).is_some_and(|u| u > now))
+}
+
+fn record_login(user: &str, ip: Option<IpAddr>, ok: bool) {
+    let now = std::time::Instant::now();
+    let mut f = failures().lock().unwrap_or_else(|p| p.into_inner());
+    for (key, after, max) in backoff_keys(user, ip) {
+        if ok {
+            f.remove(&key);
+            continue;
+        }
+        let e = f.entry(key).or_insert(Failures {
+            count: 0,
+            until: None,
+            last: now,
+        });
+        e.count = e.count.saturating_add(1);
+        e.last = now;
+        if e.count >= after {
+            let exp = (e.count - after).min(16);
+            let delay = Duration::from_secs(1u64 << exp).min(max);
+            e.until = Some(now + delay);
+        }
+    }
+    if f.len() > BACKOFF_KEYS {
+        let mut by_age: Vec<(String, std::time::Instant)> =
+            f.iter().map(|(k, v)| (k.clone(), v.last)).collect();
+        by_age.sort_by_key(|(_, t)| *t);
+        for (k, _) in by_age.into_iter().take(BACKOFF_KEYS / 2) {
+            f.remove(&k);
+        }
+    }
+}
+
+/// Verifies credentials for `user` from client address `ip`, consulting the cache of earlier
+/// successes. Unknown users cost as much as wrong passwords; after repeated failures from one
+/// address (or for one user name) further attempts are refused at once, without a check,
+/// for a doubling back-off.
+pub fn check_credentials(
+    auth: &AuthState,
+    user: &str,
+    password: &str,
+    ip: Option<IpAddr>,
+) -> Option<Principal> {
+    let Some(u) = auth.users.get(user) else {
+        if !backing_off(user, ip) {
+            verify_password(password, dummy_hash());
+        }
+        record_login(user, ip, false);
+        return None;
+    };
     let key = cache_key(user, password, &u.password_hash);
     let cached = verified()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .contains(&key);
     if !cached {
-        if !verify_password(password, &u.password_hash) {
+        if backing_off(user, ip) || !verify_password(password, &u.password_hash) {
+            record_login(user, ip, false);
             return None;
         }
+        record_login(user, ip, true);
         let mut c = verified().lock().unwrap_or_else(|p| p.into_inner());
         if c.len() >= CACHE_LIMIT {
             c.clear();
@@ -151,6 +262,28 @@ pub fn check_credentials(auth: &AuthState, user: &str, password: &str) -> Option
         c.insert(key);
     }
     auth.principal(user)
+}
+
+/// A short digest of what a user's tokens depend on (password, role, active flag and the
+/// record's last change): tokens carry it, and a token whose user changed since it was issued
+/// is refused, also after the change is undone (deactivate, then reactivate).
+pub fn fingerprint(u: &User) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let changed = u
+        .record
+        .get(crate::core::catalog::UPDATED_TIME)
+        .map(Value::to_string)
+        .unwrap_or_default();
+    for part in [
+        u.password_hash.as_str(),
+        u.role_id.as_str(),
+        changed.as_str(),
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    ctx.update(&[u8::from(u.active)]);
+    crate::util::hex(&ctx.finish().as_ref()[..12])
 }
 
 /// Signs and checks operation and refresh tokens (JWT, HS256) with this node's secret.
@@ -184,15 +317,17 @@ impl Tokens {
         }
     }
 
-    pub fn issue(&self, username: &str, kind: TokenKind, now_ms: u64) -> String {
+    /// A token of `kind` for `user`, bound to the user's current fingerprint.
+    pub fn issue(&self, user: &User, kind: TokenKind, now_ms: u64) -> String {
         let ttl = match kind {
             TokenKind::Operation => self.operation_ttl,
             TokenKind::Refresh => self.refresh_ttl,
         };
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let claims = json!({
-            "username": username,
+            "username": user.username,
             "typ": kind.name(),
+            "fp": fingerprint(user),
             "iat": now_ms / 1000,
             "exp": (now_ms + ttl.as_millis() as u64) / 1000,
         });
@@ -202,8 +337,15 @@ impl Tokens {
         format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
     }
 
-    /// The username a valid, unexpired token of `kind` was issued to.
-    pub fn verify(&self, token: &str, kind: TokenKind, now_ms: u64) -> Result<String, OpError> {
+    /// The user a valid, unexpired token of `kind` was issued to, if that user still exists,
+    /// is active and has not changed password or role since (the token's fingerprint).
+    pub fn verify(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        now_ms: u64,
+        auth: &AuthState,
+    ) -> Result<Principal, OpError> {
         let invalid = || OpError::unauthorized("invalid token");
         let (signing_input, sig) = token.rsplit_once('.').ok_or_else(invalid)?;
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| invalid())?;
@@ -219,11 +361,17 @@ impl Tokens {
         if now_ms / 1000 >= exp {
             return Err(OpError::unauthorized("token expired"));
         }
-        claims
+        let username = claims
             .get("username")
             .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(invalid)
+            .ok_or_else(invalid)?;
+        let user = auth.users.get(username).ok_or_else(invalid)?;
+        if !user.active
+            || claims.get("fp").and_then(Value::as_str) != Some(fingerprint(user).as_str())
+        {
+            return Err(invalid());
+        }
+        auth.principal(username).ok_or_else(invalid)
     }
 }
 
@@ -233,6 +381,7 @@ pub fn authenticate(
     auth: &AuthState,
     tokens: &Tokens,
     now_ms: u64,
+    ip: Option<IpAddr>,
 ) -> Result<Principal, OpError> {
     let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else {
         return Err(OpError::unauthorized("Must login"));
@@ -247,11 +396,10 @@ pub fn authenticate(
         let (user, pass) = decoded
             .split_once(':')
             .ok_or_else(|| OpError::unauthorized("Login failed"))?;
-        check_credentials(auth, user, pass).ok_or_else(|| OpError::unauthorized("Login failed"))?
+        check_credentials(auth, user, pass, ip)
+            .ok_or_else(|| OpError::unauthorized("Login failed"))?
     } else if scheme.eq_ignore_ascii_case("bearer") {
-        let user = tokens.verify(rest.trim(), TokenKind::Operation, now_ms)?;
-        auth.principal(&user)
-            .ok_or_else(|| OpError::unauthorized("invalid token"))?
+        tokens.verify(rest.trim(), TokenKind::Operation, now_ms, auth)?
     } else {
         return Err(OpError::unauthorized("Login failed"));
     };
@@ -309,17 +457,17 @@ mod tests {
         let s = state(&hash_password("pw").unwrap());
         let t = Tokens::new(b"k", Duration::from_secs(60), Duration::from_secs(600));
         let basic = |u: &str, p: &str| format!("Basic {}", STANDARD.encode(format!("{u}:{p}")));
-        let p = authenticate(Some(&basic("admin", "pw")), &s, &t, 0).unwrap();
+        let p = authenticate(Some(&basic("admin", "pw")), &s, &t, 0, None).unwrap();
         assert!(p.is_super_user());
         // Cached path gives the same answer.
-        assert!(authenticate(Some(&basic("admin", "pw")), &s, &t, 0).is_ok());
-        let e = authenticate(Some(&basic("admin", "bad")), &s, &t, 0).unwrap_err();
+        assert!(authenticate(Some(&basic("admin", "pw")), &s, &t, 0, None).is_ok());
+        let e = authenticate(Some(&basic("admin", "bad")), &s, &t, 0, None).unwrap_err();
         assert_eq!((e.status, e.message()), (401, "Login failed"));
-        let e = authenticate(Some(&basic("nobody", "x")), &s, &t, 0).unwrap_err();
+        let e = authenticate(Some(&basic("nobody", "x")), &s, &t, 0, None).unwrap_err();
         assert_eq!(e.message(), "Login failed");
-        let e = authenticate(None, &s, &t, 0).unwrap_err();
+        let e = authenticate(None, &s, &t, 0, None).unwrap_err();
         assert_eq!(e.message(), "Must login");
-        let e = authenticate(Some("Basic !!!"), &s, &t, 0).unwrap_err();
+        let e = authenticate(Some("Basic !!!"), &s, &t, 0, None).unwrap_err();
         assert_eq!(e.message(), "Login failed");
     }
 
@@ -327,18 +475,68 @@ mod tests {
     fn tokens_expire_and_cannot_be_forged_or_swapped() {
         let s = state(&hash_password("pw").unwrap());
         let t = Tokens::new(b"secret", Duration::from_secs(60), Duration::from_secs(600));
-        let tok = t.issue("admin", TokenKind::Operation, 1_000_000);
+        let admin = s.users["admin"].clone();
+        let tok = t.issue(&admin, TokenKind::Operation, 1_000_000);
         let bearer = format!("Bearer {tok}");
-        assert!(authenticate(Some(&bearer), &s, &t, 1_000_000).is_ok());
-        let e = authenticate(Some(&bearer), &s, &t, 1_000_000 + 61_000).unwrap_err();
+        assert!(authenticate(Some(&bearer), &s, &t, 1_000_000, None).is_ok());
+        let e = authenticate(Some(&bearer), &s, &t, 1_000_000 + 61_000, None).unwrap_err();
         assert_eq!(e.message(), "token expired");
         let other = Tokens::new(b"other", Duration::from_secs(60), Duration::from_secs(600));
-        assert!(authenticate(Some(&bearer), &s, &other, 1_000_000).is_err());
-        let refresh = t.issue("admin", TokenKind::Refresh, 1_000_000);
-        assert!(t.verify(&refresh, TokenKind::Operation, 1_000_000).is_err());
+        assert!(authenticate(Some(&bearer), &s, &other, 1_000_000, None).is_err());
+        let refresh = t.issue(&admin, TokenKind::Refresh, 1_000_000);
+        assert!(t
+            .verify(&refresh, TokenKind::Operation, 1_000_000, &s)
+            .is_err());
         assert_eq!(
-            t.verify(&refresh, TokenKind::Refresh, 1_000_000).unwrap(),
+            t.verify(&refresh, TokenKind::Refresh, 1_000_000, &s)
+                .unwrap()
+                .username,
             "admin"
         );
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn state(hash: &str, role: &str, active: bool) -> AuthState {
+        let mut s = AuthState::default();
+        for r in ["super_user", "other"] {
+            s.apply_role(
+                r,
+                json!({"id": r, "role": r, "permission": {"super_user": r == "super_user"}})
+                    .as_object(),
+            );
+        }
+        s.apply_user(
+            "u",
+            json!({"username":"u","password":hash,"role":role,"active":active}).as_object(),
+        );
+        s
+    }
+
+    /// A token stops working when what it was issued for changes: the password, the role, or
+    /// the active flag.
+    #[test]
+    fn tokens_die_when_the_password_role_or_active_flag_changes() {
+        let t = Tokens::new(b"k", Duration::from_secs(600), Duration::from_secs(600));
+        let before = state("h1", "super_user", true);
+        let tok = t.issue(&before.users["u"], TokenKind::Operation, 1_000);
+        assert!(t.verify(&tok, TokenKind::Operation, 1_000, &before).is_ok());
+        for (case, after) in [
+            ("password", state("h2", "super_user", true)),
+            ("role", state("h1", "other", true)),
+            ("active", state("h1", "super_user", false)),
+            ("deleted", AuthState::default()),
+        ] {
+            let e = t.verify(&tok, TokenKind::Operation, 1_000, &after);
+            assert_eq!(
+                e.map(|p| p.username).unwrap_err().message(),
+                "invalid token",
+                "{case}"
+            );
+        }
     }
 }

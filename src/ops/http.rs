@@ -5,11 +5,12 @@
 //! answers for load balancers. Limits (body size, connections, timeouts) come from the config.
 
 use super::auth::{authenticate, hash_password, TokenKind, Tokens};
-use super::parse::{self, Operation};
+use super::parse::Operation;
 use super::read;
 use crate::core::auth::{Principal, SUPER_USER_ROLE};
 use crate::core::error::{OpError, OpResult};
 use crate::core::op::WriteOp;
+use crate::core::txn::Actor;
 use crate::node::driver::{CoreHandle, Shared};
 use crate::store::Store;
 use serde_json::{json, Value};
@@ -33,7 +34,7 @@ pub struct Context {
     pub store: Store,
     pub shared: Arc<Shared>,
     pub core: CoreHandle,
-    pub tokens: Tokens,
+    pub tokens: Arc<Tokens>,
     pub max_body: u64,
     pub authorize_local: bool,
     pub cluster: Option<Arc<dyn ClusterOps>>,
@@ -52,12 +53,30 @@ struct ServeState {
     in_flight: std::sync::atomic::AtomicUsize,
 }
 
+/// One request being executed, for as long as it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 pub struct HttpOptions {
     pub max_connections: usize,
     /// Deadline for a request head (and, separately, its body) and timeout of each read/write.
     pub timeout: Duration,
     /// Bodies up to this size are received before the request is executed.
     pub max_body: usize,
+    /// Most concurrent connections from one client address.
+    pub max_connections_per_address: usize,
 }
 
 impl HttpServer {
@@ -76,15 +95,19 @@ impl HttpServer {
             write_timeout: Some(opts.timeout),
             nodelay: true,
             max_connections: opts.max_connections,
-            // Every acceptable body is received before the request is executed, within a
-            // deadline: slow or silent clients hold only their own connection's thread.
-            eager_body_limit: opts.max_body,
+            // Bodies are read by the handler, after it has authenticated the request from its
+            // headers (never before: an anonymous body must cost nothing). The server gives
+            // each body one deadline, so a slow client holds only its own connection.
+            eager_body_limit: 0,
+            max_connections_per_ip: opts.max_connections_per_address,
         };
         let state = Arc::new(ServeState::default());
         let handler_state = state.clone();
         let handler: tiny_http::RequestHandler = Arc::new(move |rq| {
             use std::sync::atomic::Ordering::SeqCst;
-            handler_state.in_flight.fetch_add(1, SeqCst);
+            // Counted by a guard: a panicking request must not leave the count up (stop would
+            // then wait its full 30 s).
+            let _counted = InFlight::enter(&handler_state.in_flight);
             if handler_state.stopping.load(SeqCst) {
                 let _ = rq.respond(json_response(
                     503,
@@ -93,7 +116,6 @@ impl HttpServer {
             } else {
                 handle(&ctx, rq);
             }
-            handler_state.in_flight.fetch_sub(1, SeqCst);
         });
         let server = tiny_http::Server::from_listener_with_handler(listener, conn, handler)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -160,11 +182,42 @@ fn header<'a>(rq: &'a tiny_http::Request, name: &str) -> Option<&'a str> {
         .map(|h| h.value.as_str())
 }
 
+/// How the sender of a request proved who it is, from the headers alone.
+enum Caller {
+    /// Credentials (Basic), an operation token, or `authorizeLocal`.
+    Principal(Principal, Via),
+    /// `Authorization: Bearer <refresh token>`: good for `refresh_operation_token` only.
+    RefreshBearer(Principal),
+    /// No `Authorization` header: only `create_authentication_tokens` with a user name and
+    /// password in a small body can succeed.
+    Anonymous,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Password,
+    Token,
+    Local,
+}
+
+/// `/health` fails when the core loop has not turned for this long (it ticks every second).
+const CORE_STALE_MS: u64 = 10_000;
+
+/// Largest body read from a request without credentials (its only use is
+/// `create_authentication_tokens` with a user name and password).
+const ANONYMOUS_BODY_LIMIT: u64 = 16 * 1024;
+
 fn process(ctx: &Context, rq: &mut tiny_http::Request) -> OpResult {
     let path = rq.url().split('?').next().unwrap_or("/").to_string();
     match (rq.method(), path.as_str()) {
-        (tiny_http::Method::Get, "/health") => {
-            return Ok(Value::String("Skerry is running.".into()))
+        (tiny_http::Method::Get | tiny_http::Method::Head, "/health") => {
+            // Liveness means the core turns: it ticks every second.
+            if !ctx.shared.core_alive(CORE_STALE_MS) {
+                return Err(OpError::unavailable(
+                    "Skerry is not healthy: the core thread has not run for over 10 s",
+                ));
+            }
+            return Ok(Value::String("Skerry is running.".into()));
         }
         (tiny_http::Method::Post, "/") => {}
         (tiny_http::Method::Get, "/") => {
@@ -175,30 +228,145 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> OpResult {
         }
         _ => return Err(OpError::not_found("Not found")),
     }
-    let body = read_body(ctx, rq)?;
-    let obj = parse_json(&body)?;
-    let loopback = rq.remote_addr().is_some_and(|a| a.ip().is_loopback());
-    let auth_header = header(rq, "authorization").map(str::to_string);
-    let name = obj.get("operation").and_then(Value::as_str).unwrap_or("");
+    // Who is asking is settled from the headers before one byte of the body is read: missing
+    // or wrong credentials cost the node a header parse, never a body.
+    let caller = caller(ctx, rq)?;
+    let body_limit = match caller {
+        Caller::Anonymous => ANONYMOUS_BODY_LIMIT.min(ctx.max_body),
+        _ => ctx.max_body,
+    };
+    let body = match read_body(rq, body_limit) {
+        Ok(b) => b,
+        Err(_) if matches!(caller, Caller::Anonymous) => {
+            return Err(OpError::unauthorized("Must login"))
+        }
+        Err(e) => return Err(e),
+    };
+    let body = super::body::parse(body, usize::try_from(ctx.max_body).unwrap_or(usize::MAX))?;
+    let name = body
+        .fields
+        .get("operation")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+
+    let p = match caller {
+        Caller::Principal(p, via) => (p, via),
+        Caller::RefreshBearer(p) => {
+            return match super::parse::parse(body)? {
+                Operation::RefreshOperationToken {
+                    refresh_token: None,
+                } => Ok(json!({
+                    "operation_token": issue(ctx, &p.username, TokenKind::Operation)?,
+                })),
+                Operation::RefreshOperationToken {
+                    refresh_token: Some(t),
+                } => refresh(ctx, &t),
+                _ => Err(OpError::unauthorized("invalid token")),
+            }
+        }
+        Caller::Anonymous => {
+            return match super::parse::parse(body) {
+                Ok(op) if op.is_unauthenticated() => execute_unauthenticated(ctx, op, rq),
+                _ => Err(OpError::unauthorized("Must login")),
+            }
+        }
+    };
+    let (p, via) = p;
 
     // Cluster operations are parsed by the replication layer (they need its state).
     if let Some(cluster) = &ctx.cluster {
-        if is_cluster_op(name) {
-            let p = principal(ctx, auth_header.as_deref(), loopback)?;
-            if let Some(r) = cluster.execute(name, &obj, &p) {
+        if is_cluster_op(&name) {
+            if let Some(r) = cluster.execute(&name, &body.fields, &p) {
                 return r;
             }
         }
     }
 
-    let op = parse::parse(obj)?;
+    let op = super::parse::parse(body)?;
     if op.is_unauthenticated() {
-        return execute_unauthenticated(ctx, op);
+        // Credentials in the body win over the header (Harper).
+        return execute_unauthenticated(ctx, op, rq);
     }
-    let p = principal(ctx, auth_header.as_deref(), loopback)?;
+    if let Operation::CreateAuthenticationTokens { .. } = op {
+        // Only credentials mint a token pair: a token must not renew itself forever.
+        if via == Via::Token {
+            return Err(OpError::unauthorized(
+                "create_authentication_tokens needs credentials (Basic authentication, or username and password in the body), not a token",
+            ));
+        }
+    }
     let catalog = ctx.shared.catalog.load();
     read::authorize(&p, &op.requirement(), &catalog)?;
     execute(ctx, op, &p)
+}
+
+/// The caller as the headers say. `authorizeLocal` only applies to requests a web page cannot
+/// forge: a JSON content type (which a cross-site form or `fetch` without CORS cannot send) and
+/// no `Origin` header.
+fn caller(ctx: &Context, rq: &tiny_http::Request) -> Result<Caller, OpError> {
+    let ip = rq.remote_addr().map(|a| a.ip());
+    let auth = ctx.shared.auth.load();
+    let now = crate::util::time::now_ms();
+    let header_value = header(rq, "authorization")
+        .map(str::trim)
+        .filter(|h| !h.is_empty());
+    let Some(h) = header_value else {
+        if ctx.authorize_local && ip.is_some_and(|i| i.is_loopback()) {
+            let json = header(rq, "content-type").is_some_and(|c| {
+                c.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+            if !json || header(rq, "origin").is_some() {
+                return Err(OpError::new(
+                    403,
+                    "authentication.authorizeLocal only serves requests with Content-Type: application/json and no Origin header; send credentials otherwise",
+                ));
+            }
+            let role = auth.roles.get(SUPER_USER_ROLE).cloned();
+            return Ok(Caller::Principal(
+                Principal {
+                    username: "local".into(),
+                    role,
+                },
+                Via::Local,
+            ));
+        }
+        return Ok(Caller::Anonymous);
+    };
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let token = rest.trim();
+        return match ctx.tokens.verify(token, TokenKind::Operation, now, &auth) {
+            Ok(p) => Ok(Caller::Principal(p, Via::Token)),
+            Err(e) => match ctx.tokens.verify(token, TokenKind::Refresh, now, &auth) {
+                Ok(p) => Ok(Caller::RefreshBearer(p)),
+                Err(_) => Err(e),
+            },
+        };
+    }
+    authenticate(Some(h), &auth, &ctx.tokens, now, ip).map(|p| Caller::Principal(p, Via::Password))
+}
+
+fn issue(ctx: &Context, username: &str, kind: TokenKind) -> Result<String, OpError> {
+    let auth = ctx.shared.auth.load();
+    let user = auth
+        .users
+        .get(username)
+        .ok_or_else(|| OpError::unauthorized("invalid token"))?;
+    Ok(ctx.tokens.issue(user, kind, crate::util::time::now_ms()))
+}
+
+fn refresh(ctx: &Context, refresh_token: &str) -> OpResult {
+    let auth = ctx.shared.auth.load();
+    let p = ctx.tokens.verify(
+        refresh_token,
+        TokenKind::Refresh,
+        crate::util::time::now_ms(),
+        &auth,
+    )?;
+    Ok(json!({ "operation_token": issue(ctx, &p.username, TokenKind::Operation)? }))
 }
 
 /// Names of the clustering operations (answered by `repl`).
@@ -220,131 +388,101 @@ pub fn is_cluster_op(name: &str) -> bool {
     )
 }
 
-fn principal(
-    ctx: &Context,
-    auth_header: Option<&str>,
-    loopback: bool,
-) -> Result<Principal, OpError> {
-    let auth = ctx.shared.auth.load();
-    if ctx.authorize_local && loopback && auth_header.is_none() {
-        let role = auth.roles.get(SUPER_USER_ROLE).cloned();
-        return Ok(Principal {
-            username: "local".into(),
-            role,
-        });
-    }
-    authenticate(auth_header, &auth, &ctx.tokens, crate::util::time::now_ms())
-}
-
-fn read_body(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Vec<u8>, OpError> {
+/// Reads the body (after authentication), refusing more than `limit` bytes: a declared
+/// length over it is answered without reading; the vendored server gives the whole body one
+/// deadline, so a trickling client cannot hold the connection either.
+fn read_body(rq: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, OpError> {
     let too_large = || {
         OpError::new(
             413,
-            format!(
-                "Request body is larger than the limit of {} bytes",
-                ctx.max_body
-            ),
+            format!("Request body is larger than the limit of {limit} bytes"),
         )
     };
-    if rq.body_length().is_some_and(|n| n as u64 > ctx.max_body) {
+    if rq.body_length().is_some_and(|n| n as u64 > limit) {
         // Answer without reading: the vendored server closes the connection instead of
         // draining a huge body.
         return Err(too_large());
     }
-    let mut body = Vec::new();
+    let mut body = Vec::with_capacity(rq.body_length().unwrap_or(0).min(1 << 20));
     rq.as_reader()
-        .take(ctx.max_body + 1)
+        .take(limit + 1)
         .read_to_end(&mut body)
         .map_err(|e| OpError::bad_request(format!("cannot read the request body: {e}")))?;
-    if body.len() as u64 > ctx.max_body {
+    if body.len() as u64 > limit {
         return Err(too_large());
     }
     Ok(body)
 }
 
-fn parse_json(body: &[u8]) -> Result<serde_json::Map<String, Value>, OpError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(OpError::bad_request(
-            "Body cannot be empty when content-type is set to 'application/json'",
-        ));
+/// `create_authentication_tokens` with a user name and password in the body.
+fn execute_unauthenticated(ctx: &Context, op: Operation, rq: &tiny_http::Request) -> OpResult {
+    let Operation::CreateAuthenticationTokens {
+        username: Some(u),
+        password: Some(pw),
+    } = op
+    else {
+        return Err(OpError::unauthorized("Must login"));
+    };
+    let auth = ctx.shared.auth.load();
+    let ip = rq.remote_addr().map(|a| a.ip());
+    if super::auth::check_credentials(&auth, &u, &pw, ip).is_none() {
+        return Err(OpError::unauthorized("invalid credentials"));
     }
-    // serde_json refuses nesting deeper than 128 levels and invalid UTF-8 with an error, so a
-    // hostile body can neither overflow the stack nor smuggle bytes into stored strings.
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(OpError::bad_request("Invalid JSON.")),
-        Err(e) => Err(OpError::bad_request(format!("Invalid JSON: {e}"))),
-    }
-}
-
-fn execute_unauthenticated(ctx: &Context, op: Operation) -> OpResult {
-    let now = crate::util::time::now_ms();
-    match op {
-        Operation::CreateAuthenticationTokens {
-            username: Some(u),
-            password: Some(pw),
-        } => {
-            let auth = ctx.shared.auth.load();
-            if super::auth::check_credentials(&auth, &u, &pw).is_none() {
-                return Err(OpError::unauthorized("invalid credentials"));
-            }
-            if auth.users.get(&u).is_some_and(|user| !user.active) {
-                return Err(OpError::unauthorized(
-                    "Cannot complete request: User is inactive",
-                ));
-            }
+    match auth.users.get(&u) {
+        Some(user) if user.active => {
+            let now = crate::util::time::now_ms();
             Ok(json!({
-                "operation_token": ctx.tokens.issue(&u, TokenKind::Operation, now),
-                "refresh_token": ctx.tokens.issue(&u, TokenKind::Refresh, now),
+                "operation_token": ctx.tokens.issue(user, TokenKind::Operation, now),
+                "refresh_token": ctx.tokens.issue(user, TokenKind::Refresh, now),
             }))
         }
-        Operation::RefreshOperationToken { refresh_token } => {
-            let user = ctx.tokens.verify(&refresh_token, TokenKind::Refresh, now)?;
-            let auth = ctx.shared.auth.load();
-            match auth.users.get(&user) {
-                Some(u) if u.active => Ok(json!({
-                    "operation_token": ctx.tokens.issue(&user, TokenKind::Operation, now),
-                })),
-                _ => Err(OpError::unauthorized("invalid token")),
-            }
-        }
-        _ => Err(OpError::internal("not an unauthenticated operation")),
+        _ => Err(OpError::unauthorized("invalid credentials")),
     }
 }
 
 fn execute(ctx: &Context, op: Operation, p: &Principal) -> OpResult {
+    let actor = Actor::User(p.username.clone());
     match op {
-        Operation::Write(w) => ctx.core.execute(w),
+        Operation::Write(w) => ctx.core.execute(w, actor),
         Operation::AddUser {
             username,
             password,
             role,
             active,
-        } => ctx.core.execute(WriteOp::AddUser {
-            username,
-            password_hash: hash_password(&password)?,
-            role,
-            active,
-        }),
+        } => ctx.core.execute(
+            WriteOp::AddUser {
+                username,
+                password_hash: hash_password(&password)?,
+                role,
+                active,
+            },
+            actor,
+        ),
         Operation::AlterUser {
             username,
             password,
             role,
             active,
-        } => ctx.core.execute(WriteOp::AlterUser {
-            username,
-            password_hash: password.as_deref().map(hash_password).transpose()?,
-            role,
-            active,
-        }),
+        } => ctx.core.execute(
+            WriteOp::AlterUser {
+                username,
+                password_hash: password.as_deref().map(hash_password).transpose()?,
+                role,
+                active,
+            },
+            actor,
+        ),
         Operation::CreateAuthenticationTokens { .. } => {
-            // No credentials in the body: tokens for the caller authenticated by header.
-            let now = crate::util::time::now_ms();
+            // No credentials in the body: tokens for the caller authenticated by password.
             Ok(json!({
-                "operation_token": ctx.tokens.issue(&p.username, TokenKind::Operation, now),
-                "refresh_token": ctx.tokens.issue(&p.username, TokenKind::Refresh, now),
+                "operation_token": issue(ctx, &p.username, TokenKind::Operation)?,
+                "refresh_token": issue(ctx, &p.username, TokenKind::Refresh)?,
             }))
         }
+        Operation::RefreshOperationToken { refresh_token } => match refresh_token {
+            Some(t) => refresh(ctx, &t),
+            None => Err(OpError::bad_request("'refresh_token' is required")),
+        },
         read_op => {
             let catalog = ctx.shared.catalog.load();
             let auth = ctx.shared.auth.load();

@@ -5,6 +5,7 @@
 //! to the core thread and wait for the committed answer. Must never write to the store itself.
 
 pub mod auth;
+pub mod body;
 pub mod fields;
 pub mod http;
 pub mod parse;

@@ -3,7 +3,7 @@
 
 use super::fields::Fields;
 use crate::core::error::OpError;
-use crate::core::op::{WriteKind, WriteOp};
+use crate::core::op::{RecordBatch, WriteKind, WriteOp};
 use serde_json::{Map, Value};
 
 /// Database used when a request names none (Harper's default).
@@ -132,8 +132,10 @@ pub enum Operation {
         username: Option<String>,
         password: Option<String>,
     },
+    /// The refresh token from the body; None when the request authenticates with
+    /// `Authorization: Bearer <refresh token>` instead (Harper accepts both).
     RefreshOperationToken {
-        refresh_token: String,
+        refresh_token: Option<String>,
     },
 }
 
@@ -231,14 +233,15 @@ impl Operation {
         }
     }
 
-    /// Operations that need no credentials (they carry their own).
+    /// Operations that need no credentials (they carry their own: a user name and password in
+    /// the body).
     pub fn is_unauthenticated(&self) -> bool {
         matches!(
             self,
             Operation::CreateAuthenticationTokens {
                 username: Some(_),
                 password: Some(_)
-            } | Operation::RefreshOperationToken { .. }
+            }
         )
     }
 }
@@ -253,8 +256,12 @@ fn table(f: &Fields) -> Result<String, OpError> {
     f.req_str(&["table"])
 }
 
-/// Takes `records` out of the request (by value: a 1,000-record insert is not copied).
-fn records(v: Option<Value>) -> Result<Vec<Map<String, Value>>, OpError> {
+/// The records of a write: the batch the body parser kept as text, or (requests built as
+/// trees, tests) a `records` value.
+fn records(batch: Option<RecordBatch>, v: Option<Value>) -> Result<RecordBatch, OpError> {
+    if let Some(b) = batch {
+        return Ok(b);
+    }
     let items = match v {
         None | Some(Value::Null) => return Err(OpError::bad_request("'records' is required")),
         Some(Value::Array(items)) => items,
@@ -268,7 +275,8 @@ fn records(v: Option<Value>) -> Result<Vec<Map<String, Value>>, OpError> {
                 "'records' must be an array of objects",
             )),
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(RecordBatch::from_maps)
 }
 
 /// Harper answers a missing/ill-typed `get_attributes` on search_by_id with a 500; kept for
@@ -395,8 +403,20 @@ fn attributes(f: &Fields) -> Result<Vec<(String, Option<String>)>, OpError> {
         .collect()
 }
 
-/// Parses one request object. `body` has already been checked to be a JSON object.
-pub fn parse(mut body: Map<String, Value>) -> Result<Operation, OpError> {
+/// Parses a request object given as a tree (tests, internal callers).
+pub fn parse_value(body: Map<String, Value>) -> Result<Operation, OpError> {
+    parse(super::body::Body {
+        fields: body,
+        records: None,
+    })
+}
+
+/// Parses one request (see `ops::body`: records arrive as text, the rest as a tree).
+pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
+    let super::body::Body {
+        fields: mut body,
+        records: batch,
+    } = body;
     let records_field = body.remove("records");
     let body = &body;
     let name = match body.get("operation") {
@@ -480,7 +500,7 @@ pub fn parse(mut body: Map<String, Value>) -> Result<Operation, OpError> {
             },
             database: database(&f)?,
             table: table(&f)?,
-            records: records(records_field)?,
+            records: records(batch, records_field)?,
         }),
         "delete" => Operation::Write(WriteOp::Delete {
             database: database(&f)?,
@@ -596,12 +616,13 @@ pub fn parse(mut body: Map<String, Value>) -> Result<Operation, OpError> {
                 .ok_or_else(|| OpError::bad_request("'id' is required"))?,
         }),
         "list_roles" => Operation::ListRoles,
+        // Empty strings count as absent (Harper: `""`/`""` is "Must login").
         "create_authentication_tokens" => Operation::CreateAuthenticationTokens {
-            username: f.opt_str(&["username"])?,
-            password: f.opt_str(&["password"])?,
+            username: f.opt_str(&["username"])?.filter(|s| !s.is_empty()),
+            password: f.opt_str(&["password"])?.filter(|s| !s.is_empty()),
         },
         "refresh_operation_token" => Operation::RefreshOperationToken {
-            refresh_token: f.req_str(&["refresh_token"])?,
+            refresh_token: f.opt_str(&["refresh_token"])?.filter(|s| !s.is_empty()),
         },
         other => {
             return Err(OpError::bad_request(format!(
@@ -618,7 +639,7 @@ mod tests {
     use serde_json::json;
 
     fn p(v: Value) -> Result<Operation, OpError> {
-        parse(v.as_object().unwrap().clone())
+        parse_value(v.as_object().unwrap().clone())
     }
 
     fn err(v: Value) -> (u16, String) {

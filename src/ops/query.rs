@@ -159,9 +159,16 @@ fn index_range(cmp: Comparator, value: &Value) -> Option<KeyRange> {
             (Bound::Included(e.clone()), excluded_end(e))
         }
         Comparator::StartsWith => {
+            // Index entries keep only the first MAX_INDEXED_STRING bytes of a string, so a
+            // longer prefix narrows no further (and would exceed the store's key limit): scan
+            // by its indexed part; every candidate is re-checked against the record.
             let s = value.as_str()?;
+            let mut end = s.len().min(keys::MAX_INDEXED_STRING);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
             let mut p = Vec::new();
-            keys::encode_str_prefix(s, &mut p);
+            keys::encode_str_prefix(&s[..end], &mut p);
             (Bound::Included(p.clone()), excluded_end(p))
         }
         Comparator::GreaterThan | Comparator::GreaterThanEqual => {

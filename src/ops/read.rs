@@ -224,6 +224,24 @@ pub fn execute(
             Ok(Value::Object(out))
         }
         Operation::DescribeDatabase { database } => {
+            if !p.is_super_user() {
+                if database == SYSTEM_DB {
+                    return Err(OpError::forbidden(
+                        vec![json!(format!(
+                            "Your role does not have permission to view database metadata for '{database}'"
+                        ))],
+                        vec![],
+                    ));
+                }
+                // Missing and hidden look alike to a restricted user (no existence oracle).
+                let knows = p.role.as_ref().is_some_and(|r| r.knows_database(database));
+                if catalog.database(database).is_none() || !knows {
+                    return Err(OpError::forbidden(
+                        vec![],
+                        vec![json!(format!("database '{database}' does not exist"))],
+                    ));
+                }
+            }
             if catalog.database(database).is_none() {
                 return Err(OpError::database_not_found(database));
             }
@@ -233,17 +251,16 @@ pub fn execute(
             database,
             table: name,
         } => {
-            let t = table(catalog, database, name)?;
-            if !p
-                .role
-                .as_ref()
-                .is_some_and(|r| r.knows_table(database, name))
-            {
+            let knows = p.role.as_ref().is_some_and(|r| {
+                database != SYSTEM_DB && r.knows_table(database, name) || r.is_super_user()
+            });
+            if !knows || (!p.is_super_user() && catalog.table(database, name).is_none()) {
                 return Err(OpError::forbidden(
                     vec![],
                     vec![json!(format!("Table '{database}.{name}' does not exist"))],
                 ));
             }
+            let t = table(catalog, database, name)?;
             if !p.role.as_ref().is_some_and(|r| r.can_see(database, name)) {
                 return Err(OpError::forbidden(
                     vec![
@@ -336,6 +353,17 @@ pub fn authorize(
     catalog: &Catalog,
 ) -> Result<(), OpError> {
     use super::parse::Requirement;
+    // Record operations never write the system tables, not even a super_user's: users, roles
+    // and membership change only through their own operations, which keep their guards
+    // (a plain `delete` of the super_user role would lock everyone out, cluster-wide).
+    if let Requirement::Table(db, _, perms) = req {
+        if db == SYSTEM_DB && perms.iter().any(|p| *p != TablePerm::Read) {
+            return Err(OpError::new(
+                403,
+                "The 'system' database, tables and records are used internally by HarperDB and cannot be updated or removed.",
+            ));
+        }
+    }
     if p.is_super_user() {
         return Ok(());
     }
@@ -373,11 +401,16 @@ pub fn authorize(
             }
         }
         Requirement::Table(db, table, perms) => {
-            let writes = perms.iter().any(|p| *p != TablePerm::Read);
-            if db == SYSTEM_DB && writes {
-                return Err(OpError::new(
-                    403,
-                    "The 'system' database, tables and records are used internally by HarperDB and cannot be updated or removed.",
+            // Only super_users read the system tables (Harper's answer names the permission).
+            if db == SYSTEM_DB {
+                return Err(OpError::forbidden(
+                    vec![json!({
+                        "schema": db,
+                        "table": table,
+                        "required_table_permissions": perms.iter().map(|p| p.name()).collect::<Vec<_>>(),
+                        "required_attribute_permissions": [],
+                    })],
+                    vec![],
                 ));
             }
             // Harper answers a plain user asking about a missing database or table -- or one

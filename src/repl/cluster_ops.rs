@@ -17,6 +17,7 @@ use crate::core::auth::Principal;
 use crate::core::catalog::{CREATED_TIME, HDB_NODES, UPDATED_TIME};
 use crate::core::error::{OpError, OpResult};
 use crate::core::op::WriteOp;
+use crate::core::txn::Actor;
 use crate::ops::fields::Fields;
 use crate::ops::http::ClusterOps;
 use base64::Engine;
@@ -76,16 +77,17 @@ impl ClusterOps for ClusterApi {
         }
         let ctx = &self.0;
         let caller = Caller::User(p.clone());
+        let actor = caller.actor();
         Some(match name {
-            "add_node" | "set_node" => set_node(ctx, body, false),
-            "update_node" | "set_node_replication" => set_node(ctx, body, true),
-            "configure_cluster" => configure_cluster(ctx, body),
+            "add_node" | "set_node" => set_node(ctx, body, false, &actor),
+            "update_node" | "set_node_replication" => set_node(ctx, body, true, &actor),
+            "configure_cluster" => configure_cluster(ctx, body, &actor),
             "cluster_set_routes" => super::routes::set_routes(ctx, body),
             "cluster_get_routes" => Ok(Value::Array(
                 ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             )),
             "cluster_delete_routes" => super::routes::delete_routes(ctx, body),
-            "remove_node" => remove_node(ctx, body),
+            "remove_node" => remove_node(ctx, body, &actor),
             "cluster_status" => Ok(cluster_status(ctx)),
             "add_node_back" => add_node_back(ctx, body, &caller),
             "remove_node_back" => remove_node_back(ctx, body, &caller),
@@ -188,8 +190,14 @@ fn row_of(ctx: &ReplCtx, name: &str) -> Option<Map<String, Value>> {
         .find(|r| r.get("name").and_then(Value::as_str) == Some(name))
 }
 
-/// Upserts a hdb_nodes row as a patch of the existing one (Harper's `ensureNode`).
-fn put_node_row(ctx: &ReplCtx, name: &str, fields: Map<String, Value>) -> Result<(), OpError> {
+/// Upserts a hdb_nodes row as a patch of the existing one (Harper's `ensureNode`), made by
+/// `actor` (receivers check it: see `core::records::remote_system_write_allowed`).
+fn put_node_row(
+    ctx: &ReplCtx,
+    name: &str,
+    fields: Map<String, Value>,
+    actor: &Actor,
+) -> Result<(), OpError> {
     let mut row = row_of(ctx, name).unwrap_or_default();
     row.remove(CREATED_TIME);
     row.remove(UPDATED_TIME);
@@ -198,20 +206,26 @@ fn put_node_row(ctx: &ReplCtx, name: &str, fields: Map<String, Value>) -> Result
         row.insert(k, v);
     }
     ctx.core
-        .execute(WriteOp::SystemPut {
-            table: HDB_NODES.into(),
-            record: row,
-        })
+        .execute(
+            WriteOp::SystemPut {
+                table: HDB_NODES.into(),
+                record: row,
+            },
+            actor.clone(),
+        )
         .map(|_| ())
 }
 
 fn set_removed(ctx: &ReplCtx, removed: bool) -> Result<(), OpError> {
     let is_removed = ctx.members.load().removed;
     if is_removed != removed {
-        ctx.core.execute(WriteOp::SetLocal {
-            key: REMOVED_KEY.into(),
-            value: removed.then(|| vec![1]),
-        })?;
+        ctx.core.execute(
+            WriteOp::SetLocal {
+                key: REMOVED_KEY.into(),
+                value: removed.then(|| vec![1]),
+            },
+            Actor::None,
+        )?;
     }
     Ok(())
 }
@@ -235,7 +249,7 @@ fn ensure_self_row(ctx: &ReplCtx) -> Result<(), OpError> {
     if current.is_none() {
         f.insert("subscriptions".into(), Value::Null);
     }
-    put_node_row(ctx, &ctx.node_name, f)
+    put_node_row(ctx, &ctx.node_name, f, &Actor::Node(ctx.node_name.clone()))
 }
 
 /// Validated add_node / update_node fields.
@@ -243,6 +257,8 @@ struct NodeSpec {
     hostname: String,
     url: String,
     auth: Option<String>,
+    /// `retain_authorization` as given (None: not given).
+    retain: Option<bool>,
     row: Map<String, Value>,
     /// The link policy the request asks for (None: leave / default).
     policy: Option<LinkPolicy>,
@@ -253,7 +269,7 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
     let hostname = f.opt_str(&["hostname", "node_name", "name"])?;
     let url = f.opt_str(&["url"])?;
     f.opt_bool(&["verify_tls"])?;
-    let retain = f.opt_bool(&["retain_authorization"])?.unwrap_or(false);
+    let retain = f.opt_bool(&["retain_authorization"])?;
     let (hostname, url) = match (hostname, url) {
         (Some(h), Some(u)) if !h.is_empty() => (h, u),
         (Some(h), None) if !h.is_empty() => {
@@ -314,11 +330,6 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
             )))
         }
     }
-    if retain {
-        if let Some(a) = &auth {
-            row.insert("authorization".into(), json!(a));
-        }
-    }
     let mut policy = policy_from_fields(body, "").map_err(OpError::bad_request)?;
     if let Some(ms) = start_time {
         policy.get_or_insert_with(LinkPolicy::default).start_time = Some(ms);
@@ -327,6 +338,7 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
         hostname,
         url,
         auth,
+        retain,
         row,
         policy,
     })
@@ -334,7 +346,7 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
 
 /// add_node / update_node: record the peer, store this side's link policy, and tell the
 /// peer (with the mirrored policy) so one call sets up both sides.
-fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool) -> OpResult {
+fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool, actor: &Actor) -> OpResult {
     if update
         && Fields::new(body)
             .opt_str(&["hostname", "node_name", "name"])?
@@ -417,9 +429,18 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool) -> OpResult 
         )),
         Err(e) => Some(format!("Error returned from {}: {e}", spec.url)),
     };
+    // Retained credentials are node-local (never in the replicated row, never logged); turning
+    // retention off (or an add_node without it) forgets them.
+    match (spec.retain, &spec.auth) {
+        (Some(true), Some(a)) => store_retained_auth(ctx, &spec.hostname, Some(a))?,
+        (Some(false), _) | (None, _) if !update || spec.retain == Some(false) => {
+            store_retained_auth(ctx, &spec.hostname, None)?
+        }
+        _ => {}
+    }
     // Adding a peer from here means this node is (again) in a cluster.
     set_removed(ctx, false)?;
-    put_node_row(ctx, &spec.hostname, spec.row)?;
+    put_node_row(ctx, &spec.hostname, spec.row, actor)?;
     ensure_self_row(ctx)?;
     ctx.reload_sync();
     let mut msg = if update {
@@ -439,7 +460,7 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool) -> OpResult 
 /// updated (policies included); members not listed are removed. Every connection is validated
 /// before anything changes; a connection that then fails (peer unreachable, refused) is
 /// reported in the answer with the reason.
-fn configure_cluster(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
+fn configure_cluster(ctx: &ReplCtx, body: &Map<String, Value>, actor: &Actor) -> OpResult {
     let connections = match body.get("connections") {
         None | Some(Value::Null) => return Err(OpError::bad_request("'connections' is required")),
         Some(Value::Array(c)) => c.clone(),
@@ -459,7 +480,7 @@ fn configure_cluster(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
     let mut results = Vec::new();
     let mut failed = 0;
     for (o, hostname) in &specs {
-        match set_node(ctx, o, false) {
+        match set_node(ctx, o, false, actor) {
             Ok(v) => {
                 let msg = v
                     .get("message")
@@ -488,7 +509,7 @@ fn configure_cluster(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
         }
         let mut req = Map::new();
         req.insert("hostname".into(), json!(name));
-        match remove_node(ctx, &req) {
+        match remove_node(ctx, &req, actor) {
             Ok(_) => removed.push(json!(name)),
             Err(e) => {
                 failed += 1;
@@ -506,13 +527,45 @@ fn configure_cluster(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
     Ok(json!({"message": message, "connections": results, "removed": removed}))
 }
 
+/// Node-local key of the credentials retained for a peer (`retain_authorization: true`).
+pub fn retained_auth_key(peer: &str) -> String {
+    format!("auth:{peer}")
+}
+
+/// The credentials retained for a peer, if any.
+pub fn retained_auth(ctx: &ReplCtx, peer: &str) -> Option<String> {
+    ctx.store
+        .local(&retained_auth_key(peer))
+        .ok()
+        .flatten()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+fn store_retained_auth(ctx: &ReplCtx, peer: &str, auth: Option<&str>) -> Result<(), OpError> {
+    if auth.is_none() && retained_auth(ctx, peer).is_none() {
+        return Ok(());
+    }
+    ctx.core
+        .execute(
+            WriteOp::SetLocal {
+                key: retained_auth_key(peer),
+                value: auth.map(|a| a.as_bytes().to_vec()),
+            },
+            Actor::None,
+        )
+        .map(|_| ())
+}
+
 /// Stores this node's policy for a link (node-local; full replication removes the entry).
 fn store_policy(ctx: &ReplCtx, peer: &str, p: &LinkPolicy) -> Result<(), OpError> {
     ctx.core
-        .execute(WriteOp::SetLocal {
-            key: link_key(peer),
-            value: (!p.is_default()).then(|| serde_json::to_vec(p).unwrap_or_default()),
-        })
+        .execute(
+            WriteOp::SetLocal {
+                key: link_key(peer),
+                value: (!p.is_default()).then(|| serde_json::to_vec(p).unwrap_or_default()),
+            },
+            Actor::None,
+        )
         .map(|_| ())
 }
 
@@ -546,7 +599,7 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     if let Some(p) = &policy {
         store_policy(ctx, &hostname, p)?;
     }
-    put_node_row(ctx, &hostname, row)?;
+    put_node_row(ctx, &hostname, row, &caller.actor())?;
     ensure_self_row(ctx)?;
     ctx.reload_sync();
     Ok(json!({
@@ -555,7 +608,7 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     }))
 }
 
-fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
+fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>, actor: &Actor) -> OpResult {
     let f = Fields::new(body);
     let hostname = match f.opt_str(&["hostname", "name", "node_name"])? {
         Some(h) if !h.is_empty() => h,
@@ -577,19 +630,33 @@ fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
     let url = row.get("url").and_then(Value::as_str).unwrap_or_default();
     if let Some((host, port)) = parse_url(url) {
         let back = json!({"operation": "remove_node_back", "name": hostname});
-        let auth = row.get("authorization").and_then(Value::as_str);
-        if let Err(e) = call_peer(ctx, &host, port, auth, &back, Duration::from_secs(3)) {
+        let auth = retained_auth(ctx, &hostname);
+        if let Err(e) = call_peer(
+            ctx,
+            &host,
+            port,
+            auth.as_deref(),
+            &back,
+            Duration::from_secs(3),
+        ) {
             log::info!("could not tell {hostname} it was removed: {e}");
         }
     }
-    ctx.core.execute(WriteOp::SystemDelete {
-        table: HDB_NODES.into(),
-        key: json!(hostname),
-    })?;
-    ctx.core.execute(WriteOp::SetLocal {
-        key: link_key(&hostname),
-        value: None,
-    })?;
+    ctx.core.execute(
+        WriteOp::SystemDelete {
+            table: HDB_NODES.into(),
+            key: json!(hostname),
+        },
+        actor.clone(),
+    )?;
+    ctx.core.execute(
+        WriteOp::SetLocal {
+            key: link_key(&hostname),
+            value: None,
+        },
+        Actor::None,
+    )?;
+    store_retained_auth(ctx, &hostname, None)?;
     ctx.reload_sync();
     ctx.stats.forget_peer(&hostname);
     Ok(json!({ "message": format!("Successfully removed '{hostname}' from cluster") }))

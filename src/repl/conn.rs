@@ -25,6 +25,9 @@ use tungstenite::{Bytes, Message, WebSocket};
 /// Bytes moved by the pump thread; `None` = the peer closed or the socket failed.
 pub type Chunk = Option<Vec<u8>>;
 
+/// Handshake header naming the node on each side (request: the dialer; answer: the acceptor).
+pub const NODE_HEADER: &str = "X-Skerry-Node";
+
 const PUMP_CHUNKS: usize = 64;
 const PUMP_READ: usize = 64 * 1024;
 
@@ -35,6 +38,9 @@ struct Pipe {
     pos: usize,
     /// During the handshake reads go straight to the socket.
     direct: bool,
+    /// The whole handshake must be done by then: a per-read timeout alone restarts with every
+    /// byte, so a peer sending one byte every few seconds would hold the thread forever.
+    deadline: Option<Instant>,
 }
 
 impl Pipe {
@@ -49,6 +55,7 @@ impl Pipe {
             inbox: Vec::new(),
             pos: 0,
             direct: true,
+            deadline: Some(Instant::now() + cfg.connect_timeout),
         })
     }
 }
@@ -56,6 +63,16 @@ impl Pipe {
 impl Read for Pipe {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.direct {
+            if let Some(deadline) = self.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "handshake not completed in time",
+                    ));
+                }
+                self.sock.set_read_timeout(Some(left))?;
+            }
             return self.sock.read(buf);
         }
         let avail = &self.inbox[self.pos..];
@@ -103,6 +120,9 @@ pub struct Conn {
     sock: TcpStream,
     pub bytes: Receiver<Chunk>,
     pub peer_addr: SocketAddr,
+    /// The node name the accepting peer announced (`X-Skerry-Node` in its handshake answer);
+    /// None on accepted sockets and from peers that announce none.
+    pub peer_name: Option<String>,
     pub last_rx: Instant,
     pub last_tx: Instant,
     /// Round trip of the last answered ping.
@@ -175,12 +195,14 @@ impl Conn {
         let bytes = start_pump(&sock)?;
         let mut ws = ws;
         ws.get_mut().direct = false;
+        ws.get_mut().deadline = None;
         let now = Instant::now();
         Ok(Conn {
             ws,
             sock,
             bytes,
             peer_addr,
+            peer_name: None,
             last_rx: now,
             last_tx: now,
             latency: None,
@@ -220,7 +242,7 @@ impl Conn {
         for (k, v) in headers {
             req = req.with_header(*k, v.clone());
         }
-        let (ws, _resp) =
+        let (ws, resp) =
             tungstenite::client::client_with_config(req, pipe, Some(ws_config(cfg.max_frame)))
                 .map_err(|e| match e {
                     tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
@@ -233,7 +255,13 @@ impl Conn {
                     }
                     other => format!("handshake with {addr}: {other}"),
                 })?;
-        Conn::finish(ws, sock, addr, cfg).map_err(|e| e.to_string())
+        let mut conn = Conn::finish(ws, sock, addr, cfg).map_err(|e| e.to_string())?;
+        conn.peer_name = resp
+            .headers()
+            .get(NODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(conn)
     }
 
     /// Accepts a WebSocket on `sock`; `check` sees the request (headers, peer address) and may
@@ -241,6 +269,7 @@ impl Conn {
     pub fn accept(
         sock: TcpStream,
         cfg: &ConnConfig,
+        our_name: &str,
         check: impl FnOnce(&Request, SocketAddr) -> Result<(), (u16, String)>,
     ) -> Result<Conn, String> {
         let peer_addr = sock.peer_addr().map_err(|e| e.to_string())?;
@@ -263,6 +292,10 @@ impl Conn {
                 if let Ok(v) = SUBPROTOCOL.parse() {
                     resp.headers_mut().insert("Sec-WebSocket-Protocol", v);
                 }
+            }
+            // Our name, so the dialer can check it reached the node it meant to.
+            if let Ok(v) = our_name.parse() {
+                resp.headers_mut().insert(NODE_HEADER, v);
             }
             Ok(resp)
         };

@@ -15,6 +15,7 @@ pub mod push;
 pub mod routes;
 pub mod stats;
 pub mod topology;
+pub mod validate;
 pub mod wire;
 
 use crate::config::{Config, Databases, Listen};
@@ -51,6 +52,8 @@ pub struct ReplConfig {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_frame: usize,
+    /// Peer transactions versioned further than this in the future are refused.
+    pub max_clock_skew: Duration,
     /// Source address for outgoing sockets (the listener's address when it binds one).
     pub bind_ip: Option<IpAddr>,
     pub config_path: Option<std::path::PathBuf>,
@@ -66,9 +69,18 @@ impl ReplConfig {
             ping_interval: cfg.replication.ping_interval,
             ping_timeout: cfg.replication.effective_ping_timeout(),
             max_frame: usize::try_from(cfg.replication.max_frame_size).unwrap_or(64 << 20),
+            max_clock_skew: cfg.replication.max_clock_skew,
             bind_ip,
             config_path: cfg.source.clone(),
         })
+    }
+
+    /// The highest version a peer may send right now.
+    pub fn version_ceiling(&self) -> u64 {
+        validate::version_ceiling(
+            crate::util::time::now_ms(),
+            u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX),
+        )
     }
 
     pub fn replicates_db(&self, db: &str) -> bool {
@@ -158,6 +170,9 @@ pub struct ReplCtx {
     pub store: Store,
     pub shared: Arc<Shared>,
     pub core: CoreHandle,
+    /// This node's token signer (the same as the operations API's): Bearer tokens on the
+    /// replication port are checked with the real secret and clock.
+    pub tokens: Arc<crate::ops::auth::Tokens>,
     pub stats: Stats,
     pub notifier: Notifier,
     pub mgr: Sender<MgrEvent>,
@@ -261,6 +276,7 @@ impl Replicator {
         store: Store,
         shared: Arc<Shared>,
         core: CoreHandle,
+        tokens: Arc<crate::ops::auth::Tokens>,
     ) -> Result<Replicator, String> {
         let listener = TcpListener::bind(rc.listen.bind_addr())
             .map_err(|e| format!("cannot listen for replication on {}: {e}", rc.listen))?;
@@ -274,6 +290,7 @@ impl Replicator {
             store,
             shared,
             core,
+            tokens,
             stats: Stats::default(),
             notifier: Notifier::default(),
             mgr: mgr_tx,

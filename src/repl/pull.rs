@@ -189,6 +189,28 @@ fn needs_copy(ctx: &ReplCtx, peer: &str, db: &str) -> bool {
     !has_any && (db == SYSTEM_DB || start_time(ctx, peer).is_none())
 }
 
+/// The dialing side authenticates the peer too: on the plain port a node is who its address
+/// says, so the address reached must be the member's (its name must resolve to it) and the
+/// peer must announce that name. A member whose `hdb_nodes` URL was repointed elsewhere, or
+/// another node answering at that address, is refused before it can send a single byte of data.
+fn verify_peer(member: &Member, conn: &Conn) -> Result<(), String> {
+    if !super::push::name_matches_ip(&member.name, conn.peer_addr.ip()) {
+        return Err(format!(
+            "identity check failed: dialled '{}' at {}, but that name does not resolve to that address",
+            member.name, conn.peer_addr
+        ));
+    }
+    if conn.peer_name.as_deref() != Some(member.name.as_str()) {
+        return Err(format!(
+            "identity check failed: dialled '{}' at {}, which says it is '{}'",
+            member.name,
+            conn.peer_addr,
+            conn.peer_name.as_deref().unwrap_or("(no name)")
+        ));
+    }
+    Ok(())
+}
+
 fn worker(
     ctx: Arc<ReplCtx>,
     member: Member,
@@ -221,7 +243,15 @@ fn worker(
             ctx.cfg.bind_ip,
             &headers,
             &ctx.cfg.conn(),
-        ) {
+        )
+        .and_then(|mut conn| match verify_peer(&member, &conn) {
+            Ok(()) => Ok(conn),
+            Err(e) => {
+                log::warn!("{e}");
+                conn.close("not the node this one dialled");
+                Err(e)
+            }
+        }) {
             Ok(conn) => match session(
                 &ctx,
                 &member,
@@ -347,6 +377,16 @@ fn release_copy_slot(ctx: &ReplCtx, peer: &str, db: &str) {
     }
 }
 
+/// Ends a session whose peer sent something that fails validation (logged, then retried).
+fn invalid(peer: &str, db: &str, conn: &mut Conn, e: String) -> Outcome {
+    log::warn!("{peer} sent invalid full-copy data for {db}: {e}; disconnecting");
+    conn.close("invalid data");
+    Outcome::Ended {
+        reason: format!("peer sent invalid data: {e}"),
+        progress: false,
+    }
+}
+
 /// Receives a full copy of `db` from the peer and merges it through the core, committing the
 /// resume position with every batch.
 /// `forced`: the peer said our cursors predate its log (NeedCopy), so copy even though we have
@@ -412,6 +452,14 @@ fn receive_copy(
                         mut vector,
                         mut databases,
                     }) => {
+                        super::validate::vector(&vector, ctx.cfg.version_ceiling())
+                            .and_then(|()| {
+                                databases.iter().try_for_each(|d| {
+                                    crate::core::catalog::invalid_name("Database", d)
+                                        .map_or(Ok(()), Err)
+                                })
+                            })
+                            .map_err(|e| invalid(peer, db, conn, e))?;
                         databases.retain(|d| ctx.cfg.replicates_db(d));
                         if !databases.is_empty() {
                             let (tx, rx) = crossbeam_channel::bounded(1);
@@ -459,6 +507,8 @@ fn receive_copy(
                         schema_defined,
                         attributes,
                     }) => {
+                        super::validate::copy_table(db, &table, &pk_attr, &attributes)
+                            .map_err(|e| invalid(peer, db, conn, e))?;
                         let sc = CopyTable {
                             name: table,
                             pk_attr,
@@ -487,6 +537,8 @@ fn receive_copy(
                         schema = Some(sc);
                     }
                     Incoming::Frame(Frame::CopyRows { table, rows }) => {
+                        super::validate::copy_rows(&rows, ctx.cfg.version_ceiling())
+                            .map_err(|e| invalid(peer, db, conn, e))?;
                         let (Some(st), Some(sc)) = (state.as_mut(), schema.clone()) else {
                             return Err(ended("copy rows before their table".into()));
                         };
@@ -601,7 +653,16 @@ fn session_loop(
             recv(conn.bytes) -> chunk => {
                 for incoming in conn.feed(chunk.unwrap_or(None)) {
                     match incoming {
-                        Incoming::Frame(Frame::Txns { txns }) => {
+                        Incoming::Frame(Frame::Txns { mut txns }) => {
+                            let dropped = super::validate::keep_asked_for(&mut txns, origins);
+                            if dropped > 0 {
+                                log::debug!("dropped {dropped} transactions from {peer} ({db}) of origins this stream did not ask for");
+                            }
+                            if let Err(e) = super::validate::txns(&txns, db, ctx.cfg.version_ceiling()) {
+                                log::warn!("{peer} sent an invalid transaction batch for {db}: {e}; disconnecting");
+                                conn.close("invalid data");
+                                return ended(format!("peer sent invalid data: {e}"), progress);
+                            }
                             let txns = accept(ctx, peer, db, txns);
                             if txns.is_empty() {
                                 continue;

@@ -36,6 +36,16 @@ pub enum Caller {
     User(Principal),
 }
 
+impl Caller {
+    /// Who the writes made on this caller's behalf are attributed to in the audit log.
+    pub fn actor(&self) -> crate::core::txn::Actor {
+        match self {
+            Caller::Node(n) => crate::core::txn::Actor::Node(n.clone()),
+            Caller::User(p) => crate::core::txn::Actor::User(p.username.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Accepted {
     Pull {
@@ -48,17 +58,64 @@ enum Accepted {
     },
 }
 
+/// Handshakes (not yet authenticated sockets) in progress at once, per client address and in
+/// total. Beyond them a new socket is closed at once: nobody can hold many threads without
+/// first proving who they are, and one address cannot take every slot.
+const HANDSHAKES_PER_ADDRESS: usize = 16;
+const HANDSHAKES_TOTAL: usize = 256;
+
+#[derive(Default)]
+struct Handshakes {
+    per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One handshake slot, released when dropped.
+struct HandshakeSlot(Arc<Handshakes>, IpAddr);
+
+impl Handshakes {
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<HandshakeSlot> {
+        let mut m = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = m.values().sum();
+        let here = m.get(&ip).copied().unwrap_or(0);
+        if total >= HANDSHAKES_TOTAL || here >= HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        m.insert(ip, here + 1);
+        Some(HandshakeSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut m = self.0.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 pub fn listen(ctx: Arc<ReplCtx>, listener: TcpListener) {
+    let handshakes = Arc::new(Handshakes::default());
     for stream in listener.incoming() {
         if ctx.is_stopping() {
             break;
         }
         match stream {
             Ok(sock) => {
+                let Some(slot) = sock.peer_addr().ok().and_then(|a| handshakes.take(a.ip())) else {
+                    log::warn!(
+                        "too many replication handshakes in progress (from {:?}); closing a new socket",
+                        sock.peer_addr().ok()
+                    );
+                    continue;
+                };
                 let ctx = ctx.clone();
                 let spawned = std::thread::Builder::new()
                     .name("repl-push".into())
-                    .spawn(move || handle(ctx, sock));
+                    .spawn(move || handle(ctx, sock, slot));
                 if let Err(e) = spawned {
                     log::error!("cannot start a replication thread: {e}");
                 }
@@ -73,7 +130,7 @@ pub fn listen(ctx: Arc<ReplCtx>, listener: TcpListener) {
 }
 
 /// True when `name` is `ip` or resolves to it.
-fn name_matches_ip(name: &str, ip: IpAddr) -> bool {
+pub fn name_matches_ip(name: &str, ip: IpAddr) -> bool {
     if let Ok(parsed) = name.parse::<IpAddr>() {
         return parsed == ip;
     }
@@ -87,6 +144,35 @@ fn header<'a>(req: &'a tungstenite::handshake::server::Request, name: &str) -> O
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The one answer to every refused credential: wrong password, unknown user, a valid user who
+/// is not a super_user, an expired or forged token all look alike (no oracle for guessing).
+fn login_failed() -> (u16, String) {
+    (401, "Login failed".into())
+}
+
+/// A member node is who its source address says it is on this plain port (Harper's insecure
+/// mode): its claimed name must be a member and resolve to the socket's source address.
+fn member_identity(
+    ctx: &ReplCtx,
+    node: &str,
+    peer: SocketAddr,
+    members: &super::MemberView,
+) -> Result<Caller, (u16, String)> {
+    if node.is_empty() || !members.names.contains(node) || !name_matches_ip(node, peer.ip()) {
+        return Err((
+            401,
+            format!(
+                "Unauthorized: no hdb_nodes entry for '{node}' at {}; run add_node with credentials to register it",
+                peer.ip()
+            ),
+        ));
+    }
+    if node == ctx.node_name {
+        return Err((400, "Should not connect to self".into()));
+    }
+    Ok(Caller::Node(node.to_string()))
+}
+
 fn authorize(
     ctx: &ReplCtx,
     req: &tungstenite::handshake::server::Request,
@@ -95,41 +181,11 @@ fn authorize(
     let kind = header(req, "X-Skerry-Kind").unwrap_or("");
     let node = header(req, "X-Skerry-Node").unwrap_or("").to_string();
     let members = ctx.members.load();
-    let user = match header(req, "Authorization") {
-        Some(h) => {
-            let auth = ctx.shared.auth.load();
-            let p = crate::ops::auth::authenticate(Some(h), &auth, &dummy_tokens(), 0)
-                .map_err(|e| (401, e.message().to_string()))?;
-            if !p.is_super_user() {
-                return Err((403, "replication requires a super_user".into()));
-            }
-            Some(p)
-        }
-        None => None,
-    };
-    let caller = match user {
-        Some(p) => Caller::User(p),
-        None => {
-            if node.is_empty()
-                || !members.names.contains(&node)
-                || !name_matches_ip(&node, peer.ip())
-            {
-                return Err((
-                    401,
-                    format!(
-                        "Unauthorized: no hdb_nodes entry for '{node}' at {}; run add_node with credentials to register it",
-                        peer.ip()
-                    ),
-                ));
-            }
-            Caller::Node(node.clone())
-        }
-    };
     match kind {
+        // A replication stream carries every row of a database (users and password hashes in
+        // `system`): only a member node, never a user, may open one.
         "pull" => {
-            if node.is_empty() || node == ctx.node_name {
-                return Err((400, "Should not connect to self".into()));
-            }
+            let caller = member_identity(ctx, &node, peer, &members)?;
             if members.removed {
                 return Err((403, "this node was removed from the cluster".into()));
             }
@@ -146,27 +202,45 @@ fn authorize(
                 caller,
             })
         }
-        "op" => Ok(Accepted::Op { caller }),
+        // One node-to-node operation: a super_user by credentials (the add_node bootstrap),
+        // checked exactly like the operations API checks them (Basic against the users, tokens
+        // with this node's secret and clock), or a member by identity.
+        "op" => {
+            let caller = match header(req, "Authorization") {
+                Some(h) => {
+                    let auth = ctx.shared.auth.load();
+                    match crate::ops::auth::authenticate(
+                        Some(h),
+                        &auth,
+                        &ctx.tokens,
+                        crate::util::time::now_ms(),
+                        Some(peer.ip()),
+                    ) {
+                        Ok(p) if p.is_super_user() => Caller::User(p),
+                        _ => return Err(login_failed()),
+                    }
+                }
+                None => member_identity(ctx, &node, peer, &members)?,
+            };
+            Ok(Accepted::Op { caller })
+        }
         other => Err((400, format!("unknown replication socket kind '{other}'"))),
     }
 }
 
-/// Bearer tokens are not accepted on replication sockets (node-local secrets).
-fn dummy_tokens() -> crate::ops::auth::Tokens {
-    crate::ops::auth::Tokens::new(b"", Duration::ZERO, Duration::ZERO)
-}
-
-fn handle(ctx: Arc<ReplCtx>, sock: TcpStream) {
+fn handle(ctx: Arc<ReplCtx>, sock: TcpStream, slot: HandshakeSlot) {
     let _live = LiveThread::new(&ctx);
     if ctx.is_stopping() {
         return;
     }
     let mut accepted = None;
-    let conn = Conn::accept(sock, &ctx.cfg.conn(), |req, peer| {
+    let conn = Conn::accept(sock, &ctx.cfg.conn(), &ctx.node_name, |req, peer| {
         let a = authorize(&ctx, req, peer)?;
         accepted = Some(a);
         Ok(())
     });
+    // Authenticated (or refused): the socket no longer counts as a pending handshake.
+    drop(slot);
     let conn = match conn {
         Ok(c) => c,
         Err(e) => {

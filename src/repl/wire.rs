@@ -183,7 +183,7 @@ impl Frame {
                         &t.origin,
                         t.version,
                         &t.db,
-                        &txn::encode_ops(&t.ops),
+                        &txn::encode_ops(&t.actor, &t.ops),
                     );
                 }
             }
@@ -274,11 +274,12 @@ impl Frame {
                     let origin = d.string()?;
                     let version = d.u64_fixed()?;
                     let db = d.string()?;
-                    let ops = txn::decode_ops(d.bytes()?)?;
+                    let (actor, ops) = txn::decode_entry(d.bytes()?)?;
                     txns.push(Txn {
                         origin,
                         version,
                         db,
+                        actor,
                         ops,
                     });
                 }
@@ -373,6 +374,7 @@ mod tests {
                     origin: "a".into(),
                     version: 9,
                     db: "dev".into(),
+                    actor: txn::Actor::User("admin".into()),
                     ops: vec![TxnOp::Delete {
                         table: "t".into(),
                         pk_attr: "id".into(),
@@ -440,6 +442,7 @@ mod tests {
             origin: "a".into(),
             version: 3,
             db: "dev".into(),
+            actor: txn::Actor::Node("a".into()),
             ops: vec![TxnOp::CreateDatabase { name: "x".into() }],
         };
         let mut e = start_txns(1);
@@ -448,7 +451,7 @@ mod tests {
             &t.origin,
             t.version,
             &t.db,
-            &txn::encode_ops(&t.ops),
+            &txn::encode_ops(&t.actor, &t.ops),
         );
         assert_eq!(e.buf, Frame::Txns { txns: vec![t] }.encode());
     }

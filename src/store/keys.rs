@@ -100,6 +100,9 @@ pub fn index_entries(attr_id: u32, value: &Value, pk: &[u8], out: &mut Vec<Vec<u
 /// Encodes a primary key. Only strings and finite numbers are keys (Harper's rule); the caller
 /// has already rejected `null`, `"null"` and `"undefined"` with Harper's message.
 pub fn encode_pk(v: &Value) -> Option<Vec<u8>> {
+    if is_inexact_integer(v) {
+        return None;
+    }
     match v {
         Value::String(_) | Value::Number(_) => {
             let mut out = Vec::with_capacity(16);
@@ -107,6 +110,20 @@ pub fn encode_pk(v: &Value) -> Option<Vec<u8>> {
             (out.len() <= MAX_PK_BYTES).then_some(out)
         }
         _ => None,
+    }
+}
+
+/// Largest integer a key keeps exactly: keys are ordered as doubles, and above 2^53 two
+/// different integers become the same double (the same key).
+pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+/// An integer literal beyond ±2^53, which would share its key with a different integer.
+pub fn is_inexact_integer(v: &Value) -> bool {
+    let Value::Number(n) = v else { return false };
+    match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => u > MAX_EXACT_INTEGER,
+        (None, Some(i)) => i.unsigned_abs() > MAX_EXACT_INTEGER,
+        _ => false,
     }
 }
 
@@ -274,6 +291,17 @@ mod tests {
         assert!(encode_pk(&json!(true)).is_none());
         assert!(encode_pk(&json!("x".repeat(2000))).is_none());
         assert!(encode_pk(&json!("x".repeat(100))).is_some());
+    }
+
+    /// Two integers beyond 2^53 round to one double: they must never become one key.
+    #[test]
+    fn integers_beyond_2_pow_53_are_not_keys() {
+        let a: Value = serde_json::from_str("9007199254740993").unwrap();
+        let b: Value = serde_json::from_str("9007199254740992").unwrap();
+        assert!(encode_pk(&a).is_none());
+        assert!(encode_pk(&b).is_some());
+        assert!(encode_pk(&json!(-9_007_199_254_740_993i64)).is_none());
+        assert!(encode_pk(&json!(1e300)).is_some());
     }
 
     #[test]

@@ -213,10 +213,48 @@ impl Default for StoreOptions {
     }
 }
 
+/// Makes `root` and everything under it owner-only (folders 0700, files 0600): a store created
+/// by an older release, or copied in by hand, may be world-readable, and it holds the token
+/// secret and password hashes. Says so when it had to tighten anything.
+fn owner_only(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tightened = 0usize;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p)
+            .map_err(|e| StoreError(format!("cannot read {}: {e}", p.display())))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & want))
+                .map_err(|e| StoreError(format!("cannot restrict {}: {e}", p.display())))?;
+            tightened += 1;
+        }
+        if meta.is_dir() {
+            let entries = std::fs::read_dir(&p)
+                .map_err(|e| StoreError(format!("cannot read {}: {e}", p.display())))?;
+            for e in entries.flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    if tightened > 0 {
+        log::warn!(
+            "{} was readable by other users: made {tightened} files and folders owner-only (0700/0600)",
+            root.display()
+        );
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+        owner_only(path)?;
         // `max_write_buffer_size` is marked deprecated ("todo") upstream but is the only bound on
         // total memtable memory; without it RSS grows with the number of tables written.
         #[allow(deprecated)]

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fakepeer;
 pub mod proxy;
 
 use base64::Engine;

@@ -193,11 +193,12 @@ impl ClientConnection {
             (method, path, version, headers)
         };
 
-        // The head is complete. A body small enough to be read here gets a fresh deadline of
-        // its own (a client trickling it is cut off like a slow head, and never holds a
-        // handler thread); otherwise the socket's read timeout applies to each read.
-        let eager = crate::request::eager_body_length(&headers, self.eager_body_limit).is_some();
-        match (eager, self.read_timeout) {
+        // The head is complete. A request with a body gets a fresh deadline for all of it,
+        // whether it is read here (eagerly, when small enough) or later by the handler: a
+        // client trickling its body is cut off like a slow head. Only bodiless requests go
+        // back to the plain per-read timeout (for the response and what follows).
+        let has_body = crate::request::declares_body(&headers);
+        match (has_body, self.read_timeout) {
             (true, Some(timeout)) => self
                 .next_header_source
                 .get_mut()

@@ -154,12 +154,22 @@ pub struct Server {
 struct Connections {
     count: Mutex<usize>,
     ended: Condvar,
+    /// Live connections per client IP address (only addresses with at least one).
+    per_ip: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
 impl Connections {
-    fn register(self: &Arc<Self>) -> ConnectionRegistration {
+    fn register(self: &Arc<Self>, ip: Option<std::net::IpAddr>) -> ConnectionRegistration {
         *self.count.lock().unwrap() += 1;
-        ConnectionRegistration(Arc::clone(self))
+        if let Some(ip) = ip {
+            *self.per_ip.lock().unwrap().entry(ip).or_insert(0) += 1;
+        }
+        ConnectionRegistration(Arc::clone(self), ip)
+    }
+
+    /// Live connections from `ip`.
+    fn from_ip(&self, ip: std::net::IpAddr) -> usize {
+        self.per_ip.lock().unwrap().get(&ip).copied().unwrap_or(0)
     }
 
     /// Blocks while `max` connections are live. Returns false if the server closes meanwhile.
@@ -177,11 +187,20 @@ impl Connections {
     }
 }
 
-/// Counts one connection as live until dropped.
-struct ConnectionRegistration(Arc<Connections>);
+/// Counts one connection as live (in total and for its client address) until dropped.
+struct ConnectionRegistration(Arc<Connections>, Option<std::net::IpAddr>);
 
 impl Drop for ConnectionRegistration {
     fn drop(&mut self) {
+        if let Some(ip) = self.1 {
+            let mut per_ip = self.0.per_ip.lock().unwrap();
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
         *self.0.count.lock().unwrap() -= 1;
         self.0.ended.notify_one();
     }
@@ -256,6 +275,11 @@ pub struct ConnectionOptions {
     /// by the handler as upstream does. Memory grows only with bytes actually received.
     /// Default: 1024 (upstream's fixed value).
     pub eager_body_limit: usize,
+
+    /// Maximum number of live connections from one client IP address. A connection beyond it
+    /// is closed at once (before anything is read), so one host cannot take every slot of
+    /// `max_connections` and starve the others. Default: unlimited (`usize::MAX`).
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ConnectionOptions {
@@ -266,6 +290,7 @@ impl Default for ConnectionOptions {
             nodelay: true,
             max_connections: 1024,
             eager_body_limit: 1024,
+            max_connections_per_ip: usize::MAX,
         }
     }
 }
@@ -356,7 +381,7 @@ impl Server {
         if opts.read_timeout == Some(Duration::ZERO) || opts.write_timeout == Some(Duration::ZERO) {
             return Err("ConnectionOptions: a timeout must be None or longer than zero".into());
         }
-        if opts.max_connections == 0 {
+        if opts.max_connections == 0 || opts.max_connections_per_ip == 0 {
             return Err("ConnectionOptions: max_connections must be at least 1".into());
         }
         let listener = listener.into();
@@ -391,9 +416,22 @@ impl Server {
                     break;
                 }
 
+                let mut client_ip = None;
                 let new_client = match server.accept() {
-                    Ok((sock, _)) => {
+                    Ok((sock, addr)) => {
                         use util::RefinedTcpStream;
+                        client_ip = addr.map(|a| a.ip());
+                        if let Some(ip) = client_ip {
+                            if inside_connections.from_ip(ip) >= opts.max_connections_per_ip {
+                                log::warn!(
+                                    "{} already holds {} connections; closing a new one",
+                                    ip,
+                                    opts.max_connections_per_ip
+                                );
+                                drop(sock);
+                                continue;
+                            }
+                        }
                         if let Err(e) = sock.configure(&opts) {
                             log::warn!("Cannot set socket options, closing connection: {}", e);
                             continue;
@@ -415,7 +453,7 @@ impl Server {
                     Ok(client) => {
                         accept_errors = 0;
                         let messages = inside_messages.clone();
-                        let mut client = Some((client, inside_connections.register()));
+                        let mut client = Some((client, inside_connections.register(client_ip)));
                         let handler = handler.clone();
                         tasks_pool.spawn(Box::new(move || {
                             if let Some(handler) = handler.as_ref() {

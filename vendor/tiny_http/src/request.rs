@@ -135,21 +135,13 @@ impl From<IoError> for RequestCreationError {
 /// When the body reader is dropped, the number of body bytes left unread is stored in
 /// `unread_body` (`usize::MAX` if unknown), so that the connection can skip them or close.
 #[allow(clippy::too_many_arguments)]
-/// The Content-Length of a request whose body is read before it is queued (see
-/// `ConnectionOptions::eager_body_limit`), or None.
-pub(crate) fn eager_body_length(headers: &[Header], limit: usize) -> Option<usize> {
-    if headers.iter().any(|h| {
-        h.field.equiv("Transfer-Encoding") || h.field.equiv("Expect") || {
-            h.field.equiv("Connection") && h.value.as_str().to_ascii_lowercase().contains("upgrade")
-        }
-    }) {
-        return None;
-    }
-    let len: usize = headers
-        .iter()
-        .find(|h| h.field.equiv("Content-Length"))
-        .and_then(|h| h.value.as_str().trim().parse().ok())?;
-    (len > 0 && len <= limit).then_some(len)
+/// Whether a request head announces a body (a non-zero Content-Length or a Transfer-Encoding).
+pub(crate) fn declares_body(headers: &[Header]) -> bool {
+    headers.iter().any(|h| {
+        h.field.equiv("Transfer-Encoding")
+            || (h.field.equiv("Content-Length")
+                && h.value.as_str().trim().parse::<u64>().map_or(true, |n| n > 0))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
