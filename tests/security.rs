@@ -278,3 +278,43 @@ fn retained_credentials_never_reach_a_replicated_row() {
     a.ok(json!({"operation":"update_node","hostname": b.ip, "retain_authorization": false}));
     assert!(!rows(a).to_string().contains("Basic "));
 }
+
+#[test]
+fn a_peer_cannot_push_versions_to_the_end_of_time_or_panic_the_core() {
+    let ip = ips(SUITE, 2);
+    let (victim_ip, fake_ip) = (&ip[0], &ip[1]);
+    let _fake = FakePeer::start(
+        fake_ip,
+        Script {
+            name: fake_ip.clone(),
+            system_txns: vec![system_txn(
+                fake_ip,
+                u64::MAX - 1,
+                Actor::User("admin".into()),
+                vec![user_put("late")],
+            )],
+            op_answer: None,
+        },
+    );
+    let victim = TestNode::start(
+        victim_ip,
+        &format!("{}  routes:\n    - {fake_ip}\n", repl_yaml(victim_ip)),
+    );
+    let refused = wait_until(T, || {
+        socket(&status(&victim), fake_ip, "system")
+            .and_then(|s| {
+                s["lastConnectionError"]["message"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .is_some_and(|m| m.contains("outside what this node accepts"))
+    });
+    assert!(refused, "{}", victim.log());
+    assert!(!user_names(&victim).contains("late"));
+    // The clock is unharmed: a local write gets a version of now, not of the far future.
+    create_dog_table(&victim);
+    let r = victim
+        .ok(json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":1}]}));
+    let t = r["txn_time"].as_f64().unwrap();
+    assert!((t - now_ms() as f64).abs() < 60_000.0, "txn_time {t}");
+}

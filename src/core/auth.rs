@@ -115,6 +115,34 @@ impl Role {
             .unwrap_or(false)
     }
 
+    /// The attribute-level rules of `db.table`, or None when every attribute is open (a
+    /// super_user, a structure_user of the database, or no `attribute_permissions`).
+    pub fn attribute_rules(&self, db: &str, table: &str) -> Option<AttrRules> {
+        if self.is_super_user() || self.may_change_structure(db) {
+            return None;
+        }
+        let list = self
+            .permission
+            .get(db)?
+            .get("tables")?
+            .get(table)?
+            .get("attribute_permissions")?
+            .as_array()?;
+        let flag = |o: &Value, k: &str| o.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let listed: Vec<AttrRule> = list
+            .iter()
+            .filter_map(|o| {
+                Some(AttrRule {
+                    name: o.get("attribute_name")?.as_str()?.to_string(),
+                    read: flag(o, "read"),
+                    insert: flag(o, "insert"),
+                    update: flag(o, "update"),
+                })
+            })
+            .collect();
+        (!listed.is_empty()).then_some(AttrRules { listed })
+    }
+
     /// Whether the role's permissions mention this database / table at all. Harper reports
     /// tables a role knows nothing of as if they did not exist (no existence leak).
     pub fn knows_database(&self, db: &str) -> bool {
@@ -145,6 +173,57 @@ impl Role {
         ]
         .iter()
         .any(|p| self.allows(db, table, *p))
+    }
+}
+
+/// One entry of a table's `attribute_permissions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttrRule {
+    pub name: String,
+    pub read: bool,
+    pub insert: bool,
+    pub update: bool,
+}
+
+/// Harper's attribute-level permissions of one table for one role: once a table lists
+/// attribute permissions, an attribute it does not list has none (timestamps included), and
+/// the primary key, if not listed, has what any listed attribute has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttrRules {
+    pub listed: Vec<AttrRule>,
+}
+
+impl AttrRules {
+    fn flag(r: &AttrRule, perm: TablePerm) -> bool {
+        match perm {
+            TablePerm::Read => r.read,
+            TablePerm::Insert => r.insert,
+            TablePerm::Update => r.update,
+            TablePerm::Delete => true,
+        }
+    }
+
+    /// Whether `attr` of a table whose primary key is `pk` may be used for `perm`.
+    pub fn allows(&self, attr: &str, pk: &str, perm: TablePerm) -> bool {
+        match self.listed.iter().find(|r| r.name == attr) {
+            Some(r) => Self::flag(r, perm),
+            None => attr == pk && self.listed.iter().any(|r| Self::flag(r, perm)),
+        }
+    }
+
+    /// The attributes `*` means for this role: the readable listed ones in their order, then
+    /// the primary key when readable and not listed (Harper's order).
+    pub fn readable(&self, pk: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .listed
+            .iter()
+            .filter(|r| r.read)
+            .map(|r| r.name.clone())
+            .collect();
+        if !out.iter().any(|a| a == pk) && self.allows(pk, pk, TablePerm::Read) {
+            out.push(pk.to_string());
+        }
+        out
     }
 }
 
@@ -299,6 +378,52 @@ mod tests {
             assert!(!r.can_see("system", "hdb_user"), "{grant}");
         }
         assert!(role(json!({"structure_user": true})).allows("dev", "t", TablePerm::Read));
+    }
+
+    /// Harper's rules, as captured from 4.7.29: listed attributes get their flags, unlisted ones
+    /// nothing, an unlisted key what any listed attribute has; `*` is the readable listed
+    /// attributes, key last.
+    #[test]
+    fn attribute_permissions_rule_table() {
+        let perm = |attrs: Value| {
+            role(
+                json!({"dev": {"tables": {"emp": {"read": true, "insert": true, "update": true,
+                "delete": true, "attribute_permissions": attrs}}}}),
+            )
+        };
+        let none = perm(json!([]));
+        assert!(none.attribute_rules("dev", "emp").is_none());
+        let ssn_only = perm(
+            json!([{"attribute_name":"owner_ssn","read":false,"insert":false,"update":false}]),
+        )
+        .attribute_rules("dev", "emp")
+        .unwrap();
+        assert!(!ssn_only.allows("id", "id", TablePerm::Read));
+        assert!(!ssn_only.allows("name", "id", TablePerm::Read));
+        assert!(ssn_only.readable("id").is_empty());
+        let two = perm(json!([
+            {"attribute_name":"name","read":true,"insert":true,"update":true},
+            {"attribute_name":"salary","read":true,"insert":false,"update":true},
+            {"attribute_name":"owner_ssn","read":false,"insert":false,"update":false}]))
+        .attribute_rules("dev", "emp")
+        .unwrap();
+        let cases = [
+            ("name", TablePerm::Read, true),
+            ("owner_ssn", TablePerm::Read, false),
+            ("__createdtime__", TablePerm::Read, false),
+            ("newattr", TablePerm::Insert, false),
+            ("salary", TablePerm::Insert, false),
+            ("salary", TablePerm::Update, true),
+            ("id", TablePerm::Read, true),
+            ("id", TablePerm::Insert, true),
+        ];
+        for (attr, p, want) in cases {
+            assert_eq!(two.allows(attr, "id", p), want, "{attr} {p:?}");
+        }
+        assert_eq!(two.readable("id"), ["name", "salary", "id"]);
+        assert!(role(json!({"super_user": true}))
+            .attribute_rules("dev", "emp")
+            .is_none());
     }
 
     #[test]

@@ -116,6 +116,18 @@ pub struct Driver {
 impl Driver {
     /// Steps one input; a storage read error is fatal.
     fn step(&mut self, msg: CoreMsg, now: u64) {
+        if let (
+            Some(t),
+            Input::Write {
+                op: WriteOp::Records { table, .. },
+                ..
+            },
+        ) = (test_panic_table(), &msg)
+        {
+            if t == table {
+                panic!("SKERRY_TEST_CORE_PANIC_TABLE: a write to '{t}'");
+            }
+        }
         if let Err(e) = self.core.step(msg, now, &self.store) {
             fatal(&e.to_string());
         }
@@ -207,6 +219,14 @@ impl Driver {
         }
         log::info!("core stopped; store flushed");
     }
+}
+
+/// `SKERRY_TEST_CORE_PANIC_TABLE`: the core thread panics on a write to this table (tests of
+/// what a core panic does to the node; unset in production).
+fn test_panic_table() -> Option<&'static str> {
+    static T: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    T.get_or_init(|| std::env::var("SKERRY_TEST_CORE_PANIC_TABLE").ok())
+        .as_deref()
 }
 
 /// Stops the process after an unrecoverable storage error.

@@ -237,30 +237,40 @@ pub fn check_credentials(
     password: &str,
     ip: Option<IpAddr>,
 ) -> Option<Principal> {
-    let Some(u) = auth.users.get(user) else {
-        if !backing_off(user, ip) {
-            verify_password(password, dummy_hash());
-        }
+    let u = auth.users.get(user);
+    let key = u.map(|u| cache_key(user, password, &u.password_hash));
+    let cached = key.is_some_and(|k| {
+        verified()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&k)
+    });
+    if cached {
+        // Credentials already proven: no guess, no cost, no back-off (a guesser must not be
+        // able to lock out clients that use the right password).
+        return auth.principal(user);
+    }
+    // While backing off, refuse at once and do not count the attempt (a client retrying
+    // during the back-off must not push it further out).
+    if backing_off(user, ip) {
+        return None;
+    }
+    let (Some(u), Some(key)) = (u, key) else {
+        verify_password(password, dummy_hash());
         record_login(user, ip, false);
         return None;
     };
-    let key = cache_key(user, password, &u.password_hash);
-    let cached = verified()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .contains(&key);
-    if !cached {
-        if backing_off(user, ip) || !verify_password(password, &u.password_hash) {
-            record_login(user, ip, false);
-            return None;
-        }
-        record_login(user, ip, true);
-        let mut c = verified().lock().unwrap_or_else(|p| p.into_inner());
-        if c.len() >= CACHE_LIMIT {
-            c.clear();
-        }
-        c.insert(key);
+    if !verify_password(password, &u.password_hash) {
+        record_login(user, ip, false);
+        return None;
     }
+    record_login(user, ip, true);
+    let mut c = verified().lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() >= CACHE_LIMIT {
+        c.clear();
+    }
+    c.insert(key);
+    drop(c);
     auth.principal(user)
 }
 

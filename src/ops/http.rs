@@ -146,6 +146,84 @@ fn json_response(status: u16, body: &Value) -> tiny_http::Response<std::io::Curs
         .with_header(server_header())
 }
 
+fn json_bytes_response(status: u16, bytes: Vec<u8>) -> tiny_http::ResponseBox {
+    tiny_http::Response::from_data(bytes)
+        .with_status_code(status)
+        .with_header(content_type("application/json"))
+        .with_header(server_header())
+        .boxed()
+}
+
+/// The JSON array of a search's rows, serialised as they are read. The first
+/// `BUFFERED_ROWS_BYTES` are produced before anything is sent, so an error found early still
+/// gets a proper error answer; an error later can only cut the connection (the client sees a
+/// truncated body, never a wrong one).
+struct RowStream {
+    rows: read::Rows,
+    buf: Vec<u8>,
+    pos: usize,
+    first: bool,
+    done: bool,
+}
+
+impl RowStream {
+    fn start(rows: read::Rows) -> Result<RowStream, OpError> {
+        let mut s = RowStream {
+            rows,
+            buf: vec![b'['],
+            pos: 0,
+            first: true,
+            done: false,
+        };
+        while !s.done && s.buf.len() < BUFFERED_ROWS_BYTES {
+            s.next_row()?;
+        }
+        Ok(s)
+    }
+
+    /// Appends the next row (or the closing bracket) to the buffer.
+    fn next_row(&mut self) -> Result<(), OpError> {
+        match self.rows.next() {
+            Some(Ok(v)) => {
+                if !self.first {
+                    self.buf.push(b',');
+                }
+                self.first = false;
+                serde_json::to_writer(&mut self.buf, &v)
+                    .map_err(|e| OpError::internal(e.to_string()))?;
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                self.buf.push(b']');
+                self.done = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Read for RowStream {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.buf.clear();
+            self.pos = 0;
+            while !self.done && self.buf.len() < 64 * 1024 {
+                if let Err(e) = self.next_row() {
+                    log::error!("search failed while streaming its answer: {e}");
+                    return Err(std::io::Error::other(e.to_string()));
+                }
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 fn content_type(v: &str) -> tiny_http::Header {
     tiny_http::Header::from_bytes(&b"Content-Type"[..], v.as_bytes()).unwrap_or_else(|_| {
         tiny_http::Header::from_bytes(&b"X-Skerry"[..], &b"1"[..]).expect("static header")
@@ -156,9 +234,31 @@ fn server_header() -> tiny_http::Header {
     tiny_http::Header::from_bytes(&b"Server"[..], &b"Skerry"[..]).expect("static header")
 }
 
+/// Rows answered in one piece (with a Content-Length) when they fit in this; larger answers are
+/// streamed (chunked), so a full-table search never holds the table in memory.
+const BUFFERED_ROWS_BYTES: usize = 256 * 1024;
+
 fn handle(ctx: &Context, mut rq: tiny_http::Request) {
     let (status, body) = match process(ctx, &mut rq) {
-        Ok(v) => (200, v),
+        Ok(Answer::Json(v)) => (200, v),
+        Ok(Answer::Rows(rows)) => {
+            let resp = match RowStream::start(rows) {
+                Ok(stream) if stream.done => json_bytes_response(200, stream.buf),
+                Ok(stream) => tiny_http::Response::new(
+                    tiny_http::StatusCode(200),
+                    vec![content_type("application/json"), server_header()],
+                    Box::new(stream) as Box<dyn Read + Send>,
+                    None,
+                    None,
+                )
+                .boxed(),
+                Err(e) => json_response(e.status, &e.body).boxed(),
+            };
+            if let Err(e) = rq.respond(resp) {
+                log::debug!("could not send a response: {e}");
+            }
+            return;
+        }
         Err(e) => (e.status, e.body),
     };
     let resp = match body {
@@ -207,7 +307,13 @@ const CORE_STALE_MS: u64 = 10_000;
 /// `create_authentication_tokens` with a user name and password).
 const ANONYMOUS_BODY_LIMIT: u64 = 16 * 1024;
 
-fn process(ctx: &Context, rq: &mut tiny_http::Request) -> OpResult {
+/// A successful answer: one JSON value, or the rows of a search (streamed when large).
+enum Answer {
+    Json(Value),
+    Rows(read::Rows),
+}
+
+fn process(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Answer, OpError> {
     let path = rq.url().split('?').next().unwrap_or("/").to_string();
     match (rq.method(), path.as_str()) {
         (tiny_http::Method::Get | tiny_http::Method::Head, "/health") => {
@@ -217,7 +323,7 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> OpResult {
                     "Skerry is not healthy: the core thread has not run for over 10 s",
                 ));
             }
-            return Ok(Value::String("Skerry is running.".into()));
+            return Ok(Answer::Json(Value::String("Skerry is running.".into())));
         }
         (tiny_http::Method::Post, "/") => {}
         (tiny_http::Method::Get, "/") => {
@@ -264,12 +370,14 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> OpResult {
                 } => refresh(ctx, &t),
                 _ => Err(OpError::unauthorized("invalid token")),
             }
+            .map(Answer::Json)
         }
         Caller::Anonymous => {
             return match super::parse::parse(body) {
                 Ok(op) if op.is_unauthenticated() => execute_unauthenticated(ctx, op, rq),
                 _ => Err(OpError::unauthorized("Must login")),
             }
+            .map(Answer::Json)
         }
     };
     let (p, via) = p;
@@ -278,7 +386,7 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> OpResult {
     if let Some(cluster) = &ctx.cluster {
         if is_cluster_op(&name) {
             if let Some(r) = cluster.execute(&name, &body.fields, &p) {
-                return r;
+                return r.map(Answer::Json);
             }
         }
     }
@@ -286,7 +394,7 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> OpResult {
     let op = super::parse::parse(body)?;
     if op.is_unauthenticated() {
         // Credentials in the body win over the header (Harper).
-        return execute_unauthenticated(ctx, op, rq);
+        return execute_unauthenticated(ctx, op, rq).map(Answer::Json);
     }
     if let Operation::CreateAuthenticationTokens { .. } = op {
         // Only credentials mint a token pair: a token must not renew itself forever.
@@ -298,7 +406,55 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> OpResult {
     }
     let catalog = ctx.shared.catalog.load();
     read::authorize(&p, &op.requirement(), &catalog)?;
-    execute(ctx, op, &p)
+    if let Operation::Write(w) = &op {
+        check_written_attributes(&p, &catalog, w)?;
+    }
+    if op.is_search() {
+        let auth = ctx.shared.auth.load();
+        return read::rows(&op, &p, &ctx.store, &catalog, &auth).map(Answer::Rows);
+    }
+    execute(ctx, op, &p).map(Answer::Json)
+}
+
+/// Attribute permissions on writes: every attribute a record sets (new ones included) must be
+/// writable for the role, for insert (insert), update (update) or upsert (both); otherwise
+/// Harper's 403 names each as not existing, and nothing is written.
+fn check_written_attributes(
+    p: &Principal,
+    catalog: &crate::core::catalog::Catalog,
+    w: &WriteOp,
+) -> Result<(), OpError> {
+    use crate::core::auth::TablePerm;
+    use crate::core::op::WriteKind;
+    let WriteOp::Records {
+        kind,
+        database,
+        table,
+        records,
+    } = w
+    else {
+        return Ok(());
+    };
+    let (Some(t), Some(rules)) = (
+        catalog.table(database, table),
+        p.role
+            .as_ref()
+            .and_then(|r| r.attribute_rules(database, table)),
+    ) else {
+        return Ok(());
+    };
+    let perms: &[TablePerm] = match kind {
+        WriteKind::Insert => &[TablePerm::Insert],
+        WriteKind::Update => &[TablePerm::Update],
+        WriteKind::Upsert => &[TablePerm::Insert, TablePerm::Update],
+    };
+    for i in 0..records.len() {
+        let rec = records.parse(i).map_err(OpError::bad_request)?;
+        for perm in perms {
+            read::check_attributes(&rules, t, rec.keys().map(String::as_str), *perm)?;
+        }
+    }
+    Ok(())
 }
 
 /// The caller as the headers say. `authorizeLocal` only applies to requests a web page cannot

@@ -233,6 +233,16 @@ impl Operation {
         }
     }
 
+    /// The searches answered as a stream of rows.
+    pub fn is_search(&self) -> bool {
+        matches!(
+            self,
+            Operation::SearchById { .. }
+                | Operation::SearchByValue { .. }
+                | Operation::SearchByConditions { .. }
+        )
+    }
+
     /// Operations that need no credentials (they carry their own: a user name and password in
     /// the body).
     pub fn is_unauthenticated(&self) -> bool {
@@ -384,6 +394,16 @@ fn conditions(items: &[Value], depth: usize) -> Result<Vec<Condition>, OpError> 
         .collect()
 }
 
+fn count_leaves(conds: &[Condition]) -> usize {
+    conds
+        .iter()
+        .map(|c| match c {
+            Condition::Leaf { .. } => 1,
+            Condition::Group { conditions, .. } => count_leaves(conditions),
+        })
+        .sum()
+}
+
 fn attributes(f: &Fields) -> Result<Vec<(String, Option<String>)>, OpError> {
     let Some(items) = f.opt_array(&["attributes"])? else {
         return Ok(Vec::new());
@@ -526,11 +546,20 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
                 .cloned()
                 .ok_or_else(|| OpError::bad_request("'value' is required"))?,
         },
-        "search_by_conditions" => Operation::SearchByConditions {
-            search: search(&f, false)?,
-            operator: logic(&f)?,
-            conditions: conditions(f.req_array(&["conditions"])?, 0)?,
-        },
+        "search_by_conditions" => {
+            let conditions = conditions(f.req_array(&["conditions"])?, 0)?;
+            let max = super::query::MAX_CONDITIONS;
+            if count_leaves(&conditions) > max {
+                return Err(OpError::bad_request(format!(
+                    "a search may have at most {max} conditions"
+                )));
+            }
+            Operation::SearchByConditions {
+                search: search(&f, false)?,
+                operator: logic(&f)?,
+                conditions,
+            }
+        }
         "add_user" => Operation::AddUser {
             username: f.req_str(&["username"])?,
             password: f.req_str(&["password"])?,

@@ -191,18 +191,29 @@ fn index_range(cmp: Comparator, value: &Value) -> Option<KeyRange> {
     })
 }
 
-/// Primary keys (in index order) of the records a leaf condition may match, or None when no
-/// index can answer it.
-fn leaf_candidates(
+/// Most conditions (leaves, across nested groups) one search may have: each indexable branch
+/// of an `or` is its own index scan, so an unbounded number would let one request scan the
+/// table once per branch.
+pub const MAX_CONDITIONS: usize = 256;
+
+/// Records (or record keys) a search reads, lazily, so that paging stops the work early and a
+/// large answer is never built whole.
+pub type Records = Box<dyn Iterator<Item = Result<Map<String, Value>, OpError>> + Send>;
+type Keys = Box<dyn Iterator<Item = Result<Vec<u8>, OpError>> + Send>;
+
+/// The index scan of one leaf condition, as primary keys, or None when no index answers it.
+fn leaf_keys(
     store: &Store,
     table: &TableDef,
     attribute: &str,
     cmp: Comparator,
     value: &Value,
-) -> Result<Option<Vec<Vec<u8>>>, OpError> {
+) -> Result<Option<Keys>, OpError> {
     if attribute == table.primary_key {
         if cmp == Comparator::Equals {
-            return Ok(Some(keys::encode_pk(value).into_iter().collect()));
+            let keys: Vec<Result<Vec<u8>, OpError>> =
+                keys::encode_pk(value).into_iter().map(Ok).collect();
+            return Ok(Some(Box::new(keys.into_iter())));
         }
         return Ok(None);
     }
@@ -212,55 +223,52 @@ fn leaf_candidates(
     let Some((lo, hi)) = index_range(cmp, value) else {
         return Ok(None);
     };
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for item in store
+    let iter = store
         .scan_index(table.id, attr.id, lo, hi)
-        .map_err(storage_error)?
-    {
-        let key = item.map_err(storage_error)?;
-        let Some(n) = keys::scalar_len(&key) else {
-            continue;
-        };
-        let pk = key[n..].to_vec();
-        if seen.insert(pk.clone()) {
-            out.push(pk);
-        }
-    }
-    Ok(Some(out))
+        .map_err(storage_error)?;
+    Ok(Some(Box::new(iter.filter_map(|item| match item {
+        Ok(key) => keys::scalar_len(&key).map(|n| Ok(key[n..].to_vec())),
+        Err(e) => Some(Err(storage_error(e))),
+    }))))
 }
 
-/// Candidate keys for one condition (a leaf or a nested group), or None for "scan the table".
-fn condition_candidates(
-    store: &Store,
-    table: &TableDef,
-    cond: &Condition,
-) -> Result<Option<Vec<Vec<u8>>>, OpError> {
+/// Whether an index can answer a condition (without scanning anything).
+fn indexable(table: &TableDef, cond: &Condition) -> bool {
     match cond {
         Condition::Leaf {
             attribute,
             comparator,
             value,
-        } => leaf_candidates(store, table, attribute, *comparator, value),
+        } => {
+            if attribute == &table.primary_key {
+                return *comparator == Comparator::Equals;
+            }
+            table.attribute(attribute).is_some_and(|a| a.indexed)
+                && index_range(*comparator, value).is_some()
+        }
         Condition::Group {
             operator,
             conditions,
-        } => candidates(store, table, *operator, conditions),
+        } => match operator {
+            Logic::And => conditions.iter().any(|c| indexable(table, c)),
+            Logic::Or => !conditions.is_empty() && conditions.iter().all(|c| indexable(table, c)),
+        },
     }
 }
 
-/// Candidate keys for a condition list, or None for "scan the table".
-fn candidates(
+/// Candidate keys for a condition list, lazily, or None for "scan the table". Duplicates are
+/// possible (array values, overlapping `or` branches); the caller skips keys it has seen.
+fn candidate_keys(
     store: &Store,
     table: &TableDef,
     op: Logic,
     conds: &[Condition],
-) -> Result<Option<Vec<Vec<u8>>>, OpError> {
+) -> Result<Option<Keys>, OpError> {
     match op {
         Logic::And => {
             // Prefer an equality, else the first condition an index can answer.
-            let mut leaves: Vec<&Condition> = conds.iter().collect();
-            leaves.sort_by_key(|c| {
+            let mut order: Vec<&Condition> = conds.iter().collect();
+            order.sort_by_key(|c| {
                 !matches!(
                     c,
                     Condition::Leaf {
@@ -269,28 +277,48 @@ fn candidates(
                     }
                 )
             });
-            for c in leaves {
-                let found = condition_candidates(store, table, c)?;
-                if found.is_some() {
-                    return Ok(found);
-                }
+            match order.into_iter().find(|c| indexable(table, c)) {
+                Some(c) => condition_keys(store, table, c),
+                None => Ok(None),
             }
-            Ok(None)
         }
         Logic::Or => {
-            let mut seen = HashSet::new();
-            let mut out = Vec::new();
-            for c in conds {
-                let found = condition_candidates(store, table, c)?;
-                let Some(keys) = found else { return Ok(None) };
-                for k in keys {
-                    if seen.insert(k.clone()) {
-                        out.push(k);
-                    }
-                }
+            if conds.is_empty() || !conds.iter().all(|c| indexable(table, c)) {
+                return Ok(None);
             }
-            Ok(Some(out))
+            // Each branch's scan starts only when the previous one is exhausted: a search
+            // that stops at `limit` never opens the later branches.
+            let store = store.clone();
+            let table = table.clone();
+            let branches = conds.to_vec();
+            let iter =
+                branches
+                    .into_iter()
+                    .flat_map(move |c| match condition_keys(&store, &table, &c) {
+                        Ok(Some(keys)) => keys,
+                        Ok(None) => Box::new(std::iter::empty()) as Keys,
+                        Err(e) => Box::new(std::iter::once(Err(e))) as Keys,
+                    });
+            Ok(Some(Box::new(iter)))
         }
+    }
+}
+
+fn condition_keys(
+    store: &Store,
+    table: &TableDef,
+    cond: &Condition,
+) -> Result<Option<Keys>, OpError> {
+    match cond {
+        Condition::Leaf {
+            attribute,
+            comparator,
+            value,
+        } => leaf_keys(store, table, attribute, *comparator, value),
+        Condition::Group {
+            operator,
+            conditions,
+        } => candidate_keys(store, table, *operator, conditions),
     }
 }
 
@@ -308,81 +336,111 @@ pub struct Page<'a> {
     pub sort: Option<&'a Sort>,
 }
 
-fn sort_records(records: &mut [Map<String, Value>], sort: &Sort) {
-    records.sort_by(|a, b| {
-        let mut s = Some(sort);
-        while let Some(cur) = s {
-            let null = Value::Null;
-            let o = sort_cmp(
-                a.get(&cur.attribute).unwrap_or(&null),
-                b.get(&cur.attribute).unwrap_or(&null),
-            );
-            let o = if cur.descending { o.reverse() } else { o };
-            if o != Ordering::Equal {
-                return o;
-            }
-            s = cur.next.as_deref();
+fn sort_cmp_by(a: &Map<String, Value>, b: &Map<String, Value>, sort: &Sort) -> Ordering {
+    let mut s = Some(sort);
+    while let Some(cur) = s {
+        let null = Value::Null;
+        let o = sort_cmp(
+            a.get(&cur.attribute).unwrap_or(&null),
+            b.get(&cur.attribute).unwrap_or(&null),
+        );
+        let o = if cur.descending { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
         }
-        Ordering::Equal
-    });
+        s = cur.next.as_deref();
+    }
+    Ordering::Equal
 }
 
-/// Records of `table` matching `conds` (combined with `op`), ordered and paged.
+fn sort_records(records: &mut [Map<String, Value>], sort: &Sort) {
+    records.sort_by(|a, b| sort_cmp_by(a, b, sort));
+}
+
+/// Every record of `table` matching `conds` (combined with `op`), unordered, read lazily from
+/// an index when one can narrow the candidates, else from a scan of the table.
+fn matching(
+    store: &Store,
+    table: &TableDef,
+    op: Logic,
+    conds: &[Condition],
+) -> Result<Records, OpError> {
+    let conds_owned = conds.to_vec();
+    match candidate_keys(store, table, op, conds)? {
+        Some(keys) => {
+            let store = store.clone();
+            let table_id = table.id;
+            let mut seen: HashSet<Vec<u8>> = HashSet::new();
+            Ok(Box::new(keys.filter_map(move |k| {
+                let pk = match k {
+                    Ok(pk) => pk,
+                    Err(e) => return Some(Err(e)),
+                };
+                if !seen.insert(pk.clone()) {
+                    return None;
+                }
+                let raw = match store.get_raw(table_id, &pk) {
+                    Ok(Some(raw)) => raw,
+                    Ok(None) => return None,
+                    Err(e) => return Some(Err(storage_error(e))),
+                };
+                let rec = StoredRecord::json_slice(&raw).and_then(parse_record)?;
+                matches_all(&rec, op, &conds_owned).then_some(Ok(rec))
+            })))
+        }
+        None => {
+            let scan = store.scan_table(table.id, None).map_err(storage_error)?;
+            Ok(Box::new(scan.filter_map(move |item| {
+                let (_, raw) = match item {
+                    Ok(kv) => kv,
+                    Err(e) => return Some(Err(storage_error(e))),
+                };
+                let rec = StoredRecord::json_slice(&raw).and_then(parse_record)?;
+                matches_all(&rec, op, &conds_owned).then_some(Ok(rec))
+            })))
+        }
+    }
+}
+
+/// Records of `table` matching `conds` (combined with `op`), ordered and paged, as a lazy
+/// stream. Without a sort, matching stops after `offset + limit` records. With a sort and a
+/// limit only the best `offset + limit` are kept while reading; with a sort and no limit every
+/// match must be held (that is what sorting needs).
 pub fn search(
     store: &Store,
     table: &TableDef,
     op: Logic,
     conds: &[Condition],
     page: &Page,
-) -> Result<Vec<Map<String, Value>>, OpError> {
-    // Without a sort, the first offset+limit matches are the answer and we can stop early.
-    let stop_after = match (page.sort, page.limit) {
-        (None, Some(l)) => Some(page.offset.saturating_add(l)),
-        _ => None,
-    };
-    let mut out = Vec::new();
-    let full = |out: &Vec<Map<String, Value>>| stop_after.is_some_and(|n| out.len() as u64 >= n);
-    match candidates(store, table, op, conds)? {
-        Some(pks) => {
-            for pk in pks {
-                if full(&out) {
-                    break;
-                }
-                let Some(raw) = store.get_raw(table.id, &pk).map_err(storage_error)? else {
-                    continue;
-                };
-                let Some(rec) = StoredRecord::json_slice(&raw).and_then(parse_record) else {
-                    continue;
-                };
-                if matches_all(&rec, op, conds) {
-                    out.push(rec);
-                }
-            }
-        }
-        None => {
-            for item in store.scan_table(table.id, None).map_err(storage_error)? {
-                if full(&out) {
-                    break;
-                }
-                let (_, raw) = item.map_err(storage_error)?;
-                let Some(rec) = StoredRecord::json_slice(&raw).and_then(parse_record) else {
-                    continue;
-                };
-                if matches_all(&rec, op, conds) {
-                    out.push(rec);
-                }
-            }
-        }
-    }
-    if let Some(s) = page.sort {
-        sort_records(&mut out, s);
-    }
+) -> Result<Records, OpError> {
+    let all = matching(store, table, op, conds)?;
     let offset = usize::try_from(page.offset).unwrap_or(usize::MAX);
-    let mut out: Vec<_> = out.into_iter().skip(offset).collect();
-    if let Some(l) = page.limit {
-        out.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+    let limit = page.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    let Some(sort) = page.sort else {
+        let paged = all.skip(offset);
+        return Ok(match limit {
+            Some(l) => Box::new(paged.take(l)),
+            None => Box::new(paged),
+        });
+    };
+    let keep = limit.map(|l| offset.saturating_add(l));
+    let mut best: Vec<Map<String, Value>> = Vec::new();
+    for rec in all {
+        best.push(rec?);
+        // Bounded: sort and cut whenever twice the needed records are held.
+        if let Some(k) = keep {
+            if best.len() >= k.saturating_mul(2).max(64) {
+                sort_records(&mut best, sort);
+                best.truncate(k);
+            }
+        }
     }
-    Ok(out)
+    sort_records(&mut best, sort);
+    let paged = best.into_iter().skip(offset).map(Ok);
+    Ok(match limit {
+        Some(l) => Box::new(paged.take(l)),
+        None => Box::new(paged),
+    })
 }
 
 /// Harper's `get_attributes`: `None` returns the record as stored; `["*"]` every attribute of

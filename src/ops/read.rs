@@ -2,6 +2,7 @@
 //! catalog and users (reads never queue behind the single writer).
 
 use super::parse::{AuditSearch, Comparator, Condition, Logic, Operation, Search};
+
 use super::query::{self, Page};
 use crate::core::auth::{AuthState, Principal, TablePerm};
 use crate::core::catalog::{Catalog, TableDef, SYSTEM_DB};
@@ -13,13 +14,22 @@ use crate::store::record::StoredRecord;
 use crate::store::Store;
 use serde_json::{json, Map, Value};
 
-/// Harper's table description object.
-pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64) -> Value {
+/// Harper's table description object, showing `p` only the attributes it may read.
+pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64, p: &Principal) -> Value {
     let stats = store.table_stats(t.id).unwrap_or_default();
     let (data, index) = store.table_disk_size(t.id).unwrap_or((0, 0));
+    let rules = p
+        .role
+        .as_ref()
+        .and_then(|r| r.attribute_rules(&t.database, &t.name));
     let attributes: Vec<Value> = t
         .attributes
         .iter()
+        .filter(|a| {
+            rules
+                .as_ref()
+                .is_none_or(|r| r.allows(&a.name, &t.primary_key, TablePerm::Read))
+        })
         .map(|a| {
             if a.name == t.primary_key {
                 json!({"attribute": a.name, "is_primary_key": true})
@@ -75,7 +85,7 @@ fn describe_database_value(store: &Store, catalog: &Catalog, db: &str, p: &Princ
     if let Some(d) = catalog.database(db) {
         for (name, t) in &d.tables {
             if p.role.as_ref().is_some_and(|r| r.can_see(db, name)) {
-                out.insert(name.clone(), describe_table_value(store, t, size));
+                out.insert(name.clone(), describe_table_value(store, t, size, p));
             }
         }
     }
@@ -91,24 +101,27 @@ fn table<'a>(catalog: &'a Catalog, db: &str, table: &str) -> Result<&'a TableDef
         .ok_or_else(|| OpError::table_not_found(db, table))
 }
 
-fn search_results(
+/// The rows of a search, projected, as a lazy stream (see `query::search`).
+pub type Rows = Box<dyn Iterator<Item = Result<Value, OpError>> + Send>;
+
+fn search_rows(
     store: &Store,
     t: &TableDef,
     search: &Search,
     op: Logic,
     conds: &[Condition],
-) -> OpResult {
+) -> Result<Rows, OpError> {
     let page = Page {
         limit: search.limit,
         offset: search.offset,
         sort: search.sort.as_ref(),
     };
     let recs = query::search(store, t, op, conds, &page)?;
-    Ok(Value::Array(
-        recs.into_iter()
-            .map(|r| query::project(r, search.get_attributes.as_deref(), t))
-            .collect(),
-    ))
+    let get = search.get_attributes.clone();
+    let table = t.clone();
+    Ok(Box::new(recs.map(move |r| {
+        r.map(|r| query::project(r, get.as_deref(), &table))
+    })))
 }
 
 /// `search_by_value`'s `value` as a condition: `*` wildcards at either end mean starts/ends
@@ -200,6 +213,139 @@ fn read_audit_log(
     Ok(Value::Array(entries.into_iter().map(|e| e.1).collect()))
 }
 
+/// Applies `p`'s attribute permissions on `t` to a search: every attribute it names (to return,
+/// to match, to sort by) must be readable, or the answer is Harper's 403 saying the attribute
+/// does not exist; `*` (or no list) means the readable attributes. Returns the search to run.
+fn restrict_search(
+    p: &Principal,
+    t: &TableDef,
+    search: &Search,
+    matched: &[&str],
+) -> Result<Search, OpError> {
+    let Some(rules) = p
+        .role
+        .as_ref()
+        .and_then(|r| r.attribute_rules(&t.database, &t.name))
+    else {
+        return Ok(search.clone());
+    };
+    let mut named: Vec<&str> = matched.to_vec();
+    if let Some(list) = &search.get_attributes {
+        named.extend(list.iter().map(String::as_str).filter(|a| *a != "*"));
+    }
+    let mut sort = search.sort.as_ref();
+    while let Some(s) = sort {
+        named.push(&s.attribute);
+        sort = s.next.as_deref();
+    }
+    check_attributes(&rules, t, named, TablePerm::Read)?;
+    let mut out = search.clone();
+    let star = search
+        .get_attributes
+        .as_ref()
+        .is_none_or(|l| l.iter().any(|a| a == "*"));
+    if star {
+        let readable = rules.readable(&t.primary_key);
+        if readable.is_empty() {
+            return Err(OpError::internal(
+                "'get_attributes' must contain at least 1 item",
+            ));
+        }
+        out.get_attributes = Some(readable);
+    }
+    Ok(out)
+}
+
+/// Harper's 403 for attributes a role may not use: each one reported as not existing.
+pub fn check_attributes<'a>(
+    rules: &crate::core::auth::AttrRules,
+    t: &TableDef,
+    names: impl IntoIterator<Item = &'a str>,
+    perm: TablePerm,
+) -> Result<(), OpError> {
+    let mut denied: Vec<Value> = Vec::new();
+    for n in names {
+        if !rules.allows(n, &t.primary_key, perm) {
+            let item = json!(format!(
+                "Attribute '{n}' does not exist on '{}.{}'",
+                t.database, t.name
+            ));
+            if !denied.contains(&item) {
+                denied.push(item);
+            }
+        }
+    }
+    if denied.is_empty() {
+        Ok(())
+    } else {
+        Err(OpError::forbidden(vec![], denied))
+    }
+}
+
+fn condition_attributes<'a>(conds: &'a [Condition], out: &mut Vec<&'a str>) {
+    for c in conds {
+        match c {
+            Condition::Leaf { attribute, .. } => out.push(attribute),
+            Condition::Group { conditions, .. } => condition_attributes(conditions, out),
+        }
+    }
+}
+
+/// Runs a search (`search_by_id`, `search_by_value`, `search_by_conditions`) for `p`.
+pub fn rows(
+    op: &Operation,
+    p: &Principal,
+    store: &Store,
+    catalog: &Catalog,
+    _auth: &AuthState,
+) -> Result<Rows, OpError> {
+    match op {
+        Operation::SearchById { search, ids } => {
+            let t = table(catalog, &search.database, &search.table)?;
+            let search = &restrict_search(p, t, search, &[])?;
+            let mut out = Vec::new();
+            for id in ids {
+                let Some(pk) = keys::encode_pk(id) else {
+                    continue;
+                };
+                let raw = store.get_raw(t.id, &pk).map_err(|e| {
+                    log::error!("read failed: {e}");
+                    OpError::internal(e.to_string())
+                })?;
+                let Some(json) = raw.as_deref().and_then(StoredRecord::json_slice) else {
+                    continue;
+                };
+                if let Ok(Value::Object(rec)) = serde_json::from_slice(json) {
+                    out.push(query::project(rec, search.get_attributes.as_deref(), t));
+                }
+            }
+            Ok(Box::new(out.into_iter().map(Ok)))
+        }
+        Operation::SearchByValue {
+            search,
+            attribute,
+            value,
+        } => {
+            let t = table(catalog, &search.database, &search.table)?;
+            let search = &restrict_search(p, t, search, &[attribute])?;
+            let conds: Vec<Condition> = value_condition(attribute, value).into_iter().collect();
+            search_rows(store, t, search, Logic::And, &conds)
+        }
+        Operation::SearchByConditions {
+            search,
+            operator,
+            conditions,
+        } => {
+            let t = table(catalog, &search.database, &search.table)?;
+            let mut matched = Vec::new();
+            condition_attributes(conditions, &mut matched);
+            let search = &restrict_search(p, t, search, &matched)?;
+            search_rows(store, t, search, *operator, conditions)
+        }
+        _ => Err(OpError::internal("not a search")),
+    }
+}
+
 /// Executes a read-only operation for `p`.
 pub fn execute(
     op: &Operation,
@@ -273,45 +419,14 @@ pub fn execute(
                 store,
                 t,
                 db_size(store, catalog, database),
+                p,
             ))
         }
-        Operation::SearchById { search, ids } => {
-            let t = table(catalog, &search.database, &search.table)?;
-            let mut out = Vec::new();
-            for id in ids {
-                let Some(pk) = keys::encode_pk(id) else {
-                    continue;
-                };
-                let raw = store.get_raw(t.id, &pk).map_err(|e| {
-                    log::error!("read failed: {e}");
-                    OpError::internal(e.to_string())
-                })?;
-                let Some(json) = raw.as_deref().and_then(StoredRecord::json_slice) else {
-                    continue;
-                };
-                if let Ok(Value::Object(rec)) = serde_json::from_slice(json) {
-                    out.push(query::project(rec, search.get_attributes.as_deref(), t));
-                }
-            }
-            Ok(Value::Array(out))
-        }
-        Operation::SearchByValue {
-            search,
-            attribute,
-            value,
-        } => {
-            let t = table(catalog, &search.database, &search.table)?;
-            let conds: Vec<Condition> = value_condition(attribute, value).into_iter().collect();
-            search_results(store, t, search, Logic::And, &conds)
-        }
-        Operation::SearchByConditions {
-            search,
-            operator,
-            conditions,
-        } => {
-            let t = table(catalog, &search.database, &search.table)?;
-            search_results(store, t, search, *operator, conditions)
-        }
+        Operation::SearchById { .. }
+        | Operation::SearchByValue { .. }
+        | Operation::SearchByConditions { .. } => Ok(Value::Array(
+            rows(op, p, store, catalog, auth)?.collect::<Result<Vec<_>, _>>()?,
+        )),
         Operation::ReadAuditLog {
             database,
             table: name,
