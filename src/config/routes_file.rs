@@ -763,6 +763,24 @@ other: 1
         );
     }
 
+    /// Rewriting keeps the file's owner (a config owned by another account than the node's,
+    /// e.g. root's file for a service user). Changing an owner needs root, so only then.
+    #[cfg(unix)]
+    #[test]
+    fn keeps_the_owner_when_it_may() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("owned.yaml");
+        fs::write(&path, HARPER).unwrap();
+        if std::os::unix::fs::chown(&path, Some(4242), Some(4243)).is_err() {
+            return; // not root: cannot set up a foreign owner
+        }
+        write_routes(&path, &[json!("z")]).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4243));
+        assert!(fs::read_to_string(&path).unwrap().contains("    - z\n"));
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_read_only_config_is_refused_and_left_alone() {

@@ -590,3 +590,66 @@ fn pipelined_requests_bounded_until_answered() {
     }
     assert_eq!(reader.join().unwrap(), SENT);
 }
+
+// Change 8: one client address could take every connection slot (`max_connections`), so a
+// flood of idle or slow sockets from one host starved every other client.
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let opts = ConnectionOptions {
+        max_connections: 8,
+        max_connections_per_ip: 2,
+        ..ConnectionOptions::default()
+    };
+    let (server, addr) = start_server_with(opts);
+    serve(&server, 1);
+    let from = |ip: &str| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&format!("{ip}:0").parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.connect(&addr.into()).unwrap();
+        let s: TcpStream = s.into();
+        s.set_read_timeout(Some(PROMPT)).unwrap();
+        s
+    };
+    let _held: Vec<TcpStream> = (0..2).map(|_| from("127.0.0.1")).collect();
+    // A third from the same address is closed without an answer...
+    let mut third = from("127.0.0.1");
+    assert!(closed_within(&mut third, PROMPT));
+    // ...while another address is served.
+    let mut other = from("127.0.0.2");
+    write!(other, "GET /other HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut other).map(|r| r.0), Some(200));
+}
+
+// Change 9: a body read by the handler (not eagerly) had only a per-read timeout, so a client
+// trickling one byte at a time held the connection for as long as it liked.
+#[test]
+fn a_trickled_body_is_cut_off_by_one_deadline() {
+    let timeout = Duration::from_millis(1000);
+    let (server, addr) = start_server_with(ConnectionOptions {
+        read_timeout: Some(timeout),
+        eager_body_limit: 0,
+        ..ConnectionOptions::default()
+    });
+    let server2 = Arc::clone(&server);
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut rq = server2.recv().unwrap();
+        let mut body = Vec::new();
+        let r = rq.as_reader().read_to_end(&mut body);
+        tx.send(r.is_err()).unwrap();
+    });
+    let mut stream = connect(addr);
+    write!(stream, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n").unwrap();
+    let started = Instant::now();
+    let mut trickle = stream.try_clone().unwrap();
+    thread::spawn(move || {
+        // pacing, not synchronisation: one byte every 200 ms, each well within the timeout
+        while started.elapsed() < 2 * PROMPT && trickle.write_all(b"x").is_ok() {
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let failed = rx.recv_timeout(PROMPT).expect("the body read never ended");
+    assert!(failed, "the trickled body was read to the end");
+    assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+}
