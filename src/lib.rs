@@ -10,4 +10,5 @@ pub mod node;
 pub mod ops;
 pub mod repl;
 pub mod store;
+pub mod tls;
 pub mod util;

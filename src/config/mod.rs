@@ -115,6 +115,8 @@ pub struct OperationsNetwork {
     pub keep_alive_timeout: Duration,
     /// `headersTimeout`: time a client has to send the request headers (default 60 s).
     pub headers_timeout: Duration,
+    /// `securePort`: HTTPS listener for the operations API (the node certificate, or `tls.*`).
+    pub secure_port: Option<Listen>,
     /// `maxConnectionsPerAddress`: most concurrent connections from one client address
     /// (default 128), so one host cannot hold every connection slot.
     pub max_connections_per_address: usize,
@@ -130,6 +132,7 @@ impl Default for OperationsNetwork {
             timeout: Duration::from_secs(120),
             keep_alive_timeout: Duration::from_secs(30),
             headers_timeout: Duration::from_secs(60),
+            secure_port: None,
             max_connections_per_address: 128,
         }
     }
@@ -179,6 +182,9 @@ pub struct Replication {
     pub max_frame_size: u64,
     /// `shard`: this node's shard number (default unset).
     pub shard: Option<i64>,
+    /// `enableRootCAs`: whether public certificate authorities (Mozilla's list, built in) are
+    /// trusted for replication TLS, besides the members' own CAs (default true, as Harper).
+    pub enable_root_cas: bool,
     /// `maxClockSkew`: a peer's transaction versioned further than this in this node's future
     /// is refused (default 1 day): a broken or hostile clock cannot push this node's versions
     /// to the end of time.
@@ -199,6 +205,7 @@ impl Default for Replication {
             audit_retention: Duration::from_secs(3 * 86_400),
             max_frame_size: 64 << 20,
             shard: None,
+            enable_root_cas: true,
             max_clock_skew: Duration::from_secs(86_400),
         }
     }
@@ -210,6 +217,17 @@ impl Replication {
         self.ping_timeout
             .unwrap_or_else(|| self.ping_interval.saturating_mul(2))
     }
+}
+
+/// `tls`: the node's own certificate instead of the one Skerry generates under `rootPath`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// `certificate`: PEM file with the node certificate (and its chain).
+    pub certificate: Option<PathBuf>,
+    /// `privateKey`: PEM file with its private key.
+    pub private_key: Option<PathBuf>,
+    /// `certificateAuthority`: PEM file with the CA that signed it (trusted, and given to peers).
+    pub certificate_authority: Option<PathBuf>,
 }
 
 /// `authentication`.
@@ -286,6 +304,8 @@ pub struct Config {
     pub authentication: Authentication,
     /// `storage`.
     pub storage: Storage,
+    /// `tls`.
+    pub tls: Tls,
 }
 
 impl Default for Config {
@@ -299,6 +319,7 @@ impl Default for Config {
             replication: Replication::default(),
             authentication: Authentication::default(),
             storage: Storage::default(),
+            tls: Tls::default(),
         }
     }
 }
@@ -334,7 +355,7 @@ const SCHEMA: &[(&str, Node)] = &[
                     ("keepAliveTimeout", Key),
                     ("headersTimeout", Key),
                     ("maxConnectionsPerAddress", Key),
-                    ("securePort", Ignored),
+                    ("securePort", Key),
                     ("cors", Ignored),
                     ("corsAccessList", Ignored),
                     ("domainSocket", Ignored),
@@ -375,7 +396,7 @@ const SCHEMA: &[(&str, Node)] = &[
             ("maxFrameSize", Key),
             ("shard", Key),
             ("maxClockSkew", Key),
-            ("enableRootCAs", Ignored),
+            ("enableRootCAs", Key),
             ("mtls", Ignored),
             ("failOver", Ignored),
             ("replicateTo", Ignored),
@@ -421,7 +442,16 @@ const SCHEMA: &[(&str, Node)] = &[
     ("http", Ignored),
     ("threads", Ignored),
     ("mqtt", Ignored),
-    ("tls", Ignored),
+    (
+        "tls",
+        Section(&[
+            ("certificate", Key),
+            ("privateKey", Key),
+            ("certificateAuthority", Key),
+            ("ciphers", Ignored),
+            ("host", Ignored),
+        ]),
+    ),
     ("clustering", Ignored),
     ("customFunctions", Ignored),
     ("localStudio", Ignored),
@@ -801,6 +831,7 @@ fn build(
             dn.headers_timeout,
             duration_value,
         )?,
+        secure_port: l.opt("operationsApi.network.securePort", listen_value)?,
         max_connections_per_address: l.or(
             "operationsApi.network.maxConnectionsPerAddress",
             dn.max_connections_per_address,
@@ -838,6 +869,7 @@ fn build(
         audit_retention: retention.or(harper_retention).unwrap_or(dr.audit_retention),
         max_frame_size: l.or("replication.maxFrameSize", dr.max_frame_size, size_value)?,
         shard: l.opt("replication.shard", shard_value)?,
+        enable_root_cas: l.or("replication.enableRootCAs", dr.enable_root_cas, bool_value)?,
         max_clock_skew: l.or(
             "replication.maxClockSkew",
             dr.max_clock_skew,
@@ -891,7 +923,29 @@ fn build(
         )?,
     };
 
+    let file = |key: &str| -> Result<Option<PathBuf>, ConfigError> {
+        Ok(l.opt(key, string_value)?.map(|s| {
+            let p = PathBuf::from(s);
+            match base_dir {
+                Some(dir) if p.is_relative() => dir.join(p),
+                _ => p,
+            }
+        }))
+    };
+    let tls = Tls {
+        certificate: file("tls.certificate")?,
+        private_key: file("tls.privateKey")?,
+        certificate_authority: file("tls.certificateAuthority")?,
+    };
+    if tls.certificate.is_some() != tls.private_key.is_some() {
+        return Err(ConfigError::at(
+            "tls",
+            "tls.certificate and tls.privateKey go together: set both, or neither (Skerry then makes its own)",
+        ));
+    }
+
     Ok(Config {
+        tls,
         root_path,
         source: None,
         operations_api: OperationsApi { network },

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 
 pub struct Node {
     http: Option<HttpServer>,
+    https: Option<HttpServer>,
     repl: Option<crate::repl::Replicator>,
     stop_core: Option<crossbeam_channel::Sender<()>>,
     core_thread: Option<JoinHandle<()>>,
@@ -251,10 +252,26 @@ impl Node {
             cfg.authentication.refresh_token_timeout,
         ));
 
+        // The node's TLS identity: created (under rootPath/keys) when replication or HTTPS is on.
+        let repl_cfg = crate::repl::ReplConfig::from_config(cfg);
+        let node_tls = if repl_cfg.is_some() || cfg.operations_api.network.secure_port.is_some() {
+            let settings = crate::tls::TlsSettings {
+                certificate: cfg.tls.certificate.clone(),
+                private_key: cfg.tls.private_key.clone(),
+                certificate_authority: cfg.tls.certificate_authority.clone(),
+                enable_root_cas: cfg.replication.enable_root_cas,
+            };
+            Some(Arc::new(
+                crate::tls::NodeTls::load_or_create(&cfg.root_path, &node_name, &settings)
+                    .map_err(|e| format!("TLS: {e}"))?,
+            ))
+        } else {
+            None
+        };
         let (repl, cluster): (
             Option<crate::repl::Replicator>,
             Arc<dyn crate::ops::http::ClusterOps>,
-        ) = match crate::repl::ReplConfig::from_config(cfg) {
+        ) = match repl_cfg {
             Some(rc) => {
                 let r = crate::repl::Replicator::start(
                     cfg,
@@ -263,6 +280,7 @@ impl Node {
                     shared.clone(),
                     handle.clone(),
                     tokens.clone(),
+                    node_tls.clone(),
                 )?;
                 let _ = repl_slot.set(r.ctx.clone());
                 let api = Arc::new(crate::repl::cluster_ops::ClusterApi(r.ctx.clone()));
@@ -289,22 +307,37 @@ impl Node {
             authorize_local: cfg.authentication.authorize_local,
             cluster: Some(cluster),
         });
-        let http = HttpServer::start(
-            listener,
-            &HttpOptions {
-                max_connections: net.max_connections,
-                timeout: net
-                    .timeout
-                    .min(net.keep_alive_timeout)
-                    .min(net.headers_timeout),
-                max_body: usize::try_from(net.max_body_size).unwrap_or(usize::MAX),
-                max_connections_per_address: net.max_connections_per_address.max(1),
-            },
-            ctx,
-        )
-        .map_err(|e| format!("cannot start the HTTP server: {e}"))?;
+        let opts = HttpOptions {
+            max_connections: net.max_connections,
+            timeout: net
+                .timeout
+                .min(net.keep_alive_timeout)
+                .min(net.headers_timeout),
+            max_body: usize::try_from(net.max_body_size).unwrap_or(usize::MAX),
+            max_connections_per_address: net.max_connections_per_address.max(1),
+            tls: None,
+        };
+        // HTTPS beside the plain port, with the node certificate (or the configured one).
+        let https = match (&net.secure_port, &node_tls) {
+            (Some(l), Some(t)) => {
+                let listener = TcpListener::bind(l.bind_addr()).map_err(|e| {
+                    format!("cannot listen on {l} (operationsApi.network.securePort): {e}")
+                })?;
+                let mut o = opts.clone();
+                o.tls = Some(t.https_config().map_err(|e| format!("HTTPS: {e}"))?);
+                log::info!("node '{node_name}' serving HTTPS on {l}");
+                Some(
+                    HttpServer::start(listener, &o, ctx.clone())
+                        .map_err(|e| format!("cannot start the HTTPS server: {e}"))?,
+                )
+            }
+            _ => None,
+        };
+        let http = HttpServer::start(listener, &opts, ctx)
+            .map_err(|e| format!("cannot start the HTTP server: {e}"))?;
         log::info!("node '{node_name}' serving the operations API on {http_addr}");
         Ok(Node {
+            https,
             http: Some(http),
             repl,
             stop_core: Some(stop_tx),
@@ -318,6 +351,9 @@ impl Node {
     /// Graceful stop: no new requests, in-flight writes finish and are answered, the store is
     /// flushed.
     pub fn stop(mut self) {
+        if let Some(h) = self.https.take() {
+            h.stop();
+        }
         if let Some(h) = self.http.take() {
             h.stop();
         }

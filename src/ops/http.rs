@@ -69,6 +69,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
+#[derive(Clone)]
 pub struct HttpOptions {
     pub max_connections: usize,
     /// Deadline for a request head (and, separately, its body) and timeout of each read/write.
@@ -77,6 +78,8 @@ pub struct HttpOptions {
     pub max_body: usize,
     /// Most concurrent connections from one client address.
     pub max_connections_per_address: usize,
+    /// Serve HTTPS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl HttpServer {
@@ -100,6 +103,7 @@ impl HttpServer {
             // each body one deadline, so a slow client holds only its own connection.
             eager_body_limit: 0,
             max_connections_per_ip: opts.max_connections_per_address,
+            tls: opts.tls.clone(),
         };
         let state = Arc::new(ServeState::default());
         let handler_state = state.clone();

@@ -115,15 +115,25 @@ fn authorization_header(v: Option<&Value>) -> Result<Option<String>, OpError> {
     }
 }
 
-/// Sends one operation to a peer over a one-shot replication socket and returns its answer.
+/// Sends one operation to the peer at `url` over a one-shot replication socket and returns
+/// its answer. Over TLS, with credentials (the `add_node` bootstrap) this node presents no
+/// certificate and verifies the peer's only if `verify_tls`; without credentials it proves
+/// who it is with its certificate.
 pub fn call_peer(
     ctx: &ReplCtx,
-    host: &str,
-    port: u16,
+    url: &str,
     auth: Option<&str>,
     body: &Value,
     timeout: Duration,
+    verify_tls: bool,
 ) -> Result<(u16, Value), String> {
+    let (host, port, tls) =
+        super::parse_url_tls(url).ok_or_else(|| format!("'{url}' is not a replication URL"))?;
+    let tls = if tls.unwrap_or(ctx.cfg.tls_by_default()) {
+        Some(ctx.client_tls(Some(&host), verify_tls, auth.is_none())?)
+    } else {
+        None
+    };
     let mut headers = vec![
         ("X-Skerry-Node", ctx.node_name.clone()),
         ("X-Skerry-Kind", "op".to_string()),
@@ -133,7 +143,7 @@ pub fn call_peer(
     }
     let mut cfg = ctx.cfg.conn();
     cfg.connect_timeout = timeout;
-    let mut conn = Conn::connect(host, port, ctx.cfg.bind_ip, &headers, &cfg)?;
+    let mut conn = Conn::connect(&host, port, ctx.cfg.bind_ip, &headers, &cfg, tls)?;
     conn.send(&Frame::OpRequest {
         json: body.to_string().into_bytes(),
     })?;
@@ -236,9 +246,13 @@ fn ensure_self_row(ctx: &ReplCtx) -> Result<(), OpError> {
         return Ok(());
     };
     let current = row_of(ctx, &ctx.node_name);
+    let ca = ctx.tls.as_ref().map(|t| t.trust_pem().to_string());
     let up_to_date = current.as_ref().is_some_and(|r| {
         r.get("url").and_then(Value::as_str) == Some(url.as_str())
             && r.get("replicates") == Some(&Value::Bool(true))
+            && ca
+                .as_deref()
+                .is_none_or(|ca| r.get("ca").and_then(Value::as_str) == Some(ca))
     });
     if up_to_date {
         return Ok(());
@@ -246,6 +260,12 @@ fn ensure_self_row(ctx: &ReplCtx) -> Result<(), OpError> {
     let mut f = Map::new();
     f.insert("url".into(), json!(url));
     f.insert("replicates".into(), json!(true));
+    // This node's CA travels in its own row: every member trusts it for this node's
+    // certificate (the gossip that lets a node added through one member reach all over TLS).
+    if let Some(ca) = ca.filter(|c| !c.is_empty()) {
+        f.insert("ca_info".into(), ca_info(&ca));
+        f.insert("ca".into(), json!(ca));
+    }
     if current.is_none() {
         f.insert("subscriptions".into(), Value::Null);
     }
@@ -259,6 +279,8 @@ struct NodeSpec {
     auth: Option<String>,
     /// `retain_authorization` as given (None: not given).
     retain: Option<bool>,
+    /// `verify_tls` (default true): verify the peer's certificate during the bootstrap.
+    verify_tls: bool,
     row: Map<String, Value>,
     /// The link policy the request asks for (None: leave / default).
     policy: Option<LinkPolicy>,
@@ -268,12 +290,14 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
     let f = Fields::new(body);
     let hostname = f.opt_str(&["hostname", "node_name", "name"])?;
     let url = f.opt_str(&["url"])?;
-    f.opt_bool(&["verify_tls"])?;
+    let verify_tls = f
+        .opt_bool(&["verify_tls", "rejectUnauthorized"])?
+        .unwrap_or(true);
     let retain = f.opt_bool(&["retain_authorization"])?;
     let (hostname, url) = match (hostname, url) {
         (Some(h), Some(u)) if !h.is_empty() => (h, u),
         (Some(h), None) if !h.is_empty() => {
-            let url = format!("ws://{h}:{}", ctx.cfg.listen.port);
+            let url = ctx.cfg.default_url(&h);
             (h, url)
         }
         (_, Some(u)) => {
@@ -339,6 +363,7 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
         url,
         auth,
         retain,
+        verify_tls,
         row,
         policy,
     })
@@ -402,7 +427,9 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool, actor: &Acto
         store_policy(ctx, &spec.hostname, p)?;
         ctx.reload_sync();
     }
-    let (host, port) = parse_url(&spec.url).unwrap_or((spec.hostname.clone(), ctx.cfg.listen.port));
+    let tls = super::parse_url_tls(&spec.url)
+        .and_then(|(_, _, t)| t)
+        .unwrap_or(ctx.cfg.tls_by_default());
     let mut back = json!({
         "operation": "add_node_back",
         "hostname": ctx.node_name,
@@ -411,14 +438,35 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool, actor: &Acto
     if let Some(p) = &policy {
         back["policy"] = serde_json::to_value(p.mirrored()).unwrap_or(Value::Null);
     }
+    // Over TLS: a certificate signing request for this node's name, and the CA the peer
+    // should trust for this node (Harper's add_node flow).
+    if tls {
+        let Some(node_tls) = &ctx.tls else {
+            return Err(OpError::internal(
+                "Unable to find a certificate to use for replication",
+            ));
+        };
+        back["csr"] = json!(node_tls.csr().map_err(OpError::internal)?);
+        back["ca"] = json!(node_tls.trust_pem());
+    }
     let remote_error = match call_peer(
         ctx,
-        &host,
-        port,
+        &spec.url,
         spec.auth.as_deref(),
         &back,
         Duration::from_secs(10),
+        spec.verify_tls,
     ) {
+        Ok((200, answer)) if tls => match take_signed_certificate(ctx, &spec.hostname, &answer) {
+            Ok(ca) => {
+                if let Some(ca) = ca {
+                    spec.row.insert("ca_info".into(), ca_info(&ca));
+                    spec.row.insert("ca".into(), json!(ca));
+                }
+                None
+            }
+            Err(e) => Some(format!("Error returned from {}: {e}", spec.url)),
+        },
         Ok((200, _)) => None,
         Ok((_, body)) => Some(format!(
             "Error returned from {}: {}",
@@ -454,6 +502,45 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool, actor: &Acto
         ));
     }
     Ok(json!({ "message": msg }))
+}
+
+/// Stores the certificate the peer's CA signed for this node; returns the CA the peer uses
+/// (to trust for it).
+fn take_signed_certificate(
+    ctx: &ReplCtx,
+    peer: &str,
+    answer: &Value,
+) -> Result<Option<String>, String> {
+    let Some(cert) = answer.get("certificate").and_then(Value::as_str) else {
+        return Err(format!(
+            "Unexpected certificate signature response from node {peer} response: {answer}"
+        ));
+    };
+    if let Some(tls) = &ctx.tls {
+        tls.store_peer_signed(peer, cert)?;
+    }
+    let ca = answer
+        .get("usingCA")
+        .or_else(|| answer.get("signingCA"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(ca) = &ca {
+        crate::tls::certs_from_pem(ca).map_err(|e| format!("the peer's CA: {e}"))?;
+    }
+    Ok(ca)
+}
+
+/// Harper's `ca_info` of a CA PEM: the details of its first certificate.
+fn ca_info(pem: &str) -> Value {
+    crate::tls::certs_from_pem(pem)
+        .ok()
+        .and_then(|c| crate::tls::info::CertInfo::from_der(c.first()?).ok())
+        .map(|i| {
+            let date = |s: i64| crate::util::time::http_date(u64::try_from(s).unwrap_or(0) * 1000);
+            json!({"issuer": i.issuer, "subject": i.subject, "subjectAltName": i.names.join(", "),
+                "serialNumber": i.serial, "validFrom": date(i.not_before), "validTo": date(i.not_after)})
+        })
+        .unwrap_or(Value::Null)
 }
 
 /// configure_cluster: the listed connections become the cluster. Listed nodes are added or
@@ -575,7 +662,7 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     let hostname = f.req_str(&["hostname"])?;
     let url = f
         .opt_str(&["url"])?
-        .unwrap_or_else(|| format!("ws://{hostname}:{}", ctx.cfg.listen.port));
+        .unwrap_or_else(|| ctx.cfg.default_url(&hostname));
     if let Caller::Node(n) = caller {
         if n != &hostname {
             return Err(OpError::new(
@@ -588,6 +675,28 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     row.insert("url".into(), json!(url));
     row.insert("replicates".into(), json!(true));
     row.insert("subscriptions".into(), Value::Null);
+    // The requester's CA (trusted for it from now on) and its certificate request, signed
+    // here only for the requester's own name.
+    let mut answer = Map::new();
+    if let Some(ca) = f.opt_str(&["ca", "cert_auth"])? {
+        crate::tls::certs_from_pem(&ca)
+            .map_err(|e| OpError::bad_request(format!("'ca' is not a certificate: {e}")))?;
+        row.insert("ca_info".into(), ca_info(&ca));
+        row.insert("ca".into(), json!(ca));
+    }
+    if let Some(csr) = f.opt_str(&["csr"])? {
+        let Some(tls) = &ctx.tls else {
+            return Err(OpError::bad_request(
+                "this node has no certificate authority to sign with",
+            ));
+        };
+        let cert = tls
+            .sign_csr(&csr, &hostname)
+            .map_err(OpError::bad_request)?;
+        answer.insert("certificate".into(), json!(cert));
+        answer.insert("signingCA".into(), json!(tls.ca_pem()));
+        answer.insert("usingCA".into(), json!(tls.trust_pem()));
+    }
     let policy = match body.get("policy").filter(|v| !v.is_null()) {
         Some(v) => Some(
             serde_json::from_value::<LinkPolicy>(v.clone())
@@ -602,10 +711,12 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     put_node_row(ctx, &hostname, row, &caller.actor())?;
     ensure_self_row(ctx)?;
     ctx.reload_sync();
-    Ok(json!({
-        "message": format!("Successfully added '{hostname}' to cluster"),
-        "nodeName": ctx.node_name,
-    }))
+    answer.insert(
+        "message".into(),
+        json!(format!("Successfully added '{hostname}' to cluster")),
+    );
+    answer.insert("nodeName".into(), json!(ctx.node_name));
+    Ok(Value::Object(answer))
 }
 
 fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>, actor: &Actor) -> OpResult {
@@ -628,16 +739,16 @@ fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>, actor: &Actor) -> OpRes
     // Tell the node it is out (best effort: it may be down; the replicated tombstone of its row
     // makes every other member drop it either way).
     let url = row.get("url").and_then(Value::as_str).unwrap_or_default();
-    if let Some((host, port)) = parse_url(url) {
+    if parse_url(url).is_some() {
         let back = json!({"operation": "remove_node_back", "name": hostname});
         let auth = retained_auth(ctx, &hostname);
         if let Err(e) = call_peer(
             ctx,
-            &host,
-            port,
+            url,
             auth.as_deref(),
             &back,
             Duration::from_secs(3),
+            true,
         ) {
             log::info!("could not tell {hostname} it was removed: {e}");
         }
@@ -705,16 +816,14 @@ fn cluster_status(ctx: &ReplCtx) -> Value {
             .unwrap_or_else(|| {
                 let mut m = Map::new();
                 m.insert("name".into(), json!(name));
-                m.insert(
-                    "url".into(),
-                    json!(format!("ws://{name}:{}", ctx.cfg.listen.port)),
-                );
+                m.insert("url".into(), json!(ctx.cfg.default_url(name)));
                 m.insert("replicates".into(), json!(true));
                 m.insert("subscriptions".into(), Value::Null);
                 m
             });
         for k in [
             "ca",
+            "ca_info",
             "node_name",
             CREATED_TIME,
             UPDATED_TIME,
@@ -726,6 +835,34 @@ fn cluster_status(ctx: &ReplCtx) -> Value {
         let policy = ctx.policy(name);
         conn.insert("replicates".into(), policy.replicates_value());
         conn.insert("subscriptions".into(), policy.subscriptions_value());
+        // The certificates the peer proved itself with on TLS links (the one it serves, and
+        // the one it dials this node with when that differs), with their expiry.
+        let now = crate::util::time::now_ms();
+        let mut served = None;
+        let mut dialled = None;
+        for db in &dbs {
+            let l = ctx.stats.link(name, db);
+            served = served.or_else(|| {
+                l.peer_cert
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            });
+            dialled = dialled.or_else(|| {
+                l.peer_client_cert
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            });
+        }
+        if let Some(c) = served.as_ref().or(dialled.as_ref()) {
+            conn.insert("certificate".into(), c.to_json(now));
+        }
+        if let (Some(s), Some(d)) = (&served, &dialled) {
+            if s.serial != d.serial {
+                conn.insert("client_certificate".into(), d.to_json(now));
+            }
+        }
         let sockets: Vec<Value> = if members.removed {
             Vec::new()
         } else {

@@ -10,13 +10,16 @@
 //! The bounded channel is the back-pressure: a peer that floods us stalls in its own kernel
 //! buffers, never in our memory.
 //!
-//! This is the transport seam: `Pipe` is plain TCP today; TLS wraps it without changing the
-//! callers.
+//! This is the transport seam: [`Transport`] is plain TCP (`ws://`) or rustls over the same
+//! pipe (`wss://`, client or server side); everything above it is unchanged. The TLS handshake
+//! is done explicitly before the WebSocket one, so the accepting side can decide on the peer's
+//! certificate and the dialing side can report a TLS failure as one.
 
 use super::wire::{Frame, SUBPROTOCOL};
 use crossbeam_channel::{Receiver, Sender};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tungstenite::protocol::WebSocketConfig;
@@ -32,7 +35,7 @@ const PUMP_CHUNKS: usize = 64;
 const PUMP_READ: usize = 64 * 1024;
 
 /// The socket under the WebSocket: reads come from the pump's inbox once the handshake is done.
-struct Pipe {
+pub struct Pipe {
     sock: TcpStream,
     inbox: Vec<u8>,
     pos: usize,
@@ -99,6 +102,79 @@ impl Write for Pipe {
     }
 }
 
+/// What the WebSocket runs over: the pipe itself, or rustls on top of it.
+pub enum Transport {
+    Plain(Pipe),
+    Client(Box<rustls::StreamOwned<rustls::ClientConnection, Pipe>>),
+    Server(Box<rustls::StreamOwned<rustls::ServerConnection, Pipe>>),
+}
+
+impl Transport {
+    fn pipe(&mut self) -> &mut Pipe {
+        match self {
+            Transport::Plain(p) => p,
+            Transport::Client(s) => &mut s.sock,
+            Transport::Server(s) => &mut s.sock,
+        }
+    }
+
+    /// The leaf certificate the peer presented (TLS only), if any.
+    fn peer_leaf(&self) -> Option<Vec<u8>> {
+        let certs = match self {
+            Transport::Plain(_) => return None,
+            Transport::Client(s) => s.conn.peer_certificates(),
+            Transport::Server(s) => s.conn.peer_certificates(),
+        }?;
+        certs.first().map(|c| c.as_ref().to_vec())
+    }
+
+    /// Completes the TLS handshake (nothing on plain TCP).
+    fn handshake(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(_) => Ok(()),
+            Transport::Client(s) => {
+                while s.conn.is_handshaking() {
+                    s.conn.complete_io(&mut s.sock)?;
+                }
+                Ok(())
+            }
+            Transport::Server(s) => {
+                while s.conn.is_handshaking() {
+                    s.conn.complete_io(&mut s.sock)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(p) => p.read(buf),
+            Transport::Client(s) => s.read(buf),
+            Transport::Server(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(p) => p.write(buf),
+            Transport::Client(s) => s.write(buf),
+            Transport::Server(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(p) => p.flush(),
+            Transport::Client(s) => s.flush(),
+            Transport::Server(s) => s.flush(),
+        }
+    }
+}
+
 /// Limits for one connection.
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
@@ -116,13 +192,16 @@ pub enum Incoming {
 }
 
 pub struct Conn {
-    ws: WebSocket<Pipe>,
+    ws: WebSocket<Transport>,
     sock: TcpStream,
     pub bytes: Receiver<Chunk>,
     pub peer_addr: SocketAddr,
     /// The node name the accepting peer announced (`X-Skerry-Node` in its handshake answer);
     /// None on accepted sockets and from peers that announce none.
     pub peer_name: Option<String>,
+    /// The certificate the peer presented on a TLS connection (verified against the trusted
+    /// CAs by rustls: a client certificate when one was sent, always the server's).
+    pub peer_cert: Option<crate::tls::info::CertInfo>,
     pub last_rx: Instant,
     pub last_tx: Instant,
     /// Round trip of the last answered ping.
@@ -185,7 +264,7 @@ fn dial(addr: SocketAddr, bind: Option<IpAddr>, timeout: Duration) -> io::Result
 
 impl Conn {
     fn finish(
-        ws: WebSocket<Pipe>,
+        ws: WebSocket<Transport>,
         sock: TcpStream,
         peer_addr: SocketAddr,
         cfg: &ConnConfig,
@@ -194,8 +273,12 @@ impl Conn {
         sock.set_write_timeout(Some(cfg.write_timeout))?;
         let bytes = start_pump(&sock)?;
         let mut ws = ws;
-        ws.get_mut().direct = false;
-        ws.get_mut().deadline = None;
+        let peer_cert = ws
+            .get_ref()
+            .peer_leaf()
+            .and_then(|der| crate::tls::info::CertInfo::from_der(&der).ok());
+        ws.get_mut().pipe().direct = false;
+        ws.get_mut().pipe().deadline = None;
         let now = Instant::now();
         Ok(Conn {
             ws,
@@ -203,6 +286,7 @@ impl Conn {
             bytes,
             peer_addr,
             peer_name: None,
+            peer_cert,
             last_rx: now,
             last_tx: now,
             latency: None,
@@ -212,13 +296,15 @@ impl Conn {
         })
     }
 
-    /// Dials `host:port` and performs the WebSocket handshake with our identity headers.
+    /// Dials `host:port` (over TLS with `tls`) and performs the WebSocket handshake with our
+    /// identity headers.
     pub fn connect(
         host: &str,
         port: u16,
         bind: Option<IpAddr>,
         headers: &[(&str, String)],
         cfg: &ConnConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Conn, String> {
         let addr = (host, port)
             .to_socket_addrs()
@@ -228,6 +314,18 @@ impl Conn {
         let sock =
             dial(addr, bind, cfg.connect_timeout).map_err(|e| format!("connect {addr}: {e}"))?;
         let pipe = Pipe::for_handshake(&sock, cfg)?;
+        let mut transport = match tls {
+            None => Transport::Plain(pipe),
+            Some(config) => {
+                let name = crate::tls::server_name(host)?;
+                let conn = rustls::ClientConnection::new(config, name)
+                    .map_err(|e| format!("TLS with {addr}: {e}"))?;
+                Transport::Client(Box::new(rustls::StreamOwned::new(conn, pipe)))
+            }
+        };
+        transport
+            .handshake()
+            .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
         let host_hdr = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -243,7 +341,7 @@ impl Conn {
             req = req.with_header(*k, v.clone());
         }
         let (ws, resp) =
-            tungstenite::client::client_with_config(req, pipe, Some(ws_config(cfg.max_frame)))
+            tungstenite::client::client_with_config(req, transport, Some(ws_config(cfg.max_frame)))
                 .map_err(|e| match e {
                     tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp)) => {
                         let body = resp
@@ -264,20 +362,40 @@ impl Conn {
         Ok(conn)
     }
 
-    /// Accepts a WebSocket on `sock`; `check` sees the request (headers, peer address) and may
-    /// refuse it with a status and reason.
+    /// Accepts a WebSocket on `sock` (over TLS with `tls`); `check` sees the request (headers),
+    /// the peer address and the client certificate it presented, and may refuse it with a
+    /// status and reason.
     pub fn accept(
         sock: TcpStream,
         cfg: &ConnConfig,
         our_name: &str,
-        check: impl FnOnce(&Request, SocketAddr) -> Result<(), (u16, String)>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        check: impl FnOnce(
+            &Request,
+            SocketAddr,
+            Option<&crate::tls::info::CertInfo>,
+        ) -> Result<(), (u16, String)>,
     ) -> Result<Conn, String> {
         let peer_addr = sock.peer_addr().map_err(|e| e.to_string())?;
         let pipe = Pipe::for_handshake(&sock, cfg)?;
+        let mut transport = match tls {
+            None => Transport::Plain(pipe),
+            Some(config) => {
+                let conn = rustls::ServerConnection::new(config)
+                    .map_err(|e| format!("TLS from {peer_addr}: {e}"))?;
+                Transport::Server(Box::new(rustls::StreamOwned::new(conn, pipe)))
+            }
+        };
+        transport
+            .handshake()
+            .map_err(|e| format!("TLS handshake from {peer_addr} failed: {e}"))?;
+        let client_cert = transport
+            .peer_leaf()
+            .and_then(|der| crate::tls::info::CertInfo::from_der(&der).ok());
         // tungstenite fixes the callback's signature, large error type included.
         #[allow(clippy::result_large_err)]
         let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
-            if let Err((status, reason)) = check(req, peer_addr) {
+            if let Err((status, reason)) = check(req, peer_addr, client_cert.as_ref()) {
                 let mut r = ErrorResponse::new(Some(reason));
                 *r.status_mut() = tungstenite::http::StatusCode::from_u16(status)
                     .unwrap_or(tungstenite::http::StatusCode::FORBIDDEN);
@@ -299,9 +417,12 @@ impl Conn {
             }
             Ok(resp)
         };
-        let ws =
-            tungstenite::accept_hdr_with_config(pipe, callback, Some(ws_config(cfg.max_frame)))
-                .map_err(|e| format!("handshake from {peer_addr}: {e}"))?;
+        let ws = tungstenite::accept_hdr_with_config(
+            transport,
+            callback,
+            Some(ws_config(cfg.max_frame)),
+        )
+        .map_err(|e| format!("handshake from {peer_addr}: {e}"))?;
         Conn::finish(ws, sock, peer_addr, cfg).map_err(|e| e.to_string())
     }
 
@@ -313,7 +434,7 @@ impl Conn {
             return out;
         };
         self.last_rx = Instant::now();
-        self.ws.get_mut().inbox.extend_from_slice(&bytes);
+        self.ws.get_mut().pipe().inbox.extend_from_slice(&bytes);
         loop {
             match self.ws.read() {
                 Ok(Message::Binary(b)) => match Frame::decode(&b) {

@@ -5,7 +5,7 @@
 
 use super::pull::{self, PullCtl};
 use super::topology::{Member, Topology};
-use super::{parse_url, MemberView, MgrEvent, ReplCtx, REMOVED_KEY};
+use super::{MemberView, MgrEvent, ReplCtx, REMOVED_KEY};
 use crate::core::catalog::{HDB_NODES, SYSTEM_DB};
 use crate::store::record::StoredRecord;
 use crossbeam_channel::{Receiver, Sender};
@@ -51,23 +51,35 @@ pub fn node_rows(ctx: &ReplCtx) -> Vec<Map<String, Value>> {
 }
 
 /// A member from a hdb_nodes row (None if it does not replicate or has no address).
-pub fn member_from_row(row: &Map<String, Value>, default_port: u16) -> Option<Member> {
+pub fn member_from_row(
+    row: &Map<String, Value>,
+    default_port: u16,
+    default_tls: bool,
+) -> Option<Member> {
     let name = row.get("name")?.as_str()?.to_string();
     if row.get("replicates") == Some(&Value::Bool(false))
         && row.get("subscriptions").is_none_or(Value::is_null)
     {
         return None;
     }
-    let (host, port) = match row.get("url").and_then(Value::as_str) {
-        Some(url) => parse_url(url)?,
-        None => (name.clone(), default_port),
+    let (host, port, tls) = match row.get("url").and_then(Value::as_str) {
+        Some(url) => {
+            let (h, p, tls) = super::parse_url_tls(url)?;
+            (h, p, tls.unwrap_or(default_tls))
+        }
+        None => (name.clone(), default_port, default_tls),
     };
-    Some(Member { name, host, port })
+    Some(Member {
+        name,
+        host,
+        port,
+        tls,
+    })
 }
 
 /// A member from a `replication.routes` entry; `None` for a route that is malformed or says
 /// `replicates: false` without subscriptions (listed, but nothing flows over it).
-pub fn member_from_route(route: &Value, default_port: u16) -> Option<Member> {
+pub fn member_from_route(route: &Value, default_port: u16, default_tls: bool) -> Option<Member> {
     if let Value::Object(o) = route {
         if o.get("replicates") == Some(&Value::Bool(false))
             && o.get("subscriptions").is_none_or(Value::is_null)
@@ -76,31 +88,45 @@ pub fn member_from_route(route: &Value, default_port: u16) -> Option<Member> {
         }
     }
     let (host, port) = super::routes::route_key(route, default_port)?;
+    let tls = match route {
+        Value::String(s) => super::parse_url_tls(s).and_then(|(_, _, t)| t),
+        Value::Object(o) => o
+            .get("url")
+            .and_then(Value::as_str)
+            .and_then(super::parse_url_tls)
+            .and_then(|(_, _, t)| t),
+        _ => None,
+    }
+    .unwrap_or(default_tls);
     Some(Member {
         name: host.clone(),
         host,
         port,
+        tls,
     })
 }
 
 fn reload(ctx: &ReplCtx, topo: &mut Topology) {
-    let port = ctx.cfg.listen.port;
+    let port = ctx.cfg.default_port();
+    let tls = ctx.cfg.tls_by_default();
     let mut members = BTreeMap::new();
     for route in ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        if let Some(m) = member_from_route(route, port) {
+        if let Some(m) = member_from_route(route, port, tls) {
             members.insert(m.name.clone(), m);
         }
     }
+    let rows = node_rows(ctx);
+    reload_trust(ctx, &rows);
     // Rows win over routes for the same name: they carry the peer's own URL.
-    for row in node_rows(ctx) {
-        if let Some(m) = member_from_row(&row, port) {
+    for row in rows {
+        if let Some(m) = member_from_row(&row, port, tls) {
             members.insert(m.name.clone(), m);
         }
     }
     // Policies: a route's own fields, overridden by what add_node/update_node stored here.
     let mut policies = BTreeMap::new();
     for route in ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        if let (Some(m), Value::Object(o)) = (member_from_route(route, port), route) {
+        if let (Some(m), Value::Object(o)) = (member_from_route(route, port, tls), route) {
             match super::policy::policy_from_fields(o, "route") {
                 Ok(Some(p)) => {
                     policies.insert(m.name, p);
@@ -138,6 +164,49 @@ fn reload(ctx: &ReplCtx, topo: &mut Topology) {
     ctx.members.store(Arc::new(MemberView {
         names: topo.members.keys().cloned().collect(),
         removed: topo.removed,
+    }));
+}
+
+/// Rebuilds what TLS trusts from the membership rows: every member's CA (`ca`) and every
+/// revoked serial (`revoked_certificates`). The server configuration is rebuilt only when the
+/// CAs changed; sessions notice revocations on their next tick (within a second).
+fn reload_trust(ctx: &ReplCtx, rows: &[Map<String, Value>]) {
+    let mut cas = Vec::new();
+    let mut revoked = std::collections::HashSet::new();
+    for row in rows {
+        if let Some(pem) = row.get("ca").and_then(Value::as_str) {
+            match crate::tls::certs_from_pem(pem) {
+                Ok(c) => cas.extend(c),
+                Err(e) => log::warn!(
+                    "ignoring the CA of {:?}: {e}",
+                    row.get("name").and_then(Value::as_str)
+                ),
+            }
+        }
+        if let Some(list) = row.get("revoked_certificates").and_then(Value::as_array) {
+            for serial in list.iter().filter_map(Value::as_str) {
+                revoked.insert(crate::tls::info::normalize_serial(serial));
+            }
+        }
+    }
+    let current = ctx.trust.load();
+    if current.member_cas == cas && current.revoked == revoked {
+        return;
+    }
+    let server = match &ctx.tls {
+        Some(t) if current.member_cas != cas => match t.server_config(&cas) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot rebuild the TLS configuration: {e}");
+                current.server.clone()
+            }
+        },
+        _ => current.server.clone(),
+    };
+    ctx.trust.store(Arc::new(super::TrustState {
+        member_cas: cas,
+        server,
+        revoked,
     }));
 }
 
@@ -254,13 +323,13 @@ mod tests {
     #[test]
     fn rows_and_routes_become_members() {
         let row = json!({"name":"127.0.0.2","url":"ws://127.0.0.2:9933","replicates":true});
-        let m = member_from_row(row.as_object().unwrap(), 9933).unwrap();
+        let m = member_from_row(row.as_object().unwrap(), 9933, false).unwrap();
         assert_eq!(
             (m.name.as_str(), m.host.as_str(), m.port),
             ("127.0.0.2", "127.0.0.2", 9933)
         );
         let off = json!({"name":"x","url":"ws://x:1","replicates":false});
-        assert!(member_from_row(off.as_object().unwrap(), 9933).is_none());
+        assert!(member_from_row(off.as_object().unwrap(), 9933, false).is_none());
         let cases = [
             (json!("127.0.0.3"), Some(("127.0.0.3", 7000))),
             (json!("ws://h:9940"), Some(("h", 9940))),
@@ -270,7 +339,7 @@ mod tests {
             (json!(5), None),
         ];
         for (route, want) in cases {
-            let got = member_from_route(&route, 7000).map(|m| (m.host, m.port));
+            let got = member_from_route(&route, 7000, false).map(|m| (m.host, m.port));
             assert_eq!(got, want.map(|(h, p)| (h.to_string(), p)), "{route}");
         }
     }

@@ -47,7 +47,9 @@ pub const DEFAULT_PORT: u16 = 9933;
 /// Settings the replication threads need, from the config.
 #[derive(Debug, Clone)]
 pub struct ReplConfig {
-    pub listen: Listen,
+    /// The plain (`ws://`) listener, and the TLS (`wss://`) one; at least one is set.
+    pub listen: Option<Listen>,
+    pub secure_listen: Option<Listen>,
     pub databases: Databases,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
@@ -61,10 +63,17 @@ pub struct ReplConfig {
 
 impl ReplConfig {
     pub fn from_config(cfg: &Config) -> Option<ReplConfig> {
-        let listen = cfg.replication.port.clone()?;
-        let bind_ip = listen.host.as_deref().and_then(|h| h.parse().ok());
+        let listen = cfg.replication.port.clone();
+        let secure_listen = cfg.replication.secure_port.clone();
+        let bind_ip = listen
+            .as_ref()
+            .or(secure_listen.as_ref())?
+            .host
+            .as_deref()
+            .and_then(|h| h.parse().ok());
         Some(ReplConfig {
             listen,
+            secure_listen,
             databases: cfg.replication.databases.clone(),
             ping_interval: cfg.replication.ping_interval,
             ping_timeout: cfg.replication.effective_ping_timeout(),
@@ -73,6 +82,35 @@ impl ReplConfig {
             bind_ip,
             config_path: cfg.source.clone(),
         })
+    }
+
+    /// The default URL of a peer named `host` (Harper's order: the plain port, else the TLS
+    /// one, with this node's port numbers).
+    pub fn default_url(&self, host: &str) -> String {
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        match (&self.listen, &self.secure_listen) {
+            (Some(l), _) => format!("ws://{host}:{}", l.port),
+            (None, Some(l)) => format!("wss://{host}:{}", l.port),
+            (None, None) => format!("ws://{host}:{DEFAULT_PORT}"),
+        }
+    }
+
+    /// The port a peer named without one is reached on (this node's own, plain first).
+    pub fn default_port(&self) -> u16 {
+        self.listen
+            .as_ref()
+            .or(self.secure_listen.as_ref())
+            .map_or(DEFAULT_PORT, |l| l.port)
+    }
+
+    /// Whether a route or URL without a scheme means TLS: only when this node itself has no
+    /// plain port (then its peers are expected to speak TLS too).
+    pub fn tls_by_default(&self) -> bool {
+        self.listen.is_none() && self.secure_listen.is_some()
     }
 
     /// The highest version a peer may send right now.
@@ -97,6 +135,17 @@ impl ReplConfig {
             connect_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// What TLS trusts and refuses right now, rebuilt by the manager from `hdb_nodes` (each
+/// member's `ca` and `revoked_certificates`).
+pub struct TrustState {
+    /// The members' CA certificates.
+    pub member_cas: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The server side of the TLS listener (None when this node has no TLS identity).
+    pub server: Option<Arc<rustls::ServerConfig>>,
+    /// Revoked certificate serials (normalised, see `tls::info::normalize_serial`).
+    pub revoked: std::collections::HashSet<String>,
 }
 
 /// Membership as the accepting side needs it: whom to let in.
@@ -173,6 +222,9 @@ pub struct ReplCtx {
     /// This node's token signer (the same as the operations API's): Bearer tokens on the
     /// replication port are checked with the real secret and clock.
     pub tokens: Arc<crate::ops::auth::Tokens>,
+    /// This node's certificates (replication TLS).
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
+    pub trust: Published<TrustState>,
     pub stats: Stats,
     pub notifier: Notifier,
     pub mgr: Sender<MgrEvent>,
@@ -215,6 +267,26 @@ impl ReplCtx {
         self.policies.load().get(peer).cloned().unwrap_or_default()
     }
 
+    /// Whether a certificate was revoked (by any member's `revoked_certificates`).
+    pub fn is_revoked(&self, cert: Option<&crate::tls::info::CertInfo>) -> bool {
+        cert.is_some_and(|c| self.trust.load().revoked.contains(&c.serial))
+    }
+
+    /// The TLS client configuration to dial `peer` with (this node's certificate, the peer's
+    /// chain verified against the trusted CAs).
+    pub fn client_tls(
+        &self,
+        peer: Option<&str>,
+        verify: bool,
+        client_auth: bool,
+    ) -> Result<Arc<rustls::ClientConfig>, String> {
+        let tls = self
+            .tls
+            .as_ref()
+            .ok_or("this node has no TLS certificate (set replication.securePort)")?;
+        tls.client_config(peer, &self.trust.load().member_cas, verify, client_auth)
+    }
+
     /// The local id of a database, if it exists here.
     pub fn db_id(&self, db: &str) -> Option<u32> {
         self.shared.catalog.load().database(db).map(|d| d.id)
@@ -239,6 +311,24 @@ impl Drop for LiveThread {
 
 /// Parses a node URL or route string: `ws://host:port`, `wss://host:port`, `host:port`, `host`.
 pub fn parse_url(s: &str) -> Option<(String, u16)> {
+    parse_url_tls(s).map(|(h, p, _)| (h, p))
+}
+
+/// Like [`parse_url`], and whether the URL says TLS (`Some(true)` for `wss://`, `Some(false)`
+/// for `ws://`, None without a scheme).
+pub fn parse_url_tls(s: &str) -> Option<(String, u16, Option<bool>)> {
+    let tls = if s.starts_with("wss://") {
+        Some(true)
+    } else if s.starts_with("ws://") {
+        Some(false)
+    } else {
+        None
+    };
+    let (h, p) = parse_host_port(s)?;
+    Some((h, p, tls))
+}
+
+fn parse_host_port(s: &str) -> Option<(String, u16)> {
     let rest = s
         .strip_prefix("ws://")
         .or_else(|| s.strip_prefix("wss://"))
@@ -263,13 +353,13 @@ pub fn parse_url(s: &str) -> Option<(String, u16)> {
 
 pub struct Replicator {
     pub ctx: Arc<ReplCtx>,
-    listener: Option<JoinHandle<()>>,
+    listeners: Vec<JoinHandle<()>>,
     manager: Option<JoinHandle<()>>,
-    listen_addr: std::net::SocketAddr,
+    listen_addrs: Vec<std::net::SocketAddr>,
 }
 
 impl Replicator {
-    /// Binds the replication port and starts the listener and manager threads.
+    /// Binds the replication port(s) and starts the listener and manager threads.
     pub fn start(
         cfg: &Config,
         rc: ReplConfig,
@@ -277,10 +367,25 @@ impl Replicator {
         shared: Arc<Shared>,
         core: CoreHandle,
         tokens: Arc<crate::ops::auth::Tokens>,
+        tls: Option<Arc<crate::tls::NodeTls>>,
     ) -> Result<Replicator, String> {
-        let listener = TcpListener::bind(rc.listen.bind_addr())
-            .map_err(|e| format!("cannot listen for replication on {}: {e}", rc.listen))?;
-        let listen_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let bind = |l: &Listen| {
+            TcpListener::bind(l.bind_addr())
+                .map_err(|e| format!("cannot listen for replication on {l}: {e}"))
+        };
+        let plain = rc.listen.as_ref().map(bind).transpose()?;
+        let secure = rc.secure_listen.as_ref().map(bind).transpose()?;
+        if secure.is_some() && tls.is_none() {
+            return Err("replication.securePort needs this node's certificate".into());
+        }
+        let mut listen_addrs = Vec::new();
+        for l in plain.iter().chain(secure.iter()) {
+            listen_addrs.push(l.local_addr().map_err(|e| e.to_string())?);
+        }
+        let server = match &tls {
+            Some(t) => Some(t.server_config(&[])?),
+            None => None,
+        };
         let (mgr_tx, mgr_rx) = crossbeam_channel::unbounded();
         let ctx = Arc::new(ReplCtx {
             node_name: cfg.node_name(),
@@ -291,6 +396,12 @@ impl Replicator {
             shared,
             core,
             tokens,
+            tls,
+            trust: Published::new(Arc::new(TrustState {
+                member_cas: Vec::new(),
+                server,
+                revoked: Default::default(),
+            })),
             stats: Stats::default(),
             notifier: Notifier::default(),
             mgr: mgr_tx,
@@ -309,23 +420,30 @@ impl Replicator {
                 .spawn(move || manager::run(ctx, mgr_rx))
                 .map_err(|e| e.to_string())?
         };
-        let listener_thread = {
+        let mut listeners = Vec::new();
+        for (listener, secure) in plain
+            .into_iter()
+            .map(|l| (l, false))
+            .chain(secure.into_iter().map(|l| (l, true)))
+        {
             let ctx = ctx.clone();
-            std::thread::Builder::new()
-                .name("repl-listener".into())
-                .spawn(move || push::listen(ctx, listener))
-                .map_err(|e| e.to_string())?
-        };
+            listeners.push(
+                std::thread::Builder::new()
+                    .name("repl-listener".into())
+                    .spawn(move || push::listen(ctx, listener, secure))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
         ctx.reload();
         log::info!(
-            "replication for node '{}' listening on {listen_addr}",
+            "replication for node '{}' listening on {listen_addrs:?}",
             ctx.node_name
         );
         Ok(Replicator {
             ctx,
-            listener: Some(listener_thread),
+            listeners,
             manager: Some(manager),
-            listen_addr,
+            listen_addrs,
         })
     }
 
@@ -334,8 +452,10 @@ impl Replicator {
     pub fn stop(mut self) {
         self.ctx.stopping.store(true, Ordering::SeqCst);
         let _ = self.ctx.mgr.send(MgrEvent::Stop);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.listen_addr, Duration::from_millis(200));
+        // Wake the blocking accepts.
+        for a in &self.listen_addrs {
+            let _ = TcpStream::connect_timeout(a, Duration::from_millis(200));
+        }
         for (_, (_, sock)) in self
             .ctx
             .push_sessions
@@ -348,7 +468,7 @@ impl Replicator {
         if let Some(m) = self.manager.take() {
             let _ = m.join();
         }
-        if let Some(l) = self.listener.take() {
+        for l in self.listeners.drain(..) {
             let _ = l.join();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

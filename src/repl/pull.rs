@@ -193,8 +193,26 @@ fn needs_copy(ctx: &ReplCtx, peer: &str, db: &str) -> bool {
 /// says, so the address reached must be the member's (its name must resolve to it) and the
 /// peer must announce that name. A member whose `hdb_nodes` URL was repointed elsewhere, or
 /// another node answering at that address, is refused before it can send a single byte of data.
-fn verify_peer(member: &Member, conn: &Conn) -> Result<(), String> {
-    if !super::push::name_matches_ip(&member.name, conn.peer_addr.ip()) {
+/// Over TLS the peer's certificate (its chain verified by rustls against the trusted CAs, its
+/// name against the member's host) must name the member and not be revoked.
+fn verify_peer(ctx: &ReplCtx, member: &Member, conn: &Conn) -> Result<(), String> {
+    if member.tls {
+        let Some(cert) = &conn.peer_cert else {
+            return Err(format!("{} presented no certificate", member.name));
+        };
+        if ctx.is_revoked(Some(cert)) {
+            return Err(format!(
+                "{} presented certificate {}, which is revoked",
+                member.name, cert.serial
+            ));
+        }
+        if !cert.names_include(&member.name) {
+            return Err(format!(
+                "identity check failed: the certificate of {} names {:?}, not '{}'",
+                conn.peer_addr, cert.names, member.name
+            ));
+        }
+    } else if !super::push::name_matches_ip(&member.name, conn.peer_addr.ip()) {
         return Err(format!(
             "identity check failed: dialled '{}' at {}, but that name does not resolve to that address",
             member.name, conn.peer_addr
@@ -237,21 +255,30 @@ fn worker(
                 PullCtl::Stop => return,
             }
         }
-        match Conn::connect(
-            &member.host,
-            member.port,
-            ctx.cfg.bind_ip,
-            &headers,
-            &ctx.cfg.conn(),
-        )
-        .and_then(|mut conn| match verify_peer(&member, &conn) {
-            Ok(()) => Ok(conn),
-            Err(e) => {
-                log::warn!("{e}");
-                conn.close("not the node this one dialled");
-                Err(e)
-            }
-        }) {
+        let tls = if member.tls {
+            ctx.client_tls(Some(&member.name), true, true).map(Some)
+        } else {
+            Ok(None)
+        };
+        match tls
+            .and_then(|tls| {
+                Conn::connect(
+                    &member.host,
+                    member.port,
+                    ctx.cfg.bind_ip,
+                    &headers,
+                    &ctx.cfg.conn(),
+                    tls,
+                )
+            })
+            .and_then(|mut conn| match verify_peer(&ctx, &member, &conn) {
+                Ok(()) => Ok(conn),
+                Err(e) => {
+                    log::warn!("{e}");
+                    conn.close("not the node this one dialled");
+                    Err(e)
+                }
+            }) {
             Ok(conn) => match session(
                 &ctx,
                 &member,
@@ -298,6 +325,7 @@ fn session(
 ) -> Outcome {
     let sid = ctx.session_id();
     stats.pull.claim(sid, thread_id);
+    stats.set_peer_cert(conn.peer_cert.as_ref(), true);
     *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) = origins.clone();
     let _ = ctx.mgr.send(MgrEvent::SessionUp {
         peer: member.name.clone(),
@@ -723,6 +751,10 @@ fn session_loop(
                 if ctx.is_stopping() {
                     conn.close("node stopping");
                     return Outcome::Stop;
+                }
+                if ctx.is_revoked(conn.peer_cert.as_ref()) {
+                    conn.close("certificate revoked");
+                    return ended("the peer's certificate was revoked".into(), progress);
                 }
                 if conn.last_rx.elapsed() > ctx.cfg.ping_timeout {
                     return ended(format!("no data or pong within {:?}", ctx.cfg.ping_timeout), progress);

@@ -97,7 +97,9 @@ impl Drop for HandshakeSlot {
     }
 }
 
-pub fn listen(ctx: Arc<ReplCtx>, listener: TcpListener) {
+/// Accepts sockets on one replication listener: the plain port (`secure` false, peers known by
+/// address) or the TLS port (peers known by their certificate).
+pub fn listen(ctx: Arc<ReplCtx>, listener: TcpListener, secure: bool) {
     let handshakes = Arc::new(Handshakes::default());
     for stream in listener.incoming() {
         if ctx.is_stopping() {
@@ -115,7 +117,7 @@ pub fn listen(ctx: Arc<ReplCtx>, listener: TcpListener) {
                 let ctx = ctx.clone();
                 let spawned = std::thread::Builder::new()
                     .name("repl-push".into())
-                    .spawn(move || handle(ctx, sock, slot));
+                    .spawn(move || handle(ctx, sock, slot, secure));
                 if let Err(e) = spawned {
                     log::error!("cannot start a replication thread: {e}");
                 }
@@ -157,7 +159,35 @@ fn member_identity(
     node: &str,
     peer: SocketAddr,
     members: &super::MemberView,
+    tls: Option<Option<&crate::tls::info::CertInfo>>,
 ) -> Result<Caller, (u16, String)> {
+    // On the TLS port a node is who its certificate says (chain verified by rustls against
+    // the members' CAs): the claimed name must be one of the certificate's names, and the
+    // certificate must not be revoked.
+    if let Some(cert) = tls {
+        let Some(cert) = cert else {
+            return Err((
+                401,
+                "Unauthorized: a client certificate is required (run add_node with credentials to get one)".into(),
+            ));
+        };
+        if ctx.is_revoked(Some(cert)) {
+            return Err((403, format!("certificate {} is revoked", cert.serial)));
+        }
+        if node.is_empty() || !cert.names_include(node) || !members.names.contains(node) {
+            return Err((
+                401,
+                format!(
+                    "Unauthorized: no hdb_nodes entry for '{node}' matching the certificate of {:?}",
+                    cert.names
+                ),
+            ));
+        }
+        if node == ctx.node_name {
+            return Err((400, "Should not connect to self".into()));
+        }
+        return Ok(Caller::Node(node.to_string()));
+    }
     if node.is_empty() || !members.names.contains(node) || !name_matches_ip(node, peer.ip()) {
         return Err((
             401,
@@ -173,10 +203,13 @@ fn member_identity(
     Ok(Caller::Node(node.to_string()))
 }
 
+/// Decides who an accepted socket belongs to. `tls` is None on the plain port, and on the TLS
+/// port the client certificate (if one was presented).
 fn authorize(
     ctx: &ReplCtx,
     req: &tungstenite::handshake::server::Request,
     peer: SocketAddr,
+    tls: Option<Option<&crate::tls::info::CertInfo>>,
 ) -> Result<Accepted, (u16, String)> {
     let kind = header(req, "X-Skerry-Kind").unwrap_or("");
     let node = header(req, "X-Skerry-Node").unwrap_or("").to_string();
@@ -185,7 +218,7 @@ fn authorize(
         // A replication stream carries every row of a database (users and password hashes in
         // `system`): only a member node, never a user, may open one.
         "pull" => {
-            let caller = member_identity(ctx, &node, peer, &members)?;
+            let caller = member_identity(ctx, &node, peer, &members, tls)?;
             if members.removed {
                 return Err((403, "this node was removed from the cluster".into()));
             }
@@ -220,7 +253,7 @@ fn authorize(
                         _ => return Err(login_failed()),
                     }
                 }
-                None => member_identity(ctx, &node, peer, &members)?,
+                None => member_identity(ctx, &node, peer, &members, tls)?,
             };
             Ok(Accepted::Op { caller })
         }
@@ -228,17 +261,31 @@ fn authorize(
     }
 }
 
-fn handle(ctx: Arc<ReplCtx>, sock: TcpStream, slot: HandshakeSlot) {
+fn handle(ctx: Arc<ReplCtx>, sock: TcpStream, slot: HandshakeSlot, secure: bool) {
     let _live = LiveThread::new(&ctx);
     if ctx.is_stopping() {
         return;
     }
     let mut accepted = None;
-    let conn = Conn::accept(sock, &ctx.cfg.conn(), &ctx.node_name, |req, peer| {
-        let a = authorize(&ctx, req, peer)?;
-        accepted = Some(a);
-        Ok(())
-    });
+    let tls = if secure {
+        match ctx.trust.load().server.clone() {
+            Some(s) => Some(s),
+            None => return,
+        }
+    } else {
+        None
+    };
+    let conn = Conn::accept(
+        sock,
+        &ctx.cfg.conn(),
+        &ctx.node_name,
+        tls,
+        |req, peer, cert| {
+            let a = authorize(&ctx, req, peer, secure.then_some(cert))?;
+            accepted = Some(a);
+            Ok(())
+        },
+    );
     // Authenticated (or refused): the socket no longer counts as a pending handshake.
     drop(slot);
     let conn = match conn {
@@ -271,6 +318,7 @@ fn push_session(ctx: &Arc<ReplCtx>, mut conn: Conn, peer: &str, db: &str, caller
     }
     let stats = ctx.stats.link(peer, db);
     stats.push.claim(sid, next_thread_id());
+    stats.set_peer_cert(conn.peer_cert.as_ref(), false);
     let reason = push_loop(ctx, &mut conn, peer, db, caller, &stats);
     log::info!("replication to {peer} ({db}) ended: {reason}");
     stats.push.release(sid);
@@ -429,6 +477,10 @@ fn push_loop(
             }
             recv(notify) -> _ => {}
             recv(tick) -> _ => {
+                if ctx.is_revoked(conn.peer_cert.as_ref()) {
+                    conn.close("certificate revoked");
+                    return "the peer's certificate was revoked".into();
+                }
                 if conn.last_rx.elapsed() > ctx.cfg.ping_timeout {
                     conn.close("ping timeout");
                     return format!("no data or pong within {:?}", ctx.cfg.ping_timeout);

@@ -159,7 +159,7 @@ fn apply(ctx: &ReplCtx, routes: Vec<Value>) -> Result<(), OpError> {
 
 pub fn set_routes(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
     let requested = request_routes(body)?;
-    let port = ctx.cfg.listen.port;
+    let port = ctx.cfg.default_port();
     let mut routes = ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let (mut set, mut skipped) = (Vec::new(), Vec::new());
     for r in requested {
@@ -179,7 +179,7 @@ pub fn set_routes(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
 
 pub fn delete_routes(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
     let requested = request_routes(body)?;
-    let port = ctx.cfg.listen.port;
+    let port = ctx.cfg.default_port();
     let routes = ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let keys: Vec<_> = requested.iter().map(|r| route_key(r, port)).collect();
     let (deleted, kept): (Vec<Value>, Vec<Value>) = routes

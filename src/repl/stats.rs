@@ -67,12 +67,27 @@ pub struct LinkStats {
     pub nodes: Mutex<Vec<String>>,
     /// Why the link is down, with the wall-clock ms it happened.
     pub last_error: Mutex<Option<(u64, String)>>,
+    /// The certificate the peer serves when this node dials it, and the one it presents when
+    /// it dials this node (they differ when this node's CA signed one for it in add_node).
+    pub peer_cert: Mutex<Option<crate::tls::info::CertInfo>>,
+    pub peer_client_cert: Mutex<Option<crate::tls::info::CertInfo>>,
 }
 
 impl LinkStats {
     pub fn set_error(&self, msg: String) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((crate::util::time::now_ms(), msg));
+    }
+
+    pub fn set_peer_cert(&self, cert: Option<&crate::tls::info::CertInfo>, dialled: bool) {
+        if let Some(c) = cert {
+            let slot = if dialled {
+                &self.peer_cert
+            } else {
+                &self.peer_client_cert
+            };
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        }
     }
 
     pub fn max_received(&self, version: u64) {

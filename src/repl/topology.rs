@@ -16,6 +16,8 @@ pub struct Member {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// Reached over TLS (`wss://`).
+    pub tls: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -110,6 +112,7 @@ mod tests {
                     name: m.to_string(),
                     host: m.to_string(),
                     port: 9933,
+                    tls: false,
                 },
             );
         }

@@ -280,6 +280,11 @@ pub struct ConnectionOptions {
     /// is closed at once (before anything is read), so one host cannot take every slot of
     /// `max_connections` and starve the others. Default: unlimited (`usize::MAX`).
     pub max_connections_per_ip: usize,
+
+    /// Serve HTTPS with this rustls configuration. The handshake runs on the connection's
+    /// thread within the head deadline; a TLS connection is served one request at a time
+    /// (its session is shared by both halves), which is what the handler mode does anyway.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ConnectionOptions {
@@ -291,6 +296,7 @@ impl Default for ConnectionOptions {
             max_connections: 1024,
             eager_body_limit: 1024,
             max_connections_per_ip: usize::MAX,
+            tls: None,
         }
     }
 }
@@ -437,7 +443,13 @@ impl Server {
                             continue;
                         }
                         // fails on EMFILE too (upstream: a panic of the accept thread)
-                        RefinedTcpStream::new(sock).map(|(read_closable, write_closable)| {
+                        let stream = match &opts.tls {
+                            Some(config) => {
+                                util::refined_tcp_stream::Stream::https(sock, config.clone())
+                            }
+                            None => Ok(sock.into()),
+                        };
+                        stream.and_then(RefinedTcpStream::new).map(|(read_closable, write_closable)| {
                             ClientConnection::new(
                                 write_closable,
                                 read_closable,

@@ -1,12 +1,18 @@
 use std::io::Result as IoResult;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
 
+/// A TLS connection shared by the read and write halves of a connection (a rustls session
+/// cannot be split). The raw socket beside it carries timeouts, the peer address and shutdown.
+pub(crate) type TlsSession = Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>>;
+
 pub(crate) enum Stream {
     Http(Connection),
+    Https(TlsSession, TcpStream),
 }
 
 impl Stream {
@@ -14,7 +20,22 @@ impl Stream {
     fn try_clone(&self) -> IoResult<Self> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.try_clone().map(Stream::Http),
+            Stream::Https(tls, raw) => Ok(Stream::Https(Arc::clone(tls), raw.try_clone()?)),
         }
+    }
+
+    /// Wraps an accepted TCP connection in a server-side TLS session. The handshake happens
+    /// on the first read, under the same head deadline as a request head.
+    pub(crate) fn https(conn: Connection, config: Arc<rustls::ServerConfig>) -> IoResult<Self> {
+        let Connection::Tcp(tcp) = conn else {
+            return Err(std::io::Error::other("TLS needs a TCP connection"));
+        };
+        let raw = tcp.try_clone()?;
+        let session = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+        Ok(Stream::Https(
+            Arc::new(Mutex::new(rustls::StreamOwned::new(session, tcp))),
+            raw,
+        ))
     }
 }
 
@@ -28,32 +49,55 @@ impl Stream {
     fn secure(&self) -> bool {
         match self {
             Stream::Http(_) => false,
+            Stream::Https(..) => true,
         }
     }
 
     fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.peer_addr(),
+            Stream::Https(_, raw) => raw.peer_addr().map(Some),
         }
     }
 
     fn shutdown(&mut self, how: Shutdown) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.shutdown(how),
+            Stream::Https(tls, raw) => {
+                if how != Shutdown::Read {
+                    if let Ok(mut s) = tls.lock() {
+                        s.conn.send_close_notify();
+                        let _ = s.flush();
+                    }
+                }
+                raw.shutdown(how)
+            }
         }
     }
 
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.set_read_timeout(timeout),
+            Stream::Https(_, raw) => raw.set_read_timeout(timeout),
         }
     }
+}
+
+fn locked<T>(
+    tls: &TlsSession,
+    f: impl FnOnce(&mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>) -> IoResult<T>,
+) -> IoResult<T> {
+    let mut s = tls
+        .lock()
+        .map_err(|_| std::io::Error::other("TLS session poisoned"))?;
+    f(&mut s)
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.read(buf),
+            Stream::Https(tls, _) => locked(tls, |s| s.read(buf)),
         }
     }
 }
@@ -62,12 +106,14 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.write(buf),
+            Stream::Https(tls, _) => locked(tls, |s| s.write(buf)),
         }
     }
 
     fn flush(&mut self) -> IoResult<()> {
         match self {
             Stream::Http(tcp_stream) => tcp_stream.flush(),
+            Stream::Https(tls, _) => locked(tls, |s| s.flush()),
         }
     }
 }
