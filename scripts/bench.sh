@@ -11,7 +11,7 @@
 # (temporary folders, 127.70.0.1-3, ports 9925/9933) inside a private network namespace with only
 # loopback (unshare -n; BENCH_NETNS=0 to run in the host namespace). Nodes are stopped and their
 # folders removed on exit. Every node runs the default config (fsync on: storage.writeAsync false).
-# Phases (BENCH_PHASES, default "single rss startup repl catchup"; the binary size is always measured):
+# Phases (BENCH_PHASES, default "single rss startup repl catchup tls"; the binary size is always measured):
 #   single   one node: insert 1 rec/request with $BENCH_CLIENTS clients (target >= 20,000/s, p99 < 10 ms);
 #            search_by_id with $BENCH_CLIENTS clients (>= 50,000/s); 1,000 rec/request inserts
 #            (>= 150,000 rec/s); Harper's shapes: 1 and 100 rec/request with 4 and with 1 client(s)
@@ -27,6 +27,9 @@
 #   catchup  3-node mesh, C stopped, $BENCH_CATCHUP_RECORDS records written on A and B (half each, so C
 #            is behind in two origins), C restarted: records/s from restart to record_count reached
 #            (>= 100,000/s) and C's peak RSS (VmHWM) while catching up
+#   tls      HTTPS single-record inserts with $BENCH_CLIENTS clients beside plain HTTP on the same
+#            node (target: within 20 %); replication lag and catch-up over wss:// with mutual TLS
+#            (target: within 15 % of the plain ws:// figures of the repl and catchup phases)
 # Start-up times: a helper (bench_helper.py) takes t0 right before spawning skerry and polls
 # describe_all back-to-back (~1 ms apart) until it answers 200.
 #
@@ -70,7 +73,7 @@ esac
 Q=${BENCH_QUICK:-0}
 q() { if [ "$Q" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 BENCH_OUT=${BENCH_OUT:-$REPO/target/bench/bench-results.jsonl}
-BENCH_PHASES=${BENCH_PHASES:-single rss startup repl catchup}
+BENCH_PHASES=${BENCH_PHASES:-single rss startup repl catchup tls}
 BENCH_DURATION_S=${BENCH_DURATION_S:-$(q 10 3)}
 BENCH_CLIENTS=${BENCH_CLIENTS:-32}
 BENCH_LOAD_RECORDS=${BENCH_LOAD_RECORDS:-$(q 1000000 100000)}
@@ -215,14 +218,19 @@ emit() {
 }
 
 # ---- nodes
-node_config() { # node_config <i> <replication 0|1>: fresh folder and config
+node_config() { # node_config <i> <replication 0|1|2>: fresh folder and config (2 = replication
+  # over TLS on securePort, and HTTPS for the operations API on :9926)
   local i=$1 d="$TMP/n$1"
   rm -rf -- "$d"; mkdir -p "$d"
   {
     echo "rootPath: $d/data"
     printf 'operationsApi:\n  network:\n    port: "%s:9925"\n' "$(ip_of "$i")"
+    if [ "$2" = 2 ]; then printf '    securePort: "%s:9926"\n' "$(ip_of "$i")"; fi
     printf 'logging:\n  level: %s\n' "$BENCH_LOG_LEVEL"
     if [ "$2" = 1 ]; then printf 'replication:\n  hostname: %s\n  port: "%s:9933"\n' "$(ip_of "$i")" "$(ip_of "$i")"; fi
+    if [ "$2" = 2 ]; then
+      printf 'replication:\n  hostname: %s\n  securePort: "%s:9933"\n  enableRootCAs: false\n' "$(ip_of "$i")" "$(ip_of "$i")"
+    fi
   } > "$d/config.yaml"
 }
 # node_start <i> [--wait-count DB TABLE N] [--timeout-s S]: spawn + wait for the first answer;
@@ -383,11 +391,13 @@ if has_phase startup; then
 fi
 
 # ---- 3-node mesh: start, add_node B and C on A, wait until every node sees every node's writes
+# (MESH_TLS=1: replication over wss:// with mutual TLS, joined with verify_tls false)
 mesh_up() {
-  local i
-  for i in 1 2 3; do node_config "$i" 1; node_start "$i"; done
+  local i mode=1 extra=""
+  if [ "${MESH_TLS:-0}" = 1 ]; then mode=2 extra=',"verify_tls":false'; fi
+  for i in 1 2 3; do node_config "$i" "$mode"; node_start "$i"; done
   for i in 2 3; do
-    op 1 "{\"operation\":\"add_node\",\"hostname\":\"$(ip_of "$i")\",\"authorization\":{\"username\":\"$BENCH_USER\",\"password\":\"$BENCH_PASS\"}}" >&2; echo >&2
+    op 1 "{\"operation\":\"add_node\",\"hostname\":\"$(ip_of "$i")\"$extra,\"authorization\":{\"username\":\"$BENCH_USER\",\"password\":\"$BENCH_PASS\"}}" >&2; echo >&2
   done
   repl_table mesh probe
   for i in 1 2 3; do op "$i" "{\"operation\":\"insert\",\"database\":\"mesh\",\"table\":\"probe\",\"records\":[{\"id\":$i}]}" >/dev/null; done
@@ -448,8 +458,10 @@ if has_phase repl; then
 fi
 
 # ------------------------------------------------------------------ catchup
-if has_phase catchup; then
-  PHASE=catchup; log "== catch-up of a node that was down"
+# catchup_run <name>: 3-node mesh (MESH_TLS as set), C stopped, records written on A and B, C
+# restarted: records/s until C holds them all
+catchup_run() {
+  local name=$1
   mesh_up
   repl_table catchup items
   node_stop 3 "$BENCH_CATCHUP_SIGNAL"
@@ -465,19 +477,43 @@ if has_phase catchup; then
       || die "n$i does not hold all $N records"
   done
   lcpu=$(jq -s 'map(.cpu_s) | add' "$TMP/cl1.json" "$TMP/cl2.json")
-  emit catchup_load "$(jq -s --argjson cpu "$(cpu_end "$lcpu")" '{records: (map(.records) | add), batch: .[0].batch,
+  emit "${name}_load" "$(jq -s --argjson cpu "$(cpu_end "$lcpu")" '{records: (map(.records) | add), batch: .[0].batch,
     per_node: [.[] | {records_per_s, p50_ms, p99_ms, errors}], cpu:$cpu}' "$TMP/cl1.json" "$TMP/cl2.json")"
   wait_quiet
   cpu_begin
   node_start 3 --wait-count catchup items "$N" --timeout-s 600
   cpu=$(cpu_end "$(jq -r .helper_cpu_s <<<"$START_JSON")")
   finals=$(json_arr "$(count_on 1 catchup items)" "$(count_on 2 catchup items)" "$(count_on 3 catchup items)")
-  emit catchup "$(jq -c --argjson n "$N" --argjson finals "$finals" --arg sig "$BENCH_CATCHUP_SIGNAL" --argjson cpu "$cpu" \
+  emit "$name" "$(jq -c --argjson n "$N" --argjson finals "$finals" --arg sig "$BENCH_CATCHUP_SIGNAL" --argjson cpu "$cpu" \
     '{expect:$n, stopped_with:$sig, origins:2, ready_ms, first_record_ms, count_ms, final_counts:$finals,
       records_per_s: (if .count_ms then ($n / .count_ms * 1000 | floor) else null end),
       records_per_s_after_ready: (if .count_ms then ($n / (.count_ms - .ready_ms) * 1000 | floor) else null end),
       hwm_kb, rss_kb, rss_max_sampled_kb, error, cpu:$cpu}' <<<"$START_JSON")"
   stop_all
+}
+if has_phase catchup; then
+  PHASE=catchup; log "== catch-up of a node that was down"
+  catchup_run catchup
+fi
+
+# ------------------------------------------------------------------ tls
+if has_phase tls; then
+  PHASE=tls; log "== TLS: HTTPS inserts beside HTTP, replication lag and catch-up over wss://"
+  node_config 1 2; node_start 1
+  export LOADGEN_CAFILE="$TMP/n1/data/keys/ca.pem"
+  lg insert_http_c32_b1 insert --url "$(url_of 1)" --clients "$BENCH_CLIENTS" --batch 1 --duration-s "$D" --table http
+  lg insert_https_c32_b1 insert --url "https://$(ip_of 1):9926/" --clients "$BENCH_CLIENTS" --batch 1 --duration-s "$D" --table https
+  node_stop 1
+  MESH_TLS=1 mesh_up
+  repl_table lag lag lag_bg
+  lg lag_tls_idle lag --from "$(url_of 1)" --to "$(url_of 2)" --db lag --count "$BENCH_LAG_COUNT" --no-setup
+  for rate in $BENCH_LAG_RATES; do
+    bgc=$((rate / 300)); [ "$bgc" -ge 4 ] || bgc=4
+    lg "lag_tls_$rate" lag --from "$(url_of 1)" --to "$(url_of 2)" --db lag --count "$BENCH_LAG_COUNT" --no-setup \
+      --rate "$rate" --background-clients "$bgc"
+  done
+  stop_all
+  MESH_TLS=1 catchup_run catchup_tls
 fi
 
 # ------------------------------------------------------------------ Harper

@@ -324,7 +324,7 @@ def cmd_report(argv):
     row(f"start -> first op, {fmt(get('startup_loaded', 'records'))} records" + samples("startup_loaded"),
         get("startup_loaded", "median_ms"), "ms", "<", 1000, hkey="startup_restart",
         hnote=" (empty store)", ratio=False)
-    for nm in dict.fromkeys(d["name"] for d in lines if d.get("name", "").startswith("lag_")):
+    for nm in dict.fromkeys(d["name"] for d in lines if d.get("name", "").startswith("lag_") and "_tls" not in d["name"]):
         rate = get(nm, "bg_target_rate")
         lab = f"{rate:,.0f} w/s" if rate else "idle"
         bg = get(nm, "bg_achieved_rate")
@@ -346,6 +346,25 @@ def cmd_report(argv):
     row("  from first answer to caught up", get("catchup", "records_per_s_after_ready"), "rec/s")
     row("  peak RSS (VmHWM) of the catching-up node", mib(get("catchup", "hwm_kb")), "MiB")
     row("  idle RSS of each clustered node", get("repl_idle_rss", "rss_mib_text"), "")
+
+    # TLS: each figure beside its plain counterpart of the same run (targets: HTTPS within 20 %
+    # of HTTP, wss:// lag and catch-up within 15 % of ws://)
+    http = get("insert_http_c32_b1", "records_per_s")
+    row("HTTPS insert 1 rec/req, %s clients" % (get("insert_https_c32_b1", "clients") or "?"),
+        get("insert_https_c32_b1", "records_per_s"), "rec/s", ">=", http * 0.8 if http else None,
+        tgt_text=f">= 80% of HTTP's {fmt(http, 'rec/s')}" if http else "")
+    row("  plain HTTP on the same node", http, "rec/s")
+    for nm in dict.fromkeys(d["name"] for d in lines if d.get("name", "").startswith("lag_tls")):
+        plain = nm.replace("lag_tls", "lag")
+        rate = get(nm, "bg_target_rate")
+        lab = f"{rate:,.0f} w/s" if rate else "idle"
+        p99 = get(plain, "lag_p99_ms")
+        row(f"lag over wss:// p50, {lab}", get(nm, "lag_p50_ms"), "ms")
+        row("  p99", get(nm, "lag_p99_ms"), "ms", "<", p99 * 1.15 if p99 else None,
+            tgt_text=f"< 115% of ws:// {fmt(p99, 'ms')}" if p99 else "")
+    cu = get("catchup", "records_per_s")
+    row(f"catch-up over wss://, {fmt(get('catchup_tls', 'expect'))} records", get("catchup_tls", "records_per_s"),
+        "rec/s", ">=", cu * 0.85 if cu else None, tgt_text=f">= 85% of ws:// {fmt(cu, 'rec/s')}" if cu else "")
 
     hdr = ("figure", "Skerry", "target", "", f"Harper 4.7.29 [{hlabel}]", "Skerry/Harper")
     w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(6)]
@@ -378,9 +397,9 @@ def cmd_report(argv):
             per = lambda x: f"{x / wall:.2f}" if wall > 0 else "-"  # noqa: E731
             # operations the node(s) did; lag runs are left out (B's polling dominates)
             ops = {"read": d.get("reads"), "insert": d.get("records"), "load": d.get("records")}.get(d.get("mode"))
-            if d["name"] in ("repl_throughput", "catchup_load"):
+            if d["name"] in ("repl_throughput", "catchup_load", "catchup_tls_load"):
                 ops = d.get("records")
-            elif d["name"] == "catchup":
+            elif d["name"] in ("catchup", "catchup_tls"):
                 ops = d.get("expect")
             by = c.get("skerry_cpu_s_by_node") or {}
             tab.append((d["name"], f"{wall:.2f}", f"{c['machine_busy_cpu_s']:.2f}", f"{c['skerry_cpu_s']:.2f}",

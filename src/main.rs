@@ -19,7 +19,11 @@ Environment variables override configuration keys, Harper style
 (ROOTPATH, OPERATIONSAPI_NETWORK_PORT, REPLICATION_HOSTNAME, ...).
 On the first start HDB_ADMIN_USERNAME / HDB_ADMIN_PASSWORD name the first super_user;
 without them a password is generated and printed once.
-SIGTERM or SIGINT stops the node gracefully.";
+SIGTERM or SIGINT stops the node gracefully; SIGHUP is ignored.
+
+Without --config the data lives in /var/lib/skerry when run as root, else in
+$XDG_DATA_HOME/skerry (~/.local/share/skerry); ROOTPATH=... chooses another folder.
+The operations API then listens on 127.0.0.1:9925 only.";
 
 fn main() {
     owner_only_files();
@@ -52,10 +56,14 @@ fn main() {
         Err(e) => fail(&e.to_string()),
     };
     init_logging(cfg.logging.level);
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
 
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => fail(&format!("cannot install signal handlers: {e}")),
@@ -64,8 +72,17 @@ fn main() {
         Ok(n) => n,
         Err(e) => fail(&e),
     };
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        // SIGHUP (a closed terminal, `systemctl reload`) must not kill a database: the config
+        // is read at start only, so say so and carry on.
+        if sig == signal_hook::consts::SIGHUP {
+            log::warn!(
+                "SIGHUP received: ignored (the config is read at start; restart to apply changes)"
+            );
+            continue;
+        }
         log::info!("signal {sig} received, stopping");
+        break;
     }
     node.stop();
 }

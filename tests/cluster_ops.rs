@@ -833,3 +833,25 @@ fn configure_cluster_adds_listed_removes_unlisted_and_reports_the_unreachable_co
     put(a, "dog", "a2");
     wait_present(&[c], "dog", "a2");
 }
+
+/// Issue 15: after a route, a configure_cluster that removed the peer and one that re-added it,
+/// cluster_status showed the peer down forever (until a restart) although data flowed.
+#[test]
+fn status_follows_the_real_sockets_after_route_remove_and_re_add() {
+    let ip = ips(SUITE, 3);
+    let nodes = start_all(&ip);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    a.ok(json!({"operation":"cluster_set_routes","routes":[c.ip]}));
+    add_node(a, &c.ip);
+    wait_link(a, &c.ip, &["system"]);
+    // Removes C's membership row (the route keeps A dialling it).
+    a.ok(json!({"operation":"configure_cluster","connections":[
+        {"hostname":b.ip,"authorization":creds()}]}));
+    a.ok(json!({"operation":"configure_cluster","connections":[
+        {"hostname":b.ip,"authorization":creds()},{"hostname":c.ip,"authorization":creds()}]}));
+    wait_link(a, &c.ip, &["system"]);
+    // And again after C restarts.
+    let mut nodes = nodes;
+    nodes[2].restart();
+    wait_link(&nodes[0], &nodes[2].ip, &["system"]);
+}

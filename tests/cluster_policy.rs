@@ -451,3 +451,41 @@ fn new_member_copying_over_an_explicit_link_still_gets_the_third_nodes_older_row
     // joined (a copy from A that left out dev.dog must not count as having C's dog rows).
     wait_c_rows_on_b_without_a_rows(a, b, c);
 }
+
+/// Issue 15: `update_node` with `replicates: true`, `subscriptions: null` or `subscriptions: []`
+/// answered "Successfully updated" and changed nothing.
+#[test]
+fn update_node_undoes_explicit_subscriptions_with_replicates_true_null_or_empty() {
+    let ip = ips(SUITE, 2);
+    let nodes = full_mesh_with_tables(&ip, &["dog", "cat"]);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for (i, undo) in [
+        json!({"replicates": true}),
+        json!({"subscriptions": null}),
+        json!({"subscriptions": []}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        update_subs(a, &b.ip, json!([sub("dog", true, true)]));
+        wait_until(T, || {
+            connection(&status(a), &b.ip).is_some_and(|c| c["subscriptions"].is_array())
+        });
+        let mut body = json!({"operation":"update_node","hostname":b.ip});
+        for (k, v) in undo.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        a.ok(body);
+        let st = status(a);
+        let c = connection(&st, &b.ip).unwrap();
+        assert_eq!(
+            (c["replicates"].clone(), c["subscriptions"].clone()),
+            (json!(true), Value::Null),
+            "{undo}: {st}"
+        );
+        // And the unlisted table flows again.
+        let id = format!("cat-{i}");
+        put(a, "cat", &id);
+        wait_present(&[b], "cat", &id);
+    }
+}

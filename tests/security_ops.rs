@@ -634,3 +634,90 @@ fn a_core_panic_stops_the_node_instead_of_leaving_it_half_alive() {
     );
     assert!(n.log().contains("core thread panicked"), "{}", n.log());
 }
+
+/// Issue 15: with the port in use, the first start created `admin` with a generated password
+/// and then failed to bind; the next start ignored HDB_ADMIN_PASSWORD and the admin was locked
+/// out. Listeners are now bound before anything is created.
+#[test]
+fn a_failed_first_start_creates_nothing_and_the_next_one_takes_the_given_password() {
+    let ip = ips(SUITE, 1);
+    let busy = TestNode::start(&ip[0], "");
+    let dir = std::env::temp_dir().join(format!("skerry-failstart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = |port: &str| {
+        let p = dir.join("c.yaml");
+        std::fs::write(
+            &p,
+            format!(
+                "rootPath: {}\noperationsApi:\n  network:\n    port: \"{port}\"\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skerry"))
+        .arg("--config")
+        .arg(cfg(&busy.addr()))
+        .env("HDB_ADMIN_USERNAME", "admin")
+        .env("HDB_ADMIN_PASSWORD", "first")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("operationsApi.network.port"), "{err}");
+    assert!(
+        !dir.join("data").exists(),
+        "the failed start created its data folder"
+    );
+    // The same rootPath used by a running node is refused with a clear message.
+    let mut other = std::process::Command::new(env!("CARGO_BIN_EXE_skerry"))
+        .arg("--config")
+        .arg(cfg(&format!("{}:9927", ip[0])))
+        .env("HDB_ADMIN_USERNAME", "admin")
+        .env("HDB_ADMIN_PASSWORD", "second")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || {
+        http_raw(
+            &format!("{}:9927", ip[0]),
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .is_ok()
+    }));
+    let (s, _) = post_json(
+        &format!("{}:9927", ip[0]),
+        Some(&basic("admin", "second")),
+        json!({"operation":"describe_all"}),
+    );
+    assert_eq!(s, 200, "the admin password of the successful first start");
+    let twin = std::process::Command::new(env!("CARGO_BIN_EXE_skerry"))
+        .arg("--config")
+        .arg({
+            let p = dir.join("twin.yaml");
+            std::fs::write(
+                &p,
+                format!(
+                    "rootPath: {}\noperationsApi:\n  network:\n    port: \"{}:9928\"\n",
+                    dir.join("data").display(),
+                    ip[0]
+                ),
+            )
+            .unwrap();
+            p
+        })
+        .output()
+        .unwrap();
+    assert!(!twin.status.success());
+    let err = String::from_utf8_lossy(&twin.stderr);
+    assert!(
+        err.contains("another skerry process is using this rootPath"),
+        "{err}"
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

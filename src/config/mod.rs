@@ -95,6 +95,8 @@ pub enum Databases {
 pub struct OperationsApi {
     /// `operationsApi.network`.
     pub network: OperationsNetwork,
+    /// `operationsApi.tls`: a certificate for HTTPS other than the node's (Harper's key).
+    pub tls: Tls,
 }
 
 /// `operationsApi.network`: listener and HTTP limits.
@@ -117,6 +119,9 @@ pub struct OperationsNetwork {
     pub headers_timeout: Duration,
     /// `securePort`: HTTPS listener for the operations API (the node certificate, or `tls.*`).
     pub secure_port: Option<Listen>,
+    /// Whether plain HTTP is served on `port`: false when the file sets `port: null` and a
+    /// `securePort` (HTTPS instead of HTTP, Harper 5's default file).
+    pub plain_http: bool,
     /// `maxConnectionsPerAddress`: most concurrent connections from one client address
     /// (default 128), so one host cannot hold every connection slot.
     pub max_connections_per_address: usize,
@@ -125,7 +130,10 @@ pub struct OperationsNetwork {
 impl Default for OperationsNetwork {
     fn default() -> Self {
         OperationsNetwork {
-            port: Listen::any(9925),
+            port: Listen {
+                host: Some("127.0.0.1".into()),
+                port: 9925,
+            },
             max_body_size: 10 << 20,
             max_connections: 512,
             workers: 16,
@@ -133,6 +141,7 @@ impl Default for OperationsNetwork {
             keep_alive_timeout: Duration::from_secs(30),
             headers_timeout: Duration::from_secs(60),
             secure_port: None,
+            plain_http: true,
             max_connections_per_address: 128,
         }
     }
@@ -306,6 +315,9 @@ pub struct Config {
     pub storage: Storage,
     /// `tls`.
     pub tls: Tls,
+    /// What the load wants said once logging is up (Harper keys ignored, conflicting keys):
+    /// `main` logs them at warn level, so they reach stderr with the default settings.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -320,6 +332,7 @@ impl Default for Config {
             authentication: Authentication::default(),
             storage: Storage::default(),
             tls: Tls::default(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -362,7 +375,16 @@ const SCHEMA: &[(&str, Node)] = &[
                     ("mtls", Ignored),
                 ]),
             ),
-            ("tls", Ignored),
+            (
+                "tls",
+                Section(&[
+                    ("certificate", Key),
+                    ("privateKey", Key),
+                    ("certificateAuthority", Key),
+                    ("ciphers", Ignored),
+                    ("host", Ignored),
+                ]),
+            ),
             ("sysInfo", Ignored),
         ]),
     ),
@@ -832,6 +854,11 @@ fn build(
             duration_value,
         )?,
         secure_port: l.opt("operationsApi.network.securePort", listen_value)?,
+        plain_http: !(l
+            .values
+            .get("operationsApi.network.port")
+            .is_some_and(|v| v.is_null())
+            && l.get("operationsApi.network.securePort").is_some()),
         max_connections_per_address: l.or(
             "operationsApi.network.maxConnectionsPerAddress",
             dn.max_connections_per_address,
@@ -846,11 +873,12 @@ fn build(
     let dr = d.replication;
     let retention = l.opt("replication.auditRetention", duration_value)?;
     let harper_retention = l.opt("logging.auditRetention", duration_value)?;
+    let mut warnings = Vec::new();
     if let (Some(a), Some(b)) = (retention, harper_retention) {
         if a != b {
-            log::warn!(
+            warnings.push(format!(
                 "both replication.auditRetention ({a:?}) and logging.auditRetention ({b:?}) are set; using replication.auditRetention"
-            );
+            ));
         }
     }
     let replication = Replication {
@@ -937,18 +965,39 @@ fn build(
         private_key: file("tls.privateKey")?,
         certificate_authority: file("tls.certificateAuthority")?,
     };
-    if tls.certificate.is_some() != tls.private_key.is_some() {
+    let ops_tls = Tls {
+        certificate: file("operationsApi.tls.certificate")?,
+        private_key: file("operationsApi.tls.privateKey")?,
+        certificate_authority: file("operationsApi.tls.certificateAuthority")?,
+    };
+    for (key, t) in [("tls", &tls), ("operationsApi.tls", &ops_tls)] {
+        if t.certificate.is_some() != t.private_key.is_some() {
+            return Err(ConfigError::at(
+                key,
+                format!("{key}.certificate and {key}.privateKey go together: set both, or neither (Skerry then makes its own)"),
+            ));
+        }
+    }
+    // Security Skerry cannot give is an error, never a silent downgrade.
+    if let Some(k) = ignored
+        .iter()
+        .find(|k| k.as_str() == "operationsApi.network.mtls")
+    {
         return Err(ConfigError::at(
-            "tls",
-            "tls.certificate and tls.privateKey go together: set both, or neither (Skerry then makes its own)",
+            k,
+            "client certificates for the operations API are not supported; remove the key (use credentials or tokens, over operationsApi.network.securePort)",
         ));
     }
 
     Ok(Config {
         tls,
+        warnings,
         root_path,
         source: None,
-        operations_api: OperationsApi { network },
+        operations_api: OperationsApi {
+            network,
+            tls: ops_tls,
+        },
         logging,
         replication,
         authentication,
@@ -1002,6 +1051,29 @@ fn load_text(
     })
 }
 
+/// Where the data lives without a config file: `/var/lib/skerry` for root, else
+/// `$XDG_DATA_HOME/skerry` or `~/.local/share/skerry`, else `./skerry-data`.
+pub fn default_data_dir(env: &[(String, String)]) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .filter(|v| !v.is_empty())
+    };
+    // The owner of /proc/self is this process's effective user (no unsafe libc call needed).
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        return PathBuf::from("/var/lib/skerry");
+    }
+    if let Some(x) = get("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("skerry");
+    }
+    match get("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/skerry"),
+        None => PathBuf::from("./skerry-data"),
+    }
+}
+
 impl Config {
     /// The configuration of [`EMBEDDED_DEFAULT`] with no environment overrides.
     pub fn embedded_default() -> Config {
@@ -1023,7 +1095,19 @@ impl Config {
     /// tests), and validates every key. Ignored Harper keys are logged at `warn`.
     pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let loaded = match path {
-            None => load_text(EMBEDDED_DEFAULT, None, env)?,
+            None => {
+                let mut loaded = load_text(EMBEDDED_DEFAULT, None, env)?;
+                // No config file: the data goes to a fixed per-user or system folder, never
+                // to whatever the working directory happens to be (a service started by a
+                // service manager would write `/skerry-data`).
+                let env_root = env
+                    .iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case("ROOTPATH") && v != "null");
+                if !env_root {
+                    loaded.config.root_path = default_data_dir(env);
+                }
+                loaded
+            }
             Some(p) => {
                 let bytes = std::fs::read(p).map_err(|e| {
                     ConfigError::file(format!("cannot read config file {}: {e}", p.display()))
@@ -1041,10 +1125,13 @@ impl Config {
                 loaded
             }
         };
+        let mut config = loaded.config;
         for key in &loaded.ignored {
-            log::warn!("ignoring Harper key '{key}' (not used by Skerry)");
+            config
+                .warnings
+                .push(format!("ignoring Harper key '{key}' (not used by Skerry)"));
         }
-        Ok(loaded.config)
+        Ok(config)
     }
 
     /// This node's name, in Harper's order (spec §6.1, certificates aside):

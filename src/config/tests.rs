@@ -33,7 +33,16 @@ fn embedded_default_is_the_builtin_default() {
     assert!(embedded.ignored.is_empty(), "{:?}", embedded.ignored);
     assert_eq!(embedded.config, Config::default());
     assert_eq!(Config::embedded_default(), Config::default());
-    assert_eq!(Config::load(None, &[]), Ok(Config::default()));
+    // Without a file, only the data folder differs: a fixed per-user or system folder.
+    let no_file = Config::load(None, &[]).unwrap();
+    assert_eq!(no_file.root_path, default_data_dir(&[]));
+    assert_eq!(
+        Config {
+            root_path: Config::default().root_path,
+            ..no_file
+        },
+        Config::default()
+    );
 
     let d = Config::default();
     assert_eq!(d.root_path, PathBuf::from("./skerry-data"));
@@ -42,7 +51,7 @@ fn embedded_default_is_the_builtin_default() {
     assert_eq!(
         n.port,
         Listen {
-            host: None,
+            host: Some("127.0.0.1".into()),
             port: 9925
         }
     );
@@ -706,7 +715,6 @@ authentication: {cacheTTL: 30000, enableSessions: true}
         "operationsApi.network.cors",
         "operationsApi.network.corsAccessList",
         "operationsApi.network.domainSocket",
-        "operationsApi.tls",
         "logging.root",
         "logging.rotation",
         "logging.stdStreams",
@@ -855,7 +863,12 @@ fn real_harper_config_loads() {
     // The Harper 5 default file loads as well (node, applications, securePort defaults).
     let v5 = "authentication: {authorizeLocal: false, cacheTTL: 30000, enableSessions: true, operationTokenTimeout: 1d, refreshTokenTimeout: 30d}\nanalytics: {aggregatePeriod: 60, replicate: false}\napplications: {lockdown: freeze-after-load}\nlogging: {rotation: {enabled: true, maxSize: 64M}}\noperationsApi: {network: {port: null, securePort: 9925}}\nnode: {hostname: null}\n";
     let c = load_ok(v5);
-    assert_eq!(c.operations_api.network.port, Listen::any(9925));
+    // `port: null` beside a securePort: HTTPS instead of HTTP.
+    assert!(!c.operations_api.network.plain_http);
+    assert_eq!(
+        c.operations_api.network.secure_port,
+        Some(Listen::any(9925))
+    );
 }
 
 #[test]

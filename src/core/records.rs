@@ -142,7 +142,12 @@ impl<R> Core<R> {
             }
         }
         let was_live = old.is_some_and(|o| !o.is_tombstone());
+        let old_bytes = old
+            .and_then(|o| o.json.as_ref())
+            .map_or(0, |j| j.len() as u64);
+        let new_bytes = new.as_ref().map_or(0, |(_, j)| j.len() as u64);
         let stats = self.stats.entry(table.id).or_default();
+        stats.bytes = stats.bytes.saturating_sub(old_bytes) + new_bytes;
         match (was_live, new.is_some()) {
             (false, true) => stats.count += 1,
             (true, false) => stats.count = stats.count.saturating_sub(1),

@@ -179,6 +179,39 @@ fn bootstrap_users(driver: &mut Driver, env: &[(String, String)]) -> Result<(), 
 impl Node {
     /// Starts a node. `env` is the process environment (for the first user's credentials).
     pub fn start(cfg: &Config, env: &[(String, String)]) -> Result<Node, String> {
+        // Every listener is bound before anything is created: a port in use must stop the
+        // start before the store, the first user or any key exists (a failed first start used
+        // to create the admin with a generated password and then die, locking it out).
+        let net = &cfg.operations_api.network;
+        let bind = |l: &crate::config::Listen, key: &str| {
+            TcpListener::bind(l.bind_addr()).map_err(|e| {
+                format!("cannot listen on {l}: {e} (change {key} in the config, or stop what uses the port)")
+            })
+        };
+        let listener = if net.plain_http {
+            Some(bind(&net.port, "operationsApi.network.port")?)
+        } else {
+            None
+        };
+        let secure_listener = net
+            .secure_port
+            .as_ref()
+            .map(|l| bind(l, "operationsApi.network.securePort"))
+            .transpose()?;
+        let repl_listeners = crate::repl::Listeners {
+            plain: cfg
+                .replication
+                .port
+                .as_ref()
+                .map(|l| bind(l, "replication.port"))
+                .transpose()?,
+            secure: cfg
+                .replication
+                .secure_port
+                .as_ref()
+                .map(|l| bind(l, "replication.securePort"))
+                .transpose()?,
+        };
         let store = Store::open(
             &cfg.root_path,
             &StoreOptions {
@@ -276,11 +309,14 @@ impl Node {
                 let r = crate::repl::Replicator::start(
                     cfg,
                     rc,
-                    store.clone(),
-                    shared.clone(),
-                    handle.clone(),
-                    tokens.clone(),
-                    node_tls.clone(),
+                    crate::repl::ReplParts {
+                        store: store.clone(),
+                        shared: shared.clone(),
+                        core: handle.clone(),
+                        tokens: tokens.clone(),
+                        tls: node_tls.clone(),
+                        listeners: repl_listeners,
+                    },
                 )?;
                 let _ = repl_slot.set(r.ctx.clone());
                 let api = Arc::new(crate::repl::cluster_ops::ClusterApi(r.ctx.clone()));
@@ -294,10 +330,10 @@ impl Node {
             ),
         };
 
-        let net = &cfg.operations_api.network;
-        let listener = TcpListener::bind(net.port.bind_addr())
-            .map_err(|e| format!("cannot listen on {}: {e}", net.port))?;
-        let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let http_addr = match listener.as_ref().or(secure_listener.as_ref()) {
+            Some(l) => l.local_addr().map_err(|e| e.to_string())?,
+            None => return Err("operationsApi.network.port is null and no securePort is set: the operations API would not listen anywhere".into()),
+        };
         let ctx = Arc::new(Context {
             store,
             shared,
@@ -318,13 +354,17 @@ impl Node {
             tls: None,
         };
         // HTTPS beside the plain port, with the node certificate (or the configured one).
-        let https = match (&net.secure_port, &node_tls) {
-            (Some(l), Some(t)) => {
-                let listener = TcpListener::bind(l.bind_addr()).map_err(|e| {
-                    format!("cannot listen on {l} (operationsApi.network.securePort): {e}")
-                })?;
+        let https = match (secure_listener, &node_tls, &net.secure_port) {
+            (Some(listener), Some(t), Some(l)) => {
                 let mut o = opts.clone();
-                o.tls = Some(t.https_config().map_err(|e| format!("HTTPS: {e}"))?);
+                let own = &cfg.operations_api.tls;
+                o.tls = Some(
+                    match (&own.certificate, &own.private_key) {
+                        (Some(c), Some(k)) => crate::tls::NodeTls::https_config_from(c, k),
+                        _ => t.https_config(),
+                    }
+                    .map_err(|e| format!("HTTPS: {e}"))?,
+                );
                 log::info!("node '{node_name}' serving HTTPS on {l}");
                 Some(
                     HttpServer::start(listener, &o, ctx.clone())
@@ -333,12 +373,19 @@ impl Node {
             }
             _ => None,
         };
-        let http = HttpServer::start(listener, &opts, ctx)
-            .map_err(|e| format!("cannot start the HTTP server: {e}"))?;
-        log::info!("node '{node_name}' serving the operations API on {http_addr}");
+        let http = match listener {
+            Some(l) => {
+                log::info!("node '{node_name}' serving the operations API on {http_addr}");
+                Some(
+                    HttpServer::start(l, &opts, ctx)
+                        .map_err(|e| format!("cannot start the HTTP server: {e}"))?,
+                )
+            }
+            None => None,
+        };
         Ok(Node {
             https,
-            http: Some(http),
+            http,
             repl,
             stop_core: Some(stop_tx),
             core_thread: Some(core_thread),

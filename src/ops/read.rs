@@ -52,7 +52,9 @@ pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64, p: &Princ
         "db_size": db_size,
         "sources": [],
         "record_count": stats.count,
-        "table_size": data + index,
+        // What fjall has written out, or (data still in memory and the journal) the records'
+        // own bytes, whichever is more.
+        "table_size": (data + index).max(stats.bytes),
         "db_audit_size": store.audit_disk_size(),
     });
     if stats.last_version > 0 {
@@ -72,7 +74,7 @@ fn db_size(store: &Store, catalog: &Catalog, db: &str) -> u64 {
                 .values()
                 .map(|t| {
                     let (a, b) = store.table_disk_size(t.id).unwrap_or((0, 0));
-                    a + b
+                    (a + b).max(store.table_stats(t.id).unwrap_or_default().bytes)
                 })
                 .sum()
         })

@@ -385,17 +385,31 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool, actor: &Acto
             "replication url is missing from the config (set replication.hostname and replication.port)",
         ));
     };
-    // update_node merges subscriptions by (database, table) into the link's current policy.
+    // update_node merges subscriptions by (database, table) into the link's current policy,
+    // and undoes them when asked: `replicates: true` means full replication again, and
+    // `subscriptions: null` or `[]` drops the explicit subscriptions.
+    let reset_subs = update
+        && (body.get("replicates") == Some(&Value::Bool(true))
+            || matches!(body.get("subscriptions"), Some(Value::Null))
+            || body
+                .get("subscriptions")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.is_empty()));
     let policy = match (update, spec.policy.take()) {
-        (true, Some(new)) => {
+        (true, new) if new.is_some() || reset_subs => {
             let mut current = ctx.policy(&spec.hostname);
-            current.sends = new.sends;
-            current.receives = new.receives;
-            if let Some(subs) = new.subscriptions {
-                current.merge_subscriptions(subs);
+            if reset_subs {
+                current.subscriptions = None;
             }
-            if new.start_time.is_some() {
-                current.start_time = new.start_time;
+            if let Some(new) = new {
+                current.sends = new.sends;
+                current.receives = new.receives;
+                if let Some(subs) = new.subscriptions.filter(|s| !s.is_empty()) {
+                    current.merge_subscriptions(subs);
+                }
+                if new.start_time.is_some() {
+                    current.start_time = new.start_time;
+                }
             }
             Some(current)
         }
@@ -768,8 +782,10 @@ fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>, actor: &Actor) -> OpRes
         Actor::None,
     )?;
     store_retained_auth(ctx, &hostname, None)?;
+    // The link's statistics stay: a socket thread of this peer may live on (a route keeps it
+    // a member) and keeps publishing into them; replacing them orphaned that thread's figures
+    // and cluster_status showed the peer down forever.
     ctx.reload_sync();
-    ctx.stats.forget_peer(&hostname);
     Ok(json!({ "message": format!("Successfully removed '{hostname}' from cluster") }))
 }
 

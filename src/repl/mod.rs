@@ -351,6 +351,23 @@ fn parse_host_port(s: &str) -> Option<(String, u16)> {
     }
 }
 
+/// What replication runs on: the node's store, published state, core, token signer and TLS
+/// identity, and its listeners.
+pub struct ReplParts {
+    pub store: Store,
+    pub shared: Arc<Shared>,
+    pub core: CoreHandle,
+    pub tokens: Arc<crate::ops::auth::Tokens>,
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
+    pub listeners: Listeners,
+}
+
+/// The replication listeners, bound by the caller before anything else starts.
+pub struct Listeners {
+    pub plain: Option<TcpListener>,
+    pub secure: Option<TcpListener>,
+}
+
 pub struct Replicator {
     pub ctx: Arc<ReplCtx>,
     listeners: Vec<JoinHandle<()>>,
@@ -360,21 +377,15 @@ pub struct Replicator {
 
 impl Replicator {
     /// Binds the replication port(s) and starts the listener and manager threads.
-    pub fn start(
-        cfg: &Config,
-        rc: ReplConfig,
-        store: Store,
-        shared: Arc<Shared>,
-        core: CoreHandle,
-        tokens: Arc<crate::ops::auth::Tokens>,
-        tls: Option<Arc<crate::tls::NodeTls>>,
-    ) -> Result<Replicator, String> {
-        let bind = |l: &Listen| {
-            TcpListener::bind(l.bind_addr())
-                .map_err(|e| format!("cannot listen for replication on {l}: {e}"))
-        };
-        let plain = rc.listen.as_ref().map(bind).transpose()?;
-        let secure = rc.secure_listen.as_ref().map(bind).transpose()?;
+    pub fn start(cfg: &Config, rc: ReplConfig, parts: ReplParts) -> Result<Replicator, String> {
+        let ReplParts {
+            store,
+            shared,
+            core,
+            tokens,
+            tls,
+            listeners: Listeners { plain, secure },
+        } = parts;
         if secure.is_some() && tls.is_none() {
             return Err("replication.securePort needs this node's certificate".into());
         }

@@ -111,11 +111,4 @@ impl Stats {
             .or_default()
             .clone()
     }
-
-    pub fn forget_peer(&self, peer: &str) {
-        self.links
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(p, _), _| p != peer);
-    }
 }

@@ -139,19 +139,29 @@ pub struct TableStats {
     pub count: u64,
     /// Highest version written to the table.
     pub last_version: u64,
+    /// Bytes of the live records (JSON text), kept by the core with every write: the size of a
+    /// table whose data still sits in memtables, which fjall's disk space does not count yet.
+    pub bytes: u64,
 }
 
 impl TableStats {
-    fn encode(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
+    fn encode(&self) -> [u8; 24] {
+        let mut b = [0u8; 24];
         b[..8].copy_from_slice(&self.count.to_be_bytes());
-        b[8..].copy_from_slice(&self.last_version.to_be_bytes());
+        b[8..16].copy_from_slice(&self.last_version.to_be_bytes());
+        b[16..].copy_from_slice(&self.bytes.to_be_bytes());
         b
     }
+    /// Reads both layouts (16 bytes before `bytes` existed).
     fn decode(b: &[u8]) -> Option<Self> {
         Some(TableStats {
             count: u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
             last_version: u64::from_be_bytes(b.get(8..16)?.try_into().ok()?),
+            bytes: b
+                .get(16..24)
+                .and_then(|x| x.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0),
         })
     }
 }
@@ -261,7 +271,17 @@ impl Store {
         let db = Database::builder(path.join("db"))
             .cache_size(opts.cache_size)
             .max_write_buffer_size(Some(opts.max_write_buffer_size))
-            .open()?;
+            .open()
+            .map_err(|e| {
+                if e.to_string().contains("Locked") {
+                    StoreError(format!(
+                        "another skerry process is using this rootPath ({}): stop it, or give this node its own rootPath",
+                        path.display()
+                    ))
+                } else {
+                    StoreError::from(e)
+                }
+            })?;
         // fjall's default memtable is 64 MiB per keyspace, and fjall 3.1 does not enforce its
         // global write-buffer limit; a bulk load keeps three keyspaces hot (records, indexes,
         // audit log), so an eighth of `storage.maxWriteBufferSize` each bounds memtables to
@@ -715,6 +735,7 @@ impl Store {
         Ok((s.data.disk_space(), s.index.disk_space()))
     }
 
+    /// The audit log's written-out part (recent entries still in memory are not counted).
     pub fn audit_disk_size(&self) -> u64 {
         self.inner.audit.disk_space()
     }
@@ -858,6 +879,7 @@ mod tests {
                         stats: TableStats {
                             count: 1,
                             last_version: 9,
+                            bytes: 42,
                         },
                     },
                     Write::Catalog(b"{}".to_vec()),
@@ -872,6 +894,16 @@ mod tests {
         assert_eq!(r.origins, vec![("n1".to_string(), 1)]);
         assert_eq!(r.cursors, vec![(2, 1, 9)]);
         assert_eq!(r.table_stats[&5].count, 1);
+        assert_eq!(r.table_stats[&5].bytes, 42);
+        // The layout before `bytes` existed still reads.
+        assert_eq!(
+            TableStats::decode(&[0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 7]),
+            Some(TableStats {
+                count: 3,
+                last_version: 7,
+                bytes: 0
+            })
+        );
         assert_eq!(r.catalog_json.as_deref(), Some(&b"{}"[..]));
         assert_eq!(s.get_record(5, b"k").unwrap().unwrap().version, 9);
     }

@@ -414,6 +414,29 @@ impl NodeTls {
         Ok(Arc::new(cfg))
     }
 
+    /// HTTPS for the operations API with another certificate (`operationsApi.tls`).
+    pub fn https_config_from(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+        let chain = certs_from_pem(&read(cert)?).map_err(|e| {
+            err(
+                &format!("operationsApi.tls.certificate ({})", cert.display()),
+                e,
+            )
+        })?;
+        let key = PrivateKeyDer::from_pem_slice(read(key)?.as_bytes()).map_err(|e| {
+            err(
+                &format!("operationsApi.tls.privateKey ({})", key.display()),
+                e,
+            )
+        })?;
+        let cfg = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err("TLS versions", e))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| err("operationsApi.tls", e))?;
+        Ok(Arc::new(cfg))
+    }
+
     /// HTTPS for the operations API: this node's certificate, no client certificates.
     pub fn https_config(&self) -> Result<Arc<ServerConfig>, String> {
         let cfg = ServerConfig::builder_with_provider(provider())

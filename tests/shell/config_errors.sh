@@ -104,6 +104,20 @@ must_refuse "unknown log level" logging.level "$W/c.yaml"
 config "$W/c.yaml" "operationsApi:" "  network:" "    port: \"$NET.1:9925\"" "    maxBodySize: [1, 2]"
 must_refuse "size given as a list" operationsApi.network.maxBodySize "$W/c.yaml"
 
+echo "== security Skerry cannot give stops the start; other Harper keys warn on stderr"
+config "$W/c.yaml" "operationsApi:" "  network:" "    port: \"$NET.1:9925\"" "    mtls: true"
+must_refuse "client certificates for the operations API" operationsApi.network.mtls "$W/c.yaml"
+config "$W/c.yaml" "${PORT_LINES[@]}" "http:" "  port: 9926"
+rm -rf "$W/data"
+env HDB_ADMIN_USERNAME=admin HDB_ADMIN_PASSWORD=password "$BIN" --config "$W/c.yaml" </dev/null >"$W/out" 2>&1 &
+node_pid=$!
+# The node starts and says, at the default log level (warn), what it ignores.
+warned() { grep -q "ignoring Harper key 'http'" "$W/out"; }
+skerry_wait 20 warned || fail "no warning about the ignored key 'http' on stderr: $(cat "$W/out")"
+kill -0 "$node_pid" || fail "a config with an ignored Harper key did not start: $(cat "$W/out")"
+kill -TERM "$node_pid"; wait "$node_pid" || true; node_pid=""
+echo "   ok (ignored key warned about): $(grep -m1 "ignoring Harper key" "$W/out")"
+
 echo "== ill-typed environment override"
 config "$W/c.yaml" "${PORT_LINES[@]}"
 must_refuse "OPERATIONSAPI_NETWORK_PORT=nope" operationsApi.network.port "$W/c.yaml" OPERATIONSAPI_NETWORK_PORT=nope

@@ -29,7 +29,8 @@ Common options (all modes):
   --table T           table                      [t]  (lag: probe table [lag])
   --no-setup          skip create_database/create_table before writing
 URLs look like http://127.0.0.1:9925/ (port defaults to 9925); the host must be
-localhost or 127.x.y.z - anything else is refused.
+localhost or 127.x.y.z - anything else is refused. https:// URLs are verified against
+the CA certificate(s) in the PEM file named by LOADGEN_CAFILE.
 
 MODES
   insert  --url URL [--clients 32] [--batch 1] [--records 200000] [--duration-s N] [--id-start 0]
@@ -144,6 +145,8 @@ impl Args {
 
 #[derive(Clone)]
 struct Target {
+    /// TLS client configuration for https:// targets.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     addr: SocketAddr,
     host: String,
     path: String,
@@ -152,8 +155,11 @@ struct Target {
 
 /// Parses `http://host[:port][/path]`; only localhost / 127.0.0.0/8 are allowed.
 fn parse_url(url: &str, user: &str, pass: &str) -> Result<Target, String> {
-    let rest =
-        url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, None),
+        (None, Some(r)) => (r, Some(tls_config()?)),
+        _ => return Err(format!("{url}: only http:// and https:// URLs are supported")),
+    };
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -171,11 +177,59 @@ fn parse_url(url: &str, user: &str, pass: &str) -> Result<Target, String> {
         return Err(format!("{url}: refusing non-loopback host {ip} (127.0.0.0/8 only)"));
     }
     Ok(Target {
+        tls,
         addr: SocketAddr::from((ip, port)),
         host: format!("{ip}:{port}"),
         path: path.to_string(),
         auth: base64(format!("{user}:{pass}").as_bytes()),
     })
+}
+
+/// rustls (ring) trusting the CA(s) of `LOADGEN_CAFILE`.
+fn tls_config() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let path = std::env::var("LOADGEN_CAFILE").map_err(|_| "https:// needs LOADGEN_CAFILE".to_string())?;
+    let pem = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.map_err(|e| format!("{path}: {e}"))?).map_err(|e| e.to_string())?;
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(cfg))
+}
+
+/// A connection: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
 }
 
 fn base64(data: &[u8]) -> String {
@@ -199,7 +253,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// One keep-alive connection. `post` reconnects transparently when needed.
 struct Conn {
     t: Target,
-    stream: Option<BufReader<TcpStream>>,
+    stream: Option<BufReader<Stream>>,
     req: Vec<u8>,
     line: Vec<u8>,
     connects: u64,
@@ -233,6 +287,14 @@ impl Conn {
                 s.set_nodelay(true)?;
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
+                let s = match &self.t.tls {
+                    None => Stream::Plain(s),
+                    Some(cfg) => {
+                        let name = rustls::pki_types::ServerName::IpAddress(self.t.addr.ip().into());
+                        let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(io::Error::other)?;
+                        Stream::Tls(Box::new(rustls::StreamOwned::new(conn, s)))
+                    }
+                };
                 self.stream = Some(BufReader::with_capacity(64 * 1024, s));
                 self.connects += 1;
             }
