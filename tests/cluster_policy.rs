@@ -489,3 +489,33 @@ fn update_node_undoes_explicit_subscriptions_with_replicates_true_null_or_empty(
         wait_present(&[b], "cat", &id);
     }
 }
+
+/// Issue 15: limiting the n1-n2 link to dev.dog (publish only), writing to dev.cat on n1 and
+/// then restoring full replication left n2 without that cat record for good: the filtered-out
+/// write had moved n2's cursor past it. A widened link now brings it with a copy.
+#[test]
+fn widening_a_link_back_fills_what_the_narrow_link_skipped() {
+    let ip = ips(SUITE, 3);
+    let nodes = full_mesh_with_tables(&ip, &["dog", "cat"]);
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+    update_subs(n1, &n2.ip, json!([sub("dog", false, true)]));
+    wait_until(T, || {
+        connection(&status(n2), &n1.ip).is_some_and(|c| c["subscriptions"].is_array())
+    });
+    put(n1, "cat", "while-narrow");
+    put(n1, "dog", "dog-control");
+    // The control arrives everywhere; the cat record only where the links allow.
+    wait_present(&[n2, n3], "dog", "dog-control");
+    wait_present(&[n3], "cat", "while-narrow");
+    assert!(
+        !has(n2, "cat", "while-narrow"),
+        "the narrow link let the cat record through"
+    );
+    // Back to full replication, as the issue's user did.
+    add_node_with(n1, &n2.ip, json!({"replicates": true}));
+    wait_present(&[n2], "cat", "while-narrow");
+    // And it stays consistent after a restart of n2.
+    let mut nodes = nodes;
+    nodes[1].restart();
+    assert!(has(&nodes[1], "cat", "while-narrow"));
+}

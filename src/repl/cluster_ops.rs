@@ -657,8 +657,33 @@ fn store_retained_auth(ctx: &ReplCtx, peer: &str, auth: Option<&str>) -> Result<
         .map(|_| ())
 }
 
-/// Stores this node's policy for a link (node-local; full replication removes the entry).
+/// Node-local key: the link with `peer` widened, so this node's next session of `db` with it
+/// starts with a full copy (see `LinkPolicy::widens`).
+pub fn widened_key(peer: &str, db: &str) -> String {
+    format!("widened:{peer}:{db}")
+}
+
+/// Stores this node's policy for a link (node-local; full replication removes the entry). A
+/// policy that receives more than the old one marks every replicated database for a copy
+/// from the peer, before the new policy takes effect.
 fn store_policy(ctx: &ReplCtx, peer: &str, p: &LinkPolicy) -> Result<(), OpError> {
+    if p.widens(&ctx.policy(peer)) {
+        let catalog = ctx.shared.catalog.load();
+        for db in catalog
+            .databases
+            .keys()
+            .filter(|d| ctx.cfg.replicates_db(d) && d.as_str() != crate::core::catalog::SYSTEM_DB)
+        {
+            log::info!("the link with {peer} widened: {db} will be copied from it");
+            ctx.core.execute(
+                WriteOp::SetLocal {
+                    key: widened_key(peer, db),
+                    value: Some(vec![1]),
+                },
+                Actor::None,
+            )?;
+        }
+    }
     ctx.core
         .execute(
             WriteOp::SetLocal {

@@ -116,6 +116,36 @@ impl LinkPolicy {
         }
     }
 
+    /// Whether this policy receives something from the peer that `old` did not: a table newly
+    /// subscribed, the receiving direction switched on, explicit subscriptions dropped for full
+    /// replication, or a start time removed or moved earlier. The peer's writes to the newly
+    /// covered tables were skipped while the old policy held (their cursor moved on), so a
+    /// widened link needs a full copy from the peer to bring them.
+    pub fn widens(&self, old: &LinkPolicy) -> bool {
+        if !self.receives || self.is_off() {
+            return false;
+        }
+        if !old.receives || old.is_off() {
+            return true;
+        }
+        let start_earlier = match (old.start_time, self.start_time) {
+            (Some(_), None) => true,
+            (Some(o), Some(n)) => n < o,
+            _ => false,
+        };
+        if start_earlier {
+            return true;
+        }
+        match (&old.subscriptions, &self.subscriptions) {
+            (Some(_), None) => true,
+            (Some(o), Some(n)) => n.iter().filter(|s| s.subscribe).any(|s| {
+                !o.iter()
+                    .any(|x| x.subscribe && x.database == s.database && x.table == s.table)
+            }),
+            _ => false,
+        }
+    }
+
     /// Whether anything of `db` comes from the peer (a pull socket is worth opening).
     pub fn receives_any(&self, db: &str) -> bool {
         if self.is_off() {
@@ -306,6 +336,37 @@ mod tests {
                     .collect(),
             ),
             ..LinkPolicy::default()
+        }
+    }
+
+    #[test]
+    fn widening_is_any_newly_received_data() {
+        let dog = subs(&[("dev", "dog", true, true)]);
+        let dog_cat = subs(&[("dev", "dog", true, true), ("dev", "cat", true, false)]);
+        let publish_only = subs(&[("dev", "dog", false, true)]);
+        let full = LinkPolicy::default();
+        let one_way_out = LinkPolicy {
+            receives: false,
+            ..LinkPolicy::default()
+        };
+        let since = |t| LinkPolicy {
+            start_time: Some(t),
+            ..LinkPolicy::default()
+        };
+        let cases = [
+            ("subscriptions dropped", &full, &dog, true),
+            ("table added", &dog_cat, &dog, true),
+            ("publish-only to full", &full, &publish_only, true),
+            ("receiving switched on", &full, &one_way_out, true),
+            ("start time removed", &full, &since(100), true),
+            ("start time earlier", &since(50), &since(100), true),
+            ("table removed", &dog, &dog_cat, false),
+            ("no change", &full, &full, false),
+            ("now one-way out", &one_way_out, &full, false),
+            ("start time later", &since(200), &since(100), false),
+        ];
+        for (case, new, old, want) in cases {
+            assert_eq!(new.widens(old), want, "{case}");
         }
     }
 

@@ -179,6 +179,10 @@ fn needs_copy(ctx: &ReplCtx, peer: &str, db: &str) -> bool {
     if load_copy_state(ctx, db).is_some() {
         return true;
     }
+    // The link widened: what it newly covers was skipped before (see LinkPolicy::widens).
+    if widened(ctx, peer, db) {
+        return true;
+    }
     let vector = ctx
         .db_id(db)
         .and_then(|id| ctx.store.cursor_vector(id).ok())
@@ -227,6 +231,13 @@ fn verify_peer(ctx: &ReplCtx, member: &Member, conn: &Conn) -> Result<(), String
         ));
     }
     Ok(())
+}
+
+fn widened(ctx: &ReplCtx, peer: &str, db: &str) -> bool {
+    matches!(
+        ctx.store.local(&super::cluster_ops::widened_key(peer, db)),
+        Ok(Some(_))
+    )
 }
 
 fn worker(
@@ -636,6 +647,15 @@ fn receive_copy(
                             "full copy of {db} from {peer} done ({} records)",
                             stats.copy_received.load(Ordering::Relaxed)
                         );
+                        if widened(ctx, peer, db) {
+                            let _ = ctx.core.execute(
+                                crate::core::op::WriteOp::SetLocal {
+                                    key: super::cluster_ops::widened_key(peer, db),
+                                    value: None,
+                                },
+                                crate::core::txn::Actor::None,
+                            );
+                        }
                         return Ok(());
                     }
                     Incoming::Frame(Frame::Error { reason }) => {
