@@ -726,11 +726,26 @@ fn a_failed_first_start_creates_nothing_and_the_next_one_takes_the_given_passwor
 #[test]
 fn head_health_answers_and_sighup_does_not_stop_the_node() {
     let mut n = TestNode::start(&ips(SUITE, 1)[0], "");
-    let (s, body) = http_raw(&n.addr(), b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(5)).unwrap();
+    let (s, body) = http_raw(
+        &n.addr(),
+        b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     assert_eq!((s, body.len()), (200, 0));
     let pid = n.pid().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    assert!(wait_until(Duration::from_secs(10), || n.log().contains("SIGHUP received")), "{}", n.log());
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_until(Duration::from_secs(10), || n
+            .log()
+            .contains("SIGHUP received")),
+        "{}",
+        n.log()
+    );
     assert!(n.is_running(), "SIGHUP stopped the node");
     let (s, _) = n.op(json!({"operation":"describe_all"}));
     assert_eq!(s, 200);

@@ -459,3 +459,188 @@ fn operator_certificates_are_used_verified_and_flagged_before_they_expire() {
         false
     );
 }
+
+/// curl over HTTPS trusting `ca_pem`: the HTTP status, or "000" when TLS fails.
+fn curl_https(url: &str, ca_pem: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&ca)
+        .arg(url)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn certificate_operations_list_add_serve_https_without_restart_and_never_show_a_key() {
+    let ip = ips(SUITE, 1);
+    let n = TestNode::start_with_env(
+        &ip[0],
+        &tls_yaml(&ip[0]),
+        &[(
+            "OPERATIONSAPI_NETWORK_SECUREPORT",
+            &format!("{}:9926", ip[0]),
+        )],
+    );
+    let health = format!("https://{}:9926/health", ip[0]);
+    let node_ca = common::tlspeer::node_ca(&n).0;
+    let list = |n: &TestNode| n.ok(json!({"operation":"list_certificates"}));
+    let entry = |l: &Value, name: &str| {
+        l.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+
+    let l = list(&n);
+    let own = entry(&l, &ip[0]);
+    assert_eq!(own["uses"], json!(["replication", "https"]), "{l}");
+    assert_eq!(own["private_key_name"], "node.key");
+    assert_eq!(own["is_authority"], false);
+    assert_eq!(own["details"]["subject"], format!("CN={}", ip[0]));
+    assert_eq!(
+        own["details"]["subject_alt_name"],
+        format!("IP Address:{}", ip[0])
+    );
+    let ca_entry = entry(&l, &format!("Skerry-Certificate-Authority-{}", ip[0]));
+    assert_eq!(ca_entry["is_authority"], true, "{l}");
+    assert_eq!(curl_https(&health, &node_ca), "200");
+
+    // super_user only, with Harper's message.
+    n.ok(json!({"operation":"add_role","role":"reader","permission":{"super_user":false}}));
+    n.ok(json!({"operation":"add_user","role":"reader","username":"r","password":"pw","active":true}));
+    let (s, b) = n.op_as("r", "pw", json!({"operation":"list_certificates"}));
+    assert_eq!(s, 403);
+    assert_eq!(
+        b["unauthorized_access"][0],
+        "Operation 'listCertificates' is restricted to 'super_user' roles"
+    );
+
+    let foreign = common::tlspeer::foreign_ca();
+    let (leaf, leaf_key) = mint(&foreign, &ip[0], -1, 30);
+    let (_, other_key) = mint(&foreign, &ip[0], -1, 30);
+    // Refusals: each a 400 with a clear message, nothing stored.
+    for (body, wanted) in [
+        (
+            json!({"operation":"add_certificate","certificate":leaf}),
+            "'name' is required",
+        ),
+        (
+            json!({"operation":"add_certificate","name":"x"}),
+            "'certificate' is required",
+        ),
+        (
+            json!({"operation":"add_certificate","name":"x","certificate":"garbage"}),
+            "'certificate' is not a PEM certificate",
+        ),
+        (
+            json!({"operation":"add_certificate","name":"x","certificate":leaf,"is_authority":true}),
+            "not a certificate authority",
+        ),
+        (
+            json!({"operation":"add_certificate","name":"x","certificate":leaf,"private_key":other_key,"uses":["https"]}),
+            "does not belong to the certificate",
+        ),
+        (
+            json!({"operation":"add_certificate","name":"x","certificate":leaf,"uses":["https"]}),
+            "needs its 'private_key'",
+        ),
+        (
+            json!({"operation":"add_certificate","name":ip[0],"certificate":leaf}),
+            "manages itself",
+        ),
+        (
+            json!({"operation":"remove_certificate","name":ip[0]}),
+            "manages itself",
+        ),
+        (
+            json!({"operation":"remove_certificate"}),
+            "'name' is required",
+        ),
+        (
+            json!({"operation":"remove_certificate","name":"no-such-cert"}),
+            "no-such-cert not found",
+        ),
+    ] {
+        let (s, b) = n.op(body.clone());
+        assert_eq!(s, 400, "{body} -> {b}");
+        assert!(
+            b["error"].as_str().unwrap_or("").contains(wanted),
+            "{body} -> {b}"
+        );
+    }
+    assert_eq!(
+        list(&n).as_array().unwrap().len(),
+        l.as_array().unwrap().len()
+    );
+
+    // An added https certificate is served at once; its key is never answered back.
+    assert_eq!(
+        n.ok(
+            json!({"operation":"add_certificate","name":"leaf","certificate":leaf,
+            "private_key":leaf_key,"is_authority":false,"uses":["https"]})
+        ),
+        json!({"message":"Successfully added certificate: leaf"})
+    );
+    assert_eq!(curl_https(&health, &foreign.0), "200");
+    assert_eq!(curl_https(&health, &node_ca), "000");
+    let l = list(&n);
+    assert!(!l.to_string().contains("PRIVATE KEY"), "{l}");
+    let added = entry(&l, "leaf");
+    assert_eq!(added["details"]["issuer"], "CN=Foreign CA", "{l}");
+    assert_eq!(added["uses"], json!(["https"]));
+    assert_eq!(added["private_key_name"], "leaf.key");
+    assert!(added["__updatedtime__"].as_f64().is_some());
+    assert_eq!(entry(&l, &ip[0])["uses"], json!(["replication"]));
+    let key_file = n.data_dir().join("data/keys/added/leaf.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Removing it brings the node's own certificate back, again without a restart.
+    assert_eq!(
+        n.ok(json!({"operation":"remove_certificate","name":"leaf"})),
+        json!({"message":"Successfully removed leaf"})
+    );
+    assert_eq!(curl_https(&health, &node_ca), "200");
+    assert!(!key_file.exists());
+}
+
+#[test]
+fn an_added_authority_lets_verify_tls_accept_a_peer_it_signed() {
+    let ip = ips(SUITE, 2);
+    let foreign = common::tlspeer::foreign_ca();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = mint(&foreign, &ip[1], -1, 365);
+    let (c, k) = (dir.path().join("b.pem"), dir.path().join("b.key"));
+    std::fs::write(&c, cert).unwrap();
+    std::fs::write(&k, key).unwrap();
+    let a = TestNode::start(&ip[0], &tls_yaml(&ip[0]));
+    let b = TestNode::start(
+        &ip[1],
+        &format!(
+            "{}tls:\n  certificate: {}\n  privateKey: {}\n",
+            tls_yaml(&ip[1]),
+            c.display(),
+            k.display()
+        ),
+    );
+    let add = json!({"operation":"add_node","hostname":b.ip,"authorization":creds()});
+    // verify_tls defaults to true, and A does not know B's issuer yet.
+    let r = a.ok(add.clone());
+    assert!(
+        r["message"].as_str().unwrap().contains("UnknownIssuer"),
+        "{r}"
+    );
+    a.ok(json!({"operation":"add_certificate","name":"foreign-ca","certificate":foreign.0,"is_authority":true}));
+    let r = a.ok(add);
+    assert!(!r["message"].as_str().unwrap().contains("error"), "{r}");
+    wait_mesh(&[&a, &b], &["system"]);
+}

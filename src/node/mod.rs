@@ -342,6 +342,13 @@ impl Node {
             max_body: net.max_body_size,
             authorize_local: cfg.authentication.authorize_local,
             cluster: Some(cluster),
+            certs: Some(Arc::new(crate::ops::certs::CertOps {
+                tls: node_tls.clone(),
+                on_trust_change: repl.as_ref().map(|r| {
+                    let ctx = r.ctx.clone();
+                    Box::new(move || ctx.reload_sync()) as Box<dyn Fn() + Send + Sync>
+                }),
+            })),
         });
         let opts = HttpOptions {
             max_connections: net.max_connections,
@@ -358,13 +365,11 @@ impl Node {
             (Some(listener), Some(t), Some(l)) => {
                 let mut o = opts.clone();
                 let own = &cfg.operations_api.tls;
-                o.tls = Some(
-                    match (&own.certificate, &own.private_key) {
-                        (Some(c), Some(k)) => crate::tls::NodeTls::https_config_from(c, k),
-                        _ => t.https_config(),
-                    }
-                    .map_err(|e| format!("HTTPS: {e}"))?,
-                );
+                let own = match (&own.certificate, &own.private_key) {
+                    (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                    _ => None,
+                };
+                o.tls = Some(t.https_config(own).map_err(|e| format!("HTTPS: {e}"))?);
                 log::info!("node '{node_name}' serving HTTPS on {l}");
                 Some(
                     HttpServer::start(listener, &o, ctx.clone())

@@ -38,6 +38,7 @@ pub struct Context {
     pub max_body: u64,
     pub authorize_local: bool,
     pub cluster: Option<Arc<dyn ClusterOps>>,
+    pub certs: Option<Arc<super::certs::CertOps>>,
 }
 
 pub struct HttpServer {
@@ -392,6 +393,12 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Answer, OpError
             if let Some(r) = cluster.execute(&name, &body.fields, &p) {
                 return r.map(Answer::Json);
             }
+        }
+    }
+
+    if let Some(certs) = &ctx.certs {
+        if super::certs::is_cert_op(&name) {
+            return certs.execute(&name, &body.fields, &p).map(Answer::Json);
         }
     }
 

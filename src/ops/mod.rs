@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod certs;
 pub mod fields;
 pub mod http;
 pub mod parse;

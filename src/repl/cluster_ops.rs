@@ -533,10 +533,12 @@ fn take_signed_certificate(
     if let Some(tls) = &ctx.tls {
         tls.store_peer_signed(peer, cert)?;
     }
-    let ca = answer
-        .get("usingCA")
-        .or_else(|| answer.get("signingCA"))
-        .and_then(Value::as_str)
+    // A peer with an operator certificate and no configured CA has no CA to give (its
+    // issuer is trusted some other way: an added authority, or the public roots).
+    let ca = ["usingCA", "signingCA"]
+        .iter()
+        .filter_map(|k| answer.get(*k).and_then(Value::as_str))
+        .find(|s| !s.trim().is_empty())
         .map(str::to_string);
     if let Some(ca) = &ca {
         crate::tls::certs_from_pem(ca).map_err(|e| format!("the peer's CA: {e}"))?;

@@ -189,6 +189,10 @@ fn reload_trust(ctx: &ReplCtx, rows: &[Map<String, Value>]) {
             }
         }
     }
+    // Authorities the operator added (add_certificate) are trusted like members' CAs.
+    if let Some(t) = &ctx.tls {
+        cas.extend(t.added().authorities());
+    }
     let current = ctx.trust.load();
     if current.member_cas == cas && current.revoked == revoked {
         return;

@@ -20,6 +20,53 @@ pub struct CertInfo {
     /// Common name(s) and DNS / IP subject alternative names.
     pub names: Vec<String>,
     pub is_ca: bool,
+    /// Subject and issuer as Harper (OpenSSL) prints them: `CN=a O=b` with commas escaped.
+    pub subject_text: String,
+    pub issuer_text: String,
+    /// Subject alternative names as OpenSSL prints them: `DNS:a, IP Address:1.2.3.4`.
+    pub san_text: String,
+}
+
+/// A name as OpenSSL's one-line form prints it: attributes separated by spaces, commas in
+/// values escaped.
+fn name_text(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let mut parts = Vec::new();
+    for rdn in name.iter() {
+        for attr in rdn.iter() {
+            let oid = attr.attr_type().to_id_string();
+            let key = match oid.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.6" => "C",
+                "2.5.4.8" => "ST",
+                "2.5.4.7" => "L",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.5" => "serialNumber",
+                "1.2.840.113549.1.9.1" => "emailAddress",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                other => other,
+            };
+            let value = attr.as_str().unwrap_or("?").replace(',', "\\,");
+            parts.push(format!("{key}={value}"));
+        }
+    }
+    parts.join(" ")
+}
+
+/// A time as OpenSSL prints it: `Dec  3 11:41:45 2026 GMT`.
+fn openssl_date(t: time::OffsetDateTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {:>2} {:02}:{:02}:{:02} {} GMT",
+        MONTHS[usize::from(u8::from(t.month())) - 1],
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.year()
+    )
 }
 
 /// Normalises a serial as written by a user (`0a:1b:...`, lower case) for comparisons.
@@ -41,18 +88,26 @@ impl CertInfo {
             .iter_common_name()
             .filter_map(|cn| cn.as_str().ok().map(str::to_string))
             .collect();
+        let mut san_parts = Vec::new();
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for n in &san.value.general_names {
                 match n {
-                    GeneralName::DNSName(d) => names.push(d.to_string()),
+                    GeneralName::DNSName(d) => {
+                        san_parts.push(format!("DNS:{d}"));
+                        names.push(d.to_string())
+                    }
                     GeneralName::IPAddress(b) => match b.len() {
                         4 => {
-                            names.push(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string())
+                            let ip = std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string();
+                            san_parts.push(format!("IP Address:{ip}"));
+                            names.push(ip)
                         }
                         16 => {
                             let mut a = [0u8; 16];
                             a.copy_from_slice(b);
-                            names.push(std::net::Ipv6Addr::from(a).to_string());
+                            let ip = std::net::Ipv6Addr::from(a).to_string();
+                            san_parts.push(format!("IP Address:{ip}"));
+                            names.push(ip);
                         }
                         _ => {}
                     },
@@ -69,6 +124,9 @@ impl CertInfo {
             not_after: cert.validity().not_after.timestamp(),
             names,
             is_ca: cert.is_ca(),
+            subject_text: name_text(cert.subject()),
+            issuer_text: name_text(cert.issuer()),
+            san_text: san_parts.join(", "),
         })
     }
 
@@ -95,5 +153,27 @@ impl CertInfo {
             "days_to_expiry": days,
             "expiring_soon": days < EXPIRY_WARNING_DAYS,
         })
+    }
+
+    /// The details as Harper's `list_certificates` shows them (OpenSSL's texts), plus the
+    /// days to expiry.
+    pub fn harper_details(&self, now_ms: u64) -> Value {
+        let date = |s: i64| {
+            time::OffsetDateTime::from_unix_timestamp(s)
+                .map(openssl_date)
+                .unwrap_or_default()
+        };
+        let mut d = json!({
+            "issuer": self.issuer_text,
+            "subject": self.subject_text,
+            "serial_number": self.serial,
+            "valid_from": date(self.not_before),
+            "valid_to": date(self.not_after),
+            "days_to_expiry": self.days_left(now_ms),
+        });
+        if !self.san_text.is_empty() {
+            d["subject_alt_name"] = json!(self.san_text);
+        }
+        d
     }
 }

@@ -7,6 +7,7 @@
 //! trust (the members' CAs from `hdb_nodes`) and decide what a verified name may do. Never
 //! logs or returns a private key.
 
+pub mod added;
 pub mod info;
 
 use info::CertInfo;
@@ -58,6 +59,12 @@ pub struct NodeTls {
     /// CAs trusted besides the members' (the configured one).
     extra_trust: Vec<CertificateDer<'static>>,
     enable_root_cas: bool,
+    /// Certificates the operator added (`add_certificate`).
+    added: added::AddedStore,
+    /// What the HTTPS port presents, once it is serving.
+    https: std::sync::OnceLock<Arc<added::HttpsIdentity>>,
+    /// Whether the certificate is the node's own (generated here) rather than `tls.*`'s.
+    generated: bool,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
@@ -147,6 +154,7 @@ impl NodeTls {
                 .map_err(|e| err(&format!("tls.certificateAuthority ({})", p.display()), e))?,
             None => Vec::new(),
         };
+        let generated = settings.certificate.is_none() || settings.private_key.is_none();
         let (chain, key_pem, trust_pem) = match (&settings.certificate, &settings.private_key) {
             (Some(c), Some(k)) => {
                 let chain = certs_from_pem(&read(c)?)
@@ -166,7 +174,6 @@ impl NodeTls {
             }
         };
         Ok(NodeTls {
-            dir,
             node_name: node_name.to_string(),
             ca_cert_pem,
             ca_key,
@@ -175,6 +182,10 @@ impl NodeTls {
             trust_pem,
             extra_trust,
             enable_root_cas: settings.enable_root_cas,
+            added: added::AddedStore::new(dir.join("added")),
+            https: std::sync::OnceLock::new(),
+            generated,
+            dir,
         })
     }
 
@@ -414,38 +425,186 @@ impl NodeTls {
         Ok(Arc::new(cfg))
     }
 
-    /// HTTPS for the operations API with another certificate (`operationsApi.tls`).
-    pub fn https_config_from(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
-        let chain = certs_from_pem(&read(cert)?).map_err(|e| {
-            err(
-                &format!("operationsApi.tls.certificate ({})", cert.display()),
-                e,
-            )
-        })?;
-        let key = PrivateKeyDer::from_pem_slice(read(key)?.as_bytes()).map_err(|e| {
-            err(
-                &format!("operationsApi.tls.privateKey ({})", key.display()),
-                e,
-            )
-        })?;
+    /// HTTPS for the operations API: `own` (`operationsApi.tls`'s certificate and key) or this
+    /// node's certificate, replaced by an added `"https"` certificate while there is a valid
+    /// one; no client certificates.
+    pub fn https_config(&self, own: Option<(&Path, &Path)>) -> Result<Arc<ServerConfig>, String> {
+        let default = match own {
+            Some((cert, key)) => {
+                let chain = certs_from_pem(&read(cert)?).map_err(|e| {
+                    err(
+                        &format!("operationsApi.tls.certificate ({})", cert.display()),
+                        e,
+                    )
+                })?;
+                let key = PrivateKeyDer::from_pem_slice(read(key)?.as_bytes()).map_err(|e| {
+                    err(
+                        &format!("operationsApi.tls.privateKey ({})", key.display()),
+                        e,
+                    )
+                })?;
+                rustls::sign::CertifiedKey::from_der(chain, key, &provider())
+                    .map_err(|e| err("operationsApi.tls", e))?
+            }
+            None => {
+                rustls::sign::CertifiedKey::from_der(self.chain.clone(), self.key()?, &provider())
+                    .map_err(|e| err("this node's certificate", e))?
+            }
+        };
+        let identity = Arc::new(added::HttpsIdentity::new(Arc::new(default)));
+        identity.refresh(&self.added, crate::util::time::now_ms());
+        let identity = self.https.get_or_init(|| identity).clone();
         let cfg = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| err("TLS versions", e))?
             .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| err("operationsApi.tls", e))?;
+            .with_cert_resolver(identity);
         Ok(Arc::new(cfg))
     }
 
-    /// HTTPS for the operations API: this node's certificate, no client certificates.
-    pub fn https_config(&self) -> Result<Arc<ServerConfig>, String> {
-        let cfg = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| err("TLS versions", e))?
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key()?)
-            .map_err(|e| err("this node's certificate", e))?;
-        Ok(Arc::new(cfg))
+    /// The operator's added certificates.
+    pub fn added(&self) -> &added::AddedStore {
+        &self.added
+    }
+
+    /// Re-reads which certificate HTTPS presents (after an add or remove).
+    pub fn refresh_https(&self) {
+        if let Some(h) = self.https.get() {
+            h.refresh(&self.added, crate::util::time::now_ms());
+        }
+    }
+
+    /// The certificates this node holds, as Harper's `list_certificates` shows them: its
+    /// own certificate and CA, certificates peers' CAs signed for it, the configured CA, and
+    /// the added ones. Private keys are named, never shown.
+    pub fn list_certificates(&self, now_ms: u64) -> Vec<serde_json::Value> {
+        use serde_json::json;
+        let entry = |name: &str,
+                     chain: &[CertificateDer<'_>],
+                     key: Option<&str>,
+                     authority: bool,
+                     uses: Vec<&str>,
+                     self_signed: bool,
+                     origin: &str| {
+            let details = chain
+                .first()
+                .and_then(|c| CertInfo::from_der(c).ok())
+                .map(|i| i.harper_details(now_ms))
+                .unwrap_or(serde_json::Value::Null);
+            json!({
+                "name": name,
+                "certificate": chain.iter().map(|c| der_to_pem(c)).collect::<String>(),
+                "private_key_name": key,
+                "is_authority": authority,
+                "details": details,
+                "is_self_signed": self_signed,
+                "uses": uses,
+                "origin": origin,
+            })
+        };
+        let mut out = Vec::new();
+        let https_default = self.https.get().is_some_and(|h| h.serves_default());
+        let mut uses = vec!["replication"];
+        if https_default {
+            uses.push("https");
+        }
+        out.push(entry(
+            &self.node_name,
+            &self.chain,
+            Some(if self.generated {
+                "node.key"
+            } else {
+                "tls.privateKey"
+            }),
+            false,
+            uses,
+            self.generated,
+            if self.generated {
+                "generated"
+            } else {
+                "config"
+            },
+        ));
+        if let Ok(ca) = certs_from_pem(&self.ca_cert_pem) {
+            let name = ca
+                .first()
+                .and_then(|c| CertInfo::from_der(c).ok())
+                .and_then(|i| i.names.first().cloned())
+                .unwrap_or_else(|| format!("Skerry-Certificate-Authority-{}", self.node_name));
+            out.push(entry(
+                &name,
+                &ca,
+                Some("ca.key"),
+                true,
+                vec![],
+                true,
+                "generated",
+            ));
+        }
+        for c in &self.extra_trust {
+            let name = CertInfo::from_der(c)
+                .ok()
+                .and_then(|i| i.names.first().cloned())
+                .unwrap_or_default();
+            out.push(entry(
+                &name,
+                std::slice::from_ref(c),
+                None,
+                true,
+                vec!["replication"],
+                false,
+                "config",
+            ));
+        }
+        if let Ok(d) = std::fs::read_dir(self.dir.join("peers")) {
+            let mut peers: Vec<(String, Vec<CertificateDer<'static>>)> = d
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let path = e.path();
+                    let peer = path.file_stem()?.to_str()?.to_string();
+                    let certs = certs_from_pem(&std::fs::read_to_string(&path).ok()?).ok()?;
+                    Some((peer, certs))
+                })
+                .collect();
+            peers.sort_by(|a, b| a.0.cmp(&b.0));
+            for (peer, certs) in peers {
+                out.push(entry(
+                    &format!("{}-replication@{peer}", self.node_name),
+                    &certs,
+                    Some("node.key"),
+                    false,
+                    vec!["replication"],
+                    false,
+                    "signed by peer",
+                ));
+            }
+        }
+        for a in self.added.list() {
+            let chain = certs_from_pem(&a.certificate).unwrap_or_default();
+            let mut e = entry(
+                &a.name,
+                &chain,
+                a.private_key_name.as_deref(),
+                a.is_authority,
+                a.uses.iter().map(String::as_str).collect(),
+                chain
+                    .first()
+                    .and_then(|c| CertInfo::from_der(c).ok())
+                    .is_some_and(|i| i.subject == i.issuer),
+                "added",
+            );
+            e["certificate"] = json!(a.certificate);
+            e["__updatedtime__"] = json!(a.updated_ms);
+            out.push(e);
+        }
+        out
+    }
+
+    /// Whether `name` is one of the certificates this node holds by itself (not added).
+    pub fn is_builtin(&self, name: &str, now_ms: u64) -> bool {
+        self.list_certificates(now_ms)
+            .iter()
+            .any(|e| e["name"] == name && e["origin"] != "added")
     }
 
     /// The client side: dialling `peer` with this node's certificate (the one the peer's CA
