@@ -68,36 +68,84 @@ fn main() {
         Ok(s) => s,
         Err(e) => fail(&format!("cannot install signal handlers: {e}")),
     };
-    let node = match skerry::node::Node::start(&cfg, &env) {
+    let (restart_tx, restart_rx) = crossbeam_channel::bounded::<()>(1);
+    let node = match skerry::node::Node::start_with(&cfg, &env, Some(restart_tx)) {
         Ok(n) => n,
         Err(e) => fail(&e),
     };
-    for sig in signals.forever() {
-        // SIGHUP (a closed terminal, `systemctl reload`) must not kill a database: the config
-        // is read at start only, so say so and carry on.
-        if sig == signal_hook::consts::SIGHUP {
-            log::warn!(
-                "SIGHUP received: ignored (the config is read at start; restart to apply changes)"
-            );
-            continue;
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded::<i32>();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if sig_tx.send(sig).is_err() {
+                break;
+            }
         }
-        log::info!("signal {sig} received, stopping");
-        break;
-    }
+    });
+    let restart = loop {
+        crossbeam_channel::select! {
+            recv(sig_rx) -> sig => match sig {
+                Ok(signal_hook::consts::SIGHUP) => log::warn!(
+                    "SIGHUP received: ignored (the config is read at start; restart to apply changes)"
+                ),
+                Ok(sig) => {
+                    log::info!("signal {sig} received, stopping");
+                    break false;
+                }
+                Err(_) => break false,
+            },
+            recv(restart_rx) -> _ => {
+                log::warn!("restart requested: stopping, then starting again");
+                break true;
+            }
+        }
+    };
+    // A graceful stop: in-flight requests (the restart's own answer among them) finish first.
     node.stop();
+    if restart {
+        re_exec();
+    }
+}
+
+/// Replaces this process with a fresh start of the same binary (the one now at the path it
+/// was started from, so a restart after an upgrade runs the new version), same arguments and
+/// environment, same pid (a service manager sees no exit). Every descriptor Rust opened is
+/// close-on-exec, so the listeners and the store lock are released.
+fn re_exec() -> ! {
+    use std::os::unix::process::CommandExt;
+    let exe = std::fs::read_link("/proc/self/exe")
+        .ok()
+        .map(|p| {
+            let s = p.to_string_lossy().to_string();
+            PathBuf::from(s.strip_suffix(" (deleted)").unwrap_or(&s))
+        })
+        .or_else(|| std::env::args_os().next().map(PathBuf::from));
+    let Some(exe) = exe else {
+        fail("restart: cannot find this binary");
+    };
+    let err = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    fail(&format!("restart: cannot execute {}: {err}", exe.display()));
 }
 
 fn init_logging(level: log::LevelFilter) {
     let mut b = env_logger::Builder::new();
-    b.filter_level(level);
+    // The logger passes everything; `log::set_max_level` is the filter, so set_configuration
+    // can change the level of a running node (up as well as down).
+    b.filter_level(log::LevelFilter::Trace);
     // fjall and lsm-tree log at info on every open; keep them to warnings unless asked.
     b.filter_module("fjall", log::LevelFilter::Warn);
     b.filter_module("lsm_tree", log::LevelFilter::Warn);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        b.parse_filters(&spec);
+    let rust_log = std::env::var("RUST_LOG").ok();
+    if let Some(spec) = &rust_log {
+        b.parse_filters(spec);
     }
     let inner = b.build();
-    log::set_max_level(inner.filter());
+    log::set_max_level(if rust_log.is_some() {
+        inner.filter()
+    } else {
+        level
+    });
     if log::set_boxed_logger(Box::new(Redacting(inner))).is_err() {
         eprintln!("skerry: a logger was already installed");
     }
@@ -118,6 +166,15 @@ impl log::Log for Redacting {
         }
         let text = record.args().to_string();
         let clean = skerry::util::redact::redact(&text);
+        let level = record.level().as_str().to_ascii_lowercase();
+        let thread = std::thread::current();
+        skerry::util::logfile::write(skerry::util::logfile::entry_line(
+            skerry::util::time::now_ms(),
+            thread.name().unwrap_or("http"),
+            &level,
+            record.target(),
+            &clean,
+        ));
         self.0.log(
             &log::Record::builder()
                 .args(format_args!("{clean}"))

@@ -153,13 +153,34 @@ pub struct Logging {
     /// `level`: trace|debug|info|warn|error, plus Harper's fatal (= error) and notify (= info);
     /// default `warn`.
     pub level: LevelFilter,
+    /// `file`: also write the log to `<root>/skerry.log` (what `read_log` reads); default true.
+    pub file: bool,
+    /// `root`: the log folder; `None` = `<rootPath>/log`.
+    pub root: Option<PathBuf>,
+    /// `rotation.enabled` / `rotation.maxSize`: rotate at this size, keeping 4 older files.
+    pub rotation_enabled: bool,
+    pub rotation_max_size: u64,
 }
 
 impl Default for Logging {
     fn default() -> Self {
         Logging {
             level: LevelFilter::Warn,
+            file: true,
+            root: None,
+            rotation_enabled: true,
+            rotation_max_size: 10 * 1024 * 1024,
         }
+    }
+}
+
+impl Config {
+    /// The folder of the log file.
+    pub fn log_dir(&self) -> PathBuf {
+        self.logging
+            .root
+            .clone()
+            .unwrap_or_else(|| self.root_path.join("log"))
     }
 }
 
@@ -393,13 +414,23 @@ const SCHEMA: &[(&str, Node)] = &[
         Section(&[
             ("level", Key),
             ("auditRetention", Key),
-            ("root", Ignored),
-            ("rotation", Ignored),
+            ("root", Key),
+            (
+                "rotation",
+                Section(&[
+                    ("enabled", Key),
+                    ("maxSize", Key),
+                    ("compress", Ignored),
+                    ("interval", Ignored),
+                    ("path", Ignored),
+                    ("retain", Ignored),
+                ]),
+            ),
             ("stdStreams", Ignored),
             ("console", Ignored),
             ("auditLog", Ignored),
             ("auditAuthEvents", Ignored),
-            ("file", Ignored),
+            ("file", Key),
             ("external", Ignored),
         ]),
     ),
@@ -866,8 +897,17 @@ fn build(
         )?,
     };
 
+    let dl = &d.logging;
+    let log_root = l.opt("logging.root", string_value)?.map(PathBuf::from);
     let logging = Logging {
-        level: l.or("logging.level", d.logging.level, level_value)?,
+        level: l.or("logging.level", dl.level, level_value)?,
+        file: l.or("logging.file", dl.file, bool_value)?,
+        root: match (log_root, base_dir) {
+            (Some(p), Some(dir)) if p.is_relative() => Some(dir.join(p)),
+            (p, _) => p,
+        },
+        rotation_enabled: l.or("logging.rotation.enabled", dl.rotation_enabled, bool_value)?,
+        rotation_max_size: l.or("logging.rotation.maxSize", dl.rotation_max_size, size_value)?,
     };
 
     let dr = d.replication;
@@ -1020,7 +1060,15 @@ fn load_text(
     base_dir: Option<&Path>,
     env: &[(String, String)],
 ) -> Result<Loaded, ConfigError> {
-    let mut tree = parse_yaml(text).map_err(|e| ConfigError::file(format!("invalid YAML: {e}")))?;
+    let tree = parse_yaml(text).map_err(|e| ConfigError::file(format!("invalid YAML: {e}")))?;
+    load_tree(tree, base_dir, env)
+}
+
+fn load_tree(
+    mut tree: Value,
+    base_dir: Option<&Path>,
+    env: &[(String, String)],
+) -> Result<Loaded, ConfigError> {
     let overridden = apply_env(&mut tree, env)?;
     let name_var = |e: ConfigError| -> ConfigError {
         let var = e.key.as_deref().and_then(|k| {
@@ -1049,6 +1097,94 @@ fn load_text(
         ignored,
         read: leaves.read.into_inner(),
     })
+}
+
+/// What a `set_configuration` key (Harper's flat form: `logging_level`,
+/// `operationsApi_network_port`) names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlatKey {
+    /// A key Skerry reads, as its path.
+    Used(Vec<String>),
+    /// A Harper key Skerry accepts and does not use.
+    Unused(Vec<String>),
+}
+
+/// Resolves a flat key against the schema (segments matched case-insensitively, as Harper
+/// does); `None` for a key no config has.
+pub fn resolve_flat_key(flat: &str) -> Option<FlatKey> {
+    let segs: Vec<&str> = flat.split('_').collect();
+    let mut schema = SCHEMA;
+    let mut path = Vec::new();
+    for (i, seg) in segs.iter().enumerate() {
+        let (name, node) = schema.iter().find(|(n, _)| n.eq_ignore_ascii_case(seg))?;
+        path.push((*name).to_string());
+        let last = i + 1 == segs.len();
+        match node {
+            Section(children) if !last => schema = children,
+            Section(_) => return None,
+            Key => return last.then_some(FlatKey::Used(path)),
+            Ignored => {
+                path.extend(segs[i + 1..].iter().map(|s| (*s).to_string()));
+                return Some(FlatKey::Unused(path));
+            }
+        }
+    }
+    None
+}
+
+/// Checks that the config file at `path`, with `changes` applied and this process's
+/// environment overrides, is a valid configuration. Writes nothing.
+pub fn check_changes(
+    path: &Path,
+    env: &[(String, String)],
+    changes: &[(Vec<String>, Value)],
+) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::file(format!("cannot read {}: {e}", path.display())))?;
+    let mut tree =
+        parse_yaml(&text).map_err(|e| ConfigError::file(format!("invalid YAML: {e}")))?;
+    for (key, value) in changes {
+        let segs: Vec<&str> = key.iter().map(String::as_str).collect();
+        set_path(&mut tree, "", &segs, value.clone())?;
+    }
+    load_tree(tree, path.parent(), env).map(|l| l.config)
+}
+
+/// The configuration as `get_configuration` shows it: every key with its default, overlaid
+/// with what the file says now and the environment overrides, `rootPath` as resolved.
+pub fn effective_tree(cfg: &Config, env: &[(String, String)]) -> Value {
+    fn merge(into: &mut Value, from: Value) {
+        match (into, from) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    match a.get_mut(&k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            a.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (slot, v) => *slot = v,
+        }
+    }
+    let mut tree = parse_yaml(EMBEDDED_DEFAULT).unwrap_or(Value::Null);
+    let file = cfg
+        .source
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| parse_yaml(&t).ok());
+    if let Some(f) = file {
+        merge(&mut tree, f);
+    }
+    let _ = apply_env(&mut tree, env);
+    if let Value::Object(m) = &mut tree {
+        m.insert(
+            "rootPath".into(),
+            Value::String(cfg.root_path.display().to_string()),
+        );
+    }
+    tree
 }
 
 /// Where the data lives without a config file: `/var/lib/skerry` for root, else

@@ -474,6 +474,189 @@ fn render_str(s: &str, top: bool) -> String {
     }
 }
 
+/// Sets each dotted key (`logging.level`) of the YAML file at `path` to its value, for
+/// `set_configuration`, keeping every other line (comments included). Missing sections and
+/// keys are added at the end of their parent section. Atomic, checked like the routes edit:
+/// the new text must parse to the old document with exactly these keys changed.
+pub fn write_keys(path: &Path, changes: &[(Vec<String>, Value)]) -> io::Result<()> {
+    let _guard = WRITE_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let target = fs::canonicalize(path)?;
+    let text = String::from_utf8(fs::read(&target)?).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not UTF-8", target.display()),
+        )
+    })?;
+    let mut new_text = text.clone();
+    for (key, value) in changes {
+        new_text = rewrite_key(&new_text, key, value).map_err(|m| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "cannot update {} in {}: {m}",
+                    key.join("."),
+                    target.display()
+                ),
+            )
+        })?;
+    }
+    if new_text == text {
+        return Ok(());
+    }
+    atomic_write(&target, new_text.as_bytes())
+}
+
+/// The new text with `key` set to `value`, verified by parsing.
+pub(crate) fn rewrite_key(text: &str, key: &[String], value: &Value) -> Result<String, String> {
+    let old = parse_yaml(text).map_err(|e| format!("the file is not valid YAML ({e})"))?;
+    let mut expected = old;
+    let segments: Vec<&str> = key.iter().map(String::as_str).collect();
+    super::set_path(&mut expected, "", &segments, value.clone()).map_err(|e| e.message)?;
+    let new_text = edit_key(text, &segments, value)?;
+    match parse_yaml(&new_text) {
+        Ok(got) if got == expected => Ok(new_text),
+        _ => Err(
+            "the file's layout could not be edited safely; it was left unchanged (edit it by hand)"
+                .to_string(),
+        ),
+    }
+}
+
+/// Line-level edit for one key: walks the sections by indentation; replaces the key's value
+/// lines, or appends what is missing at the end of the deepest existing section.
+fn edit_key(text: &str, key: &[&str], value: &Value) -> Result<String, String> {
+    let lines = split_lines(text);
+    let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let content = |j: usize| {
+        let b = lines[j].body;
+        !is_blank(b) && !is_comment(b)
+    };
+    // The region of the current mapping: lines [start, end) at indentation `indent`.
+    let (mut start, mut end) = (0usize, lines.len());
+    let mut parent_indent: Option<usize> = None;
+    for (depth, seg) in key.iter().enumerate() {
+        let child = (start..end)
+            .find(|&j| content(j))
+            .map(|j| indent_of(lines[j].body));
+        let ci = match (child, parent_indent) {
+            (Some(c), _) => c,
+            (None, Some(p)) => p + 2,
+            (None, None) => 0,
+        };
+        let found =
+            (start..end).find(|&j| content(j) && key_rest(lines[j].body, ci, seg).is_some());
+        let last = depth + 1 == key.len();
+        match found {
+            Some(k) if !last => {
+                let rest = key_rest(lines[k].body, ci, seg).unwrap_or_default();
+                let (v, _) = split_comment(rest);
+                if !is_null_scalar(v) {
+                    return Err(format!(
+                        "'{seg}' is not written as an indented block of keys"
+                    ));
+                }
+                let sub_end = (k + 1..end)
+                    .find(|&j| content(j) && indent_of(lines[j].body) <= ci)
+                    .unwrap_or(end);
+                if !v.is_empty() {
+                    // `key: null` / `key: ~`: replace the scalar with the block.
+                    let mut out = String::new();
+                    push_range(&mut out, &lines, 0..k);
+                    push_missing(&mut out, ci, &key[depth..], value, eol);
+                    push_range(&mut out, &lines, sub_end..lines.len());
+                    return Ok(out);
+                }
+                parent_indent = Some(ci);
+                start = k + 1;
+                end = sub_end;
+            }
+            Some(k) => {
+                let rest = key_rest(lines[k].body, ci, seg).unwrap_or_default();
+                let (v, comment) = split_comment(rest);
+                // The value's extent: the line itself, plus deeper lines (a block value) or the
+                // lines a multi-line flow value spans.
+                let mut last_line = k;
+                if v.is_empty() {
+                    for (j, line) in lines.iter().enumerate().take(end).skip(k + 1) {
+                        if !content(j) {
+                            continue;
+                        }
+                        let b = line.body;
+                        let ind = indent_of(b);
+                        let dash = b[ind..].starts_with("- ") || &b[ind..] == "-";
+                        if ind > ci || (ind == ci && dash) {
+                            last_line = j;
+                        } else {
+                            break;
+                        }
+                    }
+                } else if v.starts_with('[') || v.starts_with('{') {
+                    let mut d = bracket_depth(rest);
+                    let mut j = k + 1;
+                    while d > 0 && j < end {
+                        d += bracket_depth(lines[j].body);
+                        last_line = j;
+                        j += 1;
+                    }
+                }
+                let mut out = String::new();
+                push_range(&mut out, &lines, 0..k);
+                out.push_str(&" ".repeat(ci));
+                out.push_str(seg);
+                out.push_str(": ");
+                out.push_str(&render(value, true));
+                out.push_str(comment);
+                out.push_str(if lines[last_line].eol.is_empty() {
+                    eol
+                } else {
+                    lines[last_line].eol
+                });
+                push_range(&mut out, &lines, last_line + 1..lines.len());
+                return Ok(out);
+            }
+            None => {
+                // Append after the region's last line of content.
+                let at = (start..end)
+                    .rev()
+                    .find(|&j| content(j))
+                    .map_or(start, |j| j + 1);
+                let mut out = String::new();
+                push_range(&mut out, &lines, 0..at);
+                if !out.is_empty() && !out.ends_with('\n') {
+                    out.push_str(eol);
+                }
+                push_missing(&mut out, ci, &key[depth..], value, eol);
+                push_range(&mut out, &lines, at..lines.len());
+                return Ok(out);
+            }
+        }
+    }
+    Err("empty key".to_string())
+}
+
+fn push_range(out: &mut String, lines: &[Line<'_>], range: std::ops::Range<usize>) {
+    for l in &lines[range] {
+        out.push_str(l.body);
+        out.push_str(l.eol);
+    }
+}
+
+/// Writes `a:\n  b:\n    c: value` for the missing segments.
+fn push_missing(out: &mut String, indent: usize, segs: &[&str], value: &Value, eol: &str) {
+    for (i, seg) in segs.iter().enumerate() {
+        out.push_str(&" ".repeat(indent + 2 * i));
+        out.push_str(seg);
+        out.push(':');
+        if i + 1 == segs.len() {
+            out.push(' ');
+            out.push_str(&render(value, true));
+        }
+        out.push_str(eol);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Config;
@@ -818,5 +1001,68 @@ other: 1
             0o600
         );
         assert!(fs::read_to_string(&real).unwrap().contains("    - z\n"));
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn set(text: &str, key: &str, v: Value) -> String {
+        let k: Vec<String> = key.split('.').map(str::to_string).collect();
+        rewrite_key(text, &k, &v).unwrap_or_else(|e| panic!("{key} in {text:?}: {e}"))
+    }
+
+    /// (file, key, value, expected file): comments and other lines survive byte for byte.
+    #[test]
+    fn set_configuration_edits_only_the_key_it_sets() {
+        let cases: &[(&str, &str, Value, &str)] = &[
+            (
+                "# top\nlogging:\n  level: warn # quiet\n  auditRetention: 3d\n",
+                "logging.level",
+                json!("info"),
+                "# top\nlogging:\n  level: info # quiet\n  auditRetention: 3d\n",
+            ),
+            (
+                "logging:\n  level: warn\nrootPath: /x\n",
+                "logging.auditRetention",
+                json!("1d"),
+                "logging:\n  level: warn\n  auditRetention: 1d\nrootPath: /x\n",
+            ),
+            (
+                "rootPath: /x\n",
+                "operationsApi.network.port",
+                json!("127.0.0.1:9999"),
+                "rootPath: /x\noperationsApi:\n  network:\n    port: 127.0.0.1:9999\n",
+            ),
+            (
+                "operationsApi:\n    network:\n        port: 9925\n        maxBodySize: 1M\n",
+                "operationsApi.network.port",
+                json!(9999),
+                "operationsApi:\n    network:\n        port: 9999\n        maxBodySize: 1M\n",
+            ),
+            (
+                "logging: null\nrootPath: /x\n",
+                "logging.level",
+                json!("debug"),
+                "logging:\n  level: debug\nrootPath: /x\n",
+            ),
+            (
+                "replication:\n  databases:\n    - a\n    - b\n  port: 9933\r\n",
+                "replication.databases",
+                json!("*"),
+                "replication:\n  databases: \"*\"\n  port: 9933\r\n",
+            ),
+        ];
+        for (text, key, v, want) in cases {
+            assert_eq!(&set(text, key, v.clone()), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn a_layout_the_editor_cannot_follow_is_refused_not_mangled() {
+        let k = vec!["logging".to_string(), "level".to_string()];
+        assert!(rewrite_key("logging: {level: warn}\n", &k, &json!("info")).is_err());
     }
 }

@@ -179,6 +179,17 @@ fn bootstrap_users(driver: &mut Driver, env: &[(String, String)]) -> Result<(), 
 impl Node {
     /// Starts a node. `env` is the process environment (for the first user's credentials).
     pub fn start(cfg: &Config, env: &[(String, String)]) -> Result<Node, String> {
+        Self::start_with(cfg, env, None)
+    }
+
+    /// [`Node::start`], with a channel on which the `restart` operation asks the caller to
+    /// stop the node and start the binary again.
+    pub fn start_with(
+        cfg: &Config,
+        env: &[(String, String)],
+        restart: Option<crossbeam_channel::Sender<()>>,
+    ) -> Result<Node, String> {
+        let started_ms = crate::util::time::now_ms();
         // Every listener is bound before anything is created: a port in use must stop the
         // start before the store, the first user or any key exists (a failed first start used
         // to create the admin with a generated password and then die, locking it out).
@@ -225,6 +236,20 @@ impl Node {
                 cfg.root_path.display()
             )
         })?;
+        // The log file starts once the store (and so rootPath) is ours: a start that fails
+        // earlier creates nothing.
+        if cfg.logging.file {
+            let dir = cfg.log_dir();
+            if let Err(e) = crate::util::logfile::attach(
+                &dir,
+                cfg.logging.rotation_max_size,
+                cfg.logging.rotation_enabled,
+            ) {
+                log::warn!("cannot write the log file in {}: {e}", dir.display());
+            }
+        } else {
+            crate::util::logfile::disable();
+        }
         let node_name = cfg.node_name();
         let recovered = recover(&store)?;
         let secret = token_secret(&store)?;
@@ -348,6 +373,12 @@ impl Node {
                     let ctx = r.ctx.clone();
                     Box::new(move || ctx.reload_sync()) as Box<dyn Fn() + Send + Sync>
                 }),
+            })),
+            admin: Some(Arc::new(crate::ops::admin::AdminOps {
+                cfg: cfg.clone(),
+                env: env.to_vec(),
+                restart,
+                started_ms,
             })),
         });
         let opts = HttpOptions {

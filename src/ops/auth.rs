@@ -197,6 +197,15 @@ fn backing_off(user: &str, ip: Option<IpAddr>) -> bool {
 }
 
 fn record_login(user: &str, ip: Option<IpAddr>, ok: bool) {
+    if !ok {
+        // For operators (and tools such as fail2ban); the name is the client's text, so it is
+        // cut and quoted, and the password never comes here.
+        let shown: String = user.chars().take(64).collect();
+        match ip {
+            Some(ip) => log::warn!("login failed for user {shown:?} from {ip}"),
+            None => log::warn!("login failed for user {shown:?}"),
+        }
+    }
     let now = std::time::Instant::now();
     let mut f = failures().lock().unwrap_or_else(|p| p.into_inner());
     for (key, after, max) in backoff_keys(user, ip) {

@@ -39,6 +39,7 @@ pub struct Context {
     pub authorize_local: bool,
     pub cluster: Option<Arc<dyn ClusterOps>>,
     pub certs: Option<Arc<super::certs::CertOps>>,
+    pub admin: Option<Arc<super::admin::AdminOps>>,
 }
 
 pub struct HttpServer {
@@ -244,7 +245,22 @@ fn server_header() -> tiny_http::Header {
 const BUFFERED_ROWS_BYTES: usize = 256 * 1024;
 
 fn handle(ctx: &Context, mut rq: tiny_http::Request) {
-    let (status, body) = match process(ctx, &mut rq) {
+    let started = std::time::Instant::now();
+    let result = process(ctx, &mut rq);
+    if log::log_enabled!(log::Level::Debug) {
+        let status = match &result {
+            Ok(_) => 200,
+            Err(e) => e.status,
+        };
+        log::debug!(
+            "{} {} from {:?}: {status} in {:.1} ms",
+            rq.method(),
+            rq.url().chars().take(128).collect::<String>(),
+            rq.remote_addr().map(|a| a.ip()),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    let (status, body) = match result {
         Ok(Answer::Json(v)) => (200, v),
         Ok(Answer::Rows(rows)) => {
             let resp = match RowStream::start(rows) {
@@ -396,6 +412,13 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Answer, OpError
         }
     }
 
+    if let Some(admin) = &ctx.admin {
+        if super::admin::is_admin_op(&name) {
+            return admin
+                .execute(ctx, &name, &body.fields, &p)
+                .map(Answer::Json);
+        }
+    }
     if let Some(certs) = &ctx.certs {
         if super::certs::is_cert_op(&name) {
             return certs.execute(&name, &body.fields, &p).map(Answer::Json);

@@ -4,6 +4,7 @@
 //! it, then either serve it here (reads, from the store and the published catalog) or hand it
 //! to the core thread and wait for the committed answer. Must never write to the store itself.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod certs;
