@@ -55,7 +55,7 @@ fn main() {
         Ok(c) => c,
         Err(e) => fail(&e.to_string()),
     };
-    init_logging(cfg.logging.level);
+    init_logging(&cfg);
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
@@ -128,8 +128,34 @@ fn re_exec() -> ! {
     fail(&format!("restart: cannot execute {}: {err}", exe.display()));
 }
 
-fn init_logging(level: log::LevelFilter) {
+fn init_logging(cfg: &Config) {
+    let level = cfg.logging.level;
+    let node = cfg.node_name();
+    let json = cfg.logging.format == skerry::config::LogFormat::Json;
     let mut b = env_logger::Builder::new();
+    // One line per event, each naming the node (several nodes' logs often end up in one place).
+    b.format(move |f, record| {
+        use std::io::Write;
+        let ts = skerry::util::time::iso8601(skerry::util::time::now_ms());
+        if json {
+            let line = serde_json::json!({
+                "timestamp": ts,
+                "level": record.level().as_str().to_ascii_lowercase(),
+                "node": node,
+                "target": record.target(),
+                "message": record.args().to_string(),
+            });
+            writeln!(f, "{line}")
+        } else {
+            let msg = record.args().to_string().replace('\n', "\\n");
+            writeln!(
+                f,
+                "{ts} {:<5} {node} {}: {msg}",
+                record.level(),
+                record.target()
+            )
+        }
+    });
     // The logger passes everything; `log::set_max_level` is the filter, so set_configuration
     // can change the level of a running node (up as well as down).
     b.filter_level(log::LevelFilter::Trace);
