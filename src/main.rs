@@ -7,7 +7,9 @@ const USAGE: &str = "\
 skerry - a small, fast, Harper-compatible database node
 
 USAGE:
-    skerry [--config FILE]
+    skerry [--config FILE]                  run a node
+    skerry check [--config FILE]            verify a stopped node's store (read-only)
+    skerry restore BACKUP [--config FILE]   restore a get_backup file into an empty rootPath
 
 OPTIONS:
     -c, --config FILE   YAML configuration (Harper key names). Without it the built-in
@@ -29,9 +31,18 @@ fn main() {
     owner_only_files();
     return_freed_memory_promptly();
     let mut config_path: Option<PathBuf> = None;
+    let mut command: Option<String> = None;
+    let mut operand: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "check" | "restore" if command.is_none() => command = Some(a.clone()),
+            _ if command.as_deref() == Some("restore")
+                && operand.is_none()
+                && !a.starts_with('-') =>
+            {
+                operand = Some(PathBuf::from(&a))
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return;
@@ -55,6 +66,14 @@ fn main() {
         Ok(c) => c,
         Err(e) => fail(&e.to_string()),
     };
+    match command.as_deref() {
+        Some("check") => check(&cfg),
+        Some("restore") => match operand {
+            Some(file) => restore(&cfg, &file),
+            None => fail("restore needs the backup file: skerry restore BACKUP --config FILE"),
+        },
+        _ => {}
+    }
     init_logging(&cfg);
     for w in &cfg.warnings {
         log::warn!("{w}");
@@ -126,6 +145,58 @@ fn re_exec() -> ! {
         .args(std::env::args_os().skip(1))
         .exec();
     fail(&format!("restart: cannot execute {}: {err}", exe.display()));
+}
+
+/// `skerry check`: prints what it verified and every problem; exit 0 when clean, 1 otherwise.
+fn check(cfg: &Config) -> ! {
+    let r = match skerry::node::check::check(cfg) {
+        Ok(r) => r,
+        Err(e) => fail(&format!("check: {e}")),
+    };
+    println!(
+        "checked {} tables: {} records, {} index entries, {} audit entries in {}",
+        r.tables,
+        r.records,
+        r.index_entries,
+        r.audit_entries,
+        cfg.root_path.display()
+    );
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    if r.more_problems > 0 {
+        println!("... and {} more problems", r.more_problems);
+    }
+    if r.is_clean() {
+        println!("no problems found");
+        std::process::exit(0);
+    }
+    std::process::exit(1);
+}
+
+/// `skerry restore BACKUP`: restores into the config's (empty) rootPath.
+fn restore(cfg: &Config, file: &std::path::Path) -> ! {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => fail(&format!("cannot open {}: {e}", file.display())),
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 20, f);
+    let opts = skerry::store::StoreOptions {
+        cache_size: cfg.storage.cache_size,
+        max_write_buffer_size: cfg.storage.max_write_buffer_size,
+    };
+    match skerry::store::backup::restore(&cfg.root_path, &opts, &mut input) {
+        Ok(s) => {
+            println!(
+                "restored {} entries ({} bytes) into {}; start the node with the same --config",
+                s.entries,
+                s.bytes,
+                cfg.root_path.display()
+            );
+            std::process::exit(0);
+        }
+        Err(e) => fail(&format!("restore: {e}")),
+    }
 }
 
 fn init_logging(cfg: &Config) {

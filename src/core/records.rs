@@ -34,7 +34,8 @@ type SystemWrite<T> = Result<Result<T, OpError>, StoreError>;
 
 /// The index keys of one record, sorted and deduplicated: `attribute id ‖ value ‖ pk` for every
 /// indexed, non-key attribute it has (array elements each; objects are not indexed).
-fn index_keys(table: &TableDef, rec: &Map<String, Value>, pk: &[u8]) -> Vec<Vec<u8>> {
+/// The index keys a record must have (sorted, deduplicated).
+pub fn index_keys(table: &TableDef, rec: &Map<String, Value>, pk: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(table.attributes.len());
     for a in &table.attributes {
         if !a.indexed || a.name == table.primary_key {

@@ -308,6 +308,27 @@ fn handle(ctx: &Context, mut rq: tiny_http::Request) {
             }
             return;
         }
+        Ok(Answer::Download(content, filename, reader)) => {
+            let resp = tiny_http::Response::new(
+                tiny_http::StatusCode(200),
+                vec![
+                    content_type(content),
+                    server_header(),
+                    tiny_http::Header::from_bytes(
+                        &b"Content-Disposition"[..],
+                        format!("attachment; filename=\"{filename}\"").as_bytes(),
+                    )
+                    .expect("file names are plain"),
+                ],
+                reader,
+                None,
+                None,
+            );
+            if let Err(e) = rq.respond(resp) {
+                log::warn!("a download was cut short: {e}");
+            }
+            return;
+        }
         Ok(Answer::Rows(rows)) => {
             let resp = match RowStream::start(rows) {
                 Ok(stream) if stream.done => json_bytes_response(200, stream.buf),
@@ -391,6 +412,8 @@ enum Answer {
     Rows(read::Rows),
     /// A non-JSON document (metrics text, the status page).
     Text(&'static str, String),
+    /// A streamed file download (content type, file name).
+    Download(&'static str, String, Box<dyn Read + Send>),
 }
 
 fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Result<Answer, OpError> {
@@ -493,6 +516,12 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Resul
         }
     }
 
+    if name == "get_backup" {
+        if !p.is_super_user() {
+            return Err(OpError::super_user_only("getBackup"));
+        }
+        return backup(ctx, &body.fields);
+    }
     if let Some(admin) = &ctx.admin {
         if super::admin::is_admin_op(&name) {
             return admin
@@ -575,6 +604,93 @@ fn check_written_attributes(
 /// The caller as the headers say. `authorizeLocal` only applies to requests a web page cannot
 /// forge: a JSON content type (which a cross-site form or `fetch` without CORS cannot send) and
 /// no `Origin` header.
+/// `get_backup`: streams a consistent backup of the whole node (a database alone could not
+/// be restored without the catalog and users it depends on). The backup runs in its own
+/// thread and waits while the client reads (a bounded channel), so a slow download holds
+/// a few chunks, not the store.
+fn backup(ctx: &Context, body: &serde_json::Map<String, Value>) -> Result<Answer, OpError> {
+    if let Some(db) = body.get("database").or_else(|| body.get("schema")) {
+        let db = db
+            .as_str()
+            .ok_or_else(|| OpError::bad_request("'database' must be a string"))?;
+        if ctx.shared.catalog.load().database(db).is_none() {
+            return Err(OpError::not_found(format!(
+                "database '{db}' does not exist"
+            )));
+        }
+    }
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(8);
+    let store = ctx.store.clone();
+    std::thread::Builder::new()
+        .name("backup".into())
+        .spawn(move || {
+            let mut w = std::io::BufWriter::with_capacity(256 << 10, ChannelWriter(tx));
+            match store.backup(&mut w) {
+                Ok(s) => log::info!("backup streamed: {} entries, {} bytes", s.entries, s.bytes),
+                Err(e) => log::warn!("backup stopped: {e}"),
+            }
+        })
+        .map_err(|e| OpError::internal(format!("cannot start the backup: {e}")))?;
+    let file = format!(
+        "skerry-{}-{}.skerrybak",
+        ctx.monitor.node_name.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-',
+            "_"
+        ),
+        crate::util::time::now_ms()
+    );
+    Ok(Answer::Download(
+        "application/octet-stream",
+        file,
+        Box::new(ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }),
+    ))
+}
+
+struct ChannelWriter(crossbeam_channel::Sender<Vec<u8>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(b.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: crossbeam_channel::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                // The backup thread finished (or failed: the file then lacks its trailer,
+                // and a restore refuses it).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Applies a monitoring endpoint's access setting: off is a 404; authenticated needs any
 /// valid user (a browser is asked for Basic credentials).
 fn monitor_access(
