@@ -85,7 +85,10 @@ fn describe_database_value(store: &Store, catalog: &Catalog, db: &str, p: &Princ
     let size = db_size(store, catalog, db);
     let mut out = Map::new();
     if let Some(d) = catalog.database(db) {
-        for (name, t) in &d.tables {
+        // In creation order (table ids grow), as Harper lists them.
+        let mut tables: Vec<(&String, &TableDef)> = d.tables.iter().collect();
+        tables.sort_by_key(|(_, t)| t.id);
+        for (name, t) in tables {
             if p.role.as_ref().is_some_and(|r| r.can_see(db, name)) {
                 out.insert(name.clone(), describe_table_value(store, t, size, p));
             }
@@ -117,6 +120,7 @@ fn search_rows(
         limit: search.limit,
         offset: search.offset,
         sort: search.sort.as_ref(),
+        reverse: search.reverse,
     };
     let recs = query::search(store, t, op, conds, &page)?;
     let get = search.get_attributes.clone();
@@ -359,7 +363,11 @@ pub fn execute(
     match op {
         Operation::DescribeAll => {
             let mut out = Map::new();
-            for db in catalog.databases.keys() {
+            // In creation order (database ids grow), as Harper lists them.
+            let mut dbs: Vec<(&String, u32)> =
+                catalog.databases.iter().map(|(n, d)| (n, d.id)).collect();
+            dbs.sort_by_key(|(_, id)| *id);
+            for (db, _) in dbs {
                 if db == SYSTEM_DB {
                     continue;
                 }
