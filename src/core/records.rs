@@ -2,7 +2,7 @@
 //! and the apply of replicated transactions. All of them end in [`Core::store_entry`], which keeps
 //! records, secondary indexes, table statistics and the published users/roles in step.
 
-use super::auth::{role_from_record, SUPER_USER_ROLE};
+use super::auth::{permission_errors, role_from_record, SUPER_USER_ROLE};
 use super::catalog::{
     invalid_name, TableDef, CREATED_TIME, HDB_NODES, HDB_ROLE, HDB_USER, SYSTEM_DB, UPDATED_TIME,
 };
@@ -791,6 +791,12 @@ impl<R> Core<R> {
         now_ms: u64,
         store: &dyn StoreView,
     ) -> StepResult {
+        if let Some(e) = permission
+            .as_object()
+            .and_then(|p| permission_errors(p, &self.catalog))
+        {
+            return Ok(Err(e));
+        }
         if self.auth.role_by_name(role).is_some() {
             return Ok(Err(OpError::conflict(format!(
                 "A role with name '{role}' already exists"
@@ -820,19 +826,41 @@ impl<R> Core<R> {
         now_ms: u64,
         store: &dyn StoreView,
     ) -> StepResult {
-        let Some(mut rec) = self.system_record(store, HDB_ROLE, &json!(id))? else {
+        // Harper checks the permissions before it looks the role up.
+        if let Some(e) = permission
+            .as_ref()
+            .and_then(Value::as_object)
+            .and_then(|p| permission_errors(p, &self.catalog))
+        {
+            return Ok(Err(e));
+        }
+        let Some(stored) = self.system_record(store, HDB_ROLE, &json!(id))? else {
             return Ok(Err(OpError::bad_request("Invalid role id")));
         };
-        if let Some(name) = role {
-            if self.auth.role_by_name(&name).is_some_and(|r| r.id != id) {
+        if let Some(name) = &role {
+            if self.auth.role_by_name(name).is_some_and(|r| r.id != id) {
                 return Ok(Err(OpError::conflict(format!(
                     "A role with name '{name}' already exists"
                 ))));
             }
-            rec.insert("role".into(), json!(name));
         }
-        if let Some(p) = permission {
+        // Harper's answer: `id`, `role`, `permission`, then the timestamps (which `put_system`
+        // appends: the stored ones are left out here so they come last).
+        let mut rec = Map::new();
+        rec.insert("id".into(), json!(id));
+        if let Some(r) = role
+            .map(Value::String)
+            .or_else(|| stored.get("role").cloned())
+        {
+            rec.insert("role".into(), r);
+        }
+        if let Some(p) = permission.or_else(|| stored.get("permission").cloned()) {
             rec.insert("permission".into(), p);
+        }
+        for (k, v) in stored {
+            if !rec.contains_key(&k) && k != CREATED_TIME && k != UPDATED_TIME {
+                rec.insert(k, v);
+            }
         }
         Ok(self
             .put_system(HDB_ROLE, rec, now_ms, store)?

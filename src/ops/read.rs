@@ -14,7 +14,9 @@ use crate::store::record::StoredRecord;
 use crate::store::Store;
 use serde_json::{json, Map, Value};
 
-/// Harper's table description object, showing `p` only the attributes it may read.
+/// Harper's table description object, showing `p` only the attributes its role may use (read,
+/// insert or update: Harper's `describe` permission). A role whose table permissions list no
+/// attributes sees them all (Harper 4.7 shows it none; see README, Differences from Harper).
 pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64, p: &Principal) -> Value {
     let stats = store.table_stats(t.id).unwrap_or_default();
     let (data, index) = store.table_disk_size(t.id).unwrap_or((0, 0));
@@ -28,7 +30,7 @@ pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64, p: &Princ
         .filter(|a| {
             rules
                 .as_ref()
-                .is_none_or(|r| r.allows(&a.name, &t.primary_key, TablePerm::Read))
+                .is_none_or(|r| r.describes(&a.name, &t.primary_key))
         })
         .map(|a| {
             if a.name == t.primary_key {
@@ -461,10 +463,7 @@ pub fn execute(
             let mut roles: Vec<_> = auth.roles.values().collect();
             roles.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(Value::Array(
-                roles
-                    .into_iter()
-                    .map(|r| Value::Object(r.record.clone()))
-                    .collect(),
+                roles.into_iter().map(AuthState::role_view).collect(),
             ))
         }
         _ => Err(OpError::internal("not a read operation")),
