@@ -834,10 +834,52 @@ mod tests {
                 400,
                 "'replicated' must be a boolean",
             ),
+            (
+                json!({"operation":"insert","table":"t","records":[],"write_details":1}),
+                400,
+                "'write_details' must be a boolean",
+            ),
+            // Harper's Joi checks of paging: 500s.
+            (
+                json!({"operation":"search_by_value","table":"t","attribute":"a","value":"*","limit":-1}),
+                500,
+                "'limit' must be greater than or equal to 1",
+            ),
+            (
+                json!({"operation":"search_by_value","table":"t","attribute":"a","value":"*","offset":"x"}),
+                500,
+                "'offset' must be a number",
+            ),
+            (
+                json!({"operation":"search_by_conditions","table":"t","conditions":[],"limit":2.5}),
+                500,
+                "'limit' must be an integer",
+            ),
         ];
         for (req, status, msg) in cases {
             assert_eq!(err(req.clone()), (status, msg.to_string()), "{req}");
         }
+    }
+
+    #[test]
+    fn paging_accepts_numeric_strings_and_reverse_is_search_by_value_only() {
+        let Operation::SearchByValue { search, .. } = p(json!({"operation":"search_by_value",
+            "table":"t","attribute":"a","value":"*","limit":"2","offset":"1","reverse":true}))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (search.limit, search.offset, search.reverse),
+            (Some(2), 1, true)
+        );
+        let Operation::SearchByConditions { search, .. } =
+            p(json!({"operation":"search_by_conditions",
+            "table":"t","conditions":[],"reverse":true}))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(!search.reverse);
     }
 
     #[test]
