@@ -550,7 +550,7 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Resul
     }
     let catalog = ctx.shared.catalog.load();
     read::authorize(&p, &op.requirement(), &catalog)?;
-    if let Operation::Write(w) = &op {
+    if let Operation::Write { op: w, .. } = &op {
         check_written_attributes(&p, &catalog, w)?;
     }
     if op.is_search() {
@@ -876,12 +876,12 @@ fn read_body(rq: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, OpError
 
 /// `create_authentication_tokens` with a user name and password in the body.
 fn execute_unauthenticated(ctx: &Context, op: Operation, rq: &tiny_http::Request) -> OpResult {
-    let Operation::CreateAuthenticationTokens {
-        username: Some(u),
-        password: Some(pw),
-    } = op
-    else {
+    let Operation::CreateAuthenticationTokens { username, password } = op else {
         return Err(OpError::unauthorized("Must login"));
+    };
+    // Half a pair of credentials is a failed login (Harper: `invalid credentials`).
+    let (Some(u), Some(pw)) = (username, password) else {
+        return Err(OpError::unauthorized("invalid credentials"));
     };
     let auth = ctx.shared.auth.load();
     let ip = rq.remote_addr().map(|a| a.ip());
@@ -900,10 +900,27 @@ fn execute_unauthenticated(ctx: &Context, op: Operation, rq: &tiny_http::Request
     }
 }
 
+/// Harper 4.7's write answers carry exactly `message` and the hashes (captured: no `txn_time`,
+/// no `new_attributes`, even when a write adds attributes). The core always reports both
+/// (they cost nothing to compute); they reach the client only when it asked with
+/// `"write_details": true`.
+fn write_answer(mut answer: Value, details: bool) -> Value {
+    if !details {
+        if let Some(o) = answer.as_object_mut() {
+            o.remove("txn_time");
+            o.remove("new_attributes");
+        }
+    }
+    answer
+}
+
 fn execute(ctx: &Context, op: Operation, p: &Principal) -> OpResult {
     let actor = Actor::User(p.username.clone());
     match op {
-        Operation::Write(w) => ctx.core.execute(w, actor),
+        Operation::Write { op, details } => ctx
+            .core
+            .execute(op, actor)
+            .map(|answer| write_answer(answer, details)),
         Operation::AddUser {
             username,
             password,

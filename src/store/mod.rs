@@ -672,16 +672,30 @@ impl Store {
         Ok(s.index.iter().map(|g| g.key().map_err(StoreError::from)))
     }
 
+    /// Every stored entry of a table, in descending primary-key order (`search_by_value` with
+    /// `reverse`).
+    pub fn scan_table_desc(
+        &self,
+        table: u32,
+    ) -> Result<impl Iterator<Item = Result<(fjall::Slice, fjall::Slice)>>> {
+        let s = self.spaces(table)?;
+        Ok(s.data
+            .iter()
+            .rev()
+            .map(|g| g.into_inner().map_err(StoreError::from)))
+    }
+
     /// Index keys of one attribute within `[start, end)` (bounds are encoded values, without the
-    /// attribute id), in order. Each item is the full index key minus the attribute id: the
-    /// encoded value followed by the encoded primary key.
+    /// attribute id), in order (descending with `reverse`). Each item is the full index key
+    /// minus the attribute id: the encoded value followed by the encoded primary key.
     pub fn scan_index(
         &self,
         table: u32,
         attribute: u32,
         start: Bound<Vec<u8>>,
         end: Bound<Vec<u8>>,
-    ) -> Result<impl Iterator<Item = Result<Vec<u8>>>> {
+        reverse: bool,
+    ) -> Result<Box<dyn Iterator<Item = Result<Vec<u8>>> + Send>> {
         let s = self.spaces(table)?;
         let prefix = attribute.to_be_bytes();
         let with_prefix = |b: Bound<Vec<u8>>| -> Bound<Vec<u8>> {
@@ -702,9 +716,13 @@ impl Store {
             },
             b => b,
         };
-        Ok(s.index
-            .range((lo, hi))
-            .map(|g| g.key().map(|k| k[4..].to_vec()).map_err(StoreError::from)))
+        let key = |g: fjall::Guard| g.key().map(|k| k[4..].to_vec()).map_err(StoreError::from);
+        let range = s.index.range((lo, hi));
+        Ok(if reverse {
+            Box::new(range.rev().map(key))
+        } else {
+            Box::new(range.map(key))
+        })
     }
 
     /// Audit entries of `origin` in database `db` with version > `after`, oldest first.
@@ -1006,7 +1024,7 @@ mod tests {
         }
         s.commit(&w, Durability::Buffer).unwrap();
         let pks: Vec<String> = s
-            .scan_index(3, 1, Bound::Unbounded, Bound::Unbounded)
+            .scan_index(3, 1, Bound::Unbounded, Bound::Unbounded, false)
             .unwrap()
             .map(|k| {
                 let k = k.unwrap();
