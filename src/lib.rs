@@ -1,11 +1,13 @@
 //! Skerry: a small, fast, Harper-compatible database node.
 //!
 //! Layout by responsibility: `ops` (HTTP operations API: parse, authenticate, authorise, serve
-//! reads), `core` (the single-threaded state machine that owns every write), `store` (fjall),
-//! `repl` (peer sockets), `config`, `node` (wiring the threads together) and `util`.
+//! reads), `jobs` (background jobs: bulk loads, exports, clean-ups), `core` (the
+//! single-threaded state machine that owns every write), `store` (fjall), `repl` (peer
+//! sockets), `config`, `node` (wiring the threads together) and `util`.
 
 pub mod config;
 pub mod core;
+pub mod jobs;
 pub mod node;
 pub mod ops;
 pub mod repl;

@@ -196,7 +196,10 @@ fn the_log_file_rotates_and_stays_bounded() {
     let n = TestNode::start_with_env(
         &ips(SUITE, 1)[0],
         "",
-        &[("LOGGING_ROTATION_MAXSIZE", "4096"), ("LOGGING_LEVEL", "debug")],
+        &[
+            ("LOGGING_ROTATION_MAXSIZE", "4096"),
+            ("LOGGING_LEVEL", "debug"),
+        ],
     );
     let log_dir = n.dir.join("data/log");
     let files = || {

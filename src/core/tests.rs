@@ -134,13 +134,14 @@ impl Node {
             .iter()
             .filter(|(d, o, _, _)| *d == db && *o == self.core.self_origin)
             .map(|(_, _, v, ops)| {
-                let (actor, ops) = txn::decode_entry(ops).unwrap();
+                let e = txn::decode_entry(ops).unwrap();
                 Txn {
                     origin: self.core.node_name().to_string(),
                     version: *v,
                     db: "dev".into(),
-                    actor,
-                    ops,
+                    actor: e.actor,
+                    kind: e.kind,
+                    ops: e.ops,
                 }
             })
             .collect()

@@ -29,6 +29,7 @@ pub struct Node {
     stop_core: Option<crossbeam_channel::Sender<()>>,
     core_thread: Option<JoinHandle<()>>,
     core: Option<CoreHandle>,
+    jobs: Option<crate::jobs::Jobs>,
     pub http_addr: SocketAddr,
     pub node_name: String,
 }
@@ -304,6 +305,10 @@ impl Node {
             })
             .map_err(|e| e.to_string())?;
         let handle = CoreHandle::new(tx);
+        // Jobs cut short by the last stop or crash are marked so before anything new starts.
+        let jobs = crate::jobs::Jobs::new(store.clone(), handle.clone(), shared.clone());
+        jobs.recover_interrupted()
+            .map_err(|e| format!("cannot read the job records: {e}"))?;
         let tokens = Arc::new(Tokens::new(
             &secret,
             cfg.authentication.operation_token_timeout,
@@ -380,6 +385,7 @@ impl Node {
                 restart,
                 started_ms,
             })),
+            jobs: Some(jobs.clone()),
         });
         let opts = HttpOptions {
             max_connections: net.max_connections,
@@ -426,6 +432,7 @@ impl Node {
             stop_core: Some(stop_tx),
             core_thread: Some(core_thread),
             core: Some(handle),
+            jobs: Some(jobs),
             http_addr,
             node_name,
         })
@@ -442,6 +449,10 @@ impl Node {
         }
         if let Some(r) = self.repl.take() {
             r.stop();
+        }
+        // Running jobs stop at their next batch boundary and record how far they got.
+        if let Some(j) = self.jobs.take() {
+            j.stop(std::time::Duration::from_secs(10));
         }
         self.core.take();
         self.stop_core.take();
