@@ -133,16 +133,22 @@ fn authority(url: &str) -> String {
     }
 }
 
+fn not_found(url: &str) -> String {
+    let a = authority(url);
+    let host = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
+    format!("getaddrinfo ENOTFOUND {host}")
+}
+
 /// Harper's (Node's) wording for a URL that cannot be fetched.
 fn url_error(url: &str, e: ureq::Error) -> String {
     match e {
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             format!("connect ECONNREFUSED {}", authority(url))
         }
-        ureq::Error::HostNotFound => {
-            let a = authority(url);
-            let host = a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h);
-            format!("getaddrinfo ENOTFOUND {host}")
+        ureq::Error::HostNotFound => not_found(url),
+        // The resolver's own failure arrives as an I/O error.
+        ureq::Error::Io(io) if io.to_string().contains("failed to lookup address") => {
+            not_found(url)
         }
         ureq::Error::Timeout(t) => format!("CSV Load failed from URL: {url}, timed out ({t})"),
         other => format!("CSV Load failed from URL: {url}, {other}"),
