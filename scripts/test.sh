@@ -3,7 +3,7 @@
 #
 # Works from any directory, on a fresh clone, with or without CI=true:
 #   setup   checks the Rust toolchain (cargo, rustfmt, clippy),
-#           installs curl and python3 with apt-get only if they are missing;
+#           installs curl, python3 and chromium with apt-get only if they are missing;
 #   fmt     cargo fmt --check
 #   clippy  cargo clippy --all-targets -- -D warnings
 #   build   cargo build --release (the shell tests and benchmarks use the release binary)
@@ -113,6 +113,8 @@ setup() {
     local missing=() sudo=()
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    # The status page is tested in a real headless browser (tests/monitoring.rs).
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     if ((${#missing[@]})); then
         echo "installing missing tools with apt-get: ${missing[*]}"
         if [[ $(id -u) -ne 0 ]]; then
@@ -128,6 +130,7 @@ setup() {
     fi
     curl --version | head -n 1
     python3 --version
+    chromium --version 2>/dev/null || echo "chromium: not available"
     echo "target directory: $TARGET_DIR"
 }
 

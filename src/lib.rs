@@ -3,12 +3,14 @@
 //! Layout by responsibility: `ops` (HTTP operations API: parse, authenticate, authorise, serve
 //! reads), `jobs` (background jobs: bulk loads, exports, clean-ups), `core` (the
 //! single-threaded state machine that owns every write), `store` (fjall), `repl` (peer
-//! sockets), `config`, `node` (wiring the threads together) and `util`.
+//! sockets), `tls` (certificates and trust), `obs` (metrics, status page), `config`, `node`
+//! (wiring the threads together) and `util`.
 
 pub mod config;
 pub mod core;
 pub mod jobs;
 pub mod node;
+pub mod obs;
 pub mod ops;
 pub mod repl;
 pub mod store;

@@ -7,7 +7,9 @@ const USAGE: &str = "\
 skerry - a small, fast, Harper-compatible database node
 
 USAGE:
-    skerry [--config FILE]
+    skerry [--config FILE]                  run a node
+    skerry check [--config FILE]            verify a stopped node's store (read-only)
+    skerry restore BACKUP [--config FILE]   restore a get_backup file into an empty rootPath
 
 OPTIONS:
     -c, --config FILE   YAML configuration (Harper key names). Without it the built-in
@@ -29,9 +31,18 @@ fn main() {
     owner_only_files();
     return_freed_memory_promptly();
     let mut config_path: Option<PathBuf> = None;
+    let mut command: Option<String> = None;
+    let mut operand: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "check" | "restore" if command.is_none() => command = Some(a.clone()),
+            _ if command.as_deref() == Some("restore")
+                && operand.is_none()
+                && !a.starts_with('-') =>
+            {
+                operand = Some(PathBuf::from(&a))
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return;
@@ -55,7 +66,15 @@ fn main() {
         Ok(c) => c,
         Err(e) => fail(&e.to_string()),
     };
-    init_logging(cfg.logging.level);
+    match command.as_deref() {
+        Some("check") => check(&cfg),
+        Some("restore") => match operand {
+            Some(file) => restore(&cfg, &file),
+            None => fail("restore needs the backup file: skerry restore BACKUP --config FILE"),
+        },
+        _ => {}
+    }
+    init_logging(&cfg);
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
@@ -128,8 +147,86 @@ fn re_exec() -> ! {
     fail(&format!("restart: cannot execute {}: {err}", exe.display()));
 }
 
-fn init_logging(level: log::LevelFilter) {
+/// `skerry check`: prints what it verified and every problem; exit 0 when clean, 1 otherwise.
+fn check(cfg: &Config) -> ! {
+    let r = match skerry::node::check::check(cfg) {
+        Ok(r) => r,
+        Err(e) => fail(&format!("check: {e}")),
+    };
+    println!(
+        "checked {} tables: {} records, {} index entries, {} audit entries in {}",
+        r.tables,
+        r.records,
+        r.index_entries,
+        r.audit_entries,
+        cfg.root_path.display()
+    );
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    if r.more_problems > 0 {
+        println!("... and {} more problems", r.more_problems);
+    }
+    if r.is_clean() {
+        println!("no problems found");
+        std::process::exit(0);
+    }
+    std::process::exit(1);
+}
+
+/// `skerry restore BACKUP`: restores into the config's (empty) rootPath.
+fn restore(cfg: &Config, file: &std::path::Path) -> ! {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => fail(&format!("cannot open {}: {e}", file.display())),
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 20, f);
+    let opts = skerry::store::StoreOptions {
+        cache_size: cfg.storage.cache_size,
+        max_write_buffer_size: cfg.storage.max_write_buffer_size,
+    };
+    match skerry::store::backup::restore(&cfg.root_path, &opts, &mut input) {
+        Ok(s) => {
+            println!(
+                "restored {} entries ({} bytes) into {}; start the node with the same --config",
+                s.entries,
+                s.bytes,
+                cfg.root_path.display()
+            );
+            std::process::exit(0);
+        }
+        Err(e) => fail(&format!("restore: {e}")),
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let level = cfg.logging.level;
+    let node = cfg.node_name();
+    let json = cfg.logging.format == skerry::config::LogFormat::Json;
     let mut b = env_logger::Builder::new();
+    // One line per event, each naming the node (several nodes' logs often end up in one place).
+    b.format(move |f, record| {
+        use std::io::Write;
+        let ts = skerry::util::time::iso8601(skerry::util::time::now_ms());
+        if json {
+            let line = serde_json::json!({
+                "timestamp": ts,
+                "level": record.level().as_str().to_ascii_lowercase(),
+                "node": node,
+                "target": record.target(),
+                "message": record.args().to_string(),
+            });
+            writeln!(f, "{line}")
+        } else {
+            let msg = record.args().to_string().replace('\n', "\\n");
+            writeln!(
+                f,
+                "{ts} {:<5} {node} {}: {msg}",
+                record.level(),
+                record.target()
+            )
+        }
+    });
     // The logger passes everything; `log::set_max_level` is the filter, so set_configuration
     // can change the level of a running node (up as well as down).
     b.filter_level(log::LevelFilter::Trace);

@@ -97,6 +97,34 @@ pub struct OperationsApi {
     pub network: OperationsNetwork,
     /// `operationsApi.tls`: a certificate for HTTPS other than the node's (Harper's key).
     pub tls: Tls,
+    /// `operationsApi.metrics`: who may read `GET /metrics`.
+    pub metrics: Access,
+    /// `operationsApi.statusPage`: who may read `GET /status`.
+    pub status_page: Access,
+}
+
+/// Who may read a monitoring endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// Anyone who can reach the port (the default: the port is loopback-only by default).
+    #[default]
+    Open,
+    /// The operations API's users (Basic or Bearer), any role.
+    Authenticated,
+    /// Not served (404).
+    Off,
+}
+
+fn access_value(v: &Value) -> Result<Access, String> {
+    match v.as_str() {
+        Some("open") => Ok(Access::Open),
+        Some("authenticated") => Ok(Access::Authenticated),
+        Some("off") => Ok(Access::Off),
+        _ => Err(format!(
+            "expected open, authenticated or off, got {}",
+            describe(v)
+        )),
+    }
 }
 
 /// `operationsApi.network`: listener and HTTP limits.
@@ -160,6 +188,27 @@ pub struct Logging {
     /// `rotation.enabled` / `rotation.maxSize`: rotate at this size, keeping 4 older files.
     pub rotation_enabled: bool,
     pub rotation_max_size: u64,
+    /// `format`: `text` (default) or `json`, one line per event on stderr.
+    pub format: LogFormat,
+    /// `requests`: log every request (operation, status, time) at info; off by default
+    /// (they are logged at debug).
+    pub requests: bool,
+}
+
+/// `logging.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+fn log_format_value(v: &Value) -> Result<LogFormat, String> {
+    match v.as_str() {
+        Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        _ => Err(format!("expected text or json, got {}", describe(v))),
+    }
 }
 
 impl Default for Logging {
@@ -170,6 +219,8 @@ impl Default for Logging {
             root: None,
             rotation_enabled: true,
             rotation_max_size: 10 * 1024 * 1024,
+            format: LogFormat::Text,
+            requests: false,
         }
     }
 }
@@ -406,6 +457,8 @@ const SCHEMA: &[(&str, Node)] = &[
                     ("host", Ignored),
                 ]),
             ),
+            ("metrics", Key),
+            ("statusPage", Key),
             ("sysInfo", Ignored),
         ]),
     ),
@@ -431,6 +484,8 @@ const SCHEMA: &[(&str, Node)] = &[
             ("auditLog", Ignored),
             ("auditAuthEvents", Ignored),
             ("file", Key),
+            ("format", Key),
+            ("requests", Key),
             ("external", Ignored),
         ]),
     ),
@@ -908,6 +963,8 @@ fn build(
         },
         rotation_enabled: l.or("logging.rotation.enabled", dl.rotation_enabled, bool_value)?,
         rotation_max_size: l.or("logging.rotation.maxSize", dl.rotation_max_size, size_value)?,
+        format: l.or("logging.format", dl.format, log_format_value)?,
+        requests: l.or("logging.requests", dl.requests, bool_value)?,
     };
 
     let dr = d.replication;
@@ -1037,6 +1094,8 @@ fn build(
         operations_api: OperationsApi {
             network,
             tls: ops_tls,
+            metrics: l.or("operationsApi.metrics", Access::Open, access_value)?,
+            status_page: l.or("operationsApi.statusPage", Access::Open, access_value)?,
         },
         logging,
         replication,

@@ -75,7 +75,13 @@ pub fn delete_records_before(
         let mut last = None;
         for item in ctx
             .store()
-            .scan_index(t.id, attr, start.clone(), Bound::Excluded(end.clone()))
+            .scan_index(
+                t.id,
+                attr,
+                start.clone(),
+                Bound::Excluded(end.clone()),
+                false,
+            )
             .map_err(storage)?
         {
             let k = item.map_err(storage)?;

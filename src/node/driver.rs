@@ -135,9 +135,10 @@ impl Driver {
 
     /// Commits what the core produced and answers. Public so start-up can run the bootstrap
     /// writes synchronously before any thread exists.
-    pub fn flush(&mut self) {
+    pub fn flush(&mut self) -> bool {
         let ready = self.core.take_ready();
-        if !ready.writes.is_empty() {
+        let wrote = !ready.writes.is_empty();
+        if wrote {
             if let Err(e) = self.store.commit(&ready.writes, self.durability) {
                 fatal(&e.to_string());
             }
@@ -168,12 +169,13 @@ impl Driver {
                 catalog_changed,
             });
         }
+        wrote
     }
 
     /// Runs one input to completion (start-up use).
     pub fn run_one(&mut self, msg: CoreMsg) {
         self.step(msg, crate::util::time::now_ms());
-        self.flush();
+        let _ = self.flush();
     }
 
     /// The core thread's loop; returns when told to stop (or every sender is gone) and the
@@ -197,6 +199,7 @@ impl Driver {
             self.shared
                 .core_alive_ms
                 .store(now, std::sync::atomic::Ordering::Relaxed);
+            let started = std::time::Instant::now();
             self.step(first, now);
             let mut n = 1;
             while n < self.max_group {
@@ -208,7 +211,9 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            self.flush();
+            if self.flush() {
+                crate::obs::metrics().commit(n, started.elapsed().as_secs_f64());
+            }
         }
         if let Err(e) = self.store.persist() {
             fatal(&e.to_string());

@@ -5,6 +5,7 @@
 //! finish the request they hold (their writes are committed and answered), drop every sender to
 //! the core so it drains its queue, commits and flushes, then return.
 
+pub mod check;
 pub mod driver;
 
 use crate::config::Config;
@@ -30,6 +31,8 @@ pub struct Node {
     core_thread: Option<JoinHandle<()>>,
     core: Option<CoreHandle>,
     jobs: Option<crate::jobs::Jobs>,
+    /// Dropped at stop: ends the throughput sampler.
+    _history_stop: crossbeam_channel::Sender<()>,
     pub http_addr: SocketAddr,
     pub node_name: String,
 }
@@ -360,6 +363,12 @@ impl Node {
             ),
         };
 
+        // The status page's throughput history.
+        let (history_stop, history_rx) = crossbeam_channel::bounded::<()>(1);
+        {
+            let cluster = cluster.clone();
+            crate::obs::history::start(Box::new(move || cluster.links()), history_rx);
+        }
         let http_addr = match listener.as_ref().or(secure_listener.as_ref()) {
             Some(l) => l.local_addr().map_err(|e| e.to_string())?,
             None => return Err("operationsApi.network.port is null and no securePort is set: the operations API would not listen anywhere".into()),
@@ -371,7 +380,7 @@ impl Node {
             tokens,
             max_body: net.max_body_size,
             authorize_local: cfg.authentication.authorize_local,
-            cluster: Some(cluster),
+            cluster: Some(cluster.clone()),
             certs: Some(Arc::new(crate::ops::certs::CertOps {
                 tls: node_tls.clone(),
                 on_trust_change: repl.as_ref().map(|r| {
@@ -379,6 +388,13 @@ impl Node {
                     Box::new(move || ctx.reload_sync()) as Box<dyn Fn() + Send + Sync>
                 }),
             })),
+            monitor: crate::ops::http::Monitor {
+                node_name: node_name.clone(),
+                started_ms,
+                metrics: cfg.operations_api.metrics,
+                status_page: cfg.operations_api.status_page,
+                log_requests: cfg.logging.requests,
+            },
             admin: Some(Arc::new(crate::ops::admin::AdminOps {
                 cfg: cfg.clone(),
                 env: env.to_vec(),
@@ -433,6 +449,7 @@ impl Node {
             core_thread: Some(core_thread),
             core: Some(handle),
             jobs: Some(jobs),
+            _history_stop: history_stop,
             http_addr,
             node_name,
         })

@@ -28,6 +28,16 @@ pub trait ClusterOps: Send + Sync {
         body: &serde_json::Map<String, Value>,
         p: &Principal,
     ) -> Option<OpResult>;
+
+    /// The replication links, for metrics and the status page (none without replication).
+    fn links(&self) -> Vec<crate::obs::LinkSnap> {
+        Vec::new()
+    }
+
+    /// Whether replication is up enough for the node to count as ready.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 pub struct Context {
@@ -40,8 +50,19 @@ pub struct Context {
     pub cluster: Option<Arc<dyn ClusterOps>>,
     pub certs: Option<Arc<super::certs::CertOps>>,
     pub admin: Option<Arc<super::admin::AdminOps>>,
+    pub monitor: Monitor,
     /// Background jobs (bulk loads, exports, clean-ups).
     pub jobs: Option<crate::jobs::Jobs>,
+}
+
+/// What the monitoring endpoints need besides the rest of the context.
+#[derive(Clone)]
+pub struct Monitor {
+    pub node_name: String,
+    pub started_ms: u64,
+    pub metrics: crate::config::Access,
+    pub status_page: crate::config::Access,
+    pub log_requests: bool,
 }
 
 pub struct HttpServer {
@@ -248,14 +269,29 @@ const BUFFERED_ROWS_BYTES: usize = 256 * 1024;
 
 fn handle(ctx: &Context, mut rq: tiny_http::Request) {
     let started = std::time::Instant::now();
-    let result = process(ctx, &mut rq);
-    if log::log_enabled!(log::Level::Debug) {
-        let status = match &result {
-            Ok(_) => 200,
-            Err(e) => e.status,
-        };
-        log::debug!(
-            "{} {} from {:?}: {status} in {:.1} ms",
+    let mut op = String::new();
+    let result = process(ctx, &mut rq, &mut op);
+    let status = match &result {
+        Ok(_) => 200,
+        Err(e) => e.status,
+    };
+    crate::obs::metrics().operation(
+        if op.is_empty() { "invalid" } else { &op },
+        status,
+        started.elapsed().as_secs_f64(),
+    );
+    // The request log: at info when `logging.requests` is on, else at debug. The operation
+    // name is the client's text only after it passed the metrics' interning rules.
+    let level = if ctx.monitor.log_requests {
+        log::Level::Info
+    } else {
+        log::Level::Debug
+    };
+    if log::log_enabled!(level) {
+        let shown: String = op.chars().take(48).collect();
+        log::log!(
+            level,
+            "{} {} {shown:?} from {:?}: {status} in {:.1} ms",
             rq.method(),
             rq.url().chars().take(128).collect::<String>(),
             rq.remote_addr().map(|a| a.ip()),
@@ -264,6 +300,37 @@ fn handle(ctx: &Context, mut rq: tiny_http::Request) {
     }
     let (status, body) = match result {
         Ok(Answer::Json(v)) => (200, v),
+        Ok(Answer::Text(content, text)) => {
+            let resp = tiny_http::Response::from_data(text.into_bytes())
+                .with_status_code(200)
+                .with_header(content_type(content))
+                .with_header(server_header());
+            if let Err(e) = rq.respond(resp) {
+                log::debug!("could not send a response: {e}");
+            }
+            return;
+        }
+        Ok(Answer::Download(content, filename, reader)) => {
+            let resp = tiny_http::Response::new(
+                tiny_http::StatusCode(200),
+                vec![
+                    content_type(content),
+                    server_header(),
+                    tiny_http::Header::from_bytes(
+                        &b"Content-Disposition"[..],
+                        format!("attachment; filename=\"{filename}\"").as_bytes(),
+                    )
+                    .expect("file names are plain"),
+                ],
+                reader,
+                None,
+                None,
+            );
+            if let Err(e) = rq.respond(resp) {
+                log::warn!("a download was cut short: {e}");
+            }
+            return;
+        }
         Ok(Answer::Rows(rows)) => {
             let resp = match RowStream::start(rows) {
                 Ok(stream) if stream.done => json_bytes_response(200, stream.buf),
@@ -291,7 +358,18 @@ fn handle(ctx: &Context, mut rq: tiny_http::Request) {
                 .with_header(content_type("text/plain; charset=utf-8"))
                 .with_header(server_header())
         }
-        other => json_response(status, &other),
+        other => {
+            let r = json_response(status, &other);
+            // A browser opening the status page (or a scraper) is asked for credentials.
+            if status == 401 && (op == "status" || op == "metrics") {
+                r.with_header(
+                    tiny_http::Header::from_bytes("WWW-Authenticate", "Basic realm=\"skerry\"")
+                        .expect("static header"),
+                )
+            } else {
+                r
+            }
+        }
     };
     if let Err(e) = rq.respond(resp) {
         log::debug!("could not send a response: {e}");
@@ -334,12 +412,37 @@ const ANONYMOUS_BODY_LIMIT: u64 = 16 * 1024;
 enum Answer {
     Json(Value),
     Rows(read::Rows),
+    /// A non-JSON document (metrics text, the status page).
+    Text(&'static str, String),
+    /// A streamed file download (content type, file name).
+    Download(&'static str, String, Box<dyn Read + Send>),
 }
 
-fn process(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Answer, OpError> {
+fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Result<Answer, OpError> {
     let path = rq.url().split('?').next().unwrap_or("/").to_string();
     match (rq.method(), path.as_str()) {
+        (tiny_http::Method::Get | tiny_http::Method::Head, "/metrics") => {
+            op.push_str("metrics");
+            monitor_access(ctx, rq, ctx.monitor.metrics)?;
+            return Ok(Answer::Text(
+                "text/plain; version=0.0.4; charset=utf-8",
+                crate::obs::render(snapshot(ctx)),
+            ));
+        }
+        (tiny_http::Method::Get | tiny_http::Method::Head, "/status") => {
+            op.push_str("status");
+            monitor_access(ctx, rq, ctx.monitor.status_page)?;
+            return Ok(Answer::Text(
+                "text/html; charset=utf-8",
+                crate::obs::status::render(&snapshot(ctx), ctx.monitor.started_ms),
+            ));
+        }
+        (tiny_http::Method::Get | tiny_http::Method::Head, "/ready") => {
+            op.push_str("ready");
+            return ready(ctx).map(Answer::Json);
+        }
         (tiny_http::Method::Get | tiny_http::Method::Head, "/health") => {
+            op.push_str("health");
             // Liveness means the core turns: it ticks every second.
             if !ctx.shared.core_alive(CORE_STALE_MS) {
                 return Err(OpError::unavailable(
@@ -359,7 +462,7 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Answer, OpError
     }
     // Who is asking is settled from the headers before one byte of the body is read: missing
     // or wrong credentials cost the node a header parse, never a body.
-    let caller = caller(ctx, rq)?;
+    let caller = caller(ctx, rq).inspect_err(|_| op.push_str("unauthenticated"))?;
     let body_limit = match caller {
         Caller::Anonymous => ANONYMOUS_BODY_LIMIT.min(ctx.max_body),
         _ => ctx.max_body,
@@ -378,6 +481,7 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Answer, OpError
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    op.push_str(&name);
 
     let p = match caller {
         Caller::Principal(p, via) => (p, via),
@@ -414,6 +518,12 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Answer, OpError
         }
     }
 
+    if name == "get_backup" {
+        if !p.is_super_user() {
+            return Err(OpError::super_user_only("getBackup"));
+        }
+        return backup(ctx, &body.fields);
+    }
     if let Some(admin) = &ctx.admin {
         if super::admin::is_admin_op(&name) {
             return admin
@@ -447,7 +557,7 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Answer, OpError
     }
     let catalog = ctx.shared.catalog.load();
     read::authorize(&p, &op.requirement(), &catalog)?;
-    if let Operation::Write(w) = &op {
+    if let Operation::Write { op: w, .. } = &op {
         read::check_written_attributes(&p, &catalog, w)?;
     }
     if op.is_search() {
@@ -460,6 +570,166 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request) -> Result<Answer, OpError
 /// The caller as the headers say. `authorizeLocal` only applies to requests a web page cannot
 /// forge: a JSON content type (which a cross-site form or `fetch` without CORS cannot send) and
 /// no `Origin` header.
+/// `get_backup`: streams a consistent backup of the whole node (a database alone could not
+/// be restored without the catalog and users it depends on). The backup runs in its own
+/// thread and waits while the client reads (a bounded channel), so a slow download holds
+/// a few chunks, not the store.
+fn backup(ctx: &Context, body: &serde_json::Map<String, Value>) -> Result<Answer, OpError> {
+    if let Some(db) = body.get("database").or_else(|| body.get("schema")) {
+        let db = db
+            .as_str()
+            .ok_or_else(|| OpError::bad_request("'database' must be a string"))?;
+        if ctx.shared.catalog.load().database(db).is_none() {
+            return Err(OpError::not_found(format!(
+                "database '{db}' does not exist"
+            )));
+        }
+    }
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(8);
+    let store = ctx.store.clone();
+    std::thread::Builder::new()
+        .name("backup".into())
+        .spawn(move || {
+            let mut w = std::io::BufWriter::with_capacity(256 << 10, ChannelWriter(tx));
+            match store.backup(&mut w) {
+                Ok(s) => log::info!("backup streamed: {} entries, {} bytes", s.entries, s.bytes),
+                Err(e) => log::warn!("backup stopped: {e}"),
+            }
+        })
+        .map_err(|e| OpError::internal(format!("cannot start the backup: {e}")))?;
+    let file = format!(
+        "skerry-{}-{}.skerrybak",
+        ctx.monitor.node_name.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-',
+            "_"
+        ),
+        crate::util::time::now_ms()
+    );
+    Ok(Answer::Download(
+        "application/octet-stream",
+        file,
+        Box::new(ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }),
+    ))
+}
+
+struct ChannelWriter(crossbeam_channel::Sender<Vec<u8>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(b.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: crossbeam_channel::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                // The backup thread finished (or failed: the file then lacks its trailer,
+                // and a restore refuses it).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Applies a monitoring endpoint's access setting: off is a 404; authenticated needs any
+/// valid user (a browser is asked for Basic credentials).
+fn monitor_access(
+    ctx: &Context,
+    rq: &tiny_http::Request,
+    access: crate::config::Access,
+) -> Result<(), OpError> {
+    match access {
+        crate::config::Access::Open => Ok(()),
+        crate::config::Access::Off => Err(OpError::not_found("Not found")),
+        crate::config::Access::Authenticated => match caller(ctx, rq)? {
+            Caller::Principal(..) => Ok(()),
+            _ => Err(OpError::unauthorized("Must login")),
+        },
+    }
+}
+
+/// Readiness: 200 only while the core turns and, when replication is configured, its
+/// manager is running (for load balancers and orchestrators; `/health` is liveness).
+fn ready(ctx: &Context) -> Result<Value, OpError> {
+    let core = ctx.shared.core_alive(CORE_STALE_MS);
+    let replication = ctx.cluster.as_ref().map_or(Ok(()), |c| c.ready());
+    let body = json!({
+        "ready": core && replication.is_ok(),
+        "core": core,
+        "replication": match &replication {
+            Ok(()) => Value::Bool(true),
+            Err(e) => Value::String(e.clone()),
+        },
+    });
+    if core && replication.is_ok() {
+        Ok(body)
+    } else {
+        let mut e = OpError::unavailable("not ready");
+        e.body = body;
+        Err(e)
+    }
+}
+
+/// What the node holds now, for `/metrics` and `/status`.
+fn snapshot(ctx: &Context) -> crate::obs::Snapshot {
+    let catalog = ctx.shared.catalog.load();
+    let mut tables = Vec::new();
+    for (db, d) in &catalog.databases {
+        for (name, t) in &d.tables {
+            let stats = ctx.store.table_stats(t.id).unwrap_or_default();
+            let (data, index) = ctx.store.table_disk_size(t.id).unwrap_or((0, 0));
+            tables.push(crate::obs::TableSnap {
+                database: db.clone(),
+                table: name.clone(),
+                records: stats.count,
+                bytes: (data + index).max(stats.bytes),
+            });
+        }
+    }
+    let rss_kb: u64 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    crate::obs::Snapshot {
+        node: ctx.monitor.node_name.clone(),
+        core_alive: ctx.shared.core_alive(CORE_STALE_MS),
+        rss_bytes: rss_kb * 1024,
+        connections: tiny_http::live_connections() as u64,
+        tables,
+        links: ctx.cluster.as_ref().map(|c| c.links()).unwrap_or_default(),
+    }
+}
+
 fn caller(ctx: &Context, rq: &tiny_http::Request) -> Result<Caller, OpError> {
     let ip = rq.remote_addr().map(|a| a.ip());
     let auth = ctx.shared.auth.load();
@@ -572,12 +842,12 @@ fn read_body(rq: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, OpError
 
 /// `create_authentication_tokens` with a user name and password in the body.
 fn execute_unauthenticated(ctx: &Context, op: Operation, rq: &tiny_http::Request) -> OpResult {
-    let Operation::CreateAuthenticationTokens {
-        username: Some(u),
-        password: Some(pw),
-    } = op
-    else {
+    let Operation::CreateAuthenticationTokens { username, password } = op else {
         return Err(OpError::unauthorized("Must login"));
+    };
+    // Half a pair of credentials is a failed login (Harper: `invalid credentials`).
+    let (Some(u), Some(pw)) = (username, password) else {
+        return Err(OpError::unauthorized("invalid credentials"));
     };
     let auth = ctx.shared.auth.load();
     let ip = rq.remote_addr().map(|a| a.ip());
@@ -596,10 +866,27 @@ fn execute_unauthenticated(ctx: &Context, op: Operation, rq: &tiny_http::Request
     }
 }
 
+/// Harper 4.7's write answers carry exactly `message` and the hashes (captured: no `txn_time`,
+/// no `new_attributes`, even when a write adds attributes). The core always reports both
+/// (they cost nothing to compute); they reach the client only when it asked with
+/// `"write_details": true`.
+fn write_answer(mut answer: Value, details: bool) -> Value {
+    if !details {
+        if let Some(o) = answer.as_object_mut() {
+            o.remove("txn_time");
+            o.remove("new_attributes");
+        }
+    }
+    answer
+}
+
 fn execute(ctx: &Context, op: Operation, p: &Principal) -> OpResult {
     let actor = Actor::User(p.username.clone());
     match op {
-        Operation::Write(w) => ctx.core.execute(w, actor),
+        Operation::Write { op, details } => ctx
+            .core
+            .execute(op, actor)
+            .map(|answer| write_answer(answer, details)),
         Operation::AddUser {
             username,
             password,

@@ -71,6 +71,20 @@ impl ClusterOps for ReplicationOff {
 pub struct ClusterApi(pub Arc<ReplCtx>);
 
 impl ClusterOps for ClusterApi {
+    fn links(&self) -> Vec<crate::obs::LinkSnap> {
+        link_snaps(&self.0)
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.0.stopping.load(Ordering::SeqCst) {
+            return Err("replication is stopping".into());
+        }
+        if !self.0.manager_ready.load(Ordering::SeqCst) {
+            return Err("replication has not loaded its membership yet".into());
+        }
+        Ok(())
+    }
+
     fn execute(&self, name: &str, body: &Map<String, Value>, p: &Principal) -> Option<OpResult> {
         if !p.is_super_user() {
             return Some(Err(OpError::super_user_only(handler_name(name))));
@@ -928,6 +942,123 @@ fn cluster_status(ctx: &ReplCtx) -> Value {
     out
 }
 
+/// How far a peer is behind this node for one origin of one database.
+pub struct OriginLag {
+    pub origin: String,
+    /// Age of the newest transaction the peer has not acknowledged, relative to what this
+    /// node holds (0 = caught up).
+    pub behind_ms: u64,
+    /// Records in the transactions it has not acknowledged (counted over at most
+    /// `LAG_SCAN` transactions; `capped` when there are more).
+    pub records: u64,
+    pub capped: bool,
+}
+
+/// Transactions scanned per origin to count a lag in records.
+const LAG_SCAN: usize = 10_000;
+
+/// The peer's lag on `db`, for every origin it has acknowledged on the stream this node
+/// sends it: this node's version vector against the peer's acknowledgements.
+pub fn lag_of(ctx: &ReplCtx, peer: &str, db: &str) -> Vec<OriginLag> {
+    let acked = ctx
+        .stats
+        .link(peer, db)
+        .acked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if acked.is_empty() {
+        return Vec::new();
+    }
+    let Some(db_id) = ctx.shared.catalog.load().database(db).map(|d| d.id) else {
+        return Vec::new();
+    };
+    let (Ok(local), Ok(names)) = (ctx.store.cursor_vector(db_id), ctx.store.origin_names()) else {
+        return Vec::new();
+    };
+    let ids: std::collections::HashMap<&str, u32> =
+        names.iter().map(|(id, n)| (n.as_str(), *id)).collect();
+    let mut out = Vec::new();
+    for (origin, have) in &local {
+        let Some(&theirs) = acked.get(origin) else {
+            continue;
+        };
+        if *have <= theirs {
+            out.push(OriginLag {
+                origin: origin.clone(),
+                behind_ms: 0,
+                records: 0,
+                capped: false,
+            });
+            continue;
+        }
+        let behind_ms =
+            crate::core::hlc::ms_of(*have).saturating_sub(crate::core::hlc::ms_of(theirs));
+        let (mut records, mut capped) = (0u64, false);
+        if let Some(&id) = ids.get(origin.as_str()) {
+            for (i, entry) in ctx.store.audit_after(db_id, id, theirs).enumerate() {
+                if i == LAG_SCAN {
+                    capped = true;
+                    break;
+                }
+                match entry {
+                    Ok((_, ops)) => {
+                        records += crate::core::txn::decode_ops(&ops).map_or(0, |o| o.len() as u64)
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        out.push(OriginLag {
+            origin: origin.clone(),
+            behind_ms,
+            records,
+            capped,
+        });
+    }
+    out.sort_by(|a, b| a.origin.cmp(&b.origin));
+    out
+}
+
+/// Every current member's links, for metrics and the status page.
+pub fn link_snaps(ctx: &ReplCtx) -> Vec<crate::obs::LinkSnap> {
+    let members = ctx.members.load();
+    let now = crate::util::time::now_ms();
+    let mut out = Vec::new();
+    for ((peer, db), s) in ctx.stats.all() {
+        if !members.names.contains(&peer) || peer == ctx.node_name {
+            continue;
+        }
+        let lags = lag_of(ctx, &peer, &db);
+        let progress = s.copy_progress(now);
+        let cert = s
+            .peer_cert
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.days_left(now));
+        out.push(crate::obs::LinkSnap {
+            receiving: s.pull.connected.load(Ordering::SeqCst),
+            sending: s.push.connected.load(Ordering::SeqCst),
+            records_received: s.records_received.load(Ordering::Relaxed),
+            records_sent: s.records_sent.load(Ordering::Relaxed),
+            lag_ms: lags.iter().map(|l| l.behind_ms).max().unwrap_or(0),
+            lag_records: lags.iter().map(|l| l.records).sum(),
+            last_error: s
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            copy_in: progress.filter(|p| p.0 == "receiving").map(|p| (p.1, p.2)),
+            copy_out: progress.filter(|p| p.0 == "sending").map(|p| (p.1, p.2)),
+            cert_days_left: cert,
+            peer,
+            database: db,
+        });
+    }
+    out
+}
+
 fn socket_status(ctx: &ReplCtx, peer: &str, db: &str, policy: &LinkPolicy) -> Value {
     let s = ctx.stats.link(peer, db);
     let pull_up = s.pull.connected.load(Ordering::SeqCst);
@@ -986,18 +1117,44 @@ fn socket_status(ctx: &ReplCtx, peer: &str, db: &str, policy: &LinkPolicy) -> Va
         json!(crate::core::hlc::to_ms_f64(received)),
     );
     let copying_out = s.copying_out.load(Ordering::Relaxed);
-    let copying_in = s.copying_in.load(Ordering::Relaxed);
     if copying_out {
         // Harper's marker for a bulk copy in progress.
         o.insert("sendingMessage".into(), json!("Copying"));
+    }
+    if let Some((direction, done, total, eta)) = s.copy_progress(crate::util::time::now_ms()) {
+        let mut c = json!({"direction": direction, "records": done});
+        if total > 0 {
+            c["total"] = json!(total);
+            c["percent"] = json!(((done as f64 * 1000.0 / total as f64).round() / 10.0).min(100.0));
+        }
+        if let Some(ms) = eta {
+            c["eta_seconds"] = json!((ms as f64 / 100.0).round() / 10.0);
+        }
+        o.insert("copy".into(), c);
+    }
+    let lags = lag_of(ctx, peer, db);
+    if !lags.is_empty() {
         o.insert(
-            "copy".into(),
-            json!({"direction": "sending", "records": s.copy_sent.load(Ordering::Relaxed)}),
+            "lagSeconds".into(),
+            json!(lags.iter().map(|l| l.behind_ms).max().unwrap_or(0) as f64 / 1000.0),
         );
-    } else if copying_in {
         o.insert(
-            "copy".into(),
-            json!({"direction": "receiving", "records": s.copy_received.load(Ordering::Relaxed)}),
+            "lagRecords".into(),
+            json!(lags.iter().map(|l| l.records).sum::<u64>()),
+        );
+        o.insert(
+            "lag".into(),
+            Value::Array(
+                lags.iter()
+                    .map(|l| {
+                        let mut v = json!({"origin": l.origin, "seconds": l.behind_ms as f64 / 1000.0, "records": l.records});
+                        if l.capped {
+                            v["records_at_least"] = json!(true);
+                        }
+                        v
+                    })
+                    .collect(),
+            ),
         );
     }
     let sending = s.sending_version.load(Ordering::Relaxed);

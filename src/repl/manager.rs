@@ -307,10 +307,16 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
             }
         }
         threads.retain(|t| !t.is_finished());
+        if do_reload {
+            ctx.manager_ready
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         for a in acks {
             let _ = a.send(());
         }
     }
+    ctx.manager_ready
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     for h in pulls.values() {
         let _ = h.ctl.send(PullCtl::Stop);
     }

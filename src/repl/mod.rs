@@ -235,6 +235,8 @@ pub struct ReplCtx {
     pub push_sessions: Mutex<HashMap<(String, String), (u64, TcpStream)>>,
     pub next_session: AtomicU64,
     pub stopping: AtomicBool,
+    /// The manager finished its first membership load (and is still running): `/ready`.
+    pub manager_ready: AtomicBool,
     pub live_threads: AtomicU64,
     /// Databases being fully copied on this node, and from which peer: one copy of a database at
     /// a time (several peers could serve it; one is enough).
@@ -421,6 +423,7 @@ impl Replicator {
             push_sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            manager_ready: AtomicBool::new(false),
             live_threads: AtomicU64::new(0),
             copying: Mutex::new(HashMap::new()),
         });

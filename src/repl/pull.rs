@@ -490,7 +490,12 @@ fn receive_copy(
                     Incoming::Frame(Frame::CopyStart {
                         mut vector,
                         mut databases,
+                        total,
                     }) => {
+                        stats.copy_total.store(total, Ordering::Relaxed);
+                        stats
+                            .copy_started_ms
+                            .store(crate::util::time::now_ms(), Ordering::Relaxed);
                         super::validate::vector(&vector, ctx.cfg.version_ceiling())
                             .and_then(|()| {
                                 databases.iter().try_for_each(|d| {

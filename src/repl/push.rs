@@ -400,10 +400,11 @@ fn handle_incoming(
             Incoming::Frame(Frame::CopyRequest { table, key }) => {
                 st.copy_request = Some((table, key));
             }
-            Incoming::Frame(Frame::Ack { .. }) => {
+            Incoming::Frame(Frame::Ack { applied }) => {
                 stats
                     .last_commit_confirmed_ms
                     .store(crate::util::time::now_ms(), Ordering::Relaxed);
+                stats.record_acked(&applied);
             }
             Incoming::Frame(_) => {}
             Incoming::Closed(reason) => return Err(reason),
@@ -601,8 +602,28 @@ fn send_copy(
     } else {
         Vec::new()
     };
-    conn.send(&Frame::CopyStart { vector, databases })?;
+    // The progress a copy can promise: the sending tables' records (committed statistics,
+    // so a little off while writes continue).
+    let total: u64 = catalog
+        .database(db)
+        .map(|d| {
+            d.tables
+                .iter()
+                .filter(|(name, t)| t.replicate && ctx.policy(peer).sends_table(db, name))
+                .map(|(_, t)| ctx.store.table_stats(t.id).map_or(0, |s| s.count))
+                .sum()
+        })
+        .unwrap_or(0);
+    conn.send(&Frame::CopyStart {
+        vector,
+        databases,
+        total,
+    })?;
     let names = ctx.store.origin_names().map_err(storage)?;
+    stats.copy_total.store(total, Ordering::Relaxed);
+    stats
+        .copy_started_ms
+        .store(crate::util::time::now_ms(), Ordering::Relaxed);
     stats.copying_out.store(true, Ordering::Relaxed);
     stats.copy_sent.store(0, Ordering::Relaxed);
     let budget = FRAME_TARGET.min(ctx.cfg.max_frame / 2);

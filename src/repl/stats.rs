@@ -63,6 +63,12 @@ pub struct LinkStats {
     pub copy_received: AtomicU64,
     pub copying_out: AtomicBool,
     pub copying_in: AtomicBool,
+    /// Records the copy in progress holds (0 = unknown), and when it started.
+    pub copy_total: AtomicU64,
+    pub copy_started_ms: AtomicU64,
+    /// What the peer acknowledged on the stream this node sends: origin → version (capped in
+    /// size by the number of origins, which `validate` bounds).
+    pub acked: Mutex<BTreeMap<String, u64>>,
     /// Origins whose transactions we receive over this link (the peer plus relayed ones).
     pub nodes: Mutex<Vec<String>>,
     /// Why the link is down, with the wall-clock ms it happened.
@@ -90,6 +96,33 @@ impl LinkStats {
         }
     }
 
+    pub fn record_acked(&self, applied: &[(String, u64)]) {
+        let mut a = self.acked.lock().unwrap_or_else(|p| p.into_inner());
+        for (origin, v) in applied {
+            if a.len() < 4096 || a.contains_key(origin) {
+                let slot = a.entry(origin.clone()).or_insert(0);
+                *slot = (*slot).max(*v);
+            }
+        }
+    }
+
+    /// Progress of the full copy in progress, if any: (direction, records so far, total or
+    /// 0, estimated ms left or None).
+    pub fn copy_progress(&self, now_ms: u64) -> Option<(&'static str, u64, u64, Option<u64>)> {
+        let (dir, done) = if self.copying_out.load(Ordering::Relaxed) {
+            ("sending", self.copy_sent.load(Ordering::Relaxed))
+        } else if self.copying_in.load(Ordering::Relaxed) {
+            ("receiving", self.copy_received.load(Ordering::Relaxed))
+        } else {
+            return None;
+        };
+        let total = self.copy_total.load(Ordering::Relaxed);
+        let elapsed = now_ms.saturating_sub(self.copy_started_ms.load(Ordering::Relaxed));
+        let eta = (total > done && done > 0 && elapsed > 0)
+            .then(|| (total - done).saturating_mul(elapsed) / done);
+        Some((dir, done, total, eta))
+    }
+
     pub fn max_received(&self, version: u64) {
         self.last_received_version
             .fetch_max(version, Ordering::Relaxed);
@@ -102,6 +135,16 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Every (peer, database) slot.
+    pub fn all(&self) -> Vec<((String, String), Arc<LinkStats>)> {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// The stats slot of (peer, database), created on first use.
     pub fn link(&self, peer: &str, db: &str) -> Arc<LinkStats> {
         self.links

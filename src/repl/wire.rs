@@ -61,6 +61,9 @@ pub enum Frame {
     CopyStart {
         vector: Vec<(String, u64)>,
         databases: Vec<String>,
+        /// Records the copy will hold (from the sender's table statistics; 0 = unknown).
+        /// Trailing, so a frame from a sender without it still decodes.
+        total: u64,
     },
     /// Sender → receiver: the rows of one table follow (schema first, so it can be created).
     CopyTable {
@@ -213,13 +216,18 @@ impl Frame {
                 e.str(table);
                 e.bytes(key);
             }
-            Frame::CopyStart { vector, databases } => {
+            Frame::CopyStart {
+                vector,
+                databases,
+                total,
+            } => {
                 e.u8(COPY_START);
                 put_vector(&mut e, vector);
                 e.varint(databases.len() as u64);
                 for d in databases {
                     e.str(d);
                 }
+                e.varint(*total);
             }
             Frame::CopyTable {
                 table,
@@ -313,7 +321,12 @@ impl Frame {
                 for _ in 0..n {
                     databases.push(d.string()?);
                 }
-                Frame::CopyStart { vector, databases }
+                let total = if d.is_empty() { 0 } else { d.varint()? };
+                Frame::CopyStart {
+                    vector,
+                    databases,
+                    total,
+                }
             }
             COPY_TABLE => {
                 let table = d.string()?;
@@ -407,6 +420,7 @@ mod tests {
             Frame::CopyStart {
                 vector: vec![("a".into(), 3)],
                 databases: vec!["dev".into()],
+                total: 12,
             },
             Frame::CopyTable {
                 table: "dog".into(),

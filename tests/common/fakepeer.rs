@@ -140,6 +140,7 @@ fn serve(sock: TcpStream, script: &Script, seen: &Mutex<Seen>) {
                     &Frame::CopyStart {
                         vector: Vec::new(),
                         databases: Vec::new(),
+                        total: 0,
                     },
                 );
                 send(&mut ws, &Frame::CopyEnd);

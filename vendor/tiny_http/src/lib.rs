@@ -158,8 +158,17 @@ struct Connections {
     per_ip: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
+/// Live connections of every server in the process (Skerry's metrics read it).
+static LIVE_CONNECTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Live connections of every server in this process.
+pub fn live_connections() -> usize {
+    LIVE_CONNECTIONS.load(Relaxed)
+}
+
 impl Connections {
     fn register(self: &Arc<Self>, ip: Option<std::net::IpAddr>) -> ConnectionRegistration {
+        LIVE_CONNECTIONS.fetch_add(1, Relaxed);
         *self.count.lock().unwrap() += 1;
         if let Some(ip) = ip {
             *self.per_ip.lock().unwrap().entry(ip).or_insert(0) += 1;
@@ -201,6 +210,7 @@ impl Drop for ConnectionRegistration {
                 }
             }
         }
+        LIVE_CONNECTIONS.fetch_sub(1, Relaxed);
         *self.0.count.lock().unwrap() -= 1;
         self.0.ended.notify_one();
     }
