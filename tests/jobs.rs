@@ -437,6 +437,42 @@ fn a_200k_row_csv_file_loads_in_bounded_transactions() {
     assert_eq!(a["1"][0]["user_name"], USER);
 }
 
+/// A load stops at its first failed batch even though later batches were already queued to
+/// the core: rows 1-2,000 (two batches) are loaded, the batch holding the bad key fails the
+/// job, and no row after it is written.
+#[test]
+fn a_failed_batch_stops_the_load_and_no_later_batch_is_written() {
+    let ip = &ips(SUITE, 1)[0];
+    let n = TestNode::start(ip, "");
+    create_dog_table(&n);
+    let mut data = String::from("id,name\n");
+    for i in 1..=10_000u32 {
+        if i == 2_500 {
+            data.push_str("null,bad\n");
+        } else {
+            data.push_str(&format!("{i},dog-{i}\n"));
+        }
+    }
+    let r = n.ok(json!({"operation":"csv_data_load","database":"dev","table":"dog","data":data}));
+    let rec = wait_job(&n, &started(&r), Duration::from_secs(120));
+    assert_eq!(rec["status"], "ERROR", "{rec}");
+    let msg = rec["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("\"null\" is not a valid hash attribute value (the first 2000 of "),
+        "{msg}"
+    );
+    let d = n.ok(json!({"operation":"describe_table","database":"dev","table":"dog"}));
+    assert_eq!(
+        d["record_count"], 2_000,
+        "rows after the failed batch were written"
+    );
+    let got = n.ok(
+        json!({"operation":"search_by_id","database":"dev","table":"dog",
+        "ids":[1, 2_000, 2_001, 3_001, 4_000, 5_000, 10_000],"get_attributes":["id"]}),
+    );
+    assert_eq!(got, json!([{"id":1},{"id":2000}]));
+}
+
 /// Loads that cannot run are refused at once with Harper's texts and start no job; what
 /// Harper finds inside the job (bad header, bad URL) ends the job in ERROR.
 #[test]

@@ -557,6 +557,12 @@ impl<R> Core<R> {
         }
     }
 
+    /// Whether the last input stepped was a write that failed (its answer not yet handed
+    /// over): the driver stops a chain of writes there.
+    pub fn last_reply_failed(&self) -> bool {
+        matches!(self.replies.last(), Some((_, Reply::Op(Err(_)))))
+    }
+
     /// Hands over everything produced since the last call. The overlay is dropped: the driver
     /// commits these writes before the next `step`, so later reads find them in the store.
     pub fn take_ready(&mut self) -> Ready<R> {

@@ -3,14 +3,19 @@
 //! Reads the CSV as a stream (the `csv` crate over the request's text, a file, or an HTTP
 //! response body), types each cell as Harper does, and hands the rows to the core as ordinary
 //! insert/update/upsert writes in bounded batches ([`BATCH_ROWS`] rows or [`BATCH_BYTES`] of
-//! JSON, whichever comes first), each its own transaction. Must never hold more than one batch
-//! of rows, nor write anything but through the core.
+//! JSON, whichever comes first), each its own transaction, a few of them in flight at once
+//! (see [`Pipeline`]). Must never hold more than [`IN_FLIGHT`] + 1 batches of rows, write
+//! anything after a failed batch, nor write anything but through the core.
 
 use super::{JobCtx, Outcome};
 use crate::core::auth::TablePerm;
 use crate::core::catalog::invalid_name;
+use crate::core::error::{OpError, OpResult};
 use crate::core::op::{RecordBatch, WriteKind, WriteOp};
+use crate::node::driver::Chain;
+use crossbeam_channel::Receiver;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +24,9 @@ use std::time::Duration;
 pub const BATCH_ROWS: usize = 1_000;
 /// JSON bytes per transaction (wide rows make smaller batches).
 pub const BATCH_BYTES: usize = 1 << 20;
+/// Batches handed to the core and not yet answered ([`Pipeline`]); with the one being filled,
+/// a load holds at most `IN_FLIGHT + 1` batches.
+pub const IN_FLIGHT: usize = 3;
 /// Largest body `csv_url_load` reads.
 pub const MAX_URL_BYTES: u64 = 4 << 30;
 
@@ -264,6 +272,75 @@ impl Progress {
     }
 }
 
+/// The batches handed to the core and not yet answered, oldest first, at most [`IN_FLIGHT`]:
+/// while one commits (its fsync) the next is parsed and queued, and the core may commit
+/// several in one group. They form one [`Chain`]: the core refuses the batches queued after
+/// a failed one unapplied, so a load stops at its first failed batch exactly as if it waited
+/// for each.
+struct Pipeline<'a, 'j> {
+    ctx: &'a JobCtx<'j>,
+    kind: WriteKind,
+    chain: Chain,
+    queued: VecDeque<Receiver<OpResult>>,
+}
+
+impl<'a, 'j> Pipeline<'a, 'j> {
+    fn new(ctx: &'a JobCtx<'j>, kind: WriteKind) -> Self {
+        Pipeline {
+            ctx,
+            kind,
+            chain: Chain::default(),
+            queued: VecDeque::with_capacity(IN_FLIGHT),
+        }
+    }
+
+    /// Queues a batch; waits for the oldest when [`IN_FLIGHT`] are queued.
+    fn submit(&mut self, op: WriteOp, progress: &mut Progress) -> Result<(), String> {
+        let rx = self.ctx.core().submit(op, self.ctx.actor(), &self.chain);
+        self.queued.push_back(rx);
+        if self.queued.len() >= IN_FLIGHT {
+            self.settle_oldest(progress)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every queued batch: the first failure is the load's error, and what the
+    /// batches before it wrote is counted.
+    fn finish(&mut self, progress: &mut Progress) -> Result<(), String> {
+        while !self.queued.is_empty() {
+            self.settle_oldest(progress)?;
+        }
+        Ok(())
+    }
+
+    fn settle_oldest(&mut self, progress: &mut Progress) -> Result<(), String> {
+        let Some(rx) = self.queued.pop_front() else {
+            return Ok(());
+        };
+        match answer(&rx) {
+            Ok(a) => {
+                progress.loaded += written(self.kind, &a);
+                Ok(())
+            }
+            Err(e) => {
+                // The batches queued after it are refused unapplied (the chain is broken);
+                // wait for them so none is still queued when the job ends.
+                while let Some(rx) = self.queued.pop_front() {
+                    if let Ok(a) = answer(&rx) {
+                        progress.loaded += written(self.kind, &a);
+                    }
+                }
+                Err(progress.error(e.message()))
+            }
+        }
+    }
+}
+
+fn answer(rx: &Receiver<OpResult>) -> OpResult {
+    rx.recv()
+        .unwrap_or_else(|_| Err(OpError::unavailable("the node is shutting down")))
+}
+
 /// Runs a load: Harper's `successfully loaded N of M records` (N = records the write counted,
 /// e.g. an insert skips existing ids), `No records parsed from csv file.` when there are none.
 pub fn run(ctx: &JobCtx, load: Load) -> Result<Outcome, String> {
@@ -296,10 +373,15 @@ pub fn run(ctx: &JobCtx, load: Load) -> Result<Outcome, String> {
     let mut extra_cells = 0usize;
     let mut row = csv::StringRecord::new();
     let perms = perms(load.kind);
+    let mut pipeline = Pipeline::new(ctx, load.kind);
     loop {
-        let more = rdr
-            .read_record(&mut row)
-            .map_err(|e| progress.error(format!("cannot read the CSV: {e}")))?;
+        let more = match rdr.read_record(&mut row) {
+            Ok(more) => more,
+            Err(e) => {
+                pipeline.finish(&mut progress)?;
+                return Err(progress.error(format!("cannot read the CSV: {e}")));
+            }
+        };
         if more {
             // A blank line is no record.
             if row.len() == 1 && row[0].is_empty() {
@@ -317,7 +399,10 @@ pub fn run(ctx: &JobCtx, load: Load) -> Result<Outcome, String> {
             }
             break;
         }
-        ctx.check_stop().map_err(|e| progress.error(e))?;
+        if let Err(e) = ctx.check_stop() {
+            pipeline.finish(&mut progress)?;
+            return Err(progress.error(e));
+        }
         let op = WriteOp::Records {
             kind: load.kind,
             database: load.database.clone(),
@@ -327,7 +412,7 @@ pub fn run(ctx: &JobCtx, load: Load) -> Result<Outcome, String> {
         // The user's permissions as they are now (a role may change during a long load).
         if !ctx.principal.is_super_user() {
             let catalog = ctx.catalog();
-            crate::ops::read::authorize(
+            let allowed = crate::ops::read::authorize(
                 &ctx.principal,
                 &crate::ops::parse::Requirement::Table(
                     load.database.clone(),
@@ -338,18 +423,18 @@ pub fn run(ctx: &JobCtx, load: Load) -> Result<Outcome, String> {
             )
             .and_then(|()| {
                 crate::ops::read::check_written_attributes(&ctx.principal, &catalog, &op)
-            })
-            .map_err(|e| progress.error(e.message()))?;
+            });
+            if let Err(e) = allowed {
+                pipeline.finish(&mut progress)?;
+                return Err(progress.error(e.message()));
+            }
         }
-        let answer = ctx
-            .core()
-            .execute(op, ctx.actor())
-            .map_err(|e| progress.error(e.message()))?;
-        progress.loaded += written(load.kind, &answer);
+        pipeline.submit(op, &mut progress)?;
         if !more {
             break;
         }
     }
+    pipeline.finish(&mut progress)?;
     if extra_cells > 0 {
         log::warn!(
             "job {}: {extra_cells} CSV rows had more cells than the header names; the extra cells were not loaded",
