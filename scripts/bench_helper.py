@@ -366,6 +366,13 @@ def cmd_report(argv):
     row(f"catch-up over wss://, {fmt(get('catchup_tls', 'expect'))} records", get("catchup_tls", "records_per_s"),
         "rec/s", ">=", cu * 0.85 if cu else None, tgt_text=f">= 85% of ws:// {fmt(cu, 'rec/s')}" if cu else "")
 
+    row(f"csv_file_load, {fmt(get('csvload', 'records'))} rows", get("csvload", "records_per_s"), "rec/s")
+    row("  1,000 rec/request inserts, %s clients (fresh node)" % (get("insert_b1000_csvref", "clients") or "?"),
+        get("csvload", "insert_b1000_records_per_s"), "rec/s")
+    row("  csv_file_load / 1,000 rec/request inserts", get("csvload", "vs_insert_b1000"), "x")
+    row("  peak RSS (VmHWM) of the loading node", mib(get("csvload", "hwm_kb")), "MiB")
+    row("  RSS after the load", mib(get("csvload", "rss_after_kb")), "MiB")
+
     hdr = ("figure", "Skerry", "target", "", f"Harper 4.7.29 [{hlabel}]", "Skerry/Harper")
     w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(6)]
     print(f"\nSkerry benchmark, run {run}  ({env.get('date', '')}, commit {env.get('commit', '?')}, "
