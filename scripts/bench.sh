@@ -37,9 +37,9 @@
 #            node (target: within 20 %); replication lag and catch-up over wss:// with mutual TLS
 #            (target: within 15 % of the plain ws:// figures of the repl and catchup phases)
 #   csvload  csv_file_load of a generated $BENCH_CSV_RECORDS-row file (the load generator's record shape)
-#            on a fresh node: records/s from the request to the job's COMPLETE, beside 1,000-record
-#            insert requests ($BENCH_LOAD_CLIENTS clients) measured on another fresh node, and the
-#            loading node's peak RSS (VmHWM) and RSS after the load
+#            on a fresh node: records/s from the request to the job's COMPLETE (target: >= the
+#            1,000-record insert requests, $BENCH_LOAD_CLIENTS clients, measured on another fresh
+#            node), and the loading node's peak RSS (VmHWM) and RSS after the load
 # Start-up times: a helper (bench_helper.py) takes t0 right before spawning skerry and polls
 # describe_all back-to-back (~1 ms apart) until it answers 200.
 #
