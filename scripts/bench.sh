@@ -11,7 +11,7 @@
 # (temporary folders, 127.70.0.1-3, ports 9925/9933) inside a private network namespace with only
 # loopback (unshare -n; BENCH_NETNS=0 to run in the host namespace). Nodes are stopped and their
 # folders removed on exit. Every node runs the default config (fsync on: storage.writeAsync false).
-# Phases (BENCH_PHASES, default "ceiling single rss startup repl catchup tls"; the binary size is always measured):
+# Phases (BENCH_PHASES, default "ceiling single rss startup repl catchup tls csvload"; the binary size is always measured):
 #   ceiling  what this machine can do at most, with the pieces Skerry is built on (scripts/ceiling):
 #            fdatasync/s in the data folder, durable raw fjall batches of 1,000 records written as
 #            Skerry writes them, fjall point gets, no-op HTTP requests through the vendored tiny_http
@@ -36,6 +36,10 @@
 #   tls      HTTPS single-record inserts with $BENCH_CLIENTS clients beside plain HTTP on the same
 #            node (target: within 20 %); replication lag and catch-up over wss:// with mutual TLS
 #            (target: within 15 % of the plain ws:// figures of the repl and catchup phases)
+#   csvload  csv_file_load of a generated $BENCH_CSV_RECORDS-row file (the load generator's record shape)
+#            on a fresh node: records/s from the request to the job's COMPLETE (target: >= the
+#            1,000-record insert requests, $BENCH_LOAD_CLIENTS clients, measured on another fresh
+#            node), and the loading node's peak RSS (VmHWM) and RSS after the load
 # Start-up times: a helper (bench_helper.py) takes t0 right before spawning skerry and polls
 # describe_all back-to-back (~1 ms apart) until it answers 200.
 #
@@ -60,6 +64,7 @@
 #   BENCH_LAG_COUNT=300 [100]    BENCH_LAG_RATES="1000 5000"
 #   BENCH_REPL_CLIENTS=11        clients per node for the 3-node write measurement (3 x 11 ~ 32)
 #   BENCH_CATCHUP_RECORDS=200000 [20000]  BENCH_CATCHUP_BATCH=100  BENCH_CATCHUP_SIGNAL=TERM (or KILL)
+#   BENCH_CSV_RECORDS=1000000 [50000]    rows of the csvload phase's file
 #   BENCH_QUIET_MAX_S=0          >0: before each measurement wait (at most that long) for < 15 % CPU busy
 #   BENCH_HARPER=1  BENCH_HARPER_JSONL=FILE  HARPER_REF_DIR=../shared/tools/harper-reference
 #   BENCH_NETNS=1  BENCH_IP_PREFIX=127.70.0  BENCH_KEEP=1 (keep the temp folder)  BENCH_LOG_LEVEL=warn
@@ -79,7 +84,7 @@ esac
 Q=${BENCH_QUICK:-0}
 q() { if [ "$Q" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 BENCH_OUT=${BENCH_OUT:-$REPO/target/bench/bench-results.jsonl}
-BENCH_PHASES=${BENCH_PHASES:-ceiling single rss startup repl catchup tls}
+BENCH_PHASES=${BENCH_PHASES:-ceiling single rss startup repl catchup tls csvload}
 BENCH_DURATION_S=${BENCH_DURATION_S:-$(q 10 3)}
 BENCH_CLIENTS=${BENCH_CLIENTS:-32}
 BENCH_LOAD_RECORDS=${BENCH_LOAD_RECORDS:-$(q 1000000 100000)}
@@ -95,6 +100,7 @@ BENCH_REPL_CLIENTS=${BENCH_REPL_CLIENTS:-11}
 BENCH_CATCHUP_RECORDS=${BENCH_CATCHUP_RECORDS:-$(q 200000 20000)}
 BENCH_CATCHUP_BATCH=${BENCH_CATCHUP_BATCH:-100}
 BENCH_CATCHUP_SIGNAL=${BENCH_CATCHUP_SIGNAL:-TERM}
+BENCH_CSV_RECORDS=${BENCH_CSV_RECORDS:-$(q 1000000 50000)}
 BENCH_QUIET_MAX_S=${BENCH_QUIET_MAX_S:-0}
 BENCH_HARPER=${BENCH_HARPER:-}
 BENCH_HARPER_JSONL=${BENCH_HARPER_JSONL:-}
@@ -544,6 +550,58 @@ if has_phase tls; then
   done
   stop_all
   MESH_TLS=1 catchup_run catchup_tls
+fi
+
+# ------------------------------------------------------------------ csvload
+if has_phase csvload; then
+  PHASE=csvload; log "== bulk load from a CSV file: csv_file_load of $BENCH_CSV_RECORDS rows"
+  CSV=$TMP/csvload.csv
+  # The load generator's record (scripts/loadgen write_record), as CSV.
+  awk -v n="$BENCH_CSV_RECORDS" 'BEGIN{
+    split("Denver Boulder Austin Seattle Portland Chicago Boston Phoenix", city, " ")
+    note = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmo"
+    print "id,name,email,city,score,active,note"
+    for (i = 0; i < n; i++)
+      printf "%d,user-%06d,user%d@example.test,%s,%d,%s,\"%s\"\n", i, i, i, city[i % 8 + 1],
+        (i * 2654435761) % 1000, (i % 3 == 0) ? "true" : "false", note
+  }' > "$CSV"
+  # Reference: 1,000-record insert requests on a fresh node (its own, so they do not raise the
+  # loading node's VmHWM).
+  node_config 1 0; node_start 1
+  lg insert_b1000_csvref insert --url "$(url_of 1)" --clients "$BENCH_LOAD_CLIENTS" --batch 1000 --duration-s "$D" --table ref
+  REF=$(jq -r .records_per_s <<<"$LG")
+  node_stop 1
+  node_config 1 0; node_start 1
+  op 1 '{"operation":"create_database","database":"csv"}' >/dev/null
+  op 1 '{"operation":"create_table","database":"csv","table":"rows","primary_key":"id"}' >/dev/null
+  rss0=$(status_kb "${NPID[1]}" VmRSS)
+  wait_quiet
+  cpu_begin
+  t0=$(date +%s.%N)
+  job=$(op 1 "{\"operation\":\"csv_file_load\",\"database\":\"csv\",\"table\":\"rows\",\"file_path\":\"$CSV\"}" | jq -r .job_id)
+  [ -n "$job" ] && [ "$job" != null ] || die "csv_file_load did not start a job"
+  rss_max=0
+  while :; do
+    rec=$(op 1 "{\"operation\":\"get_job\",\"id\":\"$job\"}")
+    r=$(status_kb "${NPID[1]}" VmRSS); [ "$r" -gt "$rss_max" ] && rss_max=$r
+    [ "$(jq -r '.[0].status' <<<"$rec")" = IN_PROGRESS ] || break
+    sleep 0.05
+  done
+  t1=$(date +%s.%N)
+  cpu=$(cpu_end 0)
+  [ "$(jq -r '.[0].status' <<<"$rec")" = COMPLETE ] || die "csv_file_load ended: $rec"
+  emit csvload "$(jq -c --argjson n "$BENCH_CSV_RECORDS" --argjson t0 "$t0" --argjson t1 "$t1" --argjson ref "$REF" \
+    --argjson count "$(count_on 1 csv rows)" --argjson bytes "$(stat -c %s "$CSV")" \
+    --argjson hwm "$(status_kb "${NPID[1]}" VmHWM)" --argjson rss "$(status_kb "${NPID[1]}" VmRSS)" \
+    --argjson rss0 "$rss0" --argjson rssmax "$rss_max" --argjson cpu "$cpu" \
+    '.[0] as $j | {records:$n, record_count:$count, file_bytes:$bytes, job_message:$j.message,
+      job_ms:($j.end_datetime - $j.start_datetime), wall_s:((($t1 - $t0) * 1000 | round) / 1000),
+      records_per_s:($n / ($t1 - $t0) | floor), insert_b1000_records_per_s:$ref,
+      vs_insert_b1000:((($n / ($t1 - $t0)) / $ref * 100 | round) / 100),
+      rss_before_kb:$rss0, hwm_kb:$hwm, rss_max_sampled_kb:$rssmax, rss_after_kb:$rss, cpu:$cpu}' <<<"$rec")"
+  [ "$(count_on 1 csv rows)" = "$BENCH_CSV_RECORDS" ] || die "the table holds $(count_on 1 csv rows) of $BENCH_CSV_RECORDS rows"
+  node_stop 1
+  rm -f -- "$CSV"
 fi
 
 # ------------------------------------------------------------------ Harper

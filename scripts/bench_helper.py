@@ -252,6 +252,8 @@ def _ceiling(m, name):
         "read_c32_1m": ("reads_per_s", http),
         "catchup": ("records_per_s", fj),
         "insert_https_c32_b1": ("records_per_s", lowest(http, fs and fs * clients)),
+        "insert_b1000_csvref": ("records_per_s", fj),
+        "csvload": ("records_per_s", fj),
     }
     if name.startswith("load"):
         return ("records_per_s", fj)
@@ -435,6 +437,15 @@ def cmd_report(argv):
     cu = get("catchup", "records_per_s")
     row(f"catch-up over wss://, {fmt(get('catchup_tls', 'expect'))} records", get("catchup_tls", "records_per_s"),
         "rec/s", ">=", cu * 0.85 if cu else None, tgt_text=f">= 85% of ws:// {fmt(cu, 'rec/s')}" if cu else "")
+
+    csv_ref = get("csvload", "insert_b1000_records_per_s")
+    row(f"csv_file_load, {fmt(get('csvload', 'records'))} rows", get("csvload", "records_per_s"), "rec/s",
+        ">=", csv_ref, tgt_text=">= 1,000 rec/request inserts" if csv_ref else "", ceil="csvload")
+    row("  1,000 rec/request inserts, %s clients (fresh node)" % (get("insert_b1000_csvref", "clients") or "?"),
+        csv_ref, "rec/s", ceil="insert_b1000_csvref")
+    row("  csv_file_load / 1,000 rec/request inserts", get("csvload", "vs_insert_b1000"), "x")
+    row("  peak RSS (VmHWM) of the loading node", mib(get("csvload", "hwm_kb")), "MiB")
+    row("  RSS after the load", mib(get("csvload", "rss_after_kb")), "MiB")
 
     hdr = ("figure", "Skerry", "target", "", f"Harper 4.7.29 [{hlabel}]", "Skerry/Harper")
     w = [max(len(str(r[i])) for r in rows + [hdr]) for i in range(6)]

@@ -112,7 +112,8 @@ fn wait_present(nodes: &[&TestNode], id: &str) {
     c::wait_present(nodes, "dog", id)
 }
 
-/// The audit log of dev.dog as a set of (origin, version, operation, hash_values, records).
+/// The audit log of dev.dog as a set of (timestamp, user_name, operation, hash_values,
+/// records): the timestamp is the transaction's version, the same on every node.
 fn audit(n: &TestNode) -> BTreeSet<String> {
     let r = n.ok(json!({"operation":"read_audit_log","database":"dev","table":"dog"}));
     r.as_array()
@@ -120,8 +121,8 @@ fn audit(n: &TestNode) -> BTreeSet<String> {
         .iter()
         .map(|e| {
             json!([
-                e["origin"],
-                e["version"],
+                e["timestamp"],
+                e["user_name"],
                 e["operation"],
                 e["hash_values"],
                 e["records"]

@@ -152,13 +152,19 @@ fn user_put(username: &str) -> TxnOp {
 
 fn system_txn(origin: &str, version: u64, actor: Actor, ops: Vec<TxnOp>) -> Txn {
     // Round-trip through the audit encoding so the test sends exactly what a node would.
-    let (actor, ops) = skerry::core::txn::decode_entry(&encode_ops(&actor, &ops)).unwrap();
+    let e = skerry::core::txn::decode_entry(&encode_ops(
+        &actor,
+        skerry::core::txn::TxnKind::Upsert,
+        &ops,
+    ))
+    .unwrap();
     Txn {
         origin: origin.into(),
         version,
         db: "system".into(),
-        actor,
-        ops,
+        actor: e.actor,
+        kind: e.kind,
+        ops: e.ops,
     }
 }
 

@@ -14,6 +14,19 @@ pub const HDB_USER: &str = "hdb_user";
 pub const HDB_ROLE: &str = "hdb_role";
 pub const HDB_NODES: &str = "hdb_nodes";
 pub const HDB_CERTIFICATE: &str = "hdb_certificate";
+/// Background jobs (bulk loads, exports, clean-ups): node-local, like Harper's `hdb_job`.
+pub const HDB_JOB: &str = "hdb_job";
+
+/// The system tables: name, primary key, and whether the table replicates. Node-local tables
+/// (certificates, jobs) never leave the node: their writes make no audit entry, a full copy
+/// skips them and a receiver refuses them (`repl::validate`).
+const SYSTEM_TABLES: [(&str, &str, bool); 5] = [
+    (HDB_USER, "username", true),
+    (HDB_ROLE, "id", true),
+    (HDB_NODES, "name", true),
+    (HDB_CERTIFICATE, "name", false),
+    (HDB_JOB, "id", false),
+];
 
 /// Timestamps every record of a dynamic table carries (float ms, Harper's names).
 pub const CREATED_TIME: &str = "__createdtime__";
@@ -120,19 +133,25 @@ impl Catalog {
     /// A catalog holding only the `system` database and its tables.
     pub fn with_system() -> Self {
         let mut c = Catalog::default();
-        c.ensure_database(SYSTEM_DB);
-        for (t, pk, replicate) in [
-            (HDB_USER, "username", true),
-            (HDB_ROLE, "id", true),
-            (HDB_NODES, "name", true),
-            (HDB_CERTIFICATE, "name", false),
-        ] {
-            let id = c.create_table(SYSTEM_DB, t, pk, &[], false);
-            if let Some(def) = c.table_mut_by_id(id) {
+        c.ensure_system_tables();
+        c
+    }
+
+    /// Creates the system database and any system table it lacks (a store written by an
+    /// older release has no `hdb_job`); returns true when something was created.
+    pub fn ensure_system_tables(&mut self) -> bool {
+        let mut changed = self.ensure_database(SYSTEM_DB);
+        for (t, pk, replicate) in SYSTEM_TABLES {
+            if self.table(SYSTEM_DB, t).is_some() {
+                continue;
+            }
+            let id = self.create_table(SYSTEM_DB, t, pk, &[], false);
+            if let Some(def) = self.table_mut_by_id(id) {
                 def.replicate = replicate;
             }
+            changed = true;
         }
-        c
+        changed
     }
 
     pub fn database(&self, db: &str) -> Option<&DatabaseDef> {
@@ -282,6 +301,18 @@ mod tests {
     fn node_local_tables_do_not_replicate() {
         let c = Catalog::with_system();
         assert!(!c.table(SYSTEM_DB, HDB_CERTIFICATE).unwrap().replicate);
+        assert!(!c.table(SYSTEM_DB, HDB_JOB).unwrap().replicate);
         assert!(c.table(SYSTEM_DB, HDB_NODES).unwrap().replicate);
+    }
+
+    #[test]
+    fn a_catalog_from_an_older_release_gains_the_jobs_table_once() {
+        let mut c = Catalog::with_system();
+        c.drop_table(SYSTEM_DB, HDB_JOB);
+        let user_id = c.table(SYSTEM_DB, HDB_USER).unwrap().id;
+        assert!(c.ensure_system_tables());
+        assert!(!c.table(SYSTEM_DB, HDB_JOB).unwrap().replicate);
+        assert_eq!(c.table(SYSTEM_DB, HDB_USER).unwrap().id, user_id);
+        assert!(!c.ensure_system_tables());
     }
 }

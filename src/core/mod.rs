@@ -217,11 +217,14 @@ impl<R> Core<R> {
             cursors.entry(db).or_default().insert(origin, v);
         }
         let fresh_catalog = rec.catalog.is_none();
+        let mut catalog = rec.catalog.unwrap_or_else(Catalog::with_system);
+        // A store written by an older release lacks the newer system tables.
+        let upgraded = catalog.ensure_system_tables();
         let mut core = Core {
             node_name: node_name.to_string(),
             self_origin: 0,
             hlc: Hlc::new(rec.hlc_floor),
-            catalog: Arc::new(rec.catalog.unwrap_or_else(Catalog::with_system)),
+            catalog: Arc::new(catalog),
             auth: Arc::new(rec.auth),
             origins,
             cursors,
@@ -231,7 +234,7 @@ impl<R> Core<R> {
             replies: Vec::new(),
             dirty_stats: BTreeSet::new(),
             dirty_cursors: BTreeSet::new(),
-            catalog_dirty: fresh_catalog,
+            catalog_dirty: fresh_catalog || upgraded,
             auth_dirty: false,
             hlc_persisted: rec.hlc_floor,
             committed_dbs: BTreeSet::new(),
@@ -402,6 +405,36 @@ impl<R> Core<R> {
         }
     }
 
+    /// Applies audit-log edits of `db` and raises each touched origin's low watermark to the
+    /// newest version edited: this node's log of that origin is no longer complete below it.
+    fn trim_audit(&mut self, db: &str, edits: Vec<op::AuditEdit>) -> OpResult {
+        let Some(db_id) = self.catalog.database(db).map(|d| d.id) else {
+            return Err(error::OpError::database_not_found(db));
+        };
+        let mut newest: HashMap<u32, u64> = HashMap::new();
+        let n = edits.len();
+        for e in edits {
+            let v = newest.entry(e.origin).or_insert(0);
+            *v = (*v).max(e.version);
+            self.writes.push(Write::AuditEdit {
+                db: db_id,
+                origin: e.origin,
+                version: e.version,
+                ops: e.ops,
+            });
+        }
+        let mut newest: Vec<_> = newest.into_iter().collect();
+        newest.sort();
+        for (origin, version) in newest {
+            self.writes.push(Write::LowWatermark {
+                db: db_id,
+                origin,
+                version,
+            });
+        }
+        Ok(serde_json::json!({ "message": format!("{n} audit entries trimmed") }))
+    }
+
     /// Moves cursors to a finished copy's version vector. Where a cursor jumps, this node's log
     /// of that origin now has a hole below the jump: the low watermark records it, so this node
     /// never relays that origin from below it (a peer asking gets a full copy instead).
@@ -520,7 +553,14 @@ impl<R> Core<R> {
                 self.writes.push(Write::Local { key, value });
                 Ok(Ok(serde_json::json!({ "message": "ok" })))
             }
+            WriteOp::TrimAudit { database, edits } => Ok(self.trim_audit(&database, edits)),
         }
+    }
+
+    /// Whether the last input stepped was a write that failed (its answer not yet handed
+    /// over): the driver stops a chain of writes there.
+    pub fn last_reply_failed(&self) -> bool {
+        matches!(self.replies.last(), Some((_, Reply::Op(Err(_)))))
     }
 
     /// Hands over everything produced since the last call. The overlay is dropped: the driver

@@ -154,4 +154,20 @@ pub enum WriteOp {
         key: String,
         value: Option<Vec<u8>>,
     },
+    /// Removes or rewrites entries of one database's audit log (`delete_audit_logs_before`).
+    /// Each removed or rewritten entry raises its origin's low watermark, so a peer whose
+    /// cursor is below it gets a full copy instead of a stream with a hole.
+    TrimAudit {
+        database: String,
+        edits: Vec<AuditEdit>,
+    },
+}
+
+/// One audit entry to change: by node-local origin id and version; `ops` is the entry's new
+/// encoded op list, or None to remove it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEdit {
+    pub origin: u32,
+    pub version: u64,
+    pub ops: Option<Vec<u8>>,
 }

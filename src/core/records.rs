@@ -10,7 +10,7 @@ use super::error::{OpError, OpResult};
 use super::hlc;
 use super::lww::{self, Decision};
 use super::op::{RecordBatch, WriteKind};
-use super::txn::{OpsWriter, Txn, TxnOp};
+use super::txn::{OpsWriter, Txn, TxnKind, TxnOp};
 use super::{Core, StoreView};
 use crate::store::keys;
 use crate::store::record::StoredRecord;
@@ -457,7 +457,12 @@ impl<R> Core<R> {
             );
             written.push(pk_value);
         }
-        self.commit_local_txn(db, version, ops);
+        let txn_kind = match kind {
+            WriteKind::Insert => TxnKind::Insert,
+            WriteKind::Update => TxnKind::Update,
+            WriteKind::Upsert => TxnKind::Upsert,
+        };
+        self.commit_local_txn(db, version, ops, txn_kind);
 
         let total = written.len() + skipped.len();
         let (verb, hashes_key) = match kind {
@@ -484,14 +489,20 @@ impl<R> Core<R> {
     }
 
     /// Logs a local transaction (if it changed anything replicable) in its database's audit log.
-    pub(super) fn commit_local_txn(&mut self, db: &str, version: u64, ops: OpsWriter) {
+    pub(super) fn commit_local_txn(
+        &mut self,
+        db: &str,
+        version: u64,
+        ops: OpsWriter,
+        kind: TxnKind,
+    ) {
         if ops.is_empty() {
             return;
         }
         let Some(db_id) = self.catalog.database(db).map(|d| d.id) else {
             return;
         };
-        let entry = ops.finish(&self.actor);
+        let entry = ops.finish(&self.actor, kind);
         self.log_txn(db, db_id, self.self_origin, version, entry);
     }
 
@@ -557,7 +568,7 @@ impl<R> Core<R> {
                 skipped.push(id);
             }
         }
-        self.commit_local_txn(db, version, ops);
+        self.commit_local_txn(db, version, ops, TxnKind::Delete);
         let total = ids.len();
         let noun = if total == 1 { "record" } else { "records" };
         Ok(Ok(json!({
@@ -639,7 +650,7 @@ impl<R> Core<R> {
             version,
             self.self_origin,
         );
-        self.commit_local_txn(SYSTEM_DB, version, ops);
+        self.commit_local_txn(SYSTEM_DB, version, ops, TxnKind::None);
         Ok(Ok((record, version)))
     }
 
@@ -661,7 +672,7 @@ impl<R> Core<R> {
         let version = self.hlc.next(now_ms);
         let mut ops = OpsWriter::default();
         self.tombstone_local(&def, table, &pk, version, store, &mut ops)?;
-        self.commit_local_txn(SYSTEM_DB, version, ops);
+        self.commit_local_txn(SYSTEM_DB, version, ops, TxnKind::None);
         Ok(Ok(version))
     }
 
@@ -943,7 +954,7 @@ impl<R> Core<R> {
         for op in &txn.ops {
             self.apply_remote_op(&txn, origin, op, store)?;
         }
-        let ops = super::txn::encode_ops(&txn.actor, &txn.ops);
+        let ops = super::txn::encode_ops(&txn.actor, txn.kind, &txn.ops);
         self.log_txn(&txn.db, db_id, origin, txn.version, ops);
         Ok(())
     }

@@ -39,7 +39,7 @@ impl<R> Core<R> {
         for op in &ops {
             w.op(op);
         }
-        self.commit_local_txn(db, version, w);
+        self.commit_local_txn(db, version, w, super::txn::TxnKind::None);
     }
 
     /// Creates a database if missing and logs it in the system log; returns true if created.

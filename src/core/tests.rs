@@ -134,13 +134,14 @@ impl Node {
             .iter()
             .filter(|(d, o, _, _)| *d == db && *o == self.core.self_origin)
             .map(|(_, _, v, ops)| {
-                let (actor, ops) = txn::decode_entry(ops).unwrap();
+                let e = txn::decode_entry(ops).unwrap();
                 Txn {
                     origin: self.core.node_name().to_string(),
                     version: *v,
                     db: "dev".into(),
-                    actor,
-                    ops,
+                    actor: e.actor,
+                    kind: e.kind,
+                    ops: e.ops,
                 }
             })
             .collect()
@@ -754,4 +755,98 @@ fn random_schedules_converge_to_the_lww_winner_of_every_key() {
             );
         }
     }
+}
+
+#[test]
+fn every_audit_entry_records_the_operation_and_the_user_that_made_it() {
+    let mut n = Node::new("a");
+    n.insert(WriteKind::Insert, json!([{"id": 1}])).unwrap();
+    n.insert(WriteKind::Update, json!([{"id": 1, "x": 2}]))
+        .unwrap();
+    n.insert(WriteKind::Upsert, json!([{"id": 2}])).unwrap();
+    n.delete(json!([1])).unwrap();
+    let db = n.core.catalog().database("dev").unwrap().id;
+    let kinds: Vec<(txn::TxnKind, txn::Actor)> = n
+        .store
+        .audit
+        .iter()
+        .filter(|(d, ..)| *d == db)
+        .map(|(.., ops)| {
+            let e = txn::decode_entry(ops).unwrap();
+            (e.kind, e.actor)
+        })
+        .filter(|(k, _)| *k != txn::TxnKind::None)
+        .collect();
+    let admin = txn::Actor::User("admin".into());
+    assert_eq!(
+        kinds,
+        [
+            (txn::TxnKind::Insert, admin.clone()),
+            (txn::TxnKind::Update, admin.clone()),
+            (txn::TxnKind::Upsert, admin.clone()),
+            (txn::TxnKind::Delete, admin),
+        ]
+    );
+}
+
+#[test]
+fn trimming_the_audit_log_raises_each_origins_low_watermark_to_the_newest_edit() {
+    let mut n = Node::new("a");
+    n.now += 1;
+    let edit = |origin, version, ops| op::AuditEdit {
+        origin,
+        version,
+        ops,
+    };
+    n.core
+        .step(
+            Input::Write {
+                op: WriteOp::TrimAudit {
+                    database: "dev".into(),
+                    edits: vec![
+                        edit(3, 50, None),
+                        edit(3, 40, Some(vec![1])),
+                        edit(4, 7, None),
+                    ],
+                },
+                actor: txn::Actor::User("admin".into()),
+                reply: 0,
+            },
+            n.now,
+            &n.store,
+        )
+        .unwrap();
+    let ready = n.core.take_ready();
+    let db = n.core.catalog().database("dev").unwrap().id;
+    let marks: Vec<&Write> = ready
+        .writes
+        .iter()
+        .filter(|w| matches!(w, Write::LowWatermark { .. }))
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            &Write::LowWatermark {
+                db,
+                origin: 3,
+                version: 50
+            },
+            &Write::LowWatermark {
+                db,
+                origin: 4,
+                version: 7
+            }
+        ]
+    );
+    assert!(ready.writes.contains(&Write::AuditEdit {
+        db,
+        origin: 3,
+        version: 40,
+        ops: Some(vec![1])
+    }));
+    let missing = n.run(WriteOp::TrimAudit {
+        database: "nodb".into(),
+        edits: vec![],
+    });
+    assert_eq!(missing.unwrap_err().status, 404);
 }

@@ -10,8 +10,65 @@ use super::codec::{Dec, DecodeError, Enc};
 /// Format byte of an encoded op list; bump it when the layout changes. Format 1 (no actor) is
 /// still read: stores and peers written before the actor existed keep working.
 const OPS_FORMAT_V1: u8 = 1;
-/// Format 2: `[2][actor kind][actor name][count][ops...]`.
-const OPS_FORMAT: u8 = 2;
+/// Format 2: `[2][actor kind][actor name][count][ops...]` (no write kind); still read.
+const OPS_FORMAT_V2: u8 = 2;
+/// Format 3: `[3][actor kind][actor name][write kind][count][ops...]`.
+const OPS_FORMAT: u8 = 3;
+
+/// Which operation made a transaction (`read_audit_log` names it: Harper reports insert, update,
+/// upsert and delete apart). Carried with the entry, so a replicated transaction keeps it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TxnKind {
+    /// Not recorded (entries of format 1 and 2, schema changes, node-made system writes).
+    #[default]
+    None,
+    Insert,
+    Update,
+    Upsert,
+    Delete,
+}
+
+impl TxnKind {
+    fn code(self) -> u8 {
+        match self {
+            TxnKind::None => 0,
+            TxnKind::Insert => 1,
+            TxnKind::Update => 2,
+            TxnKind::Upsert => 3,
+            TxnKind::Delete => 4,
+        }
+    }
+
+    fn from_code(c: u8) -> Result<Self, DecodeError> {
+        Ok(match c {
+            0 => TxnKind::None,
+            1 => TxnKind::Insert,
+            2 => TxnKind::Update,
+            3 => TxnKind::Upsert,
+            4 => TxnKind::Delete,
+            _ => return Err(DecodeError("unknown write kind")),
+        })
+    }
+
+    /// Harper's operation name, when recorded.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            TxnKind::None => None,
+            TxnKind::Insert => Some("insert"),
+            TxnKind::Update => Some("update"),
+            TxnKind::Upsert => Some("upsert"),
+            TxnKind::Delete => Some("delete"),
+        }
+    }
+}
+
+/// A decoded audit entry: who, which operation, and its ops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub actor: Actor,
+    pub kind: TxnKind,
+    pub ops: Vec<TxnOp>,
+}
 
 /// Who made a transaction on its origin node: the authenticated user of the request, or the node
 /// itself (membership rows it writes on its own behalf or on a peer's authenticated request).
@@ -65,6 +122,7 @@ pub struct Txn {
     pub version: u64,
     pub db: String,
     pub actor: Actor,
+    pub kind: TxnKind,
     pub ops: Vec<TxnOp>,
 }
 
@@ -124,12 +182,12 @@ impl TxnOp {
     }
 }
 
-pub fn encode_ops(actor: &Actor, ops: &[TxnOp]) -> Vec<u8> {
+pub fn encode_ops(actor: &Actor, kind: TxnKind, ops: &[TxnOp]) -> Vec<u8> {
     let mut w = OpsWriter::default();
     for op in ops {
         w.op(op);
     }
-    w.finish(actor)
+    w.finish(actor, kind)
 }
 
 /// Builds an encoded op list one op at a time, borrowing the data (the write path encodes each
@@ -164,11 +222,12 @@ impl OpsWriter {
         e.bytes(pk);
     }
 
-    /// The encoded op list: `[format][actor][count][ops...]`.
-    pub fn finish(self, actor: &Actor) -> Vec<u8> {
+    /// The encoded op list: `[format][actor][kind][count][ops...]`.
+    pub fn finish(self, actor: &Actor, kind: TxnKind) -> Vec<u8> {
         let mut e = Enc::with_capacity(self.body.buf.len() + 32);
         e.u8(OPS_FORMAT);
         put_actor(&mut e, actor);
+        e.u8(kind.code());
         e.varint(self.count as u64);
         e.buf.extend_from_slice(&self.body.buf);
         e.buf
@@ -230,24 +289,24 @@ impl OpsWriter {
 /// Keeps only the ops `keep` accepts (ops without a table, like database creation, are always
 /// kept); returns None when every op is kept, so callers can forward the original bytes.
 pub fn filter_ops(buf: &[u8], keep: impl Fn(&str) -> bool) -> Result<Option<Vec<u8>>, DecodeError> {
-    let (actor, ops) = decode_entry(buf)?;
-    if ops.iter().all(|o| o.table().is_none_or(&keep)) {
+    let e = decode_entry(buf)?;
+    if e.ops.iter().all(|o| o.table().is_none_or(&keep)) {
         return Ok(None);
     }
     let mut w = OpsWriter::default();
-    for op in ops.iter().filter(|o| o.table().is_none_or(&keep)) {
+    for op in e.ops.iter().filter(|o| o.table().is_none_or(&keep)) {
         w.op(op);
     }
-    Ok(Some(w.finish(&actor)))
+    Ok(Some(w.finish(&e.actor, e.kind)))
 }
 
 /// The ops of an encoded entry (any format).
 pub fn decode_ops(buf: &[u8]) -> Result<Vec<TxnOp>, DecodeError> {
-    decode_entry(buf).map(|(_, ops)| ops)
+    decode_entry(buf).map(|e| e.ops)
 }
 
-/// The actor and ops of an encoded entry (any format).
-pub fn decode_entry(buf: &[u8]) -> Result<(Actor, Vec<TxnOp>), DecodeError> {
+/// The actor, kind and ops of an encoded entry (any format).
+pub fn decode_entry(buf: &[u8]) -> Result<Entry, DecodeError> {
     let mut d = Dec::new(buf);
     let entry = decode_entry_from(&mut d)?;
     if !d.is_empty() {
@@ -256,10 +315,11 @@ pub fn decode_entry(buf: &[u8]) -> Result<(Actor, Vec<TxnOp>), DecodeError> {
     Ok(entry)
 }
 
-pub fn decode_entry_from(d: &mut Dec<'_>) -> Result<(Actor, Vec<TxnOp>), DecodeError> {
-    let actor = match d.u8()? {
-        OPS_FORMAT_V1 => Actor::None,
-        OPS_FORMAT => get_actor(d)?,
+pub fn decode_entry_from(d: &mut Dec<'_>) -> Result<Entry, DecodeError> {
+    let (actor, kind) = match d.u8()? {
+        OPS_FORMAT_V1 => (Actor::None, TxnKind::None),
+        OPS_FORMAT_V2 => (get_actor(d)?, TxnKind::None),
+        OPS_FORMAT => (get_actor(d)?, TxnKind::from_code(d.u8()?)?),
         _ => return Err(DecodeError("unknown ops format")),
     };
     let n = d.count()?;
@@ -304,7 +364,7 @@ pub fn decode_entry_from(d: &mut Dec<'_>) -> Result<(Actor, Vec<TxnOp>), DecodeE
         };
         ops.push(op);
     }
-    Ok((actor, ops))
+    Ok(Entry { actor, kind, ops })
 }
 
 #[cfg(test)]
@@ -349,40 +409,66 @@ mod tests {
     #[test]
     fn ops_round_trip() {
         let ops = sample();
-        for actor in [
-            Actor::None,
-            Actor::User("admin".into()),
-            Actor::Node("n1".into()),
+        for (actor, kind) in [
+            (Actor::None, TxnKind::None),
+            (Actor::User("admin".into()), TxnKind::Insert),
+            (Actor::Node("n1".into()), TxnKind::Delete),
+            (Actor::User("u".into()), TxnKind::Update),
+            (Actor::User("u".into()), TxnKind::Upsert),
         ] {
             assert_eq!(
-                decode_entry(&encode_ops(&actor, &ops)).unwrap(),
-                (actor, ops.clone())
+                decode_entry(&encode_ops(&actor, kind, &ops)).unwrap(),
+                Entry {
+                    actor,
+                    kind,
+                    ops: ops.clone()
+                }
             );
         }
     }
 
     #[test]
-    fn entries_written_before_actors_still_decode() {
-        // Format 1: `[1][count][ops...]`, as stores and peers of the previous release wrote.
-        let v2 = encode_ops(&Actor::None, &sample());
+    fn entries_written_before_actors_and_kinds_still_decode() {
+        // Format 3 with no actor and no kind: `[3][0][0][count][ops...]`.
+        let v3 = encode_ops(&Actor::None, TxnKind::None, &sample());
+        // Format 1: `[1][count][ops...]`, as stores and peers of older releases wrote.
         let mut v1 = vec![OPS_FORMAT_V1];
-        v1.extend_from_slice(&v2[2..]);
-        assert_eq!(decode_entry(&v1).unwrap(), (Actor::None, sample()));
+        v1.extend_from_slice(&v3[3..]);
+        // Format 2: `[2][actor][count][ops...]`.
+        let mut v2 = vec![OPS_FORMAT_V2, 1, 1, b'u'];
+        v2.extend_from_slice(&v3[3..]);
+        assert_eq!(
+            decode_entry(&v1).unwrap(),
+            Entry {
+                actor: Actor::None,
+                kind: TxnKind::None,
+                ops: sample()
+            }
+        );
+        assert_eq!(
+            decode_entry(&v2).unwrap(),
+            Entry {
+                actor: Actor::User("u".into()),
+                kind: TxnKind::None,
+                ops: sample()
+            }
+        );
     }
 
     #[test]
-    fn filtering_keeps_the_actor() {
+    fn filtering_keeps_the_actor_and_kind() {
         let actor = Actor::User("u".into());
-        let buf = encode_ops(&actor, &sample());
+        let buf = encode_ops(&actor, TxnKind::Upsert, &sample());
         let kept = filter_ops(&buf, |t| t != "dog").unwrap().unwrap();
-        let (a, ops) = decode_entry(&kept).unwrap();
-        assert_eq!(a, actor);
-        assert_eq!(ops.len(), 2);
+        let e = decode_entry(&kept).unwrap();
+        assert_eq!(e.actor, actor);
+        assert_eq!(e.kind, TxnKind::Upsert);
+        assert_eq!(e.ops.len(), 2);
     }
 
     #[test]
     fn every_truncation_of_a_valid_entry_is_an_error_not_a_panic() {
-        let buf = encode_ops(&Actor::User("x".into()), &sample());
+        let buf = encode_ops(&Actor::User("x".into()), TxnKind::Insert, &sample());
         for n in 0..buf.len() {
             assert!(
                 decode_ops(&buf[..n]).is_err(),

@@ -15,17 +15,34 @@ use crate::core::{Core, Input, Reply};
 use crate::store::{Durability, Store};
 use crate::util::Published;
 use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Where the answer to a core input goes.
 pub enum ReplyTo {
     Op(Sender<OpResult>),
     Applied(Sender<Vec<(String, u64)>>),
+    /// A write of a [`Chain`]: refused unapplied when an earlier link failed; its own failure
+    /// breaks the chain.
+    Chained {
+        tx: Sender<OpResult>,
+        broken: Arc<AtomicBool>,
+    },
     /// Nobody waits (node-internal writes whose outcome is logged).
     None,
 }
 
 pub type CoreMsg = Input<ReplyTo>;
+
+/// Writes queued one after another by one thread (the batches of a bulk load) that must stop
+/// at the first failure: the core thread refuses the links queued after a failed one.
+#[derive(Default)]
+pub struct Chain(Arc<AtomicBool>);
+
+impl Chain {
+    /// The answer a link gets when an earlier link failed.
+    pub const BROKEN: &'static str = "not applied: an earlier write of the same load failed";
+}
 
 /// What a commit changed, for the replication layer.
 pub struct CommitInfo<'a> {
@@ -93,6 +110,28 @@ impl CoreHandle {
             .unwrap_or_else(|_| Err(OpError::unavailable("the node is shutting down")))
     }
 
+    /// Queues a write made by `actor` as the next link of `chain`, without waiting: the
+    /// committed answer arrives on the returned channel. Writes queued by one thread are
+    /// stepped in the order queued (one channel, one core thread), so a bulk load can keep a
+    /// few batches in flight; once a link fails, the links queued after it are refused
+    /// unapplied ([`Chain`]), so nothing after a failed batch is written, as when loading
+    /// one batch at a time.
+    pub fn submit(&self, op: WriteOp, actor: Actor, chain: &Chain) -> Receiver<OpResult> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let msg = Input::Write {
+            op,
+            actor,
+            reply: ReplyTo::Chained {
+                tx,
+                broken: chain.0.clone(),
+            },
+        };
+        // If the core is gone the message (and its sender) is dropped: `recv` on `rx` fails,
+        // which the caller reads as "the node is shutting down".
+        let _ = self.tx.send(msg);
+        rx
+    }
+
     /// Sends an input without waiting for the answer.
     pub fn send(&self, msg: CoreMsg) -> bool {
         self.tx.send(msg).is_ok()
@@ -128,8 +167,28 @@ impl Driver {
                 panic!("SKERRY_TEST_CORE_PANIC_TABLE: a write to '{t}'");
             }
         }
+        // A link of a broken chain is answered here, never stepped; a link that fails breaks
+        // its chain before the next input is stepped (its answer waits for the flush).
+        let chain = match &msg {
+            Input::Write {
+                reply: ReplyTo::Chained { tx, broken },
+                ..
+            } => {
+                if broken.load(Ordering::Acquire) {
+                    let _ = tx.send(Err(OpError::bad_request(Chain::BROKEN)));
+                    return;
+                }
+                Some(broken.clone())
+            }
+            _ => None,
+        };
         if let Err(e) = self.core.step(msg, now, &self.store) {
             fatal(&e.to_string());
+        }
+        if let Some(broken) = chain {
+            if self.core.last_reply_failed() {
+                broken.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -152,7 +211,7 @@ impl Driver {
         }
         for (to, reply) in ready.replies {
             match (to, reply) {
-                (ReplyTo::Op(tx), Reply::Op(r)) => {
+                (ReplyTo::Op(tx) | ReplyTo::Chained { tx, .. }, Reply::Op(r)) => {
                     let _ = tx.send(r);
                 }
                 (ReplyTo::Applied(tx), Reply::Applied(v)) => {

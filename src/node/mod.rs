@@ -30,6 +30,7 @@ pub struct Node {
     stop_core: Option<crossbeam_channel::Sender<()>>,
     core_thread: Option<JoinHandle<()>>,
     core: Option<CoreHandle>,
+    jobs: Option<crate::jobs::Jobs>,
     /// Dropped at stop: ends the throughput sampler.
     _history_stop: crossbeam_channel::Sender<()>,
     pub http_addr: SocketAddr,
@@ -307,6 +308,10 @@ impl Node {
             })
             .map_err(|e| e.to_string())?;
         let handle = CoreHandle::new(tx);
+        // Jobs cut short by the last stop or crash are marked so before anything new starts.
+        let jobs = crate::jobs::Jobs::new(store.clone(), handle.clone(), shared.clone());
+        jobs.recover_interrupted()
+            .map_err(|e| format!("cannot read the job records: {e}"))?;
         let tokens = Arc::new(Tokens::new(
             &secret,
             cfg.authentication.operation_token_timeout,
@@ -396,6 +401,7 @@ impl Node {
                 restart,
                 started_ms,
             })),
+            jobs: Some(jobs.clone()),
         });
         let opts = HttpOptions {
             max_connections: net.max_connections,
@@ -442,6 +448,7 @@ impl Node {
             stop_core: Some(stop_tx),
             core_thread: Some(core_thread),
             core: Some(handle),
+            jobs: Some(jobs),
             _history_stop: history_stop,
             http_addr,
             node_name,
@@ -459,6 +466,10 @@ impl Node {
         }
         if let Some(r) = self.repl.take() {
             r.stop();
+        }
+        // Running jobs stop at their next batch boundary and record how far they got.
+        if let Some(j) = self.jobs.take() {
+            j.stop(std::time::Duration::from_secs(10));
         }
         self.core.take();
         self.stop_core.take();

@@ -51,6 +51,8 @@ pub struct Context {
     pub certs: Option<Arc<super::certs::CertOps>>,
     pub admin: Option<Arc<super::admin::AdminOps>>,
     pub monitor: Monitor,
+    /// Background jobs (bulk loads, exports, clean-ups).
+    pub jobs: Option<crate::jobs::Jobs>,
 }
 
 /// What the monitoring endpoints need besides the rest of the context.
@@ -529,6 +531,11 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Resul
                 .map(Answer::Json);
         }
     }
+    if let Some(jobs) = &ctx.jobs {
+        if super::jobs::is_job_op(&name) {
+            return super::jobs::execute(ctx, jobs, &name, body.fields, &p).map(Answer::Json);
+        }
+    }
     if let Some(certs) = &ctx.certs {
         if super::certs::is_cert_op(&name) {
             return certs.execute(&name, &body.fields, &p).map(Answer::Json);
@@ -551,54 +558,13 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Resul
     let catalog = ctx.shared.catalog.load();
     read::authorize(&p, &op.requirement(), &catalog)?;
     if let Operation::Write { op: w, .. } = &op {
-        check_written_attributes(&p, &catalog, w)?;
+        read::check_written_attributes(&p, &catalog, w)?;
     }
     if op.is_search() {
         let auth = ctx.shared.auth.load();
         return read::rows(&op, &p, &ctx.store, &catalog, &auth).map(Answer::Rows);
     }
     execute(ctx, op, &p).map(Answer::Json)
-}
-
-/// Attribute permissions on writes: every attribute a record sets (new ones included) must be
-/// writable for the role, for insert (insert), update (update) or upsert (both); otherwise
-/// Harper's 403 names each as not existing, and nothing is written.
-fn check_written_attributes(
-    p: &Principal,
-    catalog: &crate::core::catalog::Catalog,
-    w: &WriteOp,
-) -> Result<(), OpError> {
-    use crate::core::auth::TablePerm;
-    use crate::core::op::WriteKind;
-    let WriteOp::Records {
-        kind,
-        database,
-        table,
-        records,
-    } = w
-    else {
-        return Ok(());
-    };
-    let (Some(t), Some(rules)) = (
-        catalog.table(database, table),
-        p.role
-            .as_ref()
-            .and_then(|r| r.attribute_rules(database, table)),
-    ) else {
-        return Ok(());
-    };
-    let perms: &[TablePerm] = match kind {
-        WriteKind::Insert => &[TablePerm::Insert],
-        WriteKind::Update => &[TablePerm::Update],
-        WriteKind::Upsert => &[TablePerm::Insert, TablePerm::Update],
-    };
-    for i in 0..records.len() {
-        let rec = records.parse(i).map_err(OpError::bad_request)?;
-        for perm in perms {
-            read::check_attributes(&rules, t, rec.keys().map(String::as_str), *perm)?;
-        }
-    }
-    Ok(())
 }
 
 /// The caller as the headers say. `authorizeLocal` only applies to requests a web page cannot

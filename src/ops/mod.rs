@@ -10,6 +10,7 @@ pub mod body;
 pub mod certs;
 pub mod fields;
 pub mod http;
+pub mod jobs;
 pub mod parse;
 pub mod query;
 pub mod read;

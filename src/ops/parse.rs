@@ -152,7 +152,9 @@ pub enum AuditSearch {
     All,
     /// Versions between two epoch-millisecond times (inclusive).
     Timestamp(f64, f64),
-    /// Entries writing one of these primary keys.
+    /// Entries made by these users, grouped by user.
+    Username(Vec<String>),
+    /// Entries writing these primary keys, grouped by key.
     HashValue(Vec<Value>),
 }
 
@@ -220,6 +222,7 @@ impl Operation {
                 WriteOp::SystemPut { .. }
                 | WriteOp::SystemDelete { .. }
                 | WriteOp::SetLocal { .. } => SuperUser("system"),
+                WriteOp::TrimAudit { .. } => SuperUser("deleteAuditLogsBefore"),
             },
             Operation::AddUser { .. } => SuperUser("addUser"),
             Operation::AlterUser { .. } => SuperUser("alterUser"),
@@ -644,6 +647,16 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
         }),
         "list_users" => Operation::ListUsers,
         "read_audit_log" => {
+            // Harper 4.7 takes only `schema` here (`database` alone is its 500 "database is
+            // required"); both are accepted, as everywhere else. Its checks are 500s.
+            let database = f
+                .opt_str(&["schema", "database"])?
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| OpError::internal("database is required"))?;
+            let table = f
+                .opt_str(&["table"])?
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| OpError::internal("table is required"))?;
             let values = f.opt_array(&["search_values"])?;
             let search = match f.opt_str(&["search_type"])?.as_deref() {
                 None => AuditSearch::All,
@@ -654,16 +667,26 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
                     };
                     AuditSearch::Timestamp(at(0, 0.0), at(1, f64::MAX))
                 }
+                Some("username") => AuditSearch::Username(
+                    values
+                        .map(|v| {
+                            v.iter()
+                                .map(|u| match u {
+                                    Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
                 Some("hash_value") => AuditSearch::HashValue(values.cloned().unwrap_or_default()),
                 Some(other) => {
-                    return Err(OpError::bad_request(format!(
-                        "'search_type' must be one of [timestamp, hash_value], got '{other}'"
-                    )))
+                    return Err(OpError::internal(format!("Invalid searchType '{other}'")))
                 }
             };
             Operation::ReadAuditLog {
-                database: database(&f)?,
-                table: table(&f)?,
+                database,
+                table,
                 search,
             }
         }

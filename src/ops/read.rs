@@ -8,6 +8,7 @@ use crate::core::auth::{AuthState, Principal, TablePerm};
 use crate::core::catalog::{Catalog, TableDef, SYSTEM_DB};
 use crate::core::error::{OpError, OpResult};
 use crate::core::hlc;
+use crate::core::op::WriteOp;
 use crate::core::txn::{self, TxnOp};
 use crate::store::keys;
 use crate::store::record::StoredRecord;
@@ -159,8 +160,91 @@ fn value_condition(attribute: &str, value: &Value) -> Option<Condition> {
     })
 }
 
-/// The audit entries of one table, oldest first, in Harper's shape (`operation`, `timestamp`,
-/// `hash_values`, `records`), plus the origin node and exact version.
+/// One committed transaction's writes to a table, as `read_audit_log` reports them.
+struct AuditItem {
+    version: u64,
+    user: Option<String>,
+    kind: txn::TxnKind,
+    puts: Vec<(Vec<u8>, Value)>,
+    deletes: Vec<Vec<u8>>,
+}
+
+fn audit_entry(
+    operation: &str,
+    user: Option<&str>,
+    ms: f64,
+    ids: Vec<Value>,
+    recs: Vec<Value>,
+) -> Value {
+    let mut o = Map::new();
+    o.insert("operation".into(), json!(operation));
+    if let Some(u) = user {
+        o.insert("user_name".into(), json!(u));
+    }
+    o.insert("timestamp".into(), json!(ms));
+    o.insert("hash_values".into(), Value::Array(ids));
+    o.insert("records".into(), Value::Array(recs));
+    Value::Object(o)
+}
+
+/// Harper's entry of one record in a `hash_value` search: insert and update both read
+/// `upsert`, and the keys come in another order.
+fn audit_record_entry(
+    operation: &str,
+    user: Option<&str>,
+    ms: f64,
+    id: Value,
+    rec: Value,
+) -> Value {
+    let mut o = Map::new();
+    o.insert("operation".into(), json!(operation));
+    o.insert("timestamp".into(), json!(ms));
+    if let Some(u) = user {
+        o.insert("user_name".into(), json!(u));
+    }
+    o.insert("hash_values".into(), json!([id]));
+    o.insert("records".into(), json!([rec]));
+    Value::Object(o)
+}
+
+impl AuditItem {
+    /// The entry (or, for a transaction that both wrote and deleted, entries) in Harper's
+    /// default shape: `operation` is what the request was (insert, update, upsert, delete).
+    fn entries(&self) -> Vec<Value> {
+        let ms = hlc::to_ms_f64(self.version);
+        let user = self.user.as_deref();
+        let id = |pk: &Vec<u8>| keys::decode_pk(pk).unwrap_or(Value::Null);
+        let mut out = Vec::new();
+        if !self.puts.is_empty() {
+            let op = match self.kind.name() {
+                Some(n) if n != "delete" => n,
+                _ => "upsert",
+            };
+            out.push(audit_entry(
+                op,
+                user,
+                ms,
+                self.puts.iter().map(|(pk, _)| id(pk)).collect(),
+                self.puts.iter().map(|(_, r)| r.clone()).collect(),
+            ));
+        }
+        if !self.deletes.is_empty() {
+            out.push(audit_entry(
+                "delete",
+                user,
+                ms,
+                self.deletes.iter().map(id).collect(),
+                self.deletes.iter().map(|_| Value::Null).collect(),
+            ));
+        }
+        out
+    }
+}
+
+/// The audit entries of one table, oldest first, in Harper's shapes: an array of
+/// `{operation, user_name, timestamp, hash_values, records}` (all, or by `timestamp`), an
+/// object of such arrays by user (`username`), or an object of per-record entries by primary
+/// key (`hash_value`). `user_name` is absent for changes no user made (node-made writes).
 fn read_audit_log(
     store: &Store,
     catalog: &Catalog,
@@ -169,26 +253,38 @@ fn read_audit_log(
 ) -> OpResult {
     let err = |e: crate::store::StoreError| OpError::internal(e.to_string());
     let db_id = catalog.database(&t.database).map(|d| d.id).unwrap_or(0);
-    let names = store.origin_names().map_err(err)?;
     let wanted: Option<Vec<Vec<u8>>> = match search {
         AuditSearch::HashValue(v) => Some(v.iter().filter_map(keys::encode_pk).collect()),
         _ => None,
     };
-    let mut entries = Vec::new();
+    let (lo, hi) = match search {
+        AuditSearch::Timestamp(lo, hi) => (*lo, *hi),
+        _ => (f64::MIN, f64::MAX),
+    };
+    let mut items = Vec::new();
     for item in store.audit_of_db(db_id) {
-        let (origin, version, ops) = item.map_err(err)?;
+        let (_, version, ops) = item.map_err(err)?;
         let ms = hlc::to_ms_f64(version);
-        if let AuditSearch::Timestamp(lo, hi) = search {
-            if ms < *lo || ms > *hi {
+        if ms < lo || ms > hi {
+            continue;
+        }
+        let Ok(entry) = txn::decode_entry(&ops) else {
+            continue;
+        };
+        let user = entry.actor.user_name().map(str::to_string);
+        if let AuditSearch::Username(users) = search {
+            if !user.as_ref().is_some_and(|u| users.contains(u)) {
                 continue;
             }
         }
-        let Ok(ops) = txn::decode_ops(&ops) else {
-            continue;
+        let mut it = AuditItem {
+            version,
+            user,
+            kind: entry.kind,
+            puts: Vec::new(),
+            deletes: Vec::new(),
         };
-        let mut puts = (Vec::new(), Vec::new());
-        let mut deletes = Vec::new();
-        for op in ops {
+        for op in entry.ops {
             let (tname, pk, record) = match op {
                 TxnOp::Put {
                     table, pk, record, ..
@@ -199,26 +295,77 @@ fn read_audit_log(
             if tname != t.name || wanted.as_ref().is_some_and(|w| !w.contains(&pk)) {
                 continue;
             }
-            let id = keys::decode_pk(&pk).unwrap_or(Value::Null);
             match record {
                 Some(r) => {
-                    puts.0.push(id);
-                    puts.1
-                        .push(serde_json::from_slice::<Value>(&r).unwrap_or(Value::Null));
+                    let rec = serde_json::from_slice::<Value>(&r).unwrap_or(Value::Null);
+                    it.puts.push((pk, rec));
                 }
-                None => deletes.push(id),
+                None => it.deletes.push(pk),
             }
         }
-        let origin = names.get(&origin).cloned().unwrap_or_default();
-        if !puts.0.is_empty() {
-            entries.push((version, json!({"operation": "upsert", "timestamp": ms, "hash_values": puts.0, "records": puts.1, "origin": origin, "version": version})));
-        }
-        if !deletes.is_empty() {
-            entries.push((version, json!({"operation": "delete", "timestamp": ms, "hash_values": deletes, "origin": origin, "version": version})));
+        if !it.puts.is_empty() || !it.deletes.is_empty() {
+            items.push(it);
         }
     }
-    entries.sort_by_key(|e| e.0);
-    Ok(Value::Array(entries.into_iter().map(|e| e.1).collect()))
+    // Entries of several origins interleave by version.
+    items.sort_by_key(|i| i.version);
+    match search {
+        AuditSearch::All | AuditSearch::Timestamp(..) => Ok(Value::Array(
+            items.iter().flat_map(AuditItem::entries).collect(),
+        )),
+        AuditSearch::Username(users) => {
+            let mut out = Map::new();
+            for u in users {
+                let entries: Vec<Value> = items
+                    .iter()
+                    .filter(|i| i.user.as_deref() == Some(u.as_str()))
+                    .flat_map(AuditItem::entries)
+                    .collect();
+                out.insert(u.clone(), Value::Array(entries));
+            }
+            Ok(Value::Object(out))
+        }
+        AuditSearch::HashValue(values) => {
+            let mut out = Map::new();
+            for v in values {
+                let key = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let Some(pk) = keys::encode_pk(v) else {
+                    out.insert(key, json!([]));
+                    continue;
+                };
+                let mut entries = Vec::new();
+                for i in &items {
+                    let ms = hlc::to_ms_f64(i.version);
+                    let user = i.user.as_deref();
+                    for (p, rec) in &i.puts {
+                        if *p == pk {
+                            entries.push(audit_record_entry(
+                                "upsert",
+                                user,
+                                ms,
+                                v.clone(),
+                                rec.clone(),
+                            ));
+                        }
+                    }
+                    if i.deletes.contains(&pk) {
+                        entries.push(audit_record_entry(
+                            "delete",
+                            user,
+                            ms,
+                            v.clone(),
+                            Value::Null,
+                        ));
+                    }
+                }
+                out.insert(key, Value::Array(entries));
+            }
+            Ok(Value::Object(out))
+        }
+    }
 }
 
 /// Applies `p`'s attribute permissions on `t` to a search: every attribute it names (to return,
@@ -262,6 +409,47 @@ fn restrict_search(
         out.get_attributes = Some(readable);
     }
     Ok(out)
+}
+
+/// Attribute permissions on writes: every attribute a record sets (new ones included) must be
+/// writable for the role, for insert (insert), update (update) or upsert (both); otherwise
+/// Harper's 403 names each as not existing, and nothing is written.
+pub fn check_written_attributes(
+    p: &Principal,
+    catalog: &crate::core::catalog::Catalog,
+    w: &WriteOp,
+) -> Result<(), OpError> {
+    use crate::core::auth::TablePerm;
+    use crate::core::op::WriteKind;
+    let WriteOp::Records {
+        kind,
+        database,
+        table,
+        records,
+    } = w
+    else {
+        return Ok(());
+    };
+    let (Some(t), Some(rules)) = (
+        catalog.table(database, table),
+        p.role
+            .as_ref()
+            .and_then(|r| r.attribute_rules(database, table)),
+    ) else {
+        return Ok(());
+    };
+    let perms: &[TablePerm] = match kind {
+        WriteKind::Insert => &[TablePerm::Insert],
+        WriteKind::Update => &[TablePerm::Update],
+        WriteKind::Upsert => &[TablePerm::Insert, TablePerm::Update],
+    };
+    for i in 0..records.len() {
+        let rec = records.parse(i).map_err(OpError::bad_request)?;
+        for perm in perms {
+            check_attributes(&rules, t, rec.keys().map(String::as_str), *perm)?;
+        }
+    }
+    Ok(())
 }
 
 /// Harper's 403 for attributes a role may not use: each one reported as not existing.

@@ -741,9 +741,16 @@ fn session_loop(
                         }
                         Incoming::Frame(Frame::NeedCopy { origins: stale }) => {
                             // A NeedCopy answering a subscription older than our last copy is
-                            // moot: our cursors have moved past what it complains about.
+                            // moot: our cursors have moved past what it complains about. The
+                            // sender stopped streaming those origins, though (it also says
+                            // NeedCopy mid-stream when its log was trimmed under a live
+                            // session), so subscribe again from where we are: it answers with
+                            // the stream or, if our cursors are still short, another NeedCopy.
                             let now: HashMap<String, u64> = cursors(ctx, peer, db, origins).into_iter().collect();
                             if stale.iter().all(|(o, v)| now.get(o).is_some_and(|c| c > v)) {
+                                if let Err(e) = subscribe(ctx, conn, stats, peer, db, origins) {
+                                    return ended(e, progress);
+                                }
                                 continue;
                             }
                             log::info!("{peer} no longer has {stale:?} from our cursors in {db}: full copy");

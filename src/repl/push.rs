@@ -718,7 +718,12 @@ fn send_batch(
     st: &mut PushState,
     stats: &LinkStats,
 ) -> Result<bool, String> {
-    let PushState { subs, ids, .. } = st;
+    let PushState {
+        subs,
+        ids,
+        need_copy,
+        ..
+    } = st;
     let policy = ctx.policy(peer);
     let Some(db_id) = ctx.db_id(db) else {
         return Ok(false);
@@ -731,10 +736,13 @@ fn send_batch(
     let budget = FRAME_TARGET.min(ctx.cfg.max_frame / 2);
     let mut batch: Vec<(String, u64, crate::store::Slice)> = Vec::new();
     let mut bytes = 0usize;
+    let mut stale: Vec<(String, u64)> = Vec::new();
     'origins: for (origin, after) in subs.iter() {
         let Some(&origin_id) = ids.get(origin) else {
             continue;
         };
+        let (first, bytes_before) = (batch.len(), bytes);
+        let mut full = false;
         for item in ctx.store.audit_after(db_id, origin_id, *after) {
             let (version, ops) = item.map_err(|e| format!("cannot read the audit log: {e}"))?;
             let size = ops.len() + origin.len() + db.len() + 32;
@@ -751,14 +759,38 @@ fn send_batch(
                 return Err(reason);
             }
             if !batch.is_empty() && (bytes + size > budget || batch.len() >= FRAME_TXNS) {
-                break 'origins;
+                full = true;
+                break;
             }
             bytes += size;
             batch.push((origin.clone(), version, ops));
         }
+        // Entries above what this session sent may have been removed since it subscribed
+        // (delete_audit_logs_before, retention, or a full copy this node received, which each
+        // raise the origin's low watermark). Checked after reading, so a trim that committed
+        // before the read is always seen: streaming on would leave a hole the subscriber's
+        // cursor skips forever, so that origin stops here and the subscriber is told to copy.
+        let low = ctx.store.low_watermark(db_id, origin_id).unwrap_or(0);
+        if *after < low {
+            batch.truncate(first);
+            bytes = bytes_before;
+            stale.push((origin.clone(), *after));
+        }
+        if full {
+            break 'origins;
+        }
+    }
+    let found_stale = !stale.is_empty();
+    if found_stale {
+        for (origin, _) in &stale {
+            subs.remove(origin);
+        }
+        log::info!("{peer}: the log of {stale:?} in {db} was trimmed under a live stream; asking for a full copy");
+        need_copy.extend(stale);
     }
     if batch.is_empty() {
-        return Ok(false);
+        // Go round again at once when there is a NeedCopy to send.
+        return Ok(found_stale);
     }
     let mut e = wire::start_txns(batch.len());
     for (origin, version, ops) in &batch {

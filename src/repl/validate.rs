@@ -198,6 +198,7 @@ mod tests {
             version,
             db: db.into(),
             actor: Actor::None,
+            kind: Default::default(),
             ops,
         }
     }

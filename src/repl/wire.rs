@@ -186,7 +186,7 @@ impl Frame {
                         &t.origin,
                         t.version,
                         &t.db,
-                        &txn::encode_ops(&t.actor, &t.ops),
+                        &txn::encode_ops(&t.actor, t.kind, &t.ops),
                     );
                 }
             }
@@ -282,13 +282,14 @@ impl Frame {
                     let origin = d.string()?;
                     let version = d.u64_fixed()?;
                     let db = d.string()?;
-                    let (actor, ops) = txn::decode_entry(d.bytes()?)?;
+                    let e = txn::decode_entry(d.bytes()?)?;
                     txns.push(Txn {
                         origin,
                         version,
                         db,
-                        actor,
-                        ops,
+                        actor: e.actor,
+                        kind: e.kind,
+                        ops: e.ops,
                     });
                 }
                 Frame::Txns { txns }
@@ -388,6 +389,7 @@ mod tests {
                     version: 9,
                     db: "dev".into(),
                     actor: txn::Actor::User("admin".into()),
+                    kind: txn::TxnKind::Delete,
                     ops: vec![TxnOp::Delete {
                         table: "t".into(),
                         pk_attr: "id".into(),
@@ -457,6 +459,7 @@ mod tests {
             version: 3,
             db: "dev".into(),
             actor: txn::Actor::Node("a".into()),
+            kind: txn::TxnKind::None,
             ops: vec![TxnOp::CreateDatabase { name: "x".into() }],
         };
         let mut e = start_txns(1);
@@ -465,7 +468,7 @@ mod tests {
             &t.origin,
             t.version,
             &t.db,
-            &txn::encode_ops(&t.actor, &t.ops),
+            &txn::encode_ops(&t.actor, t.kind, &t.ops),
         );
         assert_eq!(e.buf, Frame::Txns { txns: vec![t] }.encode());
     }

@@ -126,6 +126,14 @@ pub enum Write {
         attribute: u32,
         name: String,
     },
+    /// Replace (Some) or remove (None) one audit entry, if it is still there (never resurrects
+    /// an entry that retention pruned meanwhile).
+    AuditEdit {
+        db: u32,
+        origin: u32,
+        version: u64,
+        ops: Option<Vec<u8>>,
+    },
     /// This node's log of `origin` in `db` is complete only above `version` (after a full copy).
     LowWatermark {
         db: u32,
@@ -188,8 +196,10 @@ const META_FORMAT: &[u8] = b"fmt";
 
 /// The on-disk layout this binary writes. A store without the key was written before it
 /// existed, in the same layout as format 1; a higher number is refused at open (a newer
-/// Skerry wrote it: downgrading is not supported).
-pub const FORMAT_VERSION: u32 = 1;
+/// Skerry wrote it: downgrading is not supported). Format 2: audit entries carry the write
+/// kind (`core::txn` ops format 3), which a format-1 binary cannot decode; format-1 stores
+/// open as they are (their entries stay readable) and are marked 2.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone)]
 struct TableSpaces {
@@ -436,6 +446,9 @@ impl Store {
         // Keyspace handles of the tables this group touches: looked up once per table, not
         // once per write (a group of 1,000 records has ~9,000 writes).
         let mut handles: HashMap<u32, TableSpaces> = HashMap::new();
+        // Low watermarks raised earlier in this batch: a later, lower raise of the same key
+        // must not overwrite them (the batch keeps the last insert of a key).
+        let mut watermarks: HashMap<Vec<u8>, u64> = HashMap::new();
         for w in writes {
             match w {
                 Write::Record { table, pk, record } => {
@@ -519,7 +532,13 @@ impl Store {
                             batch.remove(&self.inner.audit, k);
                         }
                         if newest > 0 {
-                            self.raise_low_watermark(&mut batch, *db, *origin, newest)?;
+                            self.raise_low_watermark(
+                                &mut batch,
+                                &mut watermarks,
+                                *db,
+                                *origin,
+                                newest,
+                            )?;
                         }
                     }
                 }
@@ -527,7 +546,23 @@ impl Store {
                     db,
                     origin,
                     version,
-                } => self.raise_low_watermark(&mut batch, *db, *origin, *version)?,
+                } => {
+                    self.raise_low_watermark(&mut batch, &mut watermarks, *db, *origin, *version)?
+                }
+                Write::AuditEdit {
+                    db,
+                    origin,
+                    version,
+                    ops,
+                } => {
+                    let key = audit_key(*db, *origin, *version);
+                    if self.inner.audit.contains_key(key)? {
+                        match ops {
+                            Some(ops) => batch.insert(&self.inner.audit, key, ops.as_slice()),
+                            None => batch.remove(&self.inner.audit, key),
+                        }
+                    }
+                }
                 Write::BackfillIndex {
                     table,
                     attribute,
@@ -584,19 +619,24 @@ impl Store {
     fn raise_low_watermark(
         &self,
         batch: &mut fjall::OwnedWriteBatch,
+        pending: &mut HashMap<Vec<u8>, u64>,
         db: u32,
         origin: u32,
         version: u64,
     ) -> Result<()> {
         let key = low_watermark_key(db, origin);
-        let current = self
-            .inner
-            .meta
-            .get(&key)?
-            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
-            .unwrap_or(0);
+        let current = match pending.get(&key) {
+            Some(v) => *v,
+            None => self
+                .inner
+                .meta
+                .get(&key)?
+                .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                .unwrap_or(0),
+        };
         if version > current {
-            batch.insert(&self.inner.meta, key, version.to_be_bytes());
+            batch.insert(&self.inner.meta, key.clone(), version.to_be_bytes());
+            pending.insert(key, version);
         }
         Ok(())
     }
@@ -1057,6 +1097,62 @@ mod tests {
         assert_eq!(all, vec![10, 20, 30]);
         assert_eq!(s.audit_after(7, 1, u64::MAX).count(), 0);
         assert_eq!(s.audit_after(7, u32::MAX, 0).count(), 0);
+    }
+
+    #[test]
+    fn audit_edits_never_resurrect_and_watermarks_never_go_down_within_a_batch() {
+        let (_d, s) = open();
+        let audit = |db, origin, version: u64| Write::Audit {
+            db,
+            origin,
+            version,
+            ops: vec![version as u8],
+        };
+        s.commit(&[audit(1, 1, 10), audit(1, 1, 20)], Durability::Buffer)
+            .unwrap();
+        s.commit(
+            &[
+                Write::AuditEdit {
+                    db: 1,
+                    origin: 1,
+                    version: 10,
+                    ops: None,
+                },
+                Write::AuditEdit {
+                    db: 1,
+                    origin: 1,
+                    version: 20,
+                    ops: Some(vec![99]),
+                },
+                // Gone already (pruned): must stay gone.
+                Write::AuditEdit {
+                    db: 1,
+                    origin: 1,
+                    version: 15,
+                    ops: Some(vec![7]),
+                },
+                Write::LowWatermark {
+                    db: 1,
+                    origin: 1,
+                    version: 20,
+                },
+                Write::PruneAudit {
+                    db: 1,
+                    origins: vec![1],
+                    before: 12,
+                },
+            ],
+            Durability::Buffer,
+        )
+        .unwrap();
+        let left: Vec<(u64, Vec<u8>)> = s
+            .audit_after(1, 1, 0)
+            .map(|r| r.map(|(v, o)| (v, o.to_vec())).unwrap())
+            .collect();
+        assert_eq!(left, vec![(20, vec![99])]);
+        // The prune raised the watermark to 10 after the edit raised it to 20 in the same
+        // batch: the higher one stands.
+        assert_eq!(s.low_watermark(1, 1).unwrap(), 20);
     }
 
     #[test]
