@@ -249,3 +249,96 @@ fn remove_node_of_a_peer_with_a_record_and_a_route_removes_both_so_it_does_not_s
         json!({"message": format!("Successfully removed '{}' from cluster", c.ip)})
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 5: table expiration
+// ---------------------------------------------------------------------------------------------
+
+fn search_all(n: &TestNode, table: &str) -> Value {
+    n.ok(
+        json!({"operation":"search_by_value","database":"dev","table":table,
+        "search_attribute":"id","search_value":"*","get_attributes":["id"]}),
+    )
+}
+
+fn by_id(n: &TestNode, table: &str, id: &str) -> Value {
+    n.ok(
+        json!({"operation":"search_by_id","database":"dev","table":table,
+        "ids":[id],"get_attributes":["id"]}),
+    )
+}
+
+#[test]
+fn expired_records_are_never_returned_and_are_evicted_locally_on_every_node_without_a_replicated_delete(
+) {
+    let ip = ips(SUITE, 2);
+    let nodes = start_all(&ip);
+    let (a, b) = (&nodes[0], &nodes[1]);
+    add_node(a, &b.ip);
+    wait_mesh(&[a, b], &["system"]);
+    a.ok(
+        json!({"operation":"create_table","database":"dev","table":"ttl",
+        "primary_key":"id","expiration":2}),
+    );
+    wait_table(&[b], "ttl");
+    for n in [a, b] {
+        let d = n.ok(json!({"operation":"describe_table","database":"dev","table":"ttl"}));
+        assert_eq!(d["expiration"], json!(2), "describe_table on {}: {d}", n.ip);
+    }
+    put(a, "ttl", "short");
+    wait_present(&[b], "ttl", "short");
+    assert_eq!(by_id(a, "ttl", "short"), json!([{"id":"short"}]));
+    // Gone from every read on both nodes, then evicted from storage (record_count counts
+    // stored records) by each node's own sweep.
+    let gone = |n: &TestNode| {
+        by_id(n, "ttl", "short") == json!([])
+            && search_all(n, "ttl") == json!([])
+            && record_count(n, "ttl") == Some(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || gone(a) && gone(b)),
+        "the expired record is still there:\n{}",
+        dump(&[a, b])
+    );
+    // The eviction is local: no delete was logged (so none replicated).
+    for n in [a, b] {
+        let ops: Vec<Value> = audit_log(n, "ttl")
+            .iter()
+            .map(|e| e["operation"].clone())
+            .collect();
+        assert!(
+            !ops.contains(&json!("delete")),
+            "an eviction was logged as a delete on {}: {ops:?}",
+            n.ip
+        );
+    }
+    // A newer write of the same key is not fought by the eviction: it is back on both nodes.
+    put(b, "ttl", "short");
+    wait_present(&[a, b], "ttl", "short");
+}
+
+#[test]
+fn create_table_refuses_an_expiration_that_is_not_a_positive_whole_number_of_seconds() {
+    let ip = ips(SUITE, 1);
+    let n = start_repl(&ip[0]);
+    for bad in [json!(-1), json!(0), json!("10"), json!(1.5)] {
+        let (s, r) = n.op(
+            json!({"operation":"create_table","database":"dev","table":"t",
+            "primary_key":"id","expiration":bad}),
+        );
+        assert_eq!(
+            (s, r),
+            (
+                400,
+                json!({"error": format!("'expiration' must be a whole number of seconds from 1 to 4294967295, received {bad}")})
+            ),
+            "{bad}"
+        );
+    }
+    let (s, _) = n.op(json!({"operation":"describe_table","database":"dev","table":"t"}));
+    assert_eq!(s, 404, "nothing may be created");
+    // Without it, describe_table has no `expiration` key.
+    create_table(&n, "plain");
+    let d = n.ok(json!({"operation":"describe_table","database":"dev","table":"plain"}));
+    assert!(d.get("expiration").is_none(), "{d}");
+}

@@ -564,6 +564,7 @@ fn receive_copy(
                         pk_attr,
                         schema_defined,
                         attributes,
+                        expiration,
                     }) => {
                         super::validate::copy_table(db, &table, &pk_attr, &attributes)
                             .map_err(|e| invalid(peer, db, conn, e))?;
@@ -572,6 +573,7 @@ fn receive_copy(
                             pk_attr,
                             attributes,
                             schema_defined,
+                            expiration,
                         };
                         // Create the table now: an empty table sends no rows, and its creation
                         // lies below the vector streaming resumes from.

@@ -644,6 +644,7 @@ fn send_copy(
                 table: name.clone(),
                 pk_attr: t.primary_key.clone(),
                 schema_defined: t.schema_defined,
+                expiration: t.expiration,
                 attributes: t
                     .attributes
                     .iter()
