@@ -529,10 +529,12 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
                 None | Some(Value::Null) => None,
                 Some(v) => match v.as_u64().filter(|s| (1..=u64::from(u32::MAX)).contains(s)) {
                     Some(s) => Some(s),
-                    None => return Err(OpError::bad_request(format!(
+                    None => {
+                        return Err(OpError::bad_request(format!(
                         "'expiration' must be a whole number of seconds from 1 to {}, received {v}",
                         u32::MAX
-                    ))),
+                    )))
+                    }
                 },
             };
             write(WriteOp::CreateTable {

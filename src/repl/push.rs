@@ -465,6 +465,18 @@ fn push_loop(
             false
         };
         if sent {
+            // A link that streams without pause still measures its round trip.
+            if tick.try_recv().is_ok() && conn.ping_due(ping_interval) {
+                if let Err(e) = conn.ping() {
+                    return e;
+                }
+            }
+            if let Some(l) = conn.latency {
+                stats
+                    .push
+                    .latency_us
+                    .store((l.as_micros() as u64).max(1), Ordering::Relaxed);
+            }
             // Keep streaming, but never let the peer's acks and pings pile up unread.
             while let Ok(chunk) = bytes.try_recv() {
                 if let Err(e) = handle_incoming(ctx, conn, peer, db, stats, &mut st, chunk) {
