@@ -101,6 +101,21 @@ fn add_node_update_node_and_configure_cluster_refuse_a_hostname_that_is_not_a_dn
 
 #[test]
 fn a_registration_dials_at_once_instead_of_waiting_out_the_backoff_grown_while_refused() {
+    registration_dials_at_once(|a, b| add_node(a, &b.ip));
+}
+
+#[test]
+fn configure_cluster_dials_at_once_instead_of_waiting_out_the_backoff_grown_while_refused() {
+    registration_dials_at_once(|a, b| {
+        let r = a.ok(json!({"operation":"configure_cluster","connections":[
+            {"hostname": b.ip, "authorization": creds()}]}));
+        assert_eq!(r["message"], "Cluster successfully configured.", "{r}");
+    });
+}
+
+/// B dials A from a route while A refuses it (A does not know B); then `register` makes A
+/// and B members of each other: data must flow both ways at once, not after B's back-off.
+fn registration_dials_at_once(register: impl Fn(&TestNode, &TestNode)) {
     let ip = ips(SUITE, 2);
     // B dials A from its routes; A does not know B and refuses it, so B's back-off grows.
     let (a, b) = std::thread::scope(|s| {
@@ -122,7 +137,7 @@ fn a_registration_dials_at_once_instead_of_waiting_out_the_backoff_grown_while_r
         "A accepted B before knowing it:\n{}",
         dump(&[&a, &b])
     );
-    add_node(&a, &b.ip);
+    register(&a, &b);
     let registered = Instant::now();
     put(&b, "dog", "from-b");
     put(&a, "dog", "from-a");
@@ -341,4 +356,17 @@ fn create_table_refuses_an_expiration_that_is_not_a_positive_whole_number_of_sec
     create_table(&n, "plain");
     let d = n.ok(json!({"operation":"describe_table","database":"dev","table":"plain"}));
     assert!(d.get("expiration").is_none(), "{d}");
+}
+
+#[test]
+fn table_expiration_survives_a_restart() {
+    let ip = ips(SUITE, 1);
+    let mut n = start_repl(&ip[0]);
+    n.ok(
+        json!({"operation":"create_table","database":"dev","table":"ttl",
+        "primary_key":"id","expiration":3600}),
+    );
+    n.restart();
+    let d = n.ok(json!({"operation":"describe_table","database":"dev","table":"ttl"}));
+    assert_eq!(d["expiration"], json!(3600), "{d}");
 }
