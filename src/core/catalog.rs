@@ -61,6 +61,10 @@ pub struct TableDef {
     /// back its index is rebuilt from the records.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped: Vec<String>,
+    /// Harper's `expiration` (seconds): a record older than `__updatedtime__ + expiration` is
+    /// never returned and is evicted locally by the expiry sweep (see `node::expiry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<u64>,
     /// Position of each attribute in `attributes` by name: lookups are O(1) however many
     /// attributes a dynamic table grows (a linear search made one insert adding 40,000
     /// attributes block the core for seconds). Rebuilt after loading (`Catalog::reindex`).
@@ -78,6 +82,17 @@ pub struct AttributeDef {
 }
 
 impl TableDef {
+    /// Whether the stored record `rec` has expired at `now_ms` (tables with `expiration`
+    /// only; a record without a numeric `__updatedtime__` never expires).
+    pub fn expired(&self, rec: &serde_json::Map<String, serde_json::Value>, now_ms: u64) -> bool {
+        let Some(secs) = self.expiration else {
+            return false;
+        };
+        rec.get(UPDATED_TIME)
+            .and_then(serde_json::Value::as_f64)
+            .is_some_and(|t| t + secs.saturating_mul(1000) as f64 <= now_ms as f64)
+    }
+
     pub fn attribute(&self, name: &str) -> Option<&AttributeDef> {
         self.by_name.get(name).and_then(|&i| self.attributes.get(i))
     }
@@ -214,6 +229,7 @@ impl Catalog {
             replicate: true,
             next_attr_id: 0,
             dropped: Vec::new(),
+            expiration: None,
             by_name: Default::default(),
         };
         def.add_attribute(primary_key, true, None);

@@ -92,6 +92,8 @@ pub struct CopyTable {
     pub pk_attr: String,
     pub attributes: Vec<(String, Option<String>)>,
     pub schema_defined: bool,
+    /// The table's `expiration` (seconds), if any.
+    pub expiration: Option<u64>,
 }
 
 /// One row of a full copy: the stored entry as the sender has it.
@@ -489,14 +491,21 @@ impl<R> Core<R> {
                 primary_key,
                 attributes,
                 schema_defined,
+                expiration,
             } => Ok(self.create_table(
                 &database,
                 &table,
                 &primary_key,
                 attributes,
                 schema_defined,
+                expiration,
                 now_ms,
             )),
+            WriteOp::Evict {
+                database,
+                table,
+                pks,
+            } => self.evict(&database, &table, &pks, now_ms, store),
             WriteOp::DropTable {
                 database,
                 table,

@@ -85,6 +85,15 @@ pub enum WriteOp {
         primary_key: String,
         attributes: Vec<(String, Option<String>)>,
         schema_defined: bool,
+        /// Harper's `expiration` option, seconds.
+        expiration: Option<u64>,
+    },
+    /// The expiry sweep: removes these records of `table` on this node only (no audit entry,
+    /// not replicated), each only if it is still expired when the core gets to it.
+    Evict {
+        database: String,
+        table: String,
+        pks: Vec<Vec<u8>>,
     },
     DropTable {
         database: String,

@@ -579,6 +579,42 @@ impl<R> Core<R> {
         })))
     }
 
+    /// The expiry sweep's local eviction: each record still expired at `now_ms` gets a
+    /// tombstone at the record's own version and origin, with no audit entry (so nothing
+    /// replicates). A newer write, from here or a peer, has a higher version and wins over it;
+    /// an older copy arriving later loses to it, as it would to the record itself.
+    pub(super) fn evict(
+        &mut self,
+        db: &str,
+        table: &str,
+        pks: &[Vec<u8>],
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        let def = match self.table_or_404(db, table) {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut evicted = 0u64;
+        for pk in pks {
+            let Some(existing) = self.read(store, def.id, pk)? else {
+                continue;
+            };
+            let still_expired = existing
+                .json
+                .as_deref()
+                .and_then(parse_map)
+                .is_some_and(|m| def.expired(&m, now_ms));
+            if !still_expired {
+                continue;
+            }
+            let (version, origin) = (existing.version, existing.origin);
+            self.store_entry(&def, pk, Some(&existing), None, version, origin);
+            evicted += 1;
+        }
+        Ok(Ok(json!({ "evicted": evicted })))
+    }
+
     /// Reads a live system record by key.
     fn system_record(
         &self,
@@ -1096,6 +1132,9 @@ impl<R> Core<R> {
                 &table.attributes,
                 table.schema_defined,
             );
+            if let Some(t) = Arc::make_mut(&mut self.catalog).table_mut(db, &table.name) {
+                t.expiration = table.expiration;
+            }
             self.mark_catalog_changed();
         }
         for row in rows {
@@ -1162,9 +1201,13 @@ impl<R> Core<R> {
                 pk_attr,
                 attributes,
                 schema_defined,
+                expiration,
             } => {
                 if cat.table(db, table).is_none() {
                     cat.create_table(db, table, pk_attr, attributes, *schema_defined);
+                    if let Some(t) = cat.table_mut(db, table) {
+                        t.expiration = *expiration;
+                    }
                 }
             }
             TxnOp::CreateAttribute { table, attribute } => {

@@ -98,6 +98,8 @@ impl<R> Core<R> {
         Ok(json!({ "message": format!("successfully deleted '{db}'") }))
     }
 
+    // The fields of `WriteOp::CreateTable`, one by one (the op is matched apart in `step`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn create_table(
         &mut self,
         db: &str,
@@ -105,6 +107,7 @@ impl<R> Core<R> {
         primary_key: &str,
         attributes: Vec<(String, Option<String>)>,
         schema_defined: bool,
+        expiration: Option<u64>,
         now_ms: u64,
     ) -> OpResult {
         for (kind, name) in [("Database", db), ("Table", table)] {
@@ -137,6 +140,9 @@ impl<R> Core<R> {
             &attrs,
             schema_defined,
         );
+        if let Some(t) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
+            t.expiration = expiration;
+        }
         self.mark_catalog_changed();
         self.log_schema(
             db,
@@ -146,6 +152,7 @@ impl<R> Core<R> {
                 pk_attr: primary_key.to_string(),
                 attributes: attrs,
                 schema_defined,
+                expiration,
             }],
         );
         Ok(json!({ "message": format!("table '{db}.{table}' successfully created.") }))

@@ -57,6 +57,7 @@ impl Node {
             primary_key: "id".into(),
             attributes: vec![],
             schema_defined: false,
+            expiration: None,
         })
         .unwrap();
         n
@@ -550,6 +551,7 @@ fn schema_errors_use_harpers_messages() {
             primary_key: "id".into(),
             attributes: vec![],
             schema_defined: false,
+            expiration: None,
         })
         .unwrap_err();
     assert_eq!(err.message(), "Table 'dog' already exists in 'dev'");

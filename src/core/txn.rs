@@ -150,6 +150,9 @@ pub enum TxnOp {
         pk_attr: String,
         attributes: Vec<(String, Option<String>)>,
         schema_defined: bool,
+        /// Harper's table `expiration` (seconds); encoded as op kind 9 when set, so entries
+        /// without it keep their old encoding.
+        expiration: Option<u64>,
     },
     CreateAttribute {
         table: String,
@@ -257,12 +260,16 @@ impl OpsWriter {
                 pk_attr,
                 attributes,
                 schema_defined,
+                expiration,
             } => {
-                e.u8(4);
+                e.u8(if expiration.is_some() { 9 } else { 4 });
                 e.str(table);
                 e.str(pk_attr);
                 e.bool(*schema_defined);
                 e.attributes(attributes);
+                if let Some(secs) = expiration {
+                    e.varint(*secs);
+                }
             }
             TxnOp::CreateAttribute { table, attribute } => {
                 e.u8(5);
@@ -338,16 +345,18 @@ pub fn decode_entry_from(d: &mut Dec<'_>) -> Result<Entry, DecodeError> {
                 pk: d.bytes()?.to_vec(),
             },
             3 => TxnOp::CreateDatabase { name: d.string()? },
-            4 => {
+            kind @ (4 | 9) => {
                 let table = d.string()?;
                 let pk_attr = d.string()?;
                 let schema_defined = d.bool()?;
                 let attributes = d.attributes()?;
+                let expiration = if kind == 9 { Some(d.varint()?) } else { None };
                 TxnOp::CreateTable {
                     table,
                     pk_attr,
                     attributes,
                     schema_defined,
+                    expiration,
                 }
             }
             5 => TxnOp::CreateAttribute {
@@ -379,6 +388,7 @@ mod tests {
                 pk_attr: "id".into(),
                 attributes: vec![("name".into(), Some("String".into())), ("age".into(), None)],
                 schema_defined: true,
+                expiration: Some(60),
             },
             TxnOp::Put {
                 table: "dog".into(),

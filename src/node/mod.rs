@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod driver;
+mod expiry;
 
 use crate::config::Config;
 use crate::core::auth::{AuthState, SUPER_USER_ROLE};
@@ -33,6 +34,8 @@ pub struct Node {
     jobs: Option<crate::jobs::Jobs>,
     /// Dropped at stop: ends the throughput sampler.
     _history_stop: crossbeam_channel::Sender<()>,
+    /// Dropped at stop: ends the expiry sweep.
+    _expiry_stop: crossbeam_channel::Sender<()>,
     pub http_addr: SocketAddr,
     pub node_name: String,
 }
@@ -364,6 +367,8 @@ impl Node {
         };
 
         // The status page's throughput history.
+        let (expiry_stop, expiry_rx) = crossbeam_channel::bounded::<()>(1);
+        expiry::start(store.clone(), shared.clone(), handle.clone(), expiry_rx);
         let (history_stop, history_rx) = crossbeam_channel::bounded::<()>(1);
         {
             let cluster = cluster.clone();
@@ -450,6 +455,7 @@ impl Node {
             core: Some(handle),
             jobs: Some(jobs),
             _history_stop: history_stop,
+            _expiry_stop: expiry_stop,
             http_addr,
             node_name,
         })

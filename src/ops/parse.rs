@@ -221,7 +221,8 @@ impl Operation {
                 WriteOp::DropRole { .. } => SuperUser("dropRole"),
                 WriteOp::SystemPut { .. }
                 | WriteOp::SystemDelete { .. }
-                | WriteOp::SetLocal { .. } => SuperUser("system"),
+                | WriteOp::SetLocal { .. }
+                | WriteOp::Evict { .. } => SuperUser("system"),
                 WriteOp::TrimAudit { .. } => SuperUser("deleteAuditLogsBefore"),
             },
             Operation::AddUser { .. } => SuperUser("addUser"),
@@ -526,12 +527,26 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
                     None => return Err(OpError::bad_request("'primary_key' is required")),
                 },
             };
+            // Harper's `expiration` (seconds until a record expires after its last update).
+            let expiration = match f.get(&["expiration"]) {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_u64().filter(|s| (1..=u64::from(u32::MAX)).contains(s)) {
+                    Some(s) => Some(s),
+                    None => {
+                        return Err(OpError::bad_request(format!(
+                        "'expiration' must be a whole number of seconds from 1 to {}, received {v}",
+                        u32::MAX
+                    )))
+                    }
+                },
+            };
             write(WriteOp::CreateTable {
                 database: database(&f)?,
                 table: table(&f)?,
                 primary_key: pk,
                 schema_defined: !attrs.is_empty(),
                 attributes: attrs,
+                expiration,
             })
         }
         "drop_table" => write(WriteOp::DropTable {

@@ -373,6 +373,10 @@ fn matching(
     reverse: bool,
 ) -> Result<Records, OpError> {
     let conds_owned = conds.to_vec();
+    // An expired record is never returned, swept yet or not.
+    let now_ms = crate::util::time::now_ms();
+    let def = table.clone();
+    let live = move |rec: &Map<String, Value>| !def.expired(rec, now_ms);
     match candidate_keys(store, table, op, conds, reverse)? {
         Some(keys) => {
             let store = store.clone();
@@ -392,7 +396,7 @@ fn matching(
                     Err(e) => return Some(Err(storage_error(e))),
                 };
                 let rec = StoredRecord::json_slice(&raw).and_then(parse_record)?;
-                matches_all(&rec, op, &conds_owned).then_some(Ok(rec))
+                (live(&rec) && matches_all(&rec, op, &conds_owned)).then_some(Ok(rec))
             })))
         }
         None => {
@@ -407,7 +411,7 @@ fn matching(
                     Err(e) => return Some(Err(storage_error(e))),
                 };
                 let rec = StoredRecord::json_slice(&raw).and_then(parse_record)?;
-                matches_all(&rec, op, &conds_owned).then_some(Ok(rec))
+                (live(&rec) && matches_all(&rec, op, &conds_owned)).then_some(Ok(rec))
             })))
         }
     }

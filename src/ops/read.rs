@@ -66,6 +66,9 @@ pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64, p: &Princ
     if !t.replicate {
         o["replicate"] = json!(false);
     }
+    if let Some(secs) = t.expiration {
+        o["expiration"] = json!(secs);
+    }
     o
 }
 
@@ -500,6 +503,7 @@ pub fn rows(
             let t = table(catalog, &search.database, &search.table)?;
             let search = &restrict_search(p, t, search, &[])?;
             let mut out = Vec::new();
+            let now_ms = crate::util::time::now_ms();
             for id in ids {
                 let Some(pk) = keys::encode_pk(id) else {
                     continue;
@@ -512,7 +516,10 @@ pub fn rows(
                     continue;
                 };
                 if let Ok(Value::Object(rec)) = serde_json::from_slice(json) {
-                    out.push(query::project(rec, search.get_attributes.as_deref(), t));
+                    // An expired record is never returned, swept yet or not.
+                    if !t.expired(&rec, now_ms) {
+                        out.push(query::project(rec, search.get_attributes.as_deref(), t));
+                    }
                 }
             }
             Ok(Box::new(out.into_iter().map(Ok)))

@@ -286,6 +286,20 @@ fn ensure_self_row(ctx: &ReplCtx) -> Result<(), OpError> {
     put_node_row(ctx, &ctx.node_name, f, &Actor::Node(ctx.node_name.clone()))
 }
 
+/// Refuses a `field` that is neither a DNS name nor an IP literal (400, before anything is
+/// stored): such a node would be recorded and dialled forever. The value is quoted as JSON so
+/// control characters cannot forge log or answer text.
+fn check_host(field: &str, host: &str) -> Result<(), OpError> {
+    if super::validate::is_host(host) {
+        return Ok(());
+    }
+    let shown: String = host.chars().take(300).collect();
+    Err(OpError::bad_request(format!(
+        "'{field}' must be a DNS name or an IP address, received {}",
+        json!(shown)
+    )))
+}
+
 /// Validated add_node / update_node fields.
 struct NodeSpec {
     hostname: String,
@@ -327,6 +341,18 @@ fn parse_node_spec(ctx: &ReplCtx, body: &Map<String, Value>) -> Result<NodeSpec,
             "'url' must look like ws://host:port, got '{url}'"
         )));
     }
+    // A URL the caller gave is checked as given (one built from the hostname is checked
+    // through the hostname, so the error names the field the caller sent).
+    if let Some((host, _)) = f.opt_str(&["url"])?.and_then(|u| parse_url(&u)) {
+        if !super::validate::is_host(&host) {
+            let shown: String = url.chars().take(300).collect();
+            return Err(OpError::bad_request(format!(
+                "'url' must name a DNS host or an IP address, received {}",
+                json!(shown)
+            )));
+        }
+    }
+    check_host("hostname", &hostname)?;
     if hostname == ctx.node_name {
         return Err(OpError::bad_request(format!(
             "'{hostname}' is this node; add_node takes another node"
@@ -519,6 +545,7 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool, actor: &Acto
     put_node_row(ctx, &spec.hostname, spec.row, actor)?;
     ensure_self_row(ctx)?;
     ctx.reload_sync();
+    ctx.redial(&spec.hostname);
     let mut msg = if update {
         format!("Successfully updated '{}'", spec.hostname)
     } else {
@@ -715,6 +742,7 @@ fn store_policy(ctx: &ReplCtx, peer: &str, p: &LinkPolicy) -> Result<(), OpError
 fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> OpResult {
     let f = Fields::new(body);
     let hostname = f.req_str(&["hostname"])?;
+    check_host("hostname", &hostname)?;
     let url = f
         .opt_str(&["url"])?
         .unwrap_or_else(|| ctx.cfg.default_url(&hostname));
@@ -766,6 +794,7 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     put_node_row(ctx, &hostname, row, &caller.actor())?;
     ensure_self_row(ctx)?;
     ctx.reload_sync();
+    ctx.redial(&hostname);
     answer.insert(
         "message".into(),
         json!(format!("Successfully added '{hostname}' to cluster")),
@@ -776,10 +805,10 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
 
 fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>, actor: &Actor) -> OpResult {
     let f = Fields::new(body);
-    let hostname = match f.opt_str(&["hostname", "name", "node_name"])? {
-        Some(h) if !h.is_empty() => h,
+    let (hostname, port) = match f.opt_str(&["hostname", "name", "node_name"])? {
+        Some(h) if !h.is_empty() => (h, None),
         _ => match f.opt_str(&["url"])?.and_then(|u| parse_url(&u)) {
-            Some((h, _)) => h,
+            Some((h, p)) => (h, Some(p)),
             None => return Err(OpError::bad_request("'hostname' is required")),
         },
     };
@@ -788,33 +817,41 @@ fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>, actor: &Actor) -> OpRes
             "'{hostname}' is this node; run remove_node on another member to remove it"
         )));
     }
-    let Some(row) = row_of(ctx, &hostname) else {
+    // A peer is a member through its hdb_nodes row, a configured route, or both: every one of
+    // them goes, or the peer stays a member (and connected) through what is left.
+    let row = row_of(ctx, &hostname);
+    let routes = super::routes::routes_to(ctx, &hostname, port);
+    if row.is_none() && routes.is_empty() {
         return Err(OpError::bad_request(format!("{hostname} does not exist")));
-    };
-    // Tell the node it is out (best effort: it may be down; the replicated tombstone of its row
-    // makes every other member drop it either way).
-    let url = row.get("url").and_then(Value::as_str).unwrap_or_default();
-    if parse_url(url).is_some() {
-        let back = json!({"operation": "remove_node_back", "name": hostname});
-        let auth = retained_auth(ctx, &hostname);
-        if let Err(e) = call_peer(
-            ctx,
-            url,
-            auth.as_deref(),
-            &back,
-            Duration::from_secs(3),
-            true,
-        ) {
-            log::info!("could not tell {hostname} it was removed: {e}");
-        }
     }
-    ctx.core.execute(
-        WriteOp::SystemDelete {
-            table: HDB_NODES.into(),
-            key: json!(hostname),
-        },
-        actor.clone(),
-    )?;
+    if let Some(row) = &row {
+        // Tell the node it is out (best effort: it may be down; the replicated tombstone of
+        // its row makes every other member drop it either way). A peer known only by a route
+        // is not told: it may belong to another cluster, which it should not leave for this
+        // node's change of routes.
+        let url = row.get("url").and_then(Value::as_str).unwrap_or_default();
+        if parse_url(url).is_some() {
+            let back = json!({"operation": "remove_node_back", "name": hostname});
+            let auth = retained_auth(ctx, &hostname);
+            if let Err(e) = call_peer(
+                ctx,
+                url,
+                auth.as_deref(),
+                &back,
+                Duration::from_secs(3),
+                true,
+            ) {
+                log::info!("could not tell {hostname} it was removed: {e}");
+            }
+        }
+        ctx.core.execute(
+            WriteOp::SystemDelete {
+                table: HDB_NODES.into(),
+                key: json!(hostname),
+            },
+            actor.clone(),
+        )?;
+    }
     ctx.core.execute(
         WriteOp::SetLocal {
             key: link_key(&hostname),
@@ -823,11 +860,23 @@ fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>, actor: &Actor) -> OpRes
         Actor::None,
     )?;
     store_retained_auth(ctx, &hostname, None)?;
-    // The link's statistics stay: a socket thread of this peer may live on (a route keeps it
-    // a member) and keeps publishing into them; replacing them orphaned that thread's figures
-    // and cluster_status showed the peer down forever.
+    // Persists the routes and reloads: the manager stops the receiving threads and cuts the
+    // sending sessions of a peer that is no longer a member.
+    super::routes::remove_routes(ctx, &routes)?;
+    // The link's statistics stay: a socket thread of this peer may still be winding down and
+    // keeps publishing into them; replacing them orphaned that thread's figures.
     ctx.reload_sync();
-    Ok(json!({ "message": format!("Successfully removed '{hostname}' from cluster") }))
+    let message = match (row.is_some(), routes.is_empty()) {
+        // Harper's answer when only the hdb_nodes row was there.
+        (true, true) => format!("Successfully removed '{hostname}' from cluster"),
+        (true, false) => format!(
+            "Successfully removed '{hostname}' from cluster: removed its hdb_nodes record and its route in replication.routes"
+        ),
+        (false, _) => format!(
+            "Successfully removed '{hostname}' from cluster: removed its route in replication.routes (it had no hdb_nodes record)"
+        ),
+    };
+    Ok(json!({ "message": message }))
 }
 
 /// The peer side of remove_node: this node leaves the cluster until it is added again.
@@ -1063,12 +1112,14 @@ fn socket_status(ctx: &ReplCtx, peer: &str, db: &str, policy: &LinkPolicy) -> Va
     let s = ctx.stats.link(peer, db);
     let pull_up = s.pull.connected.load(Ordering::SeqCst);
     let push_up = s.push.connected.load(Ordering::SeqCst);
+    // The round trip of the live directions only: a figure left by an ended session is stale.
     let latency_us = [
-        s.pull.latency_us.load(Ordering::Relaxed),
-        s.push.latency_us.load(Ordering::Relaxed),
+        (pull_up, s.pull.latency_us.load(Ordering::Relaxed)),
+        (push_up, s.push.latency_us.load(Ordering::Relaxed)),
     ]
     .into_iter()
-    .filter(|l| *l > 0)
+    .filter(|(up, l)| *up && *l > 0)
+    .map(|(_, l)| l)
     .min();
     let mut o = Map::new();
     o.insert("database".into(), json!(db));

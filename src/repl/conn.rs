@@ -207,6 +207,8 @@ pub struct Conn {
     /// Round trip of the last answered ping.
     pub latency: Option<Duration>,
     ping_sent: Option<(u64, Instant)>,
+    /// When the last ping went out (None: not yet on this connection).
+    last_ping: Option<Instant>,
     ping_seq: u64,
     /// Messages decoded but not yet taken by `recv_frame`.
     pending: std::collections::VecDeque<Incoming>,
@@ -291,6 +293,7 @@ impl Conn {
             last_tx: now,
             latency: None,
             ping_sent: None,
+            last_ping: None,
             ping_seq: 0,
             pending: std::collections::VecDeque::new(),
         })
@@ -491,10 +494,20 @@ impl Conn {
         Ok(())
     }
 
+    /// A ping is due: none yet on this connection (so a new link reports its latency at once,
+    /// not a ping interval later), or the last one is `interval` old. Deliberately not keyed
+    /// on `last_tx`: a link that streams or acknowledges steadily never goes quiet, and then
+    /// never measured its latency at all.
+    pub fn ping_due(&self, interval: Duration) -> bool {
+        self.last_ping.is_none_or(|t| t.elapsed() >= interval)
+    }
+
     /// Sends a ping carrying a sequence number; the pong gives the latency.
     pub fn ping(&mut self) -> Result<(), String> {
         self.ping_seq += 1;
-        self.ping_sent = Some((self.ping_seq, Instant::now()));
+        let now = Instant::now();
+        self.ping_sent = Some((self.ping_seq, now));
+        self.last_ping = Some(now);
         self.ws
             .send(Message::Ping(Bytes::copy_from_slice(
                 &self.ping_seq.to_be_bytes(),

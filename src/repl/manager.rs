@@ -224,6 +224,7 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
         events.extend(rx.try_iter());
         let mut do_reload = false;
         let mut acks = Vec::new();
+        let mut redial = std::collections::BTreeSet::new();
         for ev in events {
             match ev {
                 MgrEvent::Reload => do_reload = true,
@@ -243,6 +244,9 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
                         live.remove(&key);
                         topo.alive.remove(&key);
                     }
+                }
+                MgrEvent::Redial { peer } => {
+                    redial.insert(peer);
                 }
                 MgrEvent::Stop => break 'outer,
             }
@@ -304,6 +308,12 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
             if origins != h.origins {
                 h.origins = origins.clone();
                 let _ = h.ctl.send(PullCtl::SetOrigins(origins));
+            }
+        }
+        // After the spawns: a thread started just now dials at once anyway.
+        for ((peer, _), h) in pulls.iter() {
+            if redial.contains(peer) {
+                let _ = h.ctl.send(PullCtl::Redial);
             }
         }
         threads.retain(|t| !t.is_finished());

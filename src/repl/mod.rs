@@ -174,6 +174,12 @@ pub enum MgrEvent {
         db: String,
         sid: u64,
     },
+    /// `peer` was just registered, or just dialled this node: its receiving threads that are
+    /// waiting out a reconnect back-off dial it now (registration is answered within a second,
+    /// not after a back-off grown while the peer still refused us).
+    Redial {
+        peer: String,
+    },
     Stop,
 }
 
@@ -258,6 +264,14 @@ impl ReplCtx {
         if self.mgr.send(MgrEvent::ReloadAndAck(tx)).is_ok() {
             let _ = rx.recv_timeout(Duration::from_secs(5));
         }
+    }
+
+    /// Asks the manager to cut short any reconnect back-off toward `peer` (see
+    /// [`MgrEvent::Redial`]).
+    pub fn redial(&self, peer: &str) {
+        let _ = self.mgr.send(MgrEvent::Redial {
+            peer: peer.to_string(),
+        });
     }
 
     pub fn is_stopping(&self) -> bool {

@@ -24,6 +24,8 @@ use std::time::Duration;
 pub enum PullCtl {
     /// Carry these origins from now on (the peer's own plus relayed ones).
     SetOrigins(Vec<String>),
+    /// Dial now if waiting out a back-off (and restart the back-off); ignored while connected.
+    Redial,
     Stop,
 }
 
@@ -263,6 +265,7 @@ fn worker(
         while let Ok(m) = ctl.try_recv() {
             match m {
                 PullCtl::SetOrigins(o) => origins = o,
+                PullCtl::Redial => {}
                 PullCtl::Stop => return,
             }
         }
@@ -314,12 +317,22 @@ fn worker(
                 stats.set_error(e);
             }
         }
-        match ctl.recv_timeout(backoff) {
-            Ok(PullCtl::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Ok(PullCtl::SetOrigins(o)) => origins = o,
-            Err(RecvTimeoutError::Timeout) => {}
-        }
+        let deadline = std::time::Instant::now() + backoff;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match ctl.recv_timeout(left) {
+                Ok(PullCtl::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(PullCtl::SetOrigins(o)) => origins = o,
+                // The peer was just registered or just dialled us: it is worth a try now,
+                // and the back-off starts over.
+                Ok(PullCtl::Redial) => {
+                    backoff = BACKOFF_MIN;
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
     }
 }
 
@@ -396,6 +409,7 @@ fn acquire_copy_slot(
             }
             recv(ctl) -> m => match m {
                 Ok(PullCtl::SetOrigins(o)) => *origins = o,
+                Ok(PullCtl::Redial) => {}
                 Ok(PullCtl::Stop) | Err(_) => {
                     conn.close("replication stopped");
                     return Err(Outcome::Stop);
@@ -483,7 +497,7 @@ fn receive_copy(
                 }
                 // Applied to the subscription that follows the copy.
                 Ok(PullCtl::SetOrigins(o)) => *origins = o,
-                Err(_) => {}
+                Ok(PullCtl::Redial) | Err(_) => {}
             }
             for incoming in conn.feed(chunk) {
                 match incoming {
@@ -550,6 +564,7 @@ fn receive_copy(
                         pk_attr,
                         schema_defined,
                         attributes,
+                        expiration,
                     }) => {
                         super::validate::copy_table(db, &table, &pk_attr, &attributes)
                             .map_err(|e| invalid(peer, db, conn, e))?;
@@ -558,6 +573,7 @@ fn receive_copy(
                             pk_attr,
                             attributes,
                             schema_defined,
+                            expiration,
                         };
                         // Create the table now: an empty table sends no rows, and its creation
                         // lies below the vector streaming resumes from.
@@ -774,6 +790,7 @@ fn session_loop(
                         return ended(e, progress);
                     }
                 }
+                Ok(PullCtl::Redial) => {}
                 Ok(PullCtl::Stop) | Err(_) => {
                     conn.close("replication stopped");
                     return Outcome::Stop;
@@ -791,13 +808,13 @@ fn session_loop(
                 if conn.last_rx.elapsed() > ctx.cfg.ping_timeout {
                     return ended(format!("no data or pong within {:?}", ctx.cfg.ping_timeout), progress);
                 }
-                if conn.last_tx.elapsed() >= ping_interval {
+                if conn.ping_due(ping_interval) {
                     if let Err(e) = conn.ping() {
                         return ended(e, progress);
                     }
                 }
                 if let Some(l) = conn.latency {
-                    stats.pull.latency_us.store(l.as_micros() as u64, Ordering::Relaxed);
+                    stats.pull.latency_us.store((l.as_micros() as u64).max(1), Ordering::Relaxed);
                 }
             }
         }

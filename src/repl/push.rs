@@ -316,6 +316,9 @@ fn push_session(ctx: &Arc<ReplCtx>, mut conn: Conn, peer: &str, db: &str, caller
             let _ = old.shutdown(std::net::Shutdown::Both);
         }
     }
+    // The peer just reached us, so it is up and knows this node: our own dial toward it need
+    // not wait out a back-off grown while it still refused us (a registration on its side).
+    ctx.redial(peer);
     let stats = ctx.stats.link(peer, db);
     stats.push.claim(sid, next_thread_id());
     stats.set_peer_cert(conn.peer_cert.as_ref(), false);
@@ -462,6 +465,18 @@ fn push_loop(
             false
         };
         if sent {
+            // A link that streams without pause still measures its round trip.
+            if tick.try_recv().is_ok() && conn.ping_due(ping_interval) {
+                if let Err(e) = conn.ping() {
+                    return e;
+                }
+            }
+            if let Some(l) = conn.latency {
+                stats
+                    .push
+                    .latency_us
+                    .store((l.as_micros() as u64).max(1), Ordering::Relaxed);
+            }
             // Keep streaming, but never let the peer's acks and pings pile up unread.
             while let Ok(chunk) = bytes.try_recv() {
                 if let Err(e) = handle_incoming(ctx, conn, peer, db, stats, &mut st, chunk) {
@@ -486,13 +501,13 @@ fn push_loop(
                     conn.close("ping timeout");
                     return format!("no data or pong within {:?}", ctx.cfg.ping_timeout);
                 }
-                if conn.last_tx.elapsed() >= ping_interval {
+                if conn.ping_due(ping_interval) {
                     if let Err(e) = conn.ping() {
                         return e;
                     }
                 }
                 if let Some(l) = conn.latency {
-                    stats.push.latency_us.store(l.as_micros() as u64, Ordering::Relaxed);
+                    stats.push.latency_us.store((l.as_micros() as u64).max(1), Ordering::Relaxed);
                 }
             }
         }
@@ -641,6 +656,7 @@ fn send_copy(
                 table: name.clone(),
                 pk_attr: t.primary_key.clone(),
                 schema_defined: t.schema_defined,
+                expiration: t.expiration,
                 attributes: t
                     .attributes
                     .iter()

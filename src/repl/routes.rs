@@ -157,6 +157,39 @@ fn apply(ctx: &ReplCtx, routes: Vec<Value>) -> Result<(), OpError> {
     Ok(())
 }
 
+/// The configured routes that lead to `host` (and `port`, when given): the routes that make
+/// it a member even without a hdb_nodes row.
+pub fn routes_to(ctx: &ReplCtx, host: &str, port: Option<u16>) -> Vec<Value> {
+    let default_port = ctx.cfg.default_port();
+    ctx.routes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|r| {
+            route_key(r, default_port)
+                .is_some_and(|(h, p)| h == host && port.is_none_or(|want| want == p))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Deletes `gone` (routes as [`routes_to`] returned them) from the routes and the config
+/// file, as `cluster_delete_routes` would (remove_node of a peer known by a route).
+pub fn remove_routes(ctx: &ReplCtx, gone: &[Value]) -> Result<(), OpError> {
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let kept: Vec<Value> = ctx
+        .routes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|r| !gone.contains(r))
+        .cloned()
+        .collect();
+    apply(ctx, kept)
+}
+
 pub fn set_routes(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
     let requested = request_routes(body)?;
     let port = ctx.cfg.default_port();

@@ -31,6 +31,8 @@ impl Side {
     pub fn claim(&self, session: u64, thread_id: u32) {
         self.session.store(session, Ordering::SeqCst);
         self.thread_id.store(thread_id, Ordering::Relaxed);
+        // A new session measures its own round trip (its first ping goes out within a tick).
+        self.latency_us.store(0, Ordering::Relaxed);
         self.connected.store(true, Ordering::SeqCst);
     }
 

@@ -37,6 +37,33 @@ pub fn node_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A hostname an operator may register (add_node, update_node, configure_cluster, a peer's
+/// add_node_back): an IP literal (IPv6 with or without brackets) or a DNS name (labels of 1-63
+/// letters, digits, `-` or `_`, not starting or ending with `-`; 253 bytes at most; one trailing
+/// dot allowed). Anything else would be stored, dialled forever and never answer.
+pub fn is_host(h: &str) -> bool {
+    let bare = h
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(h);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = h.strip_suffix('.').unwrap_or(h);
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 fn version(v: u64, ceiling: u64) -> Result<(), String> {
     if v == 0 || v > ceiling {
         return Err(format!(
@@ -191,6 +218,42 @@ pub fn copy_rows(rows: &[CopyRow], ceiling: u64) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_that_are_neither_dns_names_nor_ip_literals_are_refused() {
+        for ok in [
+            "127.0.0.2",
+            "::1",
+            "[::1]",
+            "fe80::1",
+            "node-1",
+            "node_1.example.com",
+            "example.com.",
+            "localhost",
+            "a",
+        ] {
+            assert!(is_host(ok), "{ok}");
+        }
+        let long_label = "a".repeat(64);
+        let long_name = vec!["abc"; 70].join(".");
+        for bad in [
+            "",
+            "not a host!!",
+            "-lead.example",
+            "trail-.example",
+            "a..b",
+            ".",
+            "host:9933",
+            "ws://host",
+            "h\u{0}st",
+            "caf\u{e9}",
+            long_label.as_str(),
+            long_name.as_str(),
+            "[127.0.0.1",
+        ] {
+            assert!(!is_host(bad), "{bad:?}");
+        }
+    }
 
     fn txn(db: &str, origin: &str, version: u64, ops: Vec<TxnOp>) -> Txn {
         Txn {

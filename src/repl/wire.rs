@@ -71,6 +71,8 @@ pub enum Frame {
         pk_attr: String,
         schema_defined: bool,
         attributes: Vec<(String, Option<String>)>,
+        /// The table's `expiration` (seconds): a trailing field, sent only when set.
+        expiration: Option<u64>,
     },
     /// Sender → receiver: stored entries in key order, with their own version and origin.
     CopyRows {
@@ -234,12 +236,16 @@ impl Frame {
                 pk_attr,
                 schema_defined,
                 attributes,
+                expiration,
             } => {
                 e.u8(COPY_TABLE);
                 e.str(table);
                 e.str(pk_attr);
                 e.bool(*schema_defined);
                 e.attributes(attributes);
+                if let Some(secs) = expiration {
+                    e.varint(*secs);
+                }
             }
             Frame::CopyRows { table, rows } => {
                 e.u8(COPY_ROWS);
@@ -333,11 +339,17 @@ impl Frame {
                 let pk_attr = d.string()?;
                 let schema_defined = d.bool()?;
                 let attributes = d.attributes()?;
+                let expiration = if d.is_empty() {
+                    None
+                } else {
+                    Some(d.varint()?)
+                };
                 Frame::CopyTable {
                     table,
                     pk_attr,
                     schema_defined,
                     attributes,
+                    expiration,
                 }
             }
             COPY_ROWS => {
@@ -427,6 +439,7 @@ mod tests {
                 pk_attr: "id".into(),
                 schema_defined: false,
                 attributes: vec![("name".into(), None)],
+                expiration: Some(30),
             },
             Frame::CopyRows {
                 table: "dog".into(),
