@@ -13,7 +13,6 @@ use crate::core::catalog::invalid_name;
 use crate::core::error::{OpError, OpResult};
 use crate::core::op::{RecordBatch, WriteKind, WriteOp};
 use crate::node::driver::Chain;
-use crossbeam_channel::Receiver;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::Read;
@@ -281,7 +280,7 @@ struct Pipeline<'a, 'j> {
     ctx: &'a JobCtx<'j>,
     kind: WriteKind,
     chain: Chain,
-    queued: VecDeque<Receiver<OpResult>>,
+    queued: VecDeque<crate::util::oneshot::Receiver<OpResult>>,
 }
 
 impl<'a, 'j> Pipeline<'a, 'j> {
@@ -336,7 +335,7 @@ impl<'a, 'j> Pipeline<'a, 'j> {
     }
 }
 
-fn answer(rx: &Receiver<OpResult>) -> OpResult {
+fn answer(rx: &crate::util::oneshot::Receiver<OpResult>) -> OpResult {
     rx.recv()
         .unwrap_or_else(|_| Err(OpError::unavailable("the node is shutting down")))
 }

@@ -13,6 +13,7 @@ use crate::core::op::WriteOp;
 use crate::core::txn::Actor;
 use crate::core::{Core, Input, Reply};
 use crate::store::{Durability, Store};
+use crate::util::oneshot;
 use crate::util::Published;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,12 +21,14 @@ use std::sync::Arc;
 
 /// Where the answer to a core input goes.
 pub enum ReplyTo {
-    Op(Sender<OpResult>),
+    /// A waiting connection thread: a [`oneshot`] so the thread sleeps at once instead of
+    /// spinning while the group commit syncs.
+    Op(oneshot::Sender<OpResult>),
     Applied(Sender<Vec<(String, u64)>>),
     /// A write of a [`Chain`]: refused unapplied when an earlier link failed; its own failure
     /// breaks the chain.
     Chained {
-        tx: Sender<OpResult>,
+        tx: oneshot::Sender<OpResult>,
         broken: Arc<AtomicBool>,
     },
     /// Nobody waits (node-internal writes whose outcome is logged).
@@ -97,7 +100,7 @@ impl CoreHandle {
     /// Runs a write operation made by `actor` on the core thread and waits until it is
     /// committed.
     pub fn execute(&self, op: WriteOp, actor: Actor) -> OpResult {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = oneshot::channel();
         let msg = Input::Write {
             op,
             actor,
@@ -116,8 +119,8 @@ impl CoreHandle {
     /// few batches in flight; once a link fails, the links queued after it are refused
     /// unapplied ([`Chain`]), so nothing after a failed batch is written, as when loading
     /// one batch at a time.
-    pub fn submit(&self, op: WriteOp, actor: Actor, chain: &Chain) -> Receiver<OpResult> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+    pub fn submit(&self, op: WriteOp, actor: Actor, chain: &Chain) -> oneshot::Receiver<OpResult> {
+        let (tx, rx) = oneshot::channel();
         let msg = Input::Write {
             op,
             actor,
@@ -171,17 +174,21 @@ impl Driver {
         // its chain before the next input is stepped (its answer waits for the flush).
         let chain = match &msg {
             Input::Write {
-                reply: ReplyTo::Chained { tx, broken },
+                reply: ReplyTo::Chained { broken, .. },
                 ..
-            } => {
-                if broken.load(Ordering::Acquire) {
-                    let _ = tx.send(Err(OpError::bad_request(Chain::BROKEN)));
-                    return;
-                }
-                Some(broken.clone())
-            }
+            } => Some(broken.clone()),
             _ => None,
         };
+        if chain.as_ref().is_some_and(|b| b.load(Ordering::Acquire)) {
+            if let Input::Write {
+                reply: ReplyTo::Chained { tx, .. },
+                ..
+            } = msg
+            {
+                let _ = tx.send(Err(OpError::bad_request(Chain::BROKEN)));
+            }
+            return;
+        }
         if let Err(e) = self.core.step(msg, now, &self.store) {
             fatal(&e.to_string());
         }

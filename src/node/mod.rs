@@ -138,7 +138,7 @@ fn bootstrap_users(driver: &mut Driver, env: &[(String, String)]) -> Result<(), 
         None => (crate::util::random_password(24), true),
     };
     let run = |driver: &mut Driver, op: WriteOp| -> Result<(), String> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = crate::util::oneshot::channel();
         driver.run_one(Input::Write {
             op,
             // The first user creates itself: receivers that know it as a super_user accept it.

@@ -3,6 +3,7 @@
 //! Owns nothing stateful. Must never touch the store, the network or the core's state.
 
 pub mod logfile;
+pub mod oneshot;
 pub mod redact;
 pub mod time;
 
