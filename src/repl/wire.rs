@@ -490,7 +490,8 @@ mod tests {
 
 /// Property tests of the decoder against hostile input (issue 9, "hardened input"): arbitrary
 /// bytes, and valid frames mutated and truncated. A peer's frame must decode or fail with a
-/// `DecodeError`, never panic or allocate far beyond its own size; valid frames round-trip.
+/// `DecodeError`, never panic or allocate far beyond its own size; valid frames round-trip;
+/// the peer checks of `repl::validate` answer whatever decodes without panicking.
 #[cfg(test)]
 mod prop_tests {
     use super::*;
@@ -670,6 +671,38 @@ mod prop_tests {
         }
     }
 
+    /// What the receiving side runs on a decoded frame before anything reaches the core
+    /// (repl::validate): it must answer every frame, however odd, without panicking.
+    fn peer_checks(f: &Frame) {
+        use crate::repl::validate;
+        for ceiling in [0, 1 << 40, u64::MAX] {
+            match f {
+                Frame::Txns { txns } => {
+                    for db in ["system", "dev", ""] {
+                        let _ = validate::txns(txns, db, ceiling);
+                    }
+                }
+                Frame::CopyStart { vector, .. } => {
+                    let _ = validate::vector(vector, ceiling);
+                }
+                Frame::CopyTable {
+                    table,
+                    pk_attr,
+                    attributes,
+                    ..
+                } => {
+                    for db in ["system", "dev"] {
+                        let _ = validate::copy_table(db, table, pk_attr, attributes);
+                    }
+                }
+                Frame::CopyRows { rows, .. } => {
+                    let _ = validate::copy_rows(rows, ceiling);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// The property every input must hold: decoding never panics, an error names its cause,
     /// a frame that decodes is stable through encode/decode, and no allocation is far larger
     /// than the input (a Vec of n items costs up to ~104 bytes per input byte, capped by
@@ -682,17 +715,30 @@ mod prop_tests {
             buf.len()
         );
         match result {
-            Ok(f) => prop_assert_eq!(Frame::decode(&f.encode()), Ok(f)),
+            Ok(f) => {
+                peer_checks(&f);
+                prop_assert_eq!(Frame::decode(&f.encode()), Ok(f));
+            }
             Err(e) => prop_assert!(!e.0.is_empty()),
         }
         Ok(())
     }
 
+    /// `cases` unless `PROPTEST_CASES` asks for another count (longer runs by hand).
+    fn config(cases: u32) -> ProptestConfig {
+        let mut c = ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            c.cases = cases;
+        }
+        c
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #![proptest_config(config(2000))]
 
         #[test]
         fn prop_valid_frames_round_trip(f in frame()) {
+            peer_checks(&f);
             prop_assert_eq!(Frame::decode(&f.encode()), Ok(f));
         }
 
