@@ -302,6 +302,45 @@ fn garbage_frames_on_an_authenticated_op_socket_close_it_without_harm() {
         other => panic!("no answer to a bad operation: {other:?}"),
     }
 
+    // Node-to-node operations with hostile fields: answered 400 in Harper's shape before
+    // anything is written (certificates and policies are parsed by x509/PEM/serde code that
+    // must not panic on garbage either).
+    let bad_ops = [
+        json!({"operation": 5}),
+        json!({"operation": "add_node_back"}),
+        json!({"operation": "add_node_back", "hostname": ["h"]}),
+        json!({"operation": "add_node_back", "hostname": "h", "ca": "\u{0}\u{ff}"}),
+        json!({"operation": "add_node_back", "hostname": "h",
+            "csr": "-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n"}),
+        json!({"operation": "add_node_back", "hostname": "h", "policy": {"sends": 7, "x": [null]}}),
+        json!({"operation": "remove_node_back", "name": "someone-else"}),
+    ];
+    for body in bad_ops {
+        let mut ws = op_socket(&ip[0]);
+        ws.send(Message::Binary(
+            Frame::OpRequest {
+                json: body.to_string().into_bytes(),
+            }
+            .encode()
+            .into(),
+        ))
+        .unwrap();
+        match next_frame(&mut ws) {
+            Some(Frame::OpResponse { status, json }) => {
+                let answer: Value = serde_json::from_slice(&json).unwrap();
+                assert_eq!(status, 400, "{body} -> {answer}");
+                assert!(
+                    answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+                    "{body} -> {answer}"
+                );
+            }
+            other => panic!("no answer to {body}: {other:?}\n{}", n.log()),
+        }
+        assert_unharmed(&mut n, &before, &body.to_string());
+    }
+    let (_, nodes) = n.op(json!({"operation":"cluster_status"}));
+    assert!(!nodes.to_string().contains("\"h\""), "{nodes}");
+
     for (what, bytes) in garbage_messages() {
         let mut ws = op_socket(&ip[0]);
         let _ = ws.send(Message::Binary(bytes.into()));
@@ -672,4 +711,38 @@ fn garbage_from_a_member_this_node_dials_ends_that_link_only() {
         assert!(log.contains(reason), "no '{reason}' in\n{log}");
     }
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// add_node_back checked only the PEM markers of the CA it is handed: base64 garbage between
+/// them was answered 200, stored in the requester's hdb_nodes row (and replicated to every
+/// member) as a CA that trusts nothing. Now it is a 400 and nothing is written.
+#[test]
+fn a_ca_that_is_not_a_certificate_is_refused_by_add_node_back() {
+    let ip = ips(SUITE, 1);
+    let mut n = TestNode::start(&ip[0], &node_yaml(&ip[0], &[]));
+    let before = seed(&n);
+    let mut ws = op_socket(&ip[0]);
+    let body = json!({"operation": "add_node_back", "hostname": "h",
+        "ca": "-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n"});
+    ws.send(Message::Binary(
+        Frame::OpRequest {
+            json: body.to_string().into_bytes(),
+        }
+        .encode()
+        .into(),
+    ))
+    .unwrap();
+    match next_frame(&mut ws) {
+        Some(Frame::OpResponse { status, json }) => {
+            let answer: Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(status, 400, "{answer}");
+            let msg = answer["error"].as_str().unwrap_or_default();
+            assert!(msg.starts_with("'ca' is not a certificate: "), "{answer}");
+        }
+        other => panic!("no answer: {other:?}"),
+    }
+    let (_, rows) = n.op(json!({"operation":"search_by_value","database":"system",
+        "table":"hdb_nodes","attribute":"name","value":"*","get_attributes":["name"]}));
+    assert!(!rows.to_string().contains("\"h\""), "{rows}");
+    assert_unharmed(&mut n, &before, "a CA that is not a certificate");
 }
