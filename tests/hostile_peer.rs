@@ -1,7 +1,8 @@
 //! Hostile replication peers (issue 9, "hardened input"): a real `skerry` process gets garbage,
 //! truncated and oversized input on its replication port, before any handshake, on an
-//! authenticated `op` socket and on a member's `pull` stream. Each time the node must drop
-//! that connection, stay up, keep answering operations and keep its data exactly as it was.
+//! authenticated `op` socket and on a member's `pull` stream, and from a member it dials
+//! itself (during a full copy and on the stream). Each time the node must drop that
+//! connection, stay up, keep answering operations and keep its data exactly as it was.
 //! The decoder itself is property-tested in `repl::wire::prop_tests`.
 
 mod common;
