@@ -57,6 +57,18 @@ impl Enc {
     }
 }
 
+/// Items reserved up front for a decoded count; beyond it the Vec grows as items actually
+/// decode. A count is only bounded by the bytes left, and an item in memory is many times its
+/// smallest encoding (a `Txn` is ~112 bytes, its smallest encoding 13), so reserving the whole
+/// count let a frame of garbage claiming millions of items reserve gigabytes before the first
+/// item failed to decode.
+const MAX_PREALLOC: usize = 1024;
+
+/// An empty Vec with room for up to `count` items, capped (see [`MAX_PREALLOC`]).
+pub fn vec_for<T>(count: usize) -> Vec<T> {
+    Vec::with_capacity(count.min(MAX_PREALLOC))
+}
+
 pub struct Dec<'a> {
     buf: &'a [u8],
 }
@@ -113,7 +125,7 @@ impl<'a> Dec<'a> {
     /// The inverse of [`Enc::attributes`].
     pub fn attributes(&mut self) -> Result<Vec<(String, Option<String>)>, DecodeError> {
         let n = self.count()?;
-        let mut attributes = Vec::with_capacity(n);
+        let mut attributes = vec_for(n);
         for _ in 0..n {
             let name = self.string()?;
             let ty = self.string()?;

@@ -5,7 +5,7 @@
 //! are read-merge-put, so a put always carries the full record), tombstones for deletes, and
 //! schema changes, so that tables created on one node appear on the others.
 
-use super::codec::{Dec, DecodeError, Enc};
+use super::codec::{vec_for, Dec, DecodeError, Enc};
 
 /// Format byte of an encoded op list; bump it when the layout changes. Format 1 (no actor) is
 /// still read: stores and peers written before the actor existed keep working.
@@ -330,7 +330,7 @@ pub fn decode_entry_from(d: &mut Dec<'_>) -> Result<Entry, DecodeError> {
         _ => return Err(DecodeError("unknown ops format")),
     };
     let n = d.count()?;
-    let mut ops = Vec::with_capacity(n);
+    let mut ops = vec_for(n);
     for _ in 0..n {
         let op = match d.u8()? {
             1 => TxnOp::Put {

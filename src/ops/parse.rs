@@ -969,3 +969,310 @@ mod tests {
         assert!(matches!(op.requirement(), Requirement::Table(_, _, p) if p.len() == 2));
     }
 }
+
+/// Property tests of the request parser against hostile bodies (issue 9, "hardened input"):
+/// the bytes of a POST body go through `ops::body::parse` and [`parse`] exactly as the HTTP
+/// layer sends them. Whatever arrives, the answer is an `Operation` or an `OpError` in
+/// Harper's shape (`{"error": "<non-empty text>"}` with a 400, 413 or 500), never a panic or
+/// an allocation far larger than the body.
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Every field name the parser reads, so generated objects hit real code paths.
+    const FIELDS: &[&str] = &[
+        "operation",
+        "database",
+        "schema",
+        "table",
+        "primary_key",
+        "hash_attribute",
+        "attributes",
+        "attribute",
+        "name",
+        "type",
+        "is_primary_key",
+        "records",
+        "ids",
+        "hash_values",
+        "get_attributes",
+        "limit",
+        "offset",
+        "sort",
+        "descending",
+        "next",
+        "reverse",
+        "value",
+        "search_value",
+        "search_attribute",
+        "search_type",
+        "search_values",
+        "conditions",
+        "comparator",
+        "operator",
+        "username",
+        "password",
+        "role",
+        "active",
+        "id",
+        "permission",
+        "refresh_token",
+        "replicated",
+        "write_details",
+    ];
+
+    const OPERATIONS: &[&str] = &[
+        "create_database",
+        "create_schema",
+        "drop_database",
+        "drop_schema",
+        "create_table",
+        "drop_table",
+        "create_attribute",
+        "drop_attribute",
+        "describe_all",
+        "describe_database",
+        "describe_schema",
+        "describe_table",
+        "insert",
+        "update",
+        "upsert",
+        "delete",
+        "search_by_id",
+        "search_by_hash",
+        "search_by_value",
+        "search_by_conditions",
+        "add_user",
+        "alter_user",
+        "drop_user",
+        "list_users",
+        "read_audit_log",
+        "user_info",
+        "add_role",
+        "alter_role",
+        "drop_role",
+        "list_roles",
+        "create_authentication_tokens",
+        "refresh_operation_token",
+        "no_such_operation",
+    ];
+
+    /// Real request shapes (from the captures and the tests above), the seeds of mutation.
+    fn shapes() -> Vec<Value> {
+        vec![
+            json!({"operation":"create_database","database":"dev"}),
+            json!({"operation":"drop_database","database":"dev","replicated":true}),
+            json!({"operation":"create_table","database":"dev","table":"dog","primary_key":"id"}),
+            json!({"operation":"create_table","table":"dog","attributes":[{"name":"id","type":"ID","is_primary_key":true},{"name":"age","type":"Int"},"x"]}),
+            json!({"operation":"drop_table","schema":"dev","table":"dog"}),
+            json!({"operation":"create_attribute","database":"dev","table":"dog","attribute":"a"}),
+            json!({"operation":"drop_attribute","database":"dev","table":"dog","attribute":"a"}),
+            json!({"operation":"describe_all"}),
+            json!({"operation":"describe_database","database":"dev"}),
+            json!({"operation":"describe_table","database":"dev","table":"dog"}),
+            json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":1,"name":"a"},{"id":"x"}],"write_details":true}),
+            json!({"operation":"upsert","table":"dog","records":[{"id":1.5,"n":[1,{"a":null}]}]}),
+            json!({"operation":"update","schema":"dev","table":"dog","records":[{"id":1}]}),
+            json!({"operation":"delete","database":"dev","table":"dog","ids":[1,"a",null]}),
+            json!({"operation":"search_by_id","database":"dev","table":"dog","ids":[1],"get_attributes":["*"]}),
+            json!({"operation":"search_by_hash","schema":"dev","table":"dog","hash_values":[1],"get_attributes":["id"],"limit":"2","offset":0}),
+            json!({"operation":"search_by_value","database":"dev","table":"dog","search_attribute":"name","search_value":"a*","reverse":true,"limit":10,"sort":{"attribute":"age","descending":true,"next":{"attribute":"id"}}}),
+            json!({"operation":"search_by_conditions","database":"dev","table":"dog","operator":"or","limit":5,"conditions":[
+                {"attribute":"age","comparator":"between","value":[1,5]},
+                {"search_attribute":"name","search_type":"starts_with","search_value":"a"},
+                {"operator":"and","conditions":[{"attribute":"id","comparator":"equals","value":1}]}
+            ]}),
+            json!({"operation":"add_user","username":"u","password":"p","role":"super_user","active":true}),
+            json!({"operation":"alter_user","username":"u","password":"q","active":false}),
+            json!({"operation":"drop_user","username":"u"}),
+            json!({"operation":"list_users"}),
+            json!({"operation":"read_audit_log","database":"dev","table":"dog","search_type":"timestamp","search_values":[1,2]}),
+            json!({"operation":"read_audit_log","database":"dev","table":"dog","search_type":"hash_value","search_values":[1]}),
+            json!({"operation":"user_info"}),
+            json!({"operation":"add_role","role":"r","id":"r","permission":{"super_user":false,"dev":{"tables":{"dog":{"read":true}}}}}),
+            json!({"operation":"alter_role","id":7,"role":"r","permission":{}}),
+            json!({"operation":"drop_role","id":"r"}),
+            json!({"operation":"list_roles"}),
+            json!({"operation":"create_authentication_tokens","username":"u","password":"p"}),
+            json!({"operation":"refresh_operation_token","refresh_token":"t"}),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => prop::sample::select(FIELDS).prop_map(str::to_string),
+            1 => "[a-z_]{0,8}",
+        ]
+    }
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            prop::sample::select(OPERATIONS).prop_map(Value::from),
+            prop::sample::select(FIELDS).prop_map(Value::from),
+            "-?[0-9]{0,20}(\\.[0-9]{0,4})?(e-?[0-9]{1,3})?".prop_map(Value::from),
+            prop::sample::select(
+                &[
+                    "*",
+                    "",
+                    " ",
+                    "and",
+                    "OR",
+                    "between",
+                    "equals",
+                    "timestamp",
+                    "hash_value",
+                    "super_user"
+                ][..]
+            )
+            .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        json_leaf().prop_recursive(5, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((key(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A real shape with fields removed, retyped, replaced and added.
+    fn mutated_shape() -> impl Strategy<Value = Value> {
+        (
+            prop::sample::select(shapes()),
+            prop::collection::vec((key(), proptest::option::of(json_value())), 0..5),
+        )
+            .prop_map(|(mut v, edits)| {
+                if let Value::Object(o) = &mut v {
+                    for (k, new) in edits {
+                        match new {
+                            Some(x) => {
+                                o.insert(k, x);
+                            }
+                            None => {
+                                o.remove(&k);
+                            }
+                        }
+                    }
+                }
+                v
+            })
+    }
+
+    /// Parses `bytes` as a POST body, as the HTTP layer does, and checks the property.
+    fn check(bytes: Vec<u8>) -> Result<(), TestCaseError> {
+        let len = bytes.len();
+        let (parsed, peak) = crate::util::alloc_probe::peak_allocation(|| {
+            crate::ops::body::parse(bytes, 1 << 20).and_then(parse)
+        });
+        // No single allocation far beyond the body (the body limit bounds every request).
+        prop_assert!(
+            peak <= 64 * 1024 + 64 * len,
+            "a {len} byte body allocated {peak} bytes at once"
+        );
+        match parsed {
+            Ok(op) => {
+                // What the HTTP layer asks of every parsed operation must hold too.
+                let _ = op.requirement();
+                let _ = op.is_search();
+                let _ = op.is_unauthenticated();
+                if let Operation::Write {
+                    op: WriteOp::Records { records, .. },
+                    ..
+                } = &op
+                {
+                    for i in 0..records.len() {
+                        let _ = records.parse(i);
+                    }
+                }
+            }
+            Err(e) => {
+                prop_assert!(
+                    matches!(e.status, 400 | 413 | 500),
+                    "status {} for {}",
+                    e.status,
+                    e.body
+                );
+                let msg = e.body.get("error").and_then(Value::as_str);
+                prop_assert!(msg.is_some_and(|m| !m.is_empty()), "body {}", e.body);
+            }
+        }
+        Ok(())
+    }
+
+    /// The seeds are valid requests: mutation starts from the parser's success paths.
+    #[test]
+    fn every_seed_shape_parses() {
+        for v in shapes() {
+            let bytes = serde_json::to_vec(&v).unwrap_or_default();
+            let r = crate::ops::body::parse(bytes, 1 << 20).and_then(parse);
+            assert!(r.is_ok(), "{v} -> {:?}", r.err());
+        }
+    }
+
+    /// `cases` unless `PROPTEST_CASES` asks for another count (longer runs by hand).
+    fn config(cases: u32) -> ProptestConfig {
+        let mut c = ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            c.cases = cases;
+        }
+        c
+    }
+
+    proptest! {
+        #![proptest_config(config(1000))]
+
+        #[test]
+        fn prop_real_shapes_with_mutated_fields_never_panic(v in mutated_shape()) {
+            check(serde_json::to_vec(&v).unwrap_or_default())?;
+        }
+
+        #[test]
+        fn prop_arbitrary_json_never_panics(v in json_value()) {
+            check(serde_json::to_vec(&v).unwrap_or_default())?;
+        }
+
+        #[test]
+        fn prop_arbitrary_objects_never_panic(
+            op in prop::sample::select(OPERATIONS),
+            kv in prop::collection::vec((key(), json_value()), 0..8),
+        ) {
+            let mut o: Map<String, Value> = kv.into_iter().collect();
+            o.insert("operation".into(), Value::from(op));
+            check(serde_json::to_vec(&o).unwrap_or_default())?;
+        }
+
+        #[test]
+        fn prop_arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
+            check(bytes)?;
+        }
+
+        #[test]
+        fn prop_mutated_body_text_never_panics(
+            v in mutated_shape(),
+            edits in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..4),
+        ) {
+            let mut bytes = serde_json::to_vec(&v).unwrap_or_default();
+            for (i, b, how) in edits {
+                let at = i % (bytes.len() + 1);
+                match how {
+                    0 if at < bytes.len() => bytes[at] = b,
+                    1 => bytes.insert(at, b),
+                    _ => bytes.truncate(at),
+                }
+            }
+            check(bytes)?;
+        }
+    }
+}

@@ -582,12 +582,22 @@ fn take_signed_certificate(
         .find(|s| !s.trim().is_empty())
         .map(str::to_string);
     if let Some(ca) = &ca {
-        crate::tls::certs_from_pem(ca).map_err(|e| format!("the peer's CA: {e}"))?;
+        check_ca(ca).map_err(|e| format!("the peer's CA: {e}"))?;
     }
     Ok(ca)
 }
 
 /// Harper's `ca_info` of a CA PEM: the details of its first certificate.
+/// A CA a peer hands over must be PEM *and* X.509 inside: PEM markers around base64 garbage
+/// used to be stored (and replicated to every member) as a CA that trusts nothing, with
+/// `ca_info: null`, instead of being refused.
+fn check_ca(pem: &str) -> Result<(), String> {
+    for der in crate::tls::certs_from_pem(pem)? {
+        crate::tls::info::CertInfo::from_der(&der)?;
+    }
+    Ok(())
+}
+
 fn ca_info(pem: &str) -> Value {
     crate::tls::certs_from_pem(pem)
         .ok()
@@ -762,7 +772,7 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
     // here only for the requester's own name.
     let mut answer = Map::new();
     if let Some(ca) = f.opt_str(&["ca", "cert_auth"])? {
-        crate::tls::certs_from_pem(&ca)
+        check_ca(&ca)
             .map_err(|e| OpError::bad_request(format!("'ca' is not a certificate: {e}")))?;
         row.insert("ca_info".into(), ca_info(&ca));
         row.insert("ca".into(), json!(ca));

@@ -464,6 +464,14 @@ impl Conn {
                     ));
                     break;
                 }
+                // Peers speak binary frames only: a text message is garbage, and ignoring it
+                // let a peer hold a socket (and its thread) with messages that mean nothing.
+                Ok(Message::Text(_)) => {
+                    out.push(Incoming::Closed(
+                        "protocol error: text message on a replication socket".into(),
+                    ));
+                    break;
+                }
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {

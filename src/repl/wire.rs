@@ -6,7 +6,7 @@
 //! database and ops in the audit-log encoding, so a sender can forward audit entries without
 //! re-encoding records. See repl/DESIGN.md for the conversation.
 
-use crate::core::codec::{Dec, DecodeError, Enc};
+use crate::core::codec::{vec_for, Dec, DecodeError, Enc};
 use crate::core::txn::{self, Txn};
 
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -108,7 +108,7 @@ fn put_vector(e: &mut Enc, v: &[(String, u64)]) {
 
 fn get_vector(d: &mut Dec) -> Result<Vec<(String, u64)>, DecodeError> {
     let n = d.count()?;
-    let mut v = Vec::with_capacity(n);
+    let mut v = vec_for(n);
     for _ in 0..n {
         v.push((d.string()?, d.u64_fixed()?));
     }
@@ -272,7 +272,7 @@ impl Frame {
                     0 => None,
                     _ => {
                         let n = d.count()?;
-                        let mut t = Vec::with_capacity(n);
+                        let mut t = vec_for(n);
                         for _ in 0..n {
                             t.push(d.string()?);
                         }
@@ -283,7 +283,7 @@ impl Frame {
             }
             TXNS => {
                 let n = d.count()?;
-                let mut txns = Vec::with_capacity(n);
+                let mut txns = vec_for(n);
                 for _ in 0..n {
                     let origin = d.string()?;
                     let version = d.u64_fixed()?;
@@ -323,7 +323,7 @@ impl Frame {
             COPY_START => {
                 let vector = get_vector(&mut d)?;
                 let n = d.count()?;
-                let mut databases = Vec::with_capacity(n);
+                let mut databases = vec_for(n);
                 for _ in 0..n {
                     databases.push(d.string()?);
                 }
@@ -355,7 +355,7 @@ impl Frame {
             COPY_ROWS => {
                 let table = d.string()?;
                 let n = d.count()?;
-                let mut rows = Vec::with_capacity(n);
+                let mut rows = vec_for(n);
                 for _ in 0..n {
                     let pk = d.bytes()?.to_vec();
                     let version = d.u64_fixed()?;
@@ -501,5 +501,351 @@ mod tests {
         for n in 0..good.len() {
             assert!(Frame::decode(&good[..n]).is_err());
         }
+    }
+}
+
+/// Property tests of the decoder against hostile input (issue 9, "hardened input"): arbitrary
+/// bytes, and valid frames mutated and truncated. A peer's frame must decode or fail with a
+/// `DecodeError`, never panic or allocate far beyond its own size; valid frames round-trip;
+/// the peer checks of `repl::validate` answer whatever decodes without panicking.
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use crate::core::txn::{Actor, TxnOp};
+    use crate::util::alloc_probe::peak_allocation;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9_]{0,12}",
+            any::<String>().prop_map(|s| s.chars().take(16).collect()),
+        ]
+    }
+
+    fn blob() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 0..24)
+    }
+
+    fn vector() -> impl Strategy<Value = Vec<(String, u64)>> {
+        prop::collection::vec((name(), any::<u64>()), 0..4)
+    }
+
+    /// Declared attributes: an empty type travels as "absent", so `Some("")` is not a value.
+    fn attributes() -> impl Strategy<Value = Vec<(String, Option<String>)>> {
+        prop::collection::vec((name(), proptest::option::of("[A-Za-z]{1,8}")), 0..4)
+    }
+
+    fn actor() -> impl Strategy<Value = Actor> {
+        prop_oneof![
+            Just(Actor::None),
+            name().prop_map(Actor::User),
+            name().prop_map(Actor::Node),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = TxnOp> {
+        prop_oneof![
+            (name(), name(), blob(), blob()).prop_map(|(table, pk_attr, pk, record)| TxnOp::Put {
+                table,
+                pk_attr,
+                pk,
+                record
+            }),
+            (name(), name(), blob()).prop_map(|(table, pk_attr, pk)| TxnOp::Delete {
+                table,
+                pk_attr,
+                pk
+            }),
+            name().prop_map(|name| TxnOp::CreateDatabase { name }),
+            (name(), name(), attributes(), any::<bool>()).prop_map(
+                |(table, pk_attr, attributes, schema_defined)| TxnOp::CreateTable {
+                    table,
+                    pk_attr,
+                    attributes,
+                    schema_defined
+                }
+            ),
+            (name(), name())
+                .prop_map(|(table, attribute)| TxnOp::CreateAttribute { table, attribute }),
+            name().prop_map(|table| TxnOp::DropTable { table }),
+            (name(), name())
+                .prop_map(|(table, attribute)| TxnOp::DropAttribute { table, attribute }),
+            name().prop_map(|name| TxnOp::DropDatabase { name }),
+        ]
+    }
+
+    fn txn() -> impl Strategy<Value = Txn> {
+        (
+            name(),
+            any::<u64>(),
+            name(),
+            actor(),
+            prop::collection::vec(op(), 0..4),
+        )
+            .prop_map(|(origin, version, db, actor, ops)| Txn {
+                origin,
+                version,
+                db,
+                actor,
+                ops,
+            })
+    }
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        prop_oneof![
+            (
+                vector(),
+                proptest::option::of(prop::collection::vec(name(), 0..4))
+            )
+                .prop_map(|(origins, tables)| Frame::Subscribe { origins, tables }),
+            prop::collection::vec(txn(), 0..3).prop_map(|txns| Frame::Txns { txns }),
+            vector().prop_map(|applied| Frame::Ack { applied }),
+            vector().prop_map(|origins| Frame::NeedCopy { origins }),
+            blob().prop_map(|json| Frame::OpRequest { json }),
+            (any::<u16>(), blob()).prop_map(|(status, json)| Frame::OpResponse { status, json }),
+            name().prop_map(|reason| Frame::Error { reason }),
+            (name(), blob()).prop_map(|(table, key)| Frame::CopyRequest { table, key }),
+            (vector(), prop::collection::vec(name(), 0..4), any::<u64>()).prop_map(
+                |(vector, databases, total)| Frame::CopyStart {
+                    vector,
+                    databases,
+                    total
+                }
+            ),
+            (name(), name(), any::<bool>(), attributes()).prop_map(
+                |(table, pk_attr, schema_defined, attributes)| Frame::CopyTable {
+                    table,
+                    pk_attr,
+                    schema_defined,
+                    attributes
+                }
+            ),
+            (
+                name(),
+                prop::collection::vec(
+                    (blob(), any::<u64>(), name(), proptest::option::of(blob())),
+                    0..4
+                )
+            )
+                .prop_map(|(table, rows)| Frame::CopyRows {
+                    table,
+                    rows: rows
+                        .into_iter()
+                        .map(|(pk, version, origin, json)| CopyRow {
+                            pk,
+                            version,
+                            origin,
+                            json
+                        })
+                        .collect(),
+                }),
+            Just(Frame::CopyEnd),
+        ]
+    }
+
+    /// One edit of an encoded frame.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Set(usize, u8),
+        Flip(usize, u8),
+        Insert(usize, u8),
+        Remove(usize),
+        Truncate(usize),
+        /// A varint claiming a huge length or count, spliced in.
+        HugeVarint(usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
+            (any::<usize>(), 0u8..8).prop_map(|(i, bit)| Mutation::Flip(i, bit)),
+            (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+            any::<usize>().prop_map(Mutation::Remove),
+            any::<usize>().prop_map(Mutation::Truncate),
+            any::<usize>().prop_map(Mutation::HugeVarint),
+        ]
+    }
+
+    fn mutate(buf: &mut Vec<u8>, m: &Mutation) {
+        let len = buf.len();
+        let at = |i: usize| if len == 0 { 0 } else { i % len };
+        match *m {
+            Mutation::Set(i, b) if len > 0 => buf[at(i)] = b,
+            Mutation::Flip(i, bit) if len > 0 => buf[at(i)] ^= 1 << bit,
+            Mutation::Insert(i, b) => buf.insert(i % (len + 1), b),
+            Mutation::Remove(i) if len > 0 => {
+                buf.remove(at(i));
+            }
+            Mutation::Truncate(i) => buf.truncate(i % (len + 1)),
+            Mutation::HugeVarint(i) => {
+                let mut e = Enc::default();
+                e.varint(u64::MAX >> (i % 40));
+                let p = i % (len + 1);
+                buf.splice(p..p, e.buf);
+            }
+            _ => {}
+        }
+    }
+
+    /// What the receiving side runs on a decoded frame before anything reaches the core
+    /// (repl::validate): it must answer every frame, however odd, without panicking.
+    fn peer_checks(f: &Frame) {
+        use crate::repl::validate;
+        for ceiling in [0, 1 << 40, u64::MAX] {
+            match f {
+                Frame::Txns { txns } => {
+                    for db in ["system", "dev", ""] {
+                        let _ = validate::txns(txns, db, ceiling);
+                    }
+                }
+                Frame::CopyStart { vector, .. } => {
+                    let _ = validate::vector(vector, ceiling);
+                }
+                Frame::CopyTable {
+                    table,
+                    pk_attr,
+                    attributes,
+                    ..
+                } => {
+                    for db in ["system", "dev"] {
+                        let _ = validate::copy_table(db, table, pk_attr, attributes);
+                    }
+                }
+                Frame::CopyRows { rows, .. } => {
+                    let _ = validate::copy_rows(rows, ceiling);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The property every input must hold: decoding never panics, an error names its cause,
+    /// a frame that decodes is stable through encode/decode, and no allocation is far larger
+    /// than the input (a Vec of n items costs up to ~104 bytes per input byte, capped by
+    /// `MAX_PREALLOC` items for counts that are still unchecked).
+    fn check(buf: &[u8]) -> Result<(), TestCaseError> {
+        let (result, peak) = peak_allocation(|| Frame::decode(buf));
+        prop_assert!(
+            peak <= 64 * 1024 + 128 * buf.len(),
+            "decoding {} bytes allocated {peak} bytes at once",
+            buf.len()
+        );
+        match result {
+            Ok(f) => {
+                peer_checks(&f);
+                prop_assert_eq!(Frame::decode(&f.encode()), Ok(f));
+            }
+            Err(e) => prop_assert!(!e.0.is_empty()),
+        }
+        Ok(())
+    }
+
+    /// `cases` unless `PROPTEST_CASES` asks for another count (longer runs by hand).
+    fn config(cases: u32) -> ProptestConfig {
+        let mut c = ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            c.cases = cases;
+        }
+        c
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        #[test]
+        fn prop_valid_frames_round_trip(f in frame()) {
+            peer_checks(&f);
+            prop_assert_eq!(Frame::decode(&f.encode()), Ok(f));
+        }
+
+        #[test]
+        fn prop_every_truncation_of_a_valid_frame_is_an_error(f in frame(), cut in any::<usize>()) {
+            let buf = f.encode();
+            let n = cut % buf.len();
+            let r = Frame::decode(&buf[..n]);
+            // CopyStart's trailing `total` is optional (older senders): cutting exactly it off
+            // is a valid frame with total 0.
+            let optional_tail = match &f {
+                Frame::CopyStart { vector, databases, .. } => {
+                    let old = Frame::CopyStart {
+                        vector: vector.clone(),
+                        databases: databases.clone(),
+                        total: 0,
+                    };
+                    n == old.encode().len() - 1 && r == Ok(old)
+                }
+                _ => false,
+            };
+            prop_assert!(r.is_err() || optional_tail, "prefix {n} of {f:?} decoded");
+        }
+
+        #[test]
+        fn prop_mutated_frames_never_panic(
+            f in frame(),
+            edits in prop::collection::vec(mutation(), 1..4),
+        ) {
+            let mut buf = f.encode();
+            for m in &edits {
+                mutate(&mut buf, m);
+            }
+            check(&buf)?;
+        }
+
+        #[test]
+        fn prop_arbitrary_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..256)) {
+            check(&buf)?;
+        }
+
+        #[test]
+        fn prop_arbitrary_bodies_of_every_kind_never_panic(
+            kind in 0u8..14,
+            body in prop::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut buf = vec![PROTOCOL_VERSION, kind];
+            buf.extend_from_slice(&body);
+            check(&buf)?;
+        }
+    }
+
+    /// A count that fits the frame's length but whose items are garbage: the decoder used to
+    /// reserve `count` items up front (~112 bytes each), so a 64 MiB frame of zeros claiming
+    /// 64 Mi transactions asked for ~7 GiB before reading the first one.
+    #[test]
+    fn hostile_counts_do_not_reserve_memory_for_items_that_never_come() {
+        let n = 1usize << 20;
+        for kind in [
+            SUBSCRIBE, TXNS, ACK, NEED_COPY, COPY_START, COPY_TABLE, COPY_ROWS,
+        ] {
+            let mut e = Enc::default();
+            e.u8(PROTOCOL_VERSION);
+            e.u8(kind);
+            if matches!(kind, COPY_TABLE | COPY_ROWS) {
+                e.str("t");
+            }
+            if kind == COPY_TABLE {
+                e.str("id");
+                e.bool(false);
+            }
+            e.varint(n as u64);
+            e.buf.resize(e.buf.len() + n, 0xff);
+            let (r, peak) = peak_allocation(|| Frame::decode(&e.buf));
+            assert!(r.is_err(), "kind {kind} decoded");
+            assert!(
+                peak < 4 * n,
+                "kind {kind}: {peak} bytes reserved for a {} byte frame",
+                e.buf.len()
+            );
+        }
+        // The same inside a transaction's op list.
+        let mut ops = Enc::default();
+        ops.u8(2);
+        ops.u8(0);
+        ops.varint(n as u64);
+        ops.buf.resize(ops.buf.len() + n, 0xff);
+        let mut e = start_txns(1);
+        put_txn(&mut e, "a", 1, "dev", &ops.buf);
+        let (r, peak) = peak_allocation(|| Frame::decode(&e.buf));
+        assert!(r.is_err());
+        assert!(peak < 4 * n, "{peak} bytes reserved for an op list");
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Owns nothing stateful. Must never touch the store, the network or the core's state.
 
+#[cfg(test)]
+pub mod alloc_probe;
 pub mod logfile;
 pub mod oneshot;
 pub mod redact;
