@@ -1227,6 +1227,13 @@ mod prop_tests {
         if std::env::var_os("PROPTEST_CASES").is_none() {
             c.cases = cases;
         }
+        // Failing seeds are kept under tests/ (re-run first on every run), not in a
+        // top-level proptest-regressions/ folder.
+        c.failure_persistence = Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/proptest-regressions/parse.txt",
+            ),
+        ));
         c
     }
 

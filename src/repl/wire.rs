@@ -511,7 +511,7 @@ mod tests {
 #[cfg(test)]
 mod prop_tests {
     use super::*;
-    use crate::core::txn::{Actor, TxnOp};
+    use crate::core::txn::{Actor, TxnKind, TxnOp};
     use crate::util::alloc_probe::peak_allocation;
     use proptest::prelude::*;
 
@@ -557,14 +557,24 @@ mod prop_tests {
                 pk
             }),
             name().prop_map(|name| TxnOp::CreateDatabase { name }),
-            (name(), name(), attributes(), any::<bool>()).prop_map(
-                |(table, pk_attr, attributes, schema_defined)| TxnOp::CreateTable {
-                    table,
-                    pk_attr,
-                    attributes,
-                    schema_defined
-                }
-            ),
+            (
+                name(),
+                name(),
+                attributes(),
+                any::<bool>(),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(
+                    |(table, pk_attr, attributes, schema_defined, expiration)| {
+                        TxnOp::CreateTable {
+                            table,
+                            pk_attr,
+                            attributes,
+                            schema_defined,
+                            expiration,
+                        }
+                    }
+                ),
             (name(), name())
                 .prop_map(|(table, attribute)| TxnOp::CreateAttribute { table, attribute }),
             name().prop_map(|table| TxnOp::DropTable { table }),
@@ -580,15 +590,27 @@ mod prop_tests {
             any::<u64>(),
             name(),
             actor(),
+            kind(),
             prop::collection::vec(op(), 0..4),
         )
-            .prop_map(|(origin, version, db, actor, ops)| Txn {
+            .prop_map(|(origin, version, db, actor, kind, ops)| Txn {
                 origin,
                 version,
                 db,
                 actor,
+                kind,
                 ops,
             })
+    }
+
+    fn kind() -> impl Strategy<Value = TxnKind> {
+        prop_oneof![
+            Just(TxnKind::None),
+            Just(TxnKind::Insert),
+            Just(TxnKind::Update),
+            Just(TxnKind::Upsert),
+            Just(TxnKind::Delete),
+        ]
     }
 
     fn frame() -> impl Strategy<Value = Frame> {
@@ -612,14 +634,24 @@ mod prop_tests {
                     total
                 }
             ),
-            (name(), name(), any::<bool>(), attributes()).prop_map(
-                |(table, pk_attr, schema_defined, attributes)| Frame::CopyTable {
-                    table,
-                    pk_attr,
-                    schema_defined,
-                    attributes
-                }
-            ),
+            (
+                name(),
+                name(),
+                any::<bool>(),
+                attributes(),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(
+                    |(table, pk_attr, schema_defined, attributes, expiration)| {
+                        Frame::CopyTable {
+                            table,
+                            pk_attr,
+                            schema_defined,
+                            attributes,
+                            expiration,
+                        }
+                    }
+                ),
             (
                 name(),
                 prop::collection::vec(
@@ -746,6 +778,13 @@ mod prop_tests {
         if std::env::var_os("PROPTEST_CASES").is_none() {
             c.cases = cases;
         }
+        // Failing seeds are kept under tests/ (re-run first on every run), not in a
+        // top-level proptest-regressions/ folder.
+        c.failure_persistence = Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/proptest-regressions/wire.txt",
+            ),
+        ));
         c
     }
 
@@ -764,7 +803,7 @@ mod prop_tests {
             let n = cut % buf.len();
             let r = Frame::decode(&buf[..n]);
             // CopyStart's trailing `total` is optional (older senders): cutting exactly it off
-            // is a valid frame with total 0.
+            // is a valid frame with total 0. The same holds for CopyTable's `expiration`.
             let optional_tail = match &f {
                 Frame::CopyStart { vector, databases, .. } => {
                     let old = Frame::CopyStart {
@@ -773,6 +812,14 @@ mod prop_tests {
                         total: 0,
                     };
                     n == old.encode().len() - 1 && r == Ok(old)
+                }
+                // CopyTable's trailing `expiration` likewise (sent only when set).
+                Frame::CopyTable { expiration: Some(_), .. } => {
+                    let mut old = f.clone();
+                    if let Frame::CopyTable { expiration, .. } = &mut old {
+                        *expiration = None;
+                    }
+                    n == old.encode().len() && r == Ok(old)
                 }
                 _ => false,
             };
