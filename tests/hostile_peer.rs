@@ -10,7 +10,7 @@ mod common;
 use common::cluster::*;
 use common::*;
 use serde_json::{json, Value};
-use skerry::core::txn::{Actor, Txn, TxnOp};
+use skerry::core::txn::{Actor, Txn, TxnKind, TxnOp};
 use skerry::core::CopyRow;
 use skerry::repl::wire::{Frame, PROTOCOL_VERSION, SUBPROTOCOL};
 use std::collections::BTreeMap;
@@ -538,6 +538,7 @@ fn garbage_for(what: &str, db: &str, member: &str) -> Vec<u8> {
                 version: 1,
                 db: db.to_string(),
                 actor: Actor::None,
+                kind: TxnKind::None,
                 ops: vec![op],
             }],
         }
@@ -638,6 +639,7 @@ fn serve_garbage(sock: TcpStream, name: &str, state: &Mutex<Garbage>) {
                             pk_attr: "id".into(),
                             schema_defined: false,
                             attributes: vec![],
+                            expiration: None,
                         },
                     );
                 } else {
