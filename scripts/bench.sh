@@ -361,12 +361,46 @@ if has_phase ceiling; then
   rm -rf -- "$TMP/ceiling-data"
 fi
 
+# sync_count <node> <url>: fdatasync calls per group commit during a short single-record run.
+# perf's syscall tracepoints count the syncs per thread (the core thread commits; fjall's workers
+# sync the tables they write); the node's own group-commit counter (/metrics) counts the commits.
+# The node is otherwise idle, so every commit between the two scrapes happens inside perf's window.
+commits_of() { curl -s "$1metrics" | awk '$1 == "skerry_group_commit_seconds_count" {print $2}'; }
+sync_count() {
+  local i=$1 u=$2 st="$TMP/perf-sync.csv" c0 c1 pp
+  if ! command -v perf >/dev/null; then log "sync_per_commit: SKIPPED (no perf)"; return 0; fi
+  # Creating a table and its attribute indexes syncs fjall's keyspace metadata from the core
+  # thread (a few syncs per keyspace): done first, so the window sees only record commits.
+  "$LOADGEN" insert --url "$u" --clients 1 --batch 1 --records 64 --table syncs >/dev/null 2>>"$TMP/loadgen.log" \
+    || die "loadgen syncs warm-up failed"
+  c0=$(commits_of "$u")
+  rm -f "$st"
+  perf stat --per-thread -x, -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync \
+    -p "${NPID[$i]}" -o "$st" -- sleep "$((D + 2))" 2>/dev/null &
+  pp=$!
+  # perf gives no sign that it is attached (its output is written at the end); it attaches in
+  # milliseconds, and a commit it missed would show as fewer than one sync per commit.
+  sleep 1
+  "$LOADGEN" insert --url "$u" --clients "$BENCH_CLIENTS" --batch 1 --duration-s "$D" --table syncs --id-start 1000 >/dev/null 2>>"$TMP/loadgen.log" \
+    || die "loadgen syncs failed"
+  c1=$(commits_of "$u")
+  if ! wait "$pp" || ! grep -q sys_enter_fdatasync "$st"; then
+    log "sync_per_commit: SKIPPED (perf stat failed: $(tail -n 1 "$st" 2>/dev/null))"; return 0
+  fi
+  emit sync_per_commit "$(awk -F, -v c0="$c0" -v c1="$c1" '
+    /^#/ || NF < 4 { next }
+    { n = ($2 ~ /^[0-9]+$/) ? $2 : 0; if ($1 ~ /^core-/) core += n; else other += n }
+    END { commits = c1 - c0; printf "{\"group_commits\":%d,\"core_syncs\":%d,\"other_syncs\":%d,\"core_syncs_per_commit\":%s}",
+          commits, core, other, (commits > 0 ? sprintf("%.3f", core / commits) : "null") }' "$st")"
+}
+
 # ------------------------------------------------------------------ single
 if has_phase single; then
   PHASE=single; log "== single node: throughput and latency"
   node_config 1 0; node_start 1
   U=$(url_of 1)
   lg insert_c32_b1 insert --url "$U" --clients "$BENCH_CLIENTS" --batch 1 --duration-s "$D" --table c32b1
+  sync_count 1 "$U"
   lg read_c32 read --url "$U" --clients "$BENCH_CLIENTS" --ids "$(jq -r .records <<<"$LG")" --duration-s "$D" --table c32b1
   lg insert_b1000 insert --url "$U" --clients "$BENCH_LOAD_CLIENTS" --batch 1000 --duration-s "$D" --table b1000
   lg insert_c4_b1 insert --url "$U" --clients 4 --batch 1 --duration-s "$D" --table c4b1

@@ -355,6 +355,12 @@ def cmd_report(argv):
     row("stripped release binary", mib(get("binary_size", "stripped_kb")), "MiB", "<", 10)
     row(f"insert 1 rec/req, {get('insert_c32_b1', 'clients')} clients", get("insert_c32_b1", "records_per_s"), "rec/s", ">=", 20000, ceil="insert_c32_b1")
     row("  p99 latency", get("insert_c32_b1", "p99_ms"), "ms", "<", 10)
+    if "sync_per_commit" in m:
+        spc = get("sync_per_commit", "core_syncs_per_commit")
+        ok = None if spc is None else abs(spc - 1) <= 0.01
+        rows.append(("  fdatasync per group commit (perf, core thread)",
+                     "-" if spc is None else f"{spc:.3f} ({fmt(get('sync_per_commit', 'core_syncs'))} / {fmt(get('sync_per_commit', 'group_commits'))})",
+                     "= 1", {True: "PASS", False: "MISS", None: ""}[ok], "", ""))
     row("insert 1,000 rec/req, %s clients" % (get("insert_b1000", "clients") or "?"),
         get("insert_b1000", "records_per_s"), "rec/s", ">=", 150000, ceil="insert_b1000")
     row(f"search_by_id, {get('read_c32', 'clients')} clients", get("read_c32", "reads_per_s"), "reads/s", ">=", 50000, ceil="read_c32")
