@@ -42,36 +42,81 @@ fn differences() -> HashMap<&'static str, (u16, Value)> {
         ("s_min_string", (200, json!([{"a":"Alice","z":"Eve"}]))),
         // Harper omits a column whose value is undefined (MAX over no rows, NULLIF's match).
         ("s_aggregate_empty", (200, json!([{"n":0,"s":0,"m":null}]))),
-        ("s_fn_logical", (200, json!([
+        (
+            "s_fn_logical",
+            (
+                200,
+                json!([
             {"id":1,"city":"Berlin","nn":"Alice","ce":"Berlin"},
             {"id":2,"city":"Paris","nn":null,"ce":"Paris"},
             {"id":3,"city":"Berlin","nn":"Carol","ce":"Berlin"},
             {"id":4,"city":"Rome","nn":"Dave","ce":"Rome"},
-            {"id":5,"city":"none","nn":"Eve","ce":"eve@example.com"}]))),
+            {"id":5,"city":"none","nn":"Eve","ce":"eve@example.com"}]),
+            ),
+        ),
         // Harper ignores an output alias in HAVING (answers []).
-        ("s_having_alias", (200, json!([{"customer_id":2,"t":1002},{"customer_id":4,"t":1998}]))),
+        (
+            "s_having_alias",
+            (
+                200,
+                json!([{"customer_id":2,"t":1002},{"customer_id":4,"t":1998}]),
+            ),
+        ),
         // Harper resolves `name` to the wrong table (answers 2).
-        ("s_join_unqualified", (200, json!([{"name":"Bob","amount":999}]))),
+        (
+            "s_join_unqualified",
+            (200, json!([{"name":"Bob","amount":999}])),
+        ),
         // Harper names an unaliased expression "undefined".
         ("s_expr_noalias", (200, json!([{"qty * 2":20}]))),
         // Harper drops the ELSE value.
-        ("s_case", (200, json!([{"id":1,"size":"small"},{"id":3,"size":"big"}]))),
+        (
+            "s_case",
+            (200, json!([{"id":1,"size":"small"},{"id":3,"size":"big"}])),
+        ),
         // Harper returns the first argument of an unknown function.
         ("s_fn_unknown", (400, unsupported("the function NOSUCHFN"))),
         // Harper needs backticks around a numeric database name; Skerry reads it either way.
-        ("s_numeric_db", (200, json!([
+        (
+            "s_numeric_db",
+            (
+                200,
+                json!([
             {"id":1,"__createdtime__":"ts","__updatedtime__":"ts","customer_id":1,"note":"prefers email"},
             {"id":2,"__createdtime__":"ts","__updatedtime__":"ts","customer_id":2,"note":"call after 5"},
-            {"id":3,"__createdtime__":"ts","__updatedtime__":"ts","customer_id":4,"note":"vip since 2024"}]))),
-        ("s_join_numeric_db", (200, json!([
+            {"id":3,"__createdtime__":"ts","__updatedtime__":"ts","customer_id":4,"note":"vip since 2024"}]),
+            ),
+        ),
+        (
+            "s_join_numeric_db",
+            (
+                200,
+                json!([
             {"name":"Alice","note":"prefers email"},{"name":"Bob","note":"call after 5"},
-            {"name":"Dave","note":"vip since 2024"}]))),
+            {"name":"Dave","note":"vip since 2024"}]),
+            ),
+        ),
         // [bracketed] names are SQL Server syntax, not MySQL's.
-        ("s_numeric_db_brackets", (400, json!({"error": format!("Invalid SQL at: SELECT id FROM [2024].[notes] WHERE. {HINT}")}))),
+        (
+            "s_numeric_db_brackets",
+            (
+                400,
+                json!({"error": format!("Invalid SQL at: SELECT id FROM [2024].[notes] WHERE. {HINT}")}),
+            ),
+        ),
         // Skerry has no `cluster_user` role (replication authenticates nodes, not a role).
-        ("y_system_role_admin", (200, json!([{"id":"r_sql"},{"id":"super_user"}]))),
+        (
+            "y_system_role_admin",
+            (200, json!([{"id":"r_sql"},{"id":"super_user"}])),
+        ),
         // sqlparser stops at another token than Harper's parser: same message, other context.
-        ("e_syntax", (400, json!({"error": format!("Invalid SQL at: SELEC * FROM shop.cu. {HINT}")}))),
+        (
+            "e_syntax",
+            (
+                400,
+                json!({"error": format!("Invalid SQL at: SELEC * FROM shop.cu. {HINT}")}),
+            ),
+        ),
         // Constructs Skerry does not run get a clear "not supported" (Harper: a generic 500,
         // a wrong answer, or runs only the first statement).
         ("e_union", (400, unsupported("UNION"))),
@@ -79,22 +124,64 @@ fn differences() -> HashMap<&'static str, (u16, Value)> {
         ("e_window", (400, unsupported("window functions (OVER)"))),
         ("e_right_join", (400, unsupported("RIGHT JOIN"))),
         ("e_full_join", (400, unsupported("FULL OUTER JOIN"))),
-        ("e_cross_join", (400, unsupported("a comma join (use INNER JOIN ... ON)"))),
-        ("s_comma_join", (400, unsupported("a comma join (use INNER JOIN ... ON)"))),
-        ("e_two_statements", (400, unsupported("more than one statement in a request"))),
-        ("e_cte", (500, json!({"error":"unsupported SQL type with in SQL: with"}))),
-        ("e_create_table", (500, json!({"error":"unsupported SQL type create in SQL: CREATE TABLE shop.x (id INT)"}))),
-        ("e_drop_table", (500, json!({"error":"unsupported SQL type drop in SQL: DROP TABLE shop.orders"}))),
+        (
+            "e_cross_join",
+            (400, unsupported("a comma join (use INNER JOIN ... ON)")),
+        ),
+        (
+            "s_comma_join",
+            (400, unsupported("a comma join (use INNER JOIN ... ON)")),
+        ),
+        (
+            "e_two_statements",
+            (400, unsupported("more than one statement in a request")),
+        ),
+        (
+            "e_cte",
+            (
+                500,
+                json!({"error":"unsupported SQL type with in SQL: with"}),
+            ),
+        ),
+        (
+            "e_create_table",
+            (
+                500,
+                json!({"error":"unsupported SQL type create in SQL: CREATE TABLE shop.x (id INT)"}),
+            ),
+        ),
+        (
+            "e_drop_table",
+            (
+                500,
+                json!({"error":"unsupported SQL type drop in SQL: DROP TABLE shop.orders"}),
+            ),
+        ),
         ("e_insert_select", (400, unsupported("INSERT ... SELECT"))),
-        ("w_insert_no_columns", (400, unsupported("INSERT without a column list"))),
-        ("w_insert_count_mismatch", (400, json!({"error":"INSERT has 2 columns but a row of 1 values"}))),
+        (
+            "w_insert_no_columns",
+            (400, unsupported("INSERT without a column list")),
+        ),
+        (
+            "w_insert_count_mismatch",
+            (
+                400,
+                json!({"error":"INSERT has 2 columns but a row of 1 values"}),
+            ),
+        ),
         // Harper reports the generated key of a keyless insert as null.
         ("w_insert_no_pk", (200, json!("generated"))),
         // Harper's restricted join with `*` fails on its own ambiguity; Skerry suffixes as for
         // a super_user and shows only readable attributes.
-        ("p_join_star", (200, json!([{"id":1,"__createdtime__":"ts","__updatedtime__":"ts","customer_id":1,
+        (
+            "p_join_star",
+            (
+                200,
+                json!([{"id":1,"__createdtime__":"ts","__updatedtime__":"ts","customer_id":1,
             "product_id":1,"qty":2,"amount":19.98,"status":"shipped","created":"2024-01-05T10:00:00.000Z",
-            "id1":1,"name":"Alice","city":"Berlin"}]))),
+            "id1":1,"name":"Alice","city":"Berlin"}]),
+            ),
+        ),
     ])
 }
 
@@ -102,7 +189,13 @@ fn keys_sorted(v: &Value) -> Vec<std::collections::BTreeMap<String, Value>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|r| {
+            r.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .collect()
 }
 
@@ -141,7 +234,10 @@ fn sql_answers_equal_harpers_captures() {
         }
         let (want_status, want) = match diffs.get(case) {
             Some((s, b)) => (*s, b.clone()),
-            None => (c["status"].as_u64().unwrap() as u16, normalize(&c["response"])),
+            None => (
+                c["status"].as_u64().unwrap() as u16,
+                normalize(&c["response"]),
+            ),
         };
         checked += 1;
         let sql = c["request"]["sql"].as_str().unwrap_or("");
@@ -163,7 +259,8 @@ fn sql_answers_equal_harpers_captures() {
             "w_update_all" => {
                 // Harper's hashes include the generated key of the keyless insert before it.
                 body["message"] == "updated 4 of 4 records"
-                    && body["update_hashes"].as_array().unwrap()[..3] == [json!(1), json!(2), json!(3)]
+                    && body["update_hashes"].as_array().unwrap()[..3]
+                        == [json!(1), json!(2), json!(3)]
             }
             "w_delete_all_where_true" => body["message"] == "1 of 1 record successfully deleted",
             // Without ORDER BY, SQL rows have no order: Harper's come in primary-key order,
@@ -186,5 +283,10 @@ fn sql_answers_equal_harpers_captures() {
         }
     }
     assert!(checked > 150, "only {checked} cases replayed");
-    assert!(failures.is_empty(), "{} of {checked} cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -31,7 +31,9 @@ pub fn num(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 {
         return Value::from(x as i64);
     }
-    Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
+    Number::from_f64(x)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 fn as_f64(v: &Value) -> Option<f64> {
@@ -421,11 +423,7 @@ fn call(f: Func, args: &[Value], now_ms: i64) -> Value {
             let (Some(a), Some(b)) = (date_ms(arg(args, 0)), date_ms(arg(args, 1))) else {
                 return Value::Null;
             };
-            let unit = if args.len() > 2 {
-                s(2)
-            } else {
-                String::new()
-            };
+            let unit = if args.len() > 2 { s(2) } else { String::new() };
             diff(a, b, &unit).map(num).unwrap_or(Value::Null)
         }
         Func::DateFormat => match date_ms(arg(args, 0)) {
@@ -482,7 +480,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 fn days_in_month(y: i64, m: i64) -> i64 {
@@ -778,7 +784,10 @@ mod tests {
         let later = date_ms(&json!("2024-01-10T00:00:00.000Z")).unwrap();
         assert_eq!(diff(later, t, "days"), Some(4.583333333333333));
         assert_eq!(diff(later, t, ""), Some(396_000_000.0));
-        assert_eq!(add_months(date_ms(&json!("2024-01-31")).unwrap(), 1), date_ms(&json!("2024-02-29")).unwrap());
+        assert_eq!(
+            add_months(date_ms(&json!("2024-01-31")).unwrap(), 1),
+            date_ms(&json!("2024-02-29")).unwrap()
+        );
         assert_eq!(date_ms(&json!("2024-01-05T12:00:00+02:00")), Some(t));
         assert_eq!(date_ms(&json!("2024-02-30")), None);
     }
@@ -790,7 +799,10 @@ mod tests {
         assert_eq!(num(f64::NAN), json!(null));
         assert_eq!(call(Func::Round, &[json!(2.345), json!(2)], 0), json!(2.35));
         assert_eq!(call(Func::Round, &[json!(9.99)], 0), json!(10));
-        assert_eq!(call(Func::Instr, &[json!("Alice"), json!("c")], 0), json!(4));
+        assert_eq!(
+            call(Func::Instr, &[json!("Alice"), json!("c")], 0),
+            json!(4)
+        );
         assert_eq!(
             call(Func::Substring, &[json!("Alice"), json!(1), json!(3)], 0),
             json!("Ali")

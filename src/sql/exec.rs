@@ -85,15 +85,24 @@ fn size_of(v: &Value) -> usize {
         Value::Number(_) => 16,
         Value::String(s) => s.len() + 24,
         Value::Array(a) => 24 + a.iter().map(size_of).sum::<usize>(),
-        Value::Object(o) => 48 + o.iter().map(|(k, v)| k.len() + 24 + size_of(v)).sum::<usize>(),
+        Value::Object(o) => {
+            48 + o
+                .iter()
+                .map(|(k, v)| k.len() + 24 + size_of(v))
+                .sum::<usize>()
+        }
     }
 }
 
 fn row_size(r: &Row) -> usize {
     r.iter()
         .map(|m| {
-            m.as_ref()
-                .map_or(8, |m| 48 + m.iter().map(|(k, v)| k.len() + 24 + size_of(v)).sum::<usize>())
+            m.as_ref().map_or(8, |m| {
+                48 + m
+                    .iter()
+                    .map(|(k, v)| k.len() + 24 + size_of(v))
+                    .sum::<usize>()
+            })
         })
         .sum()
 }
@@ -576,7 +585,10 @@ fn finish(
         let (keys, out) = r?;
         let size = 48
             + keys.iter().map(size_of).sum::<usize>()
-            + out.iter().map(|(k, v)| k.len() + 24 + size_of(v)).sum::<usize>();
+            + out
+                .iter()
+                .map(|(k, v)| k.len() + 24 + size_of(v))
+                .sum::<usize>();
         if distinct {
             let key = serde_json::to_string(&out).unwrap_or_default();
             if seen.contains(&key) {
@@ -747,7 +759,8 @@ fn substitute_aliases(e: &mut Expr, items: &[SelectItem]) {
                 _ => None,
             });
             if let Some(expr) = found {
-                let same = matches!(expr, Expr::Column { qualifier: None, name: n, .. } if n == name);
+                let same =
+                    matches!(expr, Expr::Column { qualifier: None, name: n, .. } if n == name);
                 if !same {
                     *x = expr.clone();
                 }
@@ -772,12 +785,7 @@ pub fn run(
     }
 }
 
-fn select(
-    mut s: Select,
-    p: &Principal,
-    store: &Store,
-    catalog: &Catalog,
-) -> Result<Rows, OpError> {
+fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Result<Rows, OpError> {
     let now = now_ms();
     let mut sources = Vec::new();
     if let Some(t) = &s.from {
@@ -936,10 +944,8 @@ fn select(
     } else {
         None
     };
-    let pushed_page = exact
-        && !grouped
-        && !s.distinct
-        && (s.order_by.is_empty() || sort_chain.is_some());
+    let pushed_page =
+        exact && !grouped && !s.distinct && (s.order_by.is_empty() || sort_chain.is_some());
     let page = if pushed_page {
         Page {
             limit: s.limit,
@@ -1112,7 +1118,9 @@ fn insert(
     let (db, t) = (&i.table.database, &i.table.table);
     if db == SYSTEM_DB {
         return Err(OpError::forbidden(
-            vec![json!({"schema": db, "table": t, "required_table_permissions": ["insert"], "required_attribute_permissions": []})],
+            vec![
+                json!({"schema": db, "table": t, "required_table_permissions": ["insert"], "required_attribute_permissions": []}),
+            ],
             vec![],
         ));
     }
@@ -1182,7 +1190,11 @@ fn matching(
     })
 }
 
-fn bind_write(src: &Source, filter: &mut Option<Expr>, exprs: &mut [&mut Expr]) -> Result<(), OpError> {
+fn bind_write(
+    src: &Source,
+    filter: &mut Option<Expr>,
+    exprs: &mut [&mut Expr],
+) -> Result<(), OpError> {
     let sources = std::slice::from_ref(src);
     let mut b = Binder::new(sources);
     if let Some(f) = filter {
@@ -1242,14 +1254,20 @@ fn update(
         for (col, e) in &u.set {
             rec.insert(col.clone(), eval(e, &cx));
         }
-        bytes += 48 + rec.iter().map(|(k, v)| k.len() + 24 + size_of(v)).sum::<usize>();
+        bytes += 48
+            + rec
+                .iter()
+                .map(|(k, v)| k.len() + 24 + size_of(v))
+                .sum::<usize>();
         if bytes > MEMORY_BUDGET {
             return Err(over_budget());
         }
         records.push(rec);
     }
     if records.is_empty() {
-        return Ok(json!({"message": "updated 0 of 0 records", "update_hashes": [], "skipped_hashes": []}));
+        return Ok(
+            json!({"message": "updated 0 of 0 records", "update_hashes": [], "skipped_hashes": []}),
+        );
     }
     core.execute(
         WriteOp::Records {
@@ -1277,7 +1295,11 @@ fn delete(
     let mut bytes = 0usize;
     for r in matching(&src, d.filter.clone(), store)? {
         let row = r?;
-        if let Some(id) = row.first().and_then(Option::as_ref).and_then(|m| m.get(&pk)) {
+        if let Some(id) = row
+            .first()
+            .and_then(Option::as_ref)
+            .and_then(|m| m.get(&pk))
+        {
             bytes += 24 + size_of(id);
             if bytes > MEMORY_BUDGET {
                 return Err(over_budget());
@@ -1286,7 +1308,9 @@ fn delete(
         }
     }
     if ids.is_empty() {
-        return Ok(json!({"message": "0 of 0 records successfully deleted", "deleted_hashes": [], "skipped_hashes": []}));
+        return Ok(
+            json!({"message": "0 of 0 records successfully deleted", "deleted_hashes": [], "skipped_hashes": []}),
+        );
     }
     core.execute(
         WriteOp::Delete {

@@ -482,7 +482,9 @@ fn table_name(name: &sq::ObjectName) -> Result<(String, String), OpError> {
     match parts.as_slice() {
         [db, t] if !db.is_empty() && !t.is_empty() => Ok((db.clone(), t.clone())),
         // Harper's answer for a table without its database.
-        [t] => Err(OpError::internal(format!("schema not defined for table {t}"))),
+        [t] => Err(OpError::internal(format!(
+            "schema not defined for table {t}"
+        ))),
         _ => Err(unsupported(format!("table name {name}"))),
     }
 }
@@ -501,8 +503,7 @@ fn table_ref(tf: &sq::TableFactor) -> Result<TableRef, OpError> {
     else {
         return Err(unsupported("a subquery or function in FROM"));
     };
-    if args.is_some() || !with_hints.is_empty() || version.is_some() || !partitions.is_empty()
-    {
+    if args.is_some() || !with_hints.is_empty() || version.is_some() || !partitions.is_empty() {
         return Err(unsupported(format!("table options on {name}")));
     }
     if sample.is_some() {
@@ -1081,7 +1082,10 @@ impl Builder {
                     return Err(unsupported(format!("{name} with clauses")));
                 }
                 (
-                    matches!(l.duplicate_treatment, Some(sq::DuplicateTreatment::Distinct)),
+                    matches!(
+                        l.duplicate_treatment,
+                        Some(sq::DuplicateTreatment::Distinct)
+                    ),
                     l.args.iter().collect(),
                 )
             }
@@ -1113,11 +1117,7 @@ impl Builder {
                     }
                     Some(Box::new(a))
                 }
-                _ => {
-                    return Err(OpError::bad_request(format!(
-                        "{name} takes one argument"
-                    )))
-                }
+                _ => return Err(OpError::bad_request(format!("{name} takes one argument"))),
             };
             return Ok(Expr::Agg { agg, arg, distinct });
         }
@@ -1159,7 +1159,10 @@ mod tests {
     #[test]
     fn syntax_errors_show_harpers_context() {
         let e = parse("SELECT * FROM").unwrap_err();
-        assert_eq!(e.message(), format!("Invalid SQL at: SELECT * FROM. {PARSE_HINT}"));
+        assert_eq!(
+            e.message(),
+            format!("Invalid SQL at: SELECT * FROM. {PARSE_HINT}")
+        );
         let e = parse("SELECT * FROM shop.customers WHERE").unwrap_err();
         assert_eq!(
             e.message(),
@@ -1174,7 +1177,10 @@ mod tests {
                 panic!()
             };
             let from = s.from.unwrap();
-            assert_eq!((from.database.as_str(), from.table.as_str()), ("2024", "notes"));
+            assert_eq!(
+                (from.database.as_str(), from.table.as_str()),
+                ("2024", "notes")
+            );
         }
     }
 
@@ -1182,9 +1188,15 @@ mod tests {
     fn unsupported_constructs_are_named() {
         for (sql, word) in [
             ("SELECT id FROM a.b UNION SELECT id FROM a.c", "UNION"),
-            ("SELECT id FROM a.b WHERE x IN (SELECT id FROM a.c)", "subquery"),
+            (
+                "SELECT id FROM a.b WHERE x IN (SELECT id FROM a.c)",
+                "subquery",
+            ),
             ("SELECT ROW_NUMBER() OVER (ORDER BY id) FROM a.b", "window"),
-            ("SELECT * FROM a.b RIGHT JOIN a.c ON b.id = c.id", "RIGHT JOIN"),
+            (
+                "SELECT * FROM a.b RIGHT JOIN a.c ON b.id = c.id",
+                "RIGHT JOIN",
+            ),
             ("SELECT NOSUCH(x) FROM a.b", "NOSUCH"),
             ("SELECT 1; SELECT 2", "more than one statement"),
         ] {
