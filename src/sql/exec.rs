@@ -574,6 +574,7 @@ fn finish(
     order: &[OrderKey],
     offset: u64,
     limit: Option<u64>,
+    budget: usize,
 ) -> Result<Vec<Value>, OpError> {
     let offset = usize::try_from(offset).unwrap_or(usize::MAX);
     let limit = limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
@@ -612,7 +613,7 @@ fn finish(
                 }
             }
         }
-        if bytes > MEMORY_BUDGET {
+        if bytes > budget {
             return Err(over_budget());
         }
     }
@@ -1072,7 +1073,14 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
             }
             Some(Ok(shaper.shape(&row, &aggs)))
         });
-        let out = finish(shaped, s.distinct, &s.order_by, s.offset, s.limit)?;
+        let out = finish(
+            shaped,
+            s.distinct,
+            &s.order_by,
+            s.offset,
+            s.limit,
+            MEMORY_BUDGET,
+        )?;
         return Ok(Box::new(out.into_iter().map(Ok)));
     }
 
@@ -1092,7 +1100,14 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
         });
     }
     let shaped = rows.map(|r| r.map(|row| shaper.shape(&row, &[])));
-    let out = finish(shaped, s.distinct, &s.order_by, s.offset, s.limit)?;
+    let out = finish(
+        shaped,
+        s.distinct,
+        &s.order_by,
+        s.offset,
+        s.limit,
+        MEMORY_BUDGET,
+    )?;
     Ok(Box::new(out.into_iter().map(Ok)))
 }
 
@@ -1321,4 +1336,90 @@ fn delete(
         actor(p),
     )
     .map(write_answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::parse::{parse, Plan};
+
+    /// The WHERE of `SELECT * FROM a.t WHERE ...`, bound to one table.
+    fn filter(sql_where: &str) -> Expr {
+        let Ok(Plan::Select(s)) = parse(&format!("SELECT * FROM a.t WHERE {sql_where}")) else {
+            panic!("{sql_where}")
+        };
+        s.filter.unwrap()
+    }
+
+    fn cx() -> Ctx<'static> {
+        Ctx {
+            row: &[],
+            aggs: &[],
+            now_ms: 0,
+        }
+    }
+
+    #[test]
+    fn where_clauses_become_index_conditions_only_when_exact() {
+        let f = filter("id = 3 AND score BETWEEN 1 AND 2");
+        let (conds, exact) = pushdown(&conjuncts(&f), 0, &cx());
+        assert!(exact);
+        assert_eq!(
+            conds,
+            vec![
+                Condition::Leaf {
+                    attribute: "id".into(),
+                    comparator: Comparator::Equals,
+                    value: json!(3)
+                },
+                Condition::Leaf {
+                    attribute: "score".into(),
+                    comparator: Comparator::Between,
+                    value: json!([1, 2])
+                },
+            ]
+        );
+        // `5 < age` is `age > 5`; IN is an OR of equalities (primary-key gets for the key).
+        let f = filter("5 < age AND id IN (1, 2)");
+        let (conds, exact) = pushdown(&conjuncts(&f), 0, &cx());
+        assert!(exact);
+        assert!(matches!(
+            &conds[0],
+            Condition::Leaf {
+                comparator: Comparator::GreaterThan,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&conds[1], Condition::Group { operator: Logic::Or, conditions } if conditions.len() == 2)
+        );
+        // != (null semantics differ), LIKE (case-insensitive) and column-to-column comparisons
+        // stay with the evaluator; the rest still narrows.
+        let f = filter("name != 'x' AND name LIKE 'a%' AND qty > id AND age >= 1");
+        let (conds, exact) = pushdown(&conjuncts(&f), 0, &cx());
+        assert!(!exact);
+        assert_eq!(conds.len(), 1);
+        // NULL never narrows (nothing equals it).
+        let (conds, exact) = pushdown(&conjuncts(&filter("age = NULL")), 0, &cx());
+        assert!(conds.is_empty() && !exact);
+    }
+
+    #[test]
+    fn sorting_and_distinct_stop_at_the_memory_budget() {
+        let rows = (0..10_000).map(|i| {
+            let mut m = Map::new();
+            m.insert("v".into(), json!(format!("value number {i}")));
+            Ok((vec![json!(i)], m))
+        });
+        let order = vec![OrderKey {
+            expr: Expr::Literal(Value::Null),
+            descending: true,
+        }];
+        let e = finish(rows.clone(), false, &order, 0, None, 100_000).unwrap_err();
+        assert!(e.message().contains("SQL memory limit"), "{}", e.message());
+        // With a LIMIT only the best rows are held: the same input fits.
+        let top = finish(rows, false, &order, 0, Some(2), 100_000).unwrap();
+        assert_eq!(top[0]["v"], "value number 9999");
+        assert_eq!(top.len(), 2);
+    }
 }
