@@ -11,7 +11,13 @@
 # (temporary folders, 127.70.0.1-3, ports 9925/9933) inside a private network namespace with only
 # loopback (unshare -n; BENCH_NETNS=0 to run in the host namespace). Nodes are stopped and their
 # folders removed on exit. Every node runs the default config (fsync on: storage.writeAsync false).
-# Phases (BENCH_PHASES, default "single rss startup repl catchup sql tls"; the binary size is always measured):
+# Phases (BENCH_PHASES, default "ceiling single rss startup repl catchup sql tls"; the binary size is always measured):
+#   ceiling  what this machine can do at most, with the pieces Skerry is built on (scripts/ceiling):
+#            fdatasync/s in the data folder, durable raw fjall batches of 1,000 records written as
+#            Skerry writes them, fjall point gets, no-op HTTP requests through the vendored tiny_http
+#            at $BENCH_CLIENTS keep-alive clients, WebSocket binary messages between two threads.
+#            Emitted as ceiling_<what>; the report prints Skerry's figures as % of their ceiling
+#            and every Skerry line with a ceiling carries ceiling_pct.
 #   single   one node: insert 1 rec/request with $BENCH_CLIENTS clients (target >= 20,000/s, p99 < 10 ms);
 #            search_by_id with $BENCH_CLIENTS clients (>= 50,000/s); 1,000 rec/request inserts
 #            (>= 150,000 rec/s); Harper's shapes: 1 and 100 rec/request with 4 and with 1 client(s)
@@ -80,7 +86,7 @@ esac
 Q=${BENCH_QUICK:-0}
 q() { if [ "$Q" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 BENCH_OUT=${BENCH_OUT:-$REPO/target/bench/bench-results.jsonl}
-BENCH_PHASES=${BENCH_PHASES:-single rss startup repl catchup sql tls}
+BENCH_PHASES=${BENCH_PHASES:-ceiling single rss startup repl catchup sql tls}
 BENCH_DURATION_S=${BENCH_DURATION_S:-$(q 10 3)}
 BENCH_CLIENTS=${BENCH_CLIENTS:-32}
 BENCH_LOAD_RECORDS=${BENCH_LOAD_RECORDS:-$(q 1000000 100000)}
@@ -109,6 +115,7 @@ BENCH_USER=admin BENCH_PASS=password
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 SKERRY_BIN=$TARGET_DIR/release/skerry
 LOADGEN=$REPO/scripts/loadgen/target/release/loadgen
+CEILING=$REPO/scripts/ceiling/target/release/ceiling
 case "$BENCH_IP_PREFIX" in 127.*) ;; *) echo "BENCH_IP_PREFIX must be in 127.0.0.0/8" >&2; exit 2 ;; esac
 
 log() { echo "[bench $(date +%T)] $*" >&2; }
@@ -120,6 +127,7 @@ if [ -z "${IN_SKERRY_BENCH_NETNS:-}" ]; then
   log "building skerry (release) and the load generator"
   cargo build --release --manifest-path "$REPO/Cargo.toml" >&2
   cargo build --release --manifest-path "$REPO/scripts/loadgen/Cargo.toml" >&2
+  cargo build --release --manifest-path "$REPO/scripts/ceiling/Cargo.toml" >&2
   if [ "$BENCH_HARPER" = 1 ]; then
     HARPER_HOME=${HARPER_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/harper-reference}
     if [ ! -x "$HARPER_HOME/node_modules/.bin/harperdb" ]; then
@@ -133,7 +141,7 @@ if [ -z "${IN_SKERRY_BENCH_NETNS:-}" ]; then
   export BENCH_HARPER
   # Others may rebuild target/release while this runs: every phase uses these copies.
   BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/skerry-bench.XXXXXX")
-  cp "$SKERRY_BIN" "$BENCH_TMP/skerry"; cp "$LOADGEN" "$BENCH_TMP/loadgen"
+  cp "$SKERRY_BIN" "$BENCH_TMP/skerry"; cp "$LOADGEN" "$BENCH_TMP/loadgen"; cp "$CEILING" "$BENCH_TMP/ceiling"
   BENCH_COMMIT=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?')
   export BENCH_TMP BENCH_COMMIT
   export BENCH_RUN_ID=${BENCH_RUN_ID:-$(date -u +%Y%m%dT%H%M%SZ)-$$}
@@ -149,7 +157,7 @@ fi
 # ------------------------------------------------------------------ inside: run the phases
 RUN_ID=${BENCH_RUN_ID:-$(date -u +%Y%m%dT%H%M%SZ)-$$}
 TMP=${BENCH_TMP:?}
-SKERRY_BIN=$TMP/skerry LOADGEN=$TMP/loadgen
+SKERRY_BIN=$TMP/skerry LOADGEN=$TMP/loadgen CEILING=$TMP/ceiling
 mkdir -p "$(dirname "$BENCH_OUT")"
 BENCH_OUT=$(cd "$(dirname "$BENCH_OUT")" && pwd)/$(basename "$BENCH_OUT")
 declare -A NPID=() HPID=() CPU_BASE=() CPU_NODE=()
@@ -333,6 +341,28 @@ rm -f "$TMP/skerry.stripped"
 
 has_phase() { [[ " $BENCH_PHASES " == *" $1 "* ]]; }
 D=$BENCH_DURATION_S
+
+# ------------------------------------------------------------------ ceiling
+# cl <name> <ceiling args...>: one ceiling measurement with its CPU accounting
+cl() {
+  local name=$1 out; shift
+  wait_quiet
+  cpu_begin
+  out=$("$CEILING" "$@") || die "ceiling $name failed"
+  emit "ceiling_$name" "$(jq -c --argjson cpu "$(cpu_end 0)" '. + {cpu:$cpu}' <<<"$out")"
+}
+if has_phase ceiling; then
+  PHASE=ceiling; log "== ceilings: what this machine can do at most"
+  mkdir -p "$TMP/ceiling-data"
+  cl fsync fsync "$TMP/ceiling-data" "$D"
+  # The load generator's records have 7 attributes plus the two timestamps, all indexed except
+  # the primary key: 8 index entries per record.
+  cl fjall fjall "$TMP/ceiling-data" "$D" 8
+  cl gets gets "$TMP/ceiling-data" "$D" 2
+  cl http http "$D" "$BENCH_CLIENTS"
+  cl ws ws "$D"
+  rm -rf -- "$TMP/ceiling-data"
+fi
 
 # ------------------------------------------------------------------ single
 if has_phase single; then
@@ -560,5 +590,6 @@ fi
 emit harper "$(jq -n --arg s "$HSRC" --arg k "$HKIND" '{source:$s, kind:$k}')"
 
 REPORT=${BENCH_OUT%.jsonl}-$RUN_ID.txt
+python3 "$HELPER" annotate --out "$BENCH_OUT" --run "$RUN_ID"
 python3 "$HELPER" report --out "$BENCH_OUT" --run "$RUN_ID" | tee "$REPORT"
 log "results: $BENCH_OUT (run_id $RUN_ID), table: $REPORT"

@@ -236,6 +236,67 @@ def fmt(v, unit=""):
     return s + (" " + unit if unit else "")
 
 
+# Skerry figure (name, field) -> how its ceiling is computed from the ceiling_* lines of the
+# same run (None when the ceiling phase did not run). A write at c clients can at most group
+# c requests per fdatasync, so the fsync ceiling of that shape is fsyncs/s x c.
+def _ceiling(m, name):
+    def c(n, f):
+        return (m.get("ceiling_" + n) or {}).get(f)
+    http, fs, fj = c("http", "requests_per_s"), c("fsync", "fsyncs_per_s"), c("fjall", "records_per_s")
+
+    def lowest(*xs):
+        xs = [x for x in xs if x]
+        return min(xs) if xs else None
+    clients = (m.get(name) or {}).get("clients") or 1
+    table = {
+        "insert_c32_b1": ("records_per_s", lowest(http, fs and fs * clients)),
+        "insert_c4_b1": ("records_per_s", lowest(http, fs and fs * clients)),
+        "insert_c1_b1": ("records_per_s", lowest(http, fs and fs * clients)),
+        "insert_b1000": ("records_per_s", fj),
+        "insert_c4_b100": ("records_per_s", fj),
+        "insert_c1_b100": ("records_per_s", fj),
+        "read_c32": ("reads_per_s", http),
+        "read_c32_1m": ("reads_per_s", http),
+        "catchup": ("records_per_s", fj),
+        "insert_https_c32_b1": ("records_per_s", lowest(http, fs and fs * clients)),
+    }
+    if name.startswith("load"):
+        return ("records_per_s", fj)
+    return table.get(name)
+
+
+def ceiling_pct(m, name):
+    spec = _ceiling(m, name)
+    if not spec or not spec[1]:
+        return None
+    v = (m.get(name) or {}).get(spec[0])
+    return None if v is None else round(100.0 * v / spec[1], 1)
+
+
+def cmd_annotate(argv):
+    """Adds ceiling_pct to every line of the run whose figure has a ceiling (rewrites the file)."""
+    a = dict(zip([x[2:] for x in argv[0::2]], argv[1::2]))
+    with open(a["out"]) as f:
+        raw = f.read().splitlines()
+    parsed = []
+    for line in raw:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            parsed.append(None)
+    m = {d["name"]: d for d in parsed if d and d.get("run_id") == a["run"]}
+    out = []
+    for line, d in zip(raw, parsed):
+        if d and d.get("run_id") == a["run"]:
+            pct = ceiling_pct(m, d.get("name", ""))
+            if pct is not None:
+                d["ceiling_pct"] = pct
+                line = json.dumps(d, separators=(",", ":"))
+        out.append(line)
+    with open(a["out"], "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
 def cmd_report(argv):
     a = dict(zip([x[2:] for x in argv[0::2]], argv[1::2]))
     run = a["run"]
@@ -268,10 +329,14 @@ def cmd_report(argv):
             d = d.get(p) if isinstance(d, dict) else None
         return d
 
-    def row(label, v, unit, op=None, tgt=None, hkey=None, tgt_text=None, hnote="", ratio=True):
-        """One figure; rows without a Skerry value (phase not run) are left out."""
+    def row(label, v, unit, op=None, tgt=None, hkey=None, tgt_text=None, hnote="", ratio=True, ceil=None):
+        """One figure; rows without a Skerry value (phase not run) are left out. `ceil` names the
+        measurement whose ceiling_pct is shown beside the value."""
         if v is None:
             return
+        pct = ceiling_pct(m, ceil) if ceil else None
+        if pct is not None:
+            label = f"{label} [{pct:.0f}% of ceiling]"
         ok = None
         if tgt is not None:
             ok = (v >= tgt) if op == ">=" else (v < tgt)
@@ -288,23 +353,28 @@ def cmd_report(argv):
         v = get(name, "samples_ms")
         return " [" + ", ".join(fmt(x) for x in v) + "]" if v else ""
     mib = lambda kb: None if kb is None else kb / 1024  # noqa: E731
+    row("ceiling: fdatasync/s (64-byte appends, data folder)", get("ceiling_fsync", "fsyncs_per_s"), "/s")
+    row("ceiling: raw fjall, durable 1,000-record batches, 8 indexes", get("ceiling_fjall", "records_per_s"), "rec/s")
+    row("ceiling: fjall point gets, 2 threads", get("ceiling_gets", "gets_per_s"), "gets/s")
+    row(f"ceiling: no-op HTTP via tiny_http, {get('ceiling_http', 'clients')} clients", get("ceiling_http", "requests_per_s"), "req/s")
+    row("ceiling: WebSocket 16 KiB binary messages", get("ceiling_ws", "mib_per_s"), "MiB/s")
     row("stripped release binary", mib(get("binary_size", "stripped_kb")), "MiB", "<", 10)
-    row(f"insert 1 rec/req, {get('insert_c32_b1', 'clients')} clients", get("insert_c32_b1", "records_per_s"), "rec/s", ">=", 20000)
+    row(f"insert 1 rec/req, {get('insert_c32_b1', 'clients')} clients", get("insert_c32_b1", "records_per_s"), "rec/s", ">=", 20000, ceil="insert_c32_b1")
     row("  p99 latency", get("insert_c32_b1", "p99_ms"), "ms", "<", 10)
     row("insert 1,000 rec/req, %s clients" % (get("insert_b1000", "clients") or "?"),
-        get("insert_b1000", "records_per_s"), "rec/s", ">=", 150000)
-    row(f"search_by_id, {get('read_c32', 'clients')} clients", get("read_c32", "reads_per_s"), "reads/s", ">=", 50000)
+        get("insert_b1000", "records_per_s"), "rec/s", ">=", 150000, ceil="insert_b1000")
+    row(f"search_by_id, {get('read_c32', 'clients')} clients", get("read_c32", "reads_per_s"), "reads/s", ">=", 50000, ceil="read_c32")
     row("  p99 latency", get("read_c32", "p99_ms"), "ms")
     row(f"search_by_id, 32 clients, {fmt(get('read_c32_1m', 'ids'))}-record table", get("read_c32_1m", "reads_per_s"),
         "reads/s", ">=", 50000)
-    row("insert 1 rec/req, 4 clients (Harper's)", get("insert_c4_b1", "records_per_s"), "rec/s", hkey="insert_c4_b1")
+    row("insert 1 rec/req, 4 clients (Harper's)", get("insert_c4_b1", "records_per_s"), "rec/s", hkey="insert_c4_b1", ceil="insert_c4_b1")
     if "insert_c4_b1" in m:
         rows.append(("  p50 / p99 latency", f"{fmt(get('insert_c4_b1', 'p50_ms'))} / {fmt(get('insert_c4_b1', 'p99_ms'))} ms",
                      "", "", f"{fmt(H.get('insert_c4_b1_p50'))} / {fmt(H.get('insert_c4_b1_p99'))} ms"
                      if H.get("insert_c4_b1_p50") else "", ""))
-    row("insert 100 rec/req, 4 clients (Harper's)", get("insert_c4_b100", "records_per_s"), "rec/s", hkey="insert_c4_b100")
-    row("insert 1 rec/req, 1 client (Harper's)", get("insert_c1_b1", "records_per_s"), "rec/s", hkey="insert_c1_b1")
-    row("insert 100 rec/req, 1 client (Harper's)", get("insert_c1_b100", "records_per_s"), "rec/s", hkey="insert_c1_b100")
+    row("insert 100 rec/req, 4 clients (Harper's)", get("insert_c4_b100", "records_per_s"), "rec/s", hkey="insert_c4_b100", ceil="insert_c4_b100")
+    row("insert 1 rec/req, 1 client (Harper's)", get("insert_c1_b1", "records_per_s"), "rec/s", hkey="insert_c1_b1", ceil="insert_c1_b1")
+    row("insert 100 rec/req, 1 client (Harper's)", get("insert_c1_b100", "records_per_s"), "rec/s", hkey="insert_c1_b100", ceil="insert_c1_b100")
     variants = [d["variant"] for d in lines if d.get("name", "").startswith("idle_rss") and "variant" in d]
     seen = []
     for var in variants:
@@ -350,7 +420,7 @@ def cmd_report(argv):
         hkey="repl_ack_c4_b1_1to2", hnote=" (*)", ratio=False)
     row("  acknowledged (sum of 3 nodes)", get("repl_throughput", "ack_records_per_s"), "rec/s")
     row(f"catch-up after downtime, {fmt(get('catchup', 'expect'))} records", get("catchup", "records_per_s"),
-        "rec/s", ">=", 100000, hkey="catchup", hnote=" (**)")
+        "rec/s", ">=", 100000, hkey="catchup", hnote=" (**)", ceil="catchup")
     row("  from first answer to caught up", get("catchup", "records_per_s_after_ready"), "rec/s")
     row("  peak RSS (VmHWM) of the catching-up node", mib(get("catchup", "hwm_kb")), "MiB")
     row("  idle RSS of each clustered node", get("repl_idle_rss", "rss_mib_text"), "")
@@ -458,7 +528,7 @@ def main():
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
         return
-    {"start": cmd_start, "report": cmd_report}[sys.argv[1]](sys.argv[2:])
+    {"start": cmd_start, "report": cmd_report, "annotate": cmd_annotate}[sys.argv[1]](sys.argv[2:])
 
 
 if __name__ == "__main__":

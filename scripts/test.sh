@@ -10,6 +10,7 @@
 #   rust    the unit, integration and doc tests (cargo test; cargo nextest with SKERRY_NEXTEST=1)
 #   vendor  the vendored tiny_http crate's own tests (separate target directory)
 #   shell   the shell tests (tests/shell/run_all.sh) against the release binary
+#   cross   the static aarch64 binary (scripts/release.sh, dev profile) and its --version under qemu
 # Every section prints a banner and its duration, and a summary ends the run. A failing section
 # does not hide the others' results: the run goes on (except after a failed setup or build, which
 # the later sections need) and exits non-zero if any section failed.
@@ -115,6 +116,9 @@ setup() {
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     # The status page is tested in a real headless browser (tests/monitoring.rs).
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    # The aarch64 cross build's --version runs under qemu-user (the cross section).
+    command -v qemu-aarch64 >/dev/null 2>&1 || missing+=(qemu-user)
+    command -v file >/dev/null 2>&1 || missing+=(file)
     if ((${#missing[@]})); then
         echo "installing missing tools with apt-get: ${missing[*]}"
         if [[ $(id -u) -ne 0 ]]; then
@@ -164,6 +168,12 @@ vendor_tests() {
     CARGO_TARGET_DIR="$TARGET_DIR/vendor-tiny_http" cargo test --manifest-path vendor/tiny_http/Cargo.toml
 }
 
+# The static aarch64 binary (edge boxes) builds and runs: scripts/release.sh with the dev
+# profile (unoptimised, to keep CI short), its --version under qemu-aarch64.
+cross_build() {
+    RELEASE_PROFILE=dev scripts/release.sh aarch64
+}
+
 shell_tests() {
     if [[ ! -x "$TARGET_DIR/release/skerry" ]]; then
         echo "error: no release binary at $TARGET_DIR/release/skerry" >&2
@@ -191,4 +201,5 @@ run_section build "cargo build --release" build
 run_section rust "unit, integration and doc tests" rust_tests
 run_section vendor "vendor/tiny_http tests" vendor_tests
 run_section shell "shell tests (tests/shell/run_all.sh)" shell_tests
+run_section cross "static aarch64 build (scripts/release.sh)" cross_build
 ((${#FAILED[@]} == 0)) || exit 1

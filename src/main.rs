@@ -7,7 +7,10 @@ const USAGE: &str = "\
 skerry - a small, fast, Harper-compatible database node
 
 USAGE:
-    skerry [--config FILE]
+    skerry [--config FILE]                  run a node
+    skerry check [--config FILE]            verify a stopped node's store (read-only)
+    skerry restore BACKUP [--config FILE]   restore a get_backup file into an empty rootPath
+    skerry health [--config FILE]           exit 0 if the node of that config answers /health
 
 OPTIONS:
     -c, --config FILE   YAML configuration (Harper key names). Without it the built-in
@@ -29,9 +32,18 @@ fn main() {
     owner_only_files();
     return_freed_memory_promptly();
     let mut config_path: Option<PathBuf> = None;
+    let mut command: Option<String> = None;
+    let mut operand: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "check" | "restore" | "health" if command.is_none() => command = Some(a.clone()),
+            _ if command.as_deref() == Some("restore")
+                && operand.is_none()
+                && !a.starts_with('-') =>
+            {
+                operand = Some(PathBuf::from(&a))
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return;
@@ -55,6 +67,15 @@ fn main() {
         Ok(c) => c,
         Err(e) => fail(&e.to_string()),
     };
+    match command.as_deref() {
+        Some("check") => check(&cfg),
+        Some("health") => health(&cfg),
+        Some("restore") => match operand {
+            Some(file) => restore(&cfg, &file),
+            None => fail("restore needs the backup file: skerry restore BACKUP --config FILE"),
+        },
+        _ => {}
+    }
     init_logging(&cfg);
     for w in &cfg.warnings {
         log::warn!("{w}");
@@ -73,6 +94,7 @@ fn main() {
         Ok(n) => n,
         Err(e) => fail(&e),
     };
+    sd_notify("READY=1");
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded::<i32>();
     std::thread::spawn(move || {
         for sig in signals.forever() {
@@ -100,6 +122,7 @@ fn main() {
         }
     };
     // A graceful stop: in-flight requests (the restart's own answer among them) finish first.
+    sd_notify(if restart { "RELOADING=1" } else { "STOPPING=1" });
     node.stop();
     if restart {
         re_exec();
@@ -126,6 +149,122 @@ fn re_exec() -> ! {
         .args(std::env::args_os().skip(1))
         .exec();
     fail(&format!("restart: cannot execute {}: {err}", exe.display()));
+}
+
+/// `skerry health`: GET /health on the configured operations port (loopback when it listens
+/// on every interface); for container health checks and scripts. Exit 0 when healthy.
+fn health(cfg: &Config) -> ! {
+    use std::io::{Read, Write};
+    let l = &cfg.operations_api.network.port;
+    let host = match l.host.as_deref() {
+        None | Some("0.0.0.0") => "127.0.0.1".to_string(),
+        Some("::") => "::1".to_string(),
+        Some(h) => h.to_string(),
+    };
+    let addr = if host.contains(':') {
+        format!("[{host}]:{}", l.port)
+    } else {
+        format!("{host}:{}", l.port)
+    };
+    let result = (|| -> std::io::Result<String> {
+        let sa = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_secs(3))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: skerry\r\nConnection: close\r\n\r\n")?;
+        let mut buf = Vec::new();
+        s.take(4096).read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    })();
+    match result {
+        Ok(r) if r.starts_with("HTTP/1.1 200") => {
+            println!("healthy: {addr}");
+            std::process::exit(0)
+        }
+        Ok(r) => {
+            println!("unhealthy: {addr}: {}", r.lines().next().unwrap_or(""));
+            std::process::exit(1)
+        }
+        Err(e) => {
+            println!("unhealthy: {addr}: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// Tells systemd (Type=notify) how the service is doing, when it started us with a
+/// NOTIFY_SOCKET; a no-op otherwise.
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), std::path::Path::new(&path))
+    };
+    if let Err(e) = sent {
+        log::warn!("cannot notify systemd ({state}): {e}");
+    }
+}
+
+/// `skerry check`: prints what it verified and every problem; exit 0 when clean, 1 otherwise.
+fn check(cfg: &Config) -> ! {
+    let r = match skerry::node::check::check(cfg) {
+        Ok(r) => r,
+        Err(e) => fail(&format!("check: {e}")),
+    };
+    println!(
+        "checked {} tables: {} records, {} index entries, {} audit entries in {}",
+        r.tables,
+        r.records,
+        r.index_entries,
+        r.audit_entries,
+        cfg.root_path.display()
+    );
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    if r.more_problems > 0 {
+        println!("... and {} more problems", r.more_problems);
+    }
+    if r.is_clean() {
+        println!("no problems found");
+        std::process::exit(0);
+    }
+    std::process::exit(1);
+}
+
+/// `skerry restore BACKUP`: restores into the config's (empty) rootPath.
+fn restore(cfg: &Config, file: &std::path::Path) -> ! {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => fail(&format!("cannot open {}: {e}", file.display())),
+    };
+    let mut input = std::io::BufReader::with_capacity(1 << 20, f);
+    let opts = skerry::store::StoreOptions {
+        cache_size: cfg.storage.cache_size,
+        max_write_buffer_size: cfg.storage.max_write_buffer_size,
+    };
+    match skerry::store::backup::restore(&cfg.root_path, &opts, &mut input) {
+        Ok(s) => {
+            println!(
+                "restored {} entries ({} bytes) into {}; start the node with the same --config",
+                s.entries,
+                s.bytes,
+                cfg.root_path.display()
+            );
+            std::process::exit(0);
+        }
+        Err(e) => fail(&format!("restore: {e}")),
+    }
 }
 
 fn init_logging(cfg: &Config) {

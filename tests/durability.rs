@@ -202,8 +202,9 @@ fn schema_records_users_and_roles_survive_a_sigterm_restart_with_exit_zero() {
     n.ok(json!({"operation":"add_role","role":"reader","permission":{"super_user":false,"dev":{"tables":{"dog":{"read":true,"insert":false,"update":false,"delete":false,"attribute_permissions":[]}}}}}));
     n.ok(json!({"operation":"add_user","role":"reader","username":"reader1","password":"readerpass","active":true}));
     n.ok(json!({"operation":"alter_user","username":"reader1","password":"changed"}));
-    let last =
-        n.ok(json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":4}]}));
+    let last = n.ok(
+        json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":4}],"write_details":true}),
+    );
     let last_txn = last["txn_time"].as_f64().unwrap();
     let (_, tokens) = post_json(
         &n.addr(),
@@ -250,7 +251,9 @@ fn schema_records_users_and_roles_survive_a_sigterm_restart_with_exit_zero() {
         403,
         "the role's permissions were lost"
     );
-    let r = n.ok(json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":5}]}));
+    let r = n.ok(
+        json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":5}],"write_details":true}),
+    );
     assert!(
         r["txn_time"].as_f64().unwrap() > last_txn,
         "the clock went back across the restart"
@@ -388,7 +391,7 @@ fn deletes_drops_and_schema_changes_survive_kill_9() {
     n.ok(json!({"operation":"create_table","database":"dev","table":"late","primary_key":"id"}));
     n.ok(json!({"operation":"add_role","role":"writer","permission":{"super_user":false,"dev":{"tables":{"dog":{"read":true,"insert":true,"update":false,"delete":false,"attribute_permissions":[]}}}}}));
     n.ok(json!({"operation":"add_user","role":"writer","username":"w1","password":"pw","active":true}));
-    let last = n.ok(json!({"operation":"upsert","database":"dev","table":"dog","records":[{"id":1,"is_adorable":true}]}));
+    let last = n.ok(json!({"operation":"upsert","database":"dev","table":"dog","records":[{"id":1,"is_adorable":true}],"write_details":true}));
     let last_txn = last["txn_time"].as_f64().unwrap();
     let before = (schema(&n), all_records(&n, "dog"));
     n.kill9();
@@ -410,7 +413,7 @@ fn deletes_drops_and_schema_changes_survive_kill_9() {
     let (s, b) = n.op_as(
         "w1",
         "pw",
-        json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":7}]}),
+        json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":7}],"write_details":true}),
     );
     assert_eq!(
         s, 200,

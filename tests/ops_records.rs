@@ -1,6 +1,7 @@
 //! Record writes and reads over the operations API, against the real binary: Harper's response
-//! shapes for insert/update/upsert/delete (spec §5.3; Skerry adds `new_attributes` and
-//! `txn_time` on purpose), timestamps and transaction times, and every read: search_by_id,
+//! shapes for insert/update/upsert/delete (exactly Harper 4.7's keys; `new_attributes` and
+//! `txn_time` only with `"write_details": true`), timestamps and transaction times, and every
+//! read: search_by_id,
 //! search_by_value with wildcards, search_by_conditions with every comparator, groups, paging
 //! and sorting, and secondary indexes that never return stale values.
 
@@ -31,8 +32,11 @@ fn dogs(n: &TestNode) {
     );
 }
 
+/// An insert whose answer carries Skerry's `txn_time` and `new_attributes` (opt-in).
 fn insert(n: &TestNode, records: Value) -> Value {
-    n.ok(json!({"operation":"insert","database":"dev","table":"dog","records":records}))
+    n.ok(
+        json!({"operation":"insert","database":"dev","table":"dog","records":records,"write_details":true}),
+    )
 }
 
 fn by_id(n: &TestNode, ids: Value) -> Value {
@@ -102,8 +106,13 @@ fn is_uuid(s: &str) -> bool {
 }
 
 #[test]
-fn insert_reports_inserted_hashes_new_attributes_and_txn_time() {
+fn insert_reports_harpers_keys_and_new_attributes_and_txn_time_on_request() {
     let n = node();
+    let plain = n.ok(json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":9,"tail":true}]}));
+    assert_eq!(
+        plain,
+        json!({"message":"inserted 1 of 1 records","inserted_hashes":[9],"skipped_hashes":[]})
+    );
     let r = insert(
         &n,
         json!([{"id":1,"name":"Penny","breed":"Mutt","age":5},{"id":2,"name":"Harper","breed":"Husky","age":3}]),
@@ -205,7 +214,7 @@ fn timestamps_follow_the_transaction_created_is_kept_and_updated_increases() {
     assert_eq!(one(&n, json!(2))["__createdtime__"].as_f64(), Some(t0));
 
     let u = n.ok(
-        json!({"operation":"update","database":"dev","table":"dog","records":[{"id":1,"age":6}]}),
+        json!({"operation":"update","database":"dev","table":"dog","records":[{"id":1,"age":6}],"write_details":true}),
     );
     let t1 = txn_time(&u);
     assert!(t1 > t0, "{t1} <= {t0}");
@@ -222,7 +231,7 @@ fn timestamps_follow_the_transaction_created_is_kept_and_updated_increases() {
     );
     assert_eq!(rec["age"], 6);
 
-    let up = n.ok(json!({"operation":"upsert","database":"dev","table":"dog","records":[{"id":1,"age":7},{"id":3,"name":"Rex"}]}));
+    let up = n.ok(json!({"operation":"upsert","database":"dev","table":"dog","records":[{"id":1,"age":7},{"id":3,"name":"Rex"}],"write_details":true}));
     let t2 = txn_time(&up);
     assert!(t2 > t1);
     let rec = one(&n, json!(1));
@@ -253,7 +262,7 @@ fn txn_times_are_unique_per_request_and_increase() {
             std::thread::spawn(move || {
                 let mut times = Vec::new();
                 for k in 0..40 {
-                    let body = json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":t * 1000 + k}]});
+                    let body = json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":t * 1000 + k}],"write_details":true});
                     let (s, r) = post_json(&addr, Some(&basic(USER, PASS)), body);
                     assert_eq!(s, 200, "{r}");
                     times.push(r["txn_time"].as_f64().unwrap());
@@ -292,13 +301,7 @@ fn update_answers_harpers_shape_and_skips_missing_keys() {
     let r = n.ok(json!({"operation":"update","database":"dev","table":"dog","records":[{"id":1,"age":6},{"id":99,"age":1}]}));
     assert_eq!(
         keys(&r),
-        set(&[
-            "message",
-            "new_attributes",
-            "txn_time",
-            "update_hashes",
-            "skipped_hashes"
-        ]),
+        set(&["message", "update_hashes", "skipped_hashes"]),
         "{r}"
     );
     assert_eq!(r["message"], "updated 1 of 2 records");
@@ -326,11 +329,7 @@ fn upsert_creates_or_merges_and_reports_no_skipped_hashes() {
     let n = node();
     insert(&n, json!([{"id":2,"name":"Harper","age":3}]));
     let r = n.ok(json!({"operation":"upsert","database":"dev","table":"dog","records":[{"id":2,"age":4},{"id":3,"name":"Rex","breed":"Lab","age":2}]}));
-    assert_eq!(
-        keys(&r),
-        set(&["message", "new_attributes", "txn_time", "upserted_hashes"]),
-        "{r}"
-    );
+    assert_eq!(keys(&r), set(&["message", "upserted_hashes"]), "{r}");
     assert_eq!(r["message"], "upserted 2 of 2 records");
     assert_eq!(r["upserted_hashes"], json!([2, 3]));
     let two = one(&n, json!(2));
@@ -346,9 +345,8 @@ fn upsert_creates_or_merges_and_reports_no_skipped_hashes() {
 fn delete_answers_harpers_messages_and_the_record_is_gone_everywhere() {
     let n = node();
     dogs(&n);
-    let strip = |mut v: Value| {
-        assert!(v["txn_time"].is_number(), "{v}");
-        v.as_object_mut().unwrap().remove("txn_time");
+    let strip = |v: Value| {
+        assert!(v.get("txn_time").is_none(), "{v}");
         v
     };
     let r = n.ok(json!({"operation":"delete","database":"dev","table":"dog","ids":[3]}));
@@ -361,11 +359,11 @@ fn delete_answers_harpers_messages_and_the_record_is_gone_everywhere() {
         strip(r),
         json!({"message":"2 of 2 records successfully deleted","deleted_hashes":[1,2],"skipped_hashes":[]})
     );
-    // Harper reports a key that never existed as deleted too.
+    // Harper reports a key that never existed as deleted; Skerry reports it as skipped.
     let r = n.ok(json!({"operation":"delete","database":"dev","table":"dog","ids":[404]}));
     assert_eq!(
         strip(r),
-        json!({"message":"1 of 1 record successfully deleted","deleted_hashes":[404],"skipped_hashes":[]})
+        json!({"message":"0 of 1 record successfully deleted","deleted_hashes":[],"skipped_hashes":[404]})
     );
 
     assert_eq!(by_id(&n, json!([1, 2, 3])), json!([]));

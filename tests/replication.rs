@@ -93,8 +93,9 @@ fn insert(n: &TestNode, recs: Value) -> Value {
     c::insert(n, "dog", recs)
 }
 
+/// An upsert whose answer carries `txn_time` (the version peers must keep).
 fn upsert(n: &TestNode, recs: Value) -> Value {
-    n.ok(json!({"operation":"upsert","database":"dev","table":"dog","records":recs}))
+    n.ok(json!({"operation":"upsert","database":"dev","table":"dog","records":recs,"write_details":true}))
 }
 
 fn delete(n: &TestNode, ids: Value) -> Value {
@@ -309,7 +310,7 @@ fn concurrent_writes_to_one_key_converge_to_one_winner() {
                     // Mostly upserts of the same keys everywhere, some deletes (tombstones).
                     let delete = (round + k as u64).is_multiple_of(5);
                     let r = if delete {
-                        n.ok(json!({"operation":"delete","database":"dev","table":"dog","ids":[key]}))
+                        n.ok(json!({"operation":"delete","database":"dev","table":"dog","ids":[key],"write_details":true}))
                     } else {
                         upsert(
                             n,

@@ -314,7 +314,7 @@ fn a_peer_cannot_push_versions_to_the_end_of_time_or_panic_the_core() {
     // The clock is unharmed: a local write gets a version of now, not of the far future.
     create_dog_table(&victim);
     let r = victim
-        .ok(json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":1}]}));
+        .ok(json!({"operation":"insert","database":"dev","table":"dog","records":[{"id":1}],"write_details":true}));
     let t = r["txn_time"].as_f64().unwrap();
     assert!((t - now_ms() as f64).abs() < 60_000.0, "txn_time {t}");
 }

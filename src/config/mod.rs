@@ -1310,10 +1310,9 @@ impl Config {
                 let text = String::from_utf8(bytes).map_err(|_| {
                     ConfigError::file(format!("config file {} is not UTF-8", p.display()))
                 })?;
+                // Every error names the file: an operator with several configs must know which.
                 let mut loaded = load_text(&text, p.parent(), env).map_err(|mut e| {
-                    if e.key.is_none() {
-                        e.message = format!("{} ({})", e.message, p.display());
-                    }
+                    e.message = format!("{} (in {})", e.message, p.display());
                     e
                 })?;
                 loaded.config.source = Some(p.to_path_buf());

@@ -1,11 +1,14 @@
 //! Users, roles and permissions: the data model the core maintains from `system.hdb_user` and
-//! `system.hdb_role`, and the pure permission rules the HTTP layer applies.
+//! `system.hdb_role`, the pure permission rules the HTTP layer applies, and Harper's checks of
+//! a role's `permission` object (`permission_errors`, run by the core on add_role/alter_role).
 //!
 //! The core keeps an [`AuthState`] up to date with every committed (local or replicated) write to
 //! those tables and publishes it; workers authenticate and authorise against the published copy.
 //! Nothing here hashes or verifies passwords (that is I/O-free but slow, and lives in `ops::auth`).
 
-use serde_json::{Map, Value};
+use super::catalog::{Catalog, CREATED_TIME, UPDATED_TIME};
+use super::error::OpError;
+use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 /// Built-in role id and name of the all-powerful role.
@@ -211,6 +214,19 @@ impl AttrRules {
         }
     }
 
+    /// Whether describe operations show `attr` to this role (Harper's `describe` flag: any of
+    /// read, insert or update; a listed timestamp by its read flag alone, since timestamps are
+    /// never written by clients; the unlisted primary key when any listed attribute shows).
+    pub fn describes(&self, attr: &str, pk: &str) -> bool {
+        let shows = |r: &AttrRule| {
+            r.read || (r.name != CREATED_TIME && r.name != UPDATED_TIME && (r.insert || r.update))
+        };
+        match self.listed.iter().find(|r| r.name == attr) {
+            Some(r) => shows(r),
+            None => attr == pk && self.listed.iter().any(shows),
+        }
+    }
+
     /// The attributes `*` means for this role: the readable listed ones in their order, then
     /// the primary key when readable and not listed (Harper's order).
     pub fn readable(&self, pk: &str) -> Vec<String> {
@@ -270,6 +286,23 @@ impl AuthState {
         }
     }
 
+    /// A role as `list_roles` (and `list_users`) shows it: Harper's key order (`permission`,
+    /// `role`, `id`, then the timestamps), whatever order the stored record has.
+    pub fn role_view(role: &Role) -> Value {
+        let mut out = Map::new();
+        for k in ["permission", "role", "id"] {
+            if let Some(v) = role.record.get(k) {
+                out.insert(k.to_string(), v.clone());
+            }
+        }
+        for (k, v) in &role.record {
+            if !out.contains_key(k) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        Value::Object(out)
+    }
+
     /// A user as `list_users` shows it: secrets removed, role expanded to the role object.
     pub fn user_view(&self, user: &User) -> Value {
         let mut out = Map::new();
@@ -284,7 +317,7 @@ impl AuthState {
                 let role = self
                     .roles
                     .get(&user.role_id)
-                    .map(|r| Value::Object(r.record.clone()))
+                    .map(Self::role_view)
                     .unwrap_or(Value::Null);
                 out.insert(k.clone(), role);
             } else {
@@ -327,6 +360,234 @@ pub fn role_from_record(r: &Map<String, Value>) -> Option<Role> {
         id,
         permission: r.get("permission").cloned().unwrap_or(Value::Null),
         record: r.clone(),
+    })
+}
+
+/// JavaScript's truthiness of a JSON value (Harper's checks use it).
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// A JSON value as JavaScript would put it in a template string (names in messages).
+fn js_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+const TABLE_PERM_KEYS: [&str; 4] = ["read", "insert", "update", "delete"];
+const ATTR_PERM_KEYS: [&str; 3] = ["read", "insert", "update"];
+
+/// Harper's checks of the `permission` object of `add_role` / `alter_role`, against the
+/// catalog, with its messages and grouping: errors about the role as a whole (super_user and
+/// cluster_user flags, `structure_user`, databases and tables that do not exist) go to
+/// `main_permissions`; errors inside one table's permissions (its CRUD flags, its
+/// `attribute_permissions`) go to `schema_permissions["<database>_<table>"]`. Every error is
+/// collected, in Harper's order, and answered together as a 400.
+pub fn permission_errors(permission: &Map<String, Value>, catalog: &Catalog) -> Option<OpError> {
+    let mut main: Vec<Value> = Vec::new();
+    let mut tables: Map<String, Value> = Map::new();
+    let mut table_error = |db: &str, t: &str, msg: String| {
+        if let Value::Array(list) = tables
+            .entry(format!("{db}_{t}"))
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
+            list.push(Value::String(msg));
+        }
+    };
+    let is_true = |k: &str| permission.get(k) == Some(&Value::Bool(true));
+    let (su, cu) = (is_true("super_user"), is_true("cluster_user"));
+    if permission.len() > 1 && (su || cu) {
+        main.push(json!(if su && cu {
+            "Roles cannot have both 'super_user' and 'cluster_user' values included in their permissions set.".to_string()
+        } else {
+            let kind = if permission.get("super_user").is_some_and(truthy) {
+                "super_user"
+            } else {
+                "cluster_user"
+            };
+            format!("Roles with '{kind}' set to true cannot have other permissions set.")
+        }));
+    }
+    for kind in ["super_user", "cluster_user"] {
+        if permission
+            .get(kind)
+            .is_some_and(|v| truthy(v) && !v.is_boolean())
+        {
+            main.push(json!(format!(
+                "Value for '{kind}' permission must be a boolean"
+            )));
+        }
+    }
+    for (item, value) in permission {
+        if item == "super_user" || item == "cluster_user" {
+            continue;
+        }
+        if item == "structure_user" {
+            match value {
+                Value::Bool(_) => {}
+                Value::Array(dbs) => {
+                    for db in dbs {
+                        let name = js_text(db);
+                        if catalog.database(&name).is_none() {
+                            main.push(json!(format!("database '{name}' does not exist")));
+                        }
+                    }
+                }
+                _ => main.push(json!(
+                    "Value for 'structure_user' permission must be a boolean or Array"
+                )),
+            }
+            continue;
+        }
+        if item.is_empty() || catalog.database(item).is_none() {
+            main.push(json!(format!("database '{item}' does not exist")));
+            continue;
+        }
+        let Some(Value::Object(table_perms)) = value.get("tables") else {
+            continue;
+        };
+        for (t, perms) in table_perms {
+            let Some(def) = catalog.table(item, t) else {
+                main.push(json!(format!("Table '{item}.{t}' does not exist")));
+                continue;
+            };
+            let empty = Map::new();
+            let perms = perms.as_object().unwrap_or(&empty);
+            for key in perms.keys() {
+                if key != "attribute_permissions" && !TABLE_PERM_KEYS.contains(&key.as_str()) {
+                    table_error(
+                        item,
+                        t,
+                        format!("Invalid table permission key value '{key}'"),
+                    );
+                }
+            }
+            for key in TABLE_PERM_KEYS {
+                match perms.get(key) {
+                    None | Some(Value::Null) => table_error(
+                        item,
+                        t,
+                        format!("Missing table {} permission", key.to_uppercase()),
+                    ),
+                    Some(Value::Bool(_)) => {}
+                    Some(_) => table_error(
+                        item,
+                        t,
+                        format!("Table {} permission must be a boolean", key.to_uppercase()),
+                    ),
+                }
+            }
+            let attrs = match perms.get("attribute_permissions") {
+                None => {
+                    table_error(item, t, "Missing 'attribute_permissions' array".into());
+                    continue;
+                }
+                Some(Value::Null) => continue,
+                Some(Value::Array(a)) => a,
+                Some(_) => {
+                    table_error(
+                        item,
+                        t,
+                        "Value for 'attribute_permissions' must be an array".into(),
+                    );
+                    continue;
+                }
+            };
+            let mut granted = [false; 3];
+            for entry in attrs {
+                let entry = entry.as_object().unwrap_or(&empty);
+                for key in entry.keys() {
+                    if key != "attribute_name"
+                        && key != "delete"
+                        && !ATTR_PERM_KEYS.contains(&key.as_str())
+                    {
+                        table_error(
+                            item,
+                            t,
+                            format!("Invalid attribute permission key value '{key}'"),
+                        );
+                    }
+                }
+                let name = match entry.get("attribute_name") {
+                    None | Some(Value::Null) => {
+                        table_error(
+                            item,
+                            t,
+                            "Permission object in 'attribute_permission' missing an 'attribute_name'"
+                                .into(),
+                        );
+                        continue;
+                    }
+                    Some(Value::String(n)) if def.has_attribute(n) => n,
+                    Some(other) => {
+                        table_error(
+                            item,
+                            t,
+                            format!(
+                                "Invalid attribute '{}' in 'attribute_permissions'",
+                                js_text(other)
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                for (i, key) in ATTR_PERM_KEYS.iter().enumerate() {
+                    match entry.get(*key) {
+                        None | Some(Value::Null) => table_error(
+                            item,
+                            t,
+                            format!(
+                                "{} attribute permission missing for '{name}'",
+                                key.to_uppercase()
+                            ),
+                        ),
+                        Some(Value::Bool(b)) => granted[i] |= *b,
+                        Some(_) => table_error(
+                            item,
+                            t,
+                            format!(
+                                "{} attribute permission for '{name}' must be a boolean",
+                                key.to_uppercase()
+                            ),
+                        ),
+                    }
+                }
+            }
+            // An attribute cannot be granted what its table refuses.
+            let table_false = |k: &str| perms.get(k) == Some(&Value::Bool(false));
+            if ATTR_PERM_KEYS
+                .iter()
+                .zip(granted)
+                .any(|(k, g)| g && table_false(k))
+            {
+                table_error(
+                    item,
+                    t,
+                    format!(
+                        "You have a conflict with TABLE permissions for '{item}.{t}' being false and ATTRIBUTE permissions being true"
+                    ),
+                );
+            }
+        }
+    }
+    if main.is_empty() && tables.is_empty() {
+        return None;
+    }
+    Some(OpError {
+        status: 400,
+        body: json!({
+            "error": "Errors in the role permissions JSON provided",
+            "main_permissions": main,
+            "schema_permissions": tables,
+        }),
     })
 }
 
@@ -424,6 +685,56 @@ mod tests {
         assert!(role(json!({"super_user": true}))
             .attribute_rules("dev", "emp")
             .is_none());
+    }
+
+    /// Harper's `describe` flag: an attribute shows if the role may read, insert or update it
+    /// (a timestamp only if it may read it); the unlisted key shows if anything listed does.
+    #[test]
+    fn describe_shows_attributes_a_role_may_use_in_any_way() {
+        let rules = |attrs: Value| {
+            role(
+                json!({"dev": {"tables": {"emp": {"read": true, "insert": true,
+                "update": true, "delete": true, "attribute_permissions": attrs}}}}),
+            )
+            .attribute_rules("dev", "emp")
+            .unwrap()
+        };
+        let r = rules(json!([
+            {"attribute_name":"name","read":false,"insert":true,"update":false},
+            {"attribute_name":"ssn","read":false,"insert":false,"update":false},
+            {"attribute_name":"__createdtime__","read":false,"insert":true,"update":true},
+            {"attribute_name":"__updatedtime__","read":true,"insert":false,"update":false}]));
+        for (attr, shown) in [
+            ("name", true),
+            ("ssn", false),
+            ("__createdtime__", false),
+            ("__updatedtime__", true),
+            ("id", true),
+            ("unlisted", false),
+        ] {
+            assert_eq!(r.describes(attr, "id"), shown, "{attr}");
+        }
+        let hidden =
+            rules(json!([{"attribute_name":"ssn","read":false,"insert":false,"update":false}]));
+        assert!(!hidden.describes("id", "id"));
+    }
+
+    #[test]
+    fn permission_errors_need_a_catalog_that_has_the_names() {
+        let mut c = Catalog::with_system();
+        c.create_table("dev", "dog", "id", &[], false);
+        let ok = json!({"super_user": false, "structure_user": ["dev"],
+            "dev": {"tables": {"dog": {"read": true, "insert": false, "update": false,
+            "delete": false, "attribute_permissions": null}}}});
+        assert!(permission_errors(ok.as_object().unwrap(), &c).is_none());
+        let su = json!({"super_user": true});
+        assert!(permission_errors(su.as_object().unwrap(), &c).is_none());
+        let bad = json!({"super_user": true, "cluster_user": true});
+        let e = permission_errors(bad.as_object().unwrap(), &c).unwrap();
+        assert_eq!(
+            e.body["main_permissions"],
+            json!(["Roles cannot have both 'super_user' and 'cluster_user' values included in their permissions set."])
+        );
     }
 
     #[test]

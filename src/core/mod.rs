@@ -19,7 +19,7 @@ pub mod error;
 pub mod hlc;
 pub mod lww;
 pub mod op;
-mod records;
+pub mod records;
 mod schema;
 pub mod txn;
 

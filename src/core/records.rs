@@ -2,7 +2,7 @@
 //! and the apply of replicated transactions. All of them end in [`Core::store_entry`], which keeps
 //! records, secondary indexes, table statistics and the published users/roles in step.
 
-use super::auth::{role_from_record, SUPER_USER_ROLE};
+use super::auth::{permission_errors, role_from_record, SUPER_USER_ROLE};
 use super::catalog::{
     invalid_name, TableDef, CREATED_TIME, HDB_NODES, HDB_ROLE, HDB_USER, SYSTEM_DB, UPDATED_TIME,
 };
@@ -34,7 +34,8 @@ type SystemWrite<T> = Result<Result<T, OpError>, StoreError>;
 
 /// The index keys of one record, sorted and deduplicated: `attribute id ‖ value ‖ pk` for every
 /// indexed, non-key attribute it has (array elements each; objects are not indexed).
-fn index_keys(table: &TableDef, rec: &Map<String, Value>, pk: &[u8]) -> Vec<Vec<u8>> {
+/// The index keys a record must have (sorted, deduplicated).
+pub fn index_keys(table: &TableDef, rec: &Map<String, Value>, pk: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(table.attributes.len());
     for a in &table.attributes {
         if !a.indexed || a.name == table.primary_key {
@@ -80,6 +81,26 @@ pub(crate) fn encode_pk_checked(pk_attr: &str, v: &Value) -> Result<Vec<u8>, OpE
     }
     keys::encode_pk(v).ok_or_else(|| pk_error(pk_attr, v))
 }
+
+/// Harper's checks of an attribute name in a written record, with its messages (a name over
+/// 250 bytes aborts the whole transaction), then Skerry's name rules.
+fn invalid_record_attribute(name: &str) -> Option<String> {
+    if name.len() > MAX_ATTRIBUTE_NAME_BYTES {
+        return Some(format!(
+            "transaction aborted due to attribute name {name} being too long. Attribute names cannot be longer than {MAX_ATTRIBUTE_NAME_BYTES} bytes."
+        ));
+    }
+    if name.trim().is_empty() {
+        return Some(
+            "transaction aborted due to record(s) with an attribute name that is null, undefined or empty string"
+                .to_string(),
+        );
+    }
+    invalid_name("Attribute", name)
+}
+
+/// Longest attribute name (Harper's `INSERT_MAX_CHARACTER_SIZE`).
+const MAX_ATTRIBUTE_NAME_BYTES: usize = 250;
 
 fn parse_map(json: &[u8]) -> Option<Map<String, Value>> {
     match serde_json::from_slice(json) {
@@ -291,10 +312,13 @@ impl<R> Core<R> {
         store: &dyn StoreView,
     ) -> StepResult {
         let catalog = self.catalog.clone();
+        // Harper answers a record write into a missing database or table with 400 (captured),
+        // where reads and schema operations answer 404.
+        let as_400 = |e: OpError| OpError::bad_request(e.message());
         let def = match catalog.database(db) {
-            None => return Ok(Err(OpError::database_not_found(db))),
+            None => return Ok(Err(as_400(OpError::database_not_found(db)))),
             Some(d) => match d.tables.get(table) {
-                None => return Ok(Err(OpError::table_not_found(db, table))),
+                None => return Ok(Err(as_400(OpError::table_not_found(db, table)))),
                 Some(t) => t,
             },
         };
@@ -310,7 +334,7 @@ impl<R> Core<R> {
                 Err(e) => return Ok(Err(OpError::bad_request(format!("invalid record: {e}")))),
             };
             for k in rec.keys() {
-                if let Some(msg) = invalid_name("Attribute", k) {
+                if let Some(msg) = invalid_record_attribute(k) {
                     return Ok(Err(OpError::bad_request(msg)));
                 }
                 if !schema_defined && !def.has_attribute(k) && !new_names.contains(k) {
@@ -380,6 +404,7 @@ impl<R> Core<R> {
                 .as_ref()
                 .and_then(|e| e.json.as_deref())
                 .and_then(parse_map);
+            let created_before = live.as_ref().and_then(|m| m.get(CREATED_TIME).cloned());
             let mut merged = match (kind, live) {
                 (WriteKind::Insert, Some(_)) | (WriteKind::Update, None) => {
                     skipped.push(pk_value);
@@ -395,11 +420,10 @@ impl<R> Core<R> {
                 (_, None) => rec,
             };
             if def.has_attribute(UPDATED_TIME) {
-                let created = merged
-                    .get(CREATED_TIME)
-                    .filter(|_| existing.as_ref().is_some_and(|e| !e.is_tombstone()))
-                    .cloned()
-                    .unwrap_or_else(|| json!(txn_ms));
+                // The timestamps are the node's: a record's creation time is the one stored
+                // (the request's own `__createdtime__` / `__updatedtime__` are ignored, as in
+                // Harper, which answers 200 and keeps them unchanged).
+                let created = created_before.unwrap_or_else(|| json!(txn_ms));
                 merged.insert(CREATED_TIME.to_string(), created);
                 merged.insert(UPDATED_TIME.to_string(), json!(txn_ms));
             }
@@ -441,19 +465,21 @@ impl<R> Core<R> {
             WriteKind::Update => ("updated", "update_hashes"),
             WriteKind::Upsert => ("upserted", "upserted_hashes"),
         };
+        // Harper's keys in Harper's order; the two extras last (the HTTP layer drops them
+        // unless the client asked for them).
         let mut out = Map::new();
         out.insert(
             "message".into(),
             json!(format!("{verb} {} of {total} records", written.len())),
         );
-        if !schema_defined {
-            out.insert("new_attributes".into(), json!(new_attributes));
-        }
-        out.insert("txn_time".into(), json!(txn_ms));
         out.insert(hashes_key.into(), Value::Array(written));
         if kind != WriteKind::Upsert {
             out.insert("skipped_hashes".into(), Value::Array(skipped));
         }
+        if !schema_defined {
+            out.insert("new_attributes".into(), json!(new_attributes));
+        }
+        out.insert("txn_time".into(), json!(txn_ms));
         Ok(Ok(Value::Object(out)))
     }
 
@@ -510,16 +536,26 @@ impl<R> Core<R> {
         let version = self.hlc.next(now_ms);
         let mut ops = OpsWriter::default();
         let mut deleted = Vec::new();
+        let mut skipped = Vec::new();
         let mut seen = HashSet::new();
         for (id, pk) in pks {
             if !seen.insert(pk.clone()) {
+                skipped.push(id);
                 continue;
             }
+            let live = self
+                .read(store, def.id, &pk)?
+                .is_some_and(|r| !r.is_tombstone());
             // A delete of a missing key still writes a versioned tombstone: another node may
-            // hold an older copy of the key, and this delete must win over it (Harper reports
-            // such ids as deleted too).
+            // hold an older copy of the key (or one still on its way here), and this delete
+            // must win over it. But nothing was deleted here, and the answer says so: Harper
+            // counts such ids as deleted, Skerry reports them in `skipped_hashes`.
             self.tombstone_local(&def, table, &pk, version, store, &mut ops)?;
-            deleted.push(id);
+            if live {
+                deleted.push(id);
+            } else {
+                skipped.push(id);
+            }
         }
         self.commit_local_txn(db, version, ops);
         let total = ids.len();
@@ -527,7 +563,7 @@ impl<R> Core<R> {
         Ok(Ok(json!({
             "message": format!("{} of {total} {noun} successfully deleted", deleted.len()),
             "deleted_hashes": deleted,
-            "skipped_hashes": [],
+            "skipped_hashes": skipped,
             "txn_time": hlc::to_ms_f64(version),
         })))
     }
@@ -718,9 +754,10 @@ impl<R> Core<R> {
         Ok(self
             .put_system(HDB_USER, rec, now_ms, store)?
             .map(|(_, v)| {
+                // Harper 4.7's keys (captured); its `txn_time` is always 0, Skerry's is the
+                // transaction's.
                 json!({
                     "message": "updated 1 of 1 records",
-                    "new_attributes": [],
                     "txn_time": hlc::to_ms_f64(v),
                     "update_hashes": [username],
                     "skipped_hashes": [],
@@ -755,6 +792,12 @@ impl<R> Core<R> {
         now_ms: u64,
         store: &dyn StoreView,
     ) -> StepResult {
+        if let Some(e) = permission
+            .as_object()
+            .and_then(|p| permission_errors(p, &self.catalog))
+        {
+            return Ok(Err(e));
+        }
         if self.auth.role_by_name(role).is_some() {
             return Ok(Err(OpError::conflict(format!(
                 "A role with name '{role}' already exists"
@@ -784,19 +827,41 @@ impl<R> Core<R> {
         now_ms: u64,
         store: &dyn StoreView,
     ) -> StepResult {
-        let Some(mut rec) = self.system_record(store, HDB_ROLE, &json!(id))? else {
+        // Harper checks the permissions before it looks the role up.
+        if let Some(e) = permission
+            .as_ref()
+            .and_then(Value::as_object)
+            .and_then(|p| permission_errors(p, &self.catalog))
+        {
+            return Ok(Err(e));
+        }
+        let Some(stored) = self.system_record(store, HDB_ROLE, &json!(id))? else {
             return Ok(Err(OpError::bad_request("Invalid role id")));
         };
-        if let Some(name) = role {
-            if self.auth.role_by_name(&name).is_some_and(|r| r.id != id) {
+        if let Some(name) = &role {
+            if self.auth.role_by_name(name).is_some_and(|r| r.id != id) {
                 return Ok(Err(OpError::conflict(format!(
                     "A role with name '{name}' already exists"
                 ))));
             }
-            rec.insert("role".into(), json!(name));
         }
-        if let Some(p) = permission {
+        // Harper's answer: `id`, `role`, `permission`, then the timestamps (which `put_system`
+        // appends: the stored ones are left out here so they come last).
+        let mut rec = Map::new();
+        rec.insert("id".into(), json!(id));
+        if let Some(r) = role
+            .map(Value::String)
+            .or_else(|| stored.get("role").cloned())
+        {
+            rec.insert("role".into(), r);
+        }
+        if let Some(p) = permission.or_else(|| stored.get("permission").cloned()) {
             rec.insert("permission".into(), p);
+        }
+        for (k, v) in stored {
+            if !rec.contains_key(&k) && k != CREATED_TIME && k != UPDATED_TIME {
+                rec.insert(k, v);
+            }
         }
         Ok(self
             .put_system(HDB_ROLE, rec, now_ms, store)?

@@ -241,8 +241,11 @@ fn delete_leaves_a_tombstone_excluded_from_the_count() {
     let r = n.delete(json!([1])).unwrap();
     assert_eq!(r["message"], "1 of 1 record successfully deleted");
     assert_eq!(r["deleted_hashes"], json!([1]));
+    // Keys with no record are tombstoned too (a copy on its way from a peer must lose), but
+    // reported as skipped: nothing was deleted.
     let r = n.delete(json!([404, 405])).unwrap();
-    assert_eq!(r["message"], "2 of 2 records successfully deleted");
+    assert_eq!(r["message"], "0 of 2 records successfully deleted");
+    assert_eq!(r["skipped_hashes"], json!([404, 405]));
     assert!(n.get(json!(1)).is_none());
     assert_eq!(n.count(), 1);
     // A new insert of a deleted key is allowed and counted again.
@@ -311,9 +314,10 @@ fn bad_input_is_rejected_without_writing_anything() {
             records: RecordBatch::default(),
         })
         .unwrap_err();
+    // Harper: a record write into a missing table or database is a 400.
     assert_eq!(
         (err.status, err.message()),
-        (404, "Table 'dev.nope' does not exist")
+        (400, "Table 'dev.nope' does not exist")
     );
     let err = n
         .run(WriteOp::Records {
@@ -325,7 +329,7 @@ fn bad_input_is_rejected_without_writing_anything() {
         .unwrap_err();
     assert_eq!(
         (err.status, err.message()),
-        (404, "database 'nodb' does not exist")
+        (400, "database 'nodb' does not exist")
     );
 }
 

@@ -5,6 +5,7 @@
 //! finish the request they hold (their writes are committed and answered), drop every sender to
 //! the core so it drains its queue, commits and flushes, then return.
 
+pub mod check;
 pub mod driver;
 
 use crate::config::Config;

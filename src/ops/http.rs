@@ -308,6 +308,27 @@ fn handle(ctx: &Context, mut rq: tiny_http::Request) {
             }
             return;
         }
+        Ok(Answer::Download(content, filename, reader)) => {
+            let resp = tiny_http::Response::new(
+                tiny_http::StatusCode(200),
+                vec![
+                    content_type(content),
+                    server_header(),
+                    tiny_http::Header::from_bytes(
+                        &b"Content-Disposition"[..],
+                        format!("attachment; filename=\"{filename}\"").as_bytes(),
+                    )
+                    .expect("file names are plain"),
+                ],
+                reader,
+                None,
+                None,
+            );
+            if let Err(e) = rq.respond(resp) {
+                log::warn!("a download was cut short: {e}");
+            }
+            return;
+        }
         Ok(Answer::Rows(rows)) => {
             let resp = match RowStream::start(rows) {
                 Ok(stream) if stream.done => json_bytes_response(200, stream.buf),
@@ -391,6 +412,8 @@ enum Answer {
     Rows(read::Rows),
     /// A non-JSON document (metrics text, the status page).
     Text(&'static str, String),
+    /// A streamed file download (content type, file name).
+    Download(&'static str, String, Box<dyn Read + Send>),
 }
 
 fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Result<Answer, OpError> {
@@ -493,6 +516,12 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Resul
         }
     }
 
+    if name == "get_backup" {
+        if !p.is_super_user() {
+            return Err(OpError::super_user_only("getBackup"));
+        }
+        return backup(ctx, &body.fields);
+    }
     if let Some(admin) = &ctx.admin {
         if super::admin::is_admin_op(&name) {
             return admin
@@ -521,7 +550,7 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Resul
     }
     let catalog = ctx.shared.catalog.load();
     read::authorize(&p, &op.requirement(), &catalog)?;
-    if let Operation::Write(w) = &op {
+    if let Operation::Write { op: w, .. } = &op {
         check_written_attributes(&p, &catalog, w)?;
     }
     if let Operation::Sql(plan) = op {
@@ -582,6 +611,93 @@ fn check_written_attributes(
 /// The caller as the headers say. `authorizeLocal` only applies to requests a web page cannot
 /// forge: a JSON content type (which a cross-site form or `fetch` without CORS cannot send) and
 /// no `Origin` header.
+/// `get_backup`: streams a consistent backup of the whole node (a database alone could not
+/// be restored without the catalog and users it depends on). The backup runs in its own
+/// thread and waits while the client reads (a bounded channel), so a slow download holds
+/// a few chunks, not the store.
+fn backup(ctx: &Context, body: &serde_json::Map<String, Value>) -> Result<Answer, OpError> {
+    if let Some(db) = body.get("database").or_else(|| body.get("schema")) {
+        let db = db
+            .as_str()
+            .ok_or_else(|| OpError::bad_request("'database' must be a string"))?;
+        if ctx.shared.catalog.load().database(db).is_none() {
+            return Err(OpError::not_found(format!(
+                "database '{db}' does not exist"
+            )));
+        }
+    }
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(8);
+    let store = ctx.store.clone();
+    std::thread::Builder::new()
+        .name("backup".into())
+        .spawn(move || {
+            let mut w = std::io::BufWriter::with_capacity(256 << 10, ChannelWriter(tx));
+            match store.backup(&mut w) {
+                Ok(s) => log::info!("backup streamed: {} entries, {} bytes", s.entries, s.bytes),
+                Err(e) => log::warn!("backup stopped: {e}"),
+            }
+        })
+        .map_err(|e| OpError::internal(format!("cannot start the backup: {e}")))?;
+    let file = format!(
+        "skerry-{}-{}.skerrybak",
+        ctx.monitor.node_name.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '.' && c != '-',
+            "_"
+        ),
+        crate::util::time::now_ms()
+    );
+    Ok(Answer::Download(
+        "application/octet-stream",
+        file,
+        Box::new(ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }),
+    ))
+}
+
+struct ChannelWriter(crossbeam_channel::Sender<Vec<u8>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(b.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))?;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: crossbeam_channel::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                // The backup thread finished (or failed: the file then lacks its trailer,
+                // and a restore refuses it).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// Applies a monitoring endpoint's access setting: off is a 404; authenticated needs any
 /// valid user (a browser is asked for Basic credentials).
 fn monitor_access(
@@ -767,12 +883,12 @@ fn read_body(rq: &mut tiny_http::Request, limit: u64) -> Result<Vec<u8>, OpError
 
 /// `create_authentication_tokens` with a user name and password in the body.
 fn execute_unauthenticated(ctx: &Context, op: Operation, rq: &tiny_http::Request) -> OpResult {
-    let Operation::CreateAuthenticationTokens {
-        username: Some(u),
-        password: Some(pw),
-    } = op
-    else {
+    let Operation::CreateAuthenticationTokens { username, password } = op else {
         return Err(OpError::unauthorized("Must login"));
+    };
+    // Half a pair of credentials is a failed login (Harper: `invalid credentials`).
+    let (Some(u), Some(pw)) = (username, password) else {
+        return Err(OpError::unauthorized("invalid credentials"));
     };
     let auth = ctx.shared.auth.load();
     let ip = rq.remote_addr().map(|a| a.ip());
@@ -791,10 +907,27 @@ fn execute_unauthenticated(ctx: &Context, op: Operation, rq: &tiny_http::Request
     }
 }
 
+/// Harper 4.7's write answers carry exactly `message` and the hashes (captured: no `txn_time`,
+/// no `new_attributes`, even when a write adds attributes). The core always reports both
+/// (they cost nothing to compute); they reach the client only when it asked with
+/// `"write_details": true`.
+fn write_answer(mut answer: Value, details: bool) -> Value {
+    if !details {
+        if let Some(o) = answer.as_object_mut() {
+            o.remove("txn_time");
+            o.remove("new_attributes");
+        }
+    }
+    answer
+}
+
 fn execute(ctx: &Context, op: Operation, p: &Principal) -> OpResult {
     let actor = Actor::User(p.username.clone());
     match op {
-        Operation::Write(w) => ctx.core.execute(w, actor),
+        Operation::Write { op, details } => ctx
+            .core
+            .execute(op, actor)
+            .map(|answer| write_answer(answer, details)),
         Operation::AddUser {
             username,
             password,

@@ -78,12 +78,19 @@ pub struct Search {
     pub limit: Option<u64>,
     pub offset: u64,
     pub sort: Option<Sort>,
+    /// `search_by_value`'s `reverse`: walk the index (or the primary key) backwards; `offset`
+    /// counts from that end.
+    pub reverse: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Operation {
-    /// Executed by the core thread.
-    Write(WriteOp),
+    /// Executed by the core thread. `details`: the client asked (`"write_details": true`) for
+    /// the extras Harper 4.7 leaves out of a write's answer (`txn_time`, `new_attributes`).
+    Write {
+        op: WriteOp,
+        details: bool,
+    },
     /// add_user/alter_user carry a clear-text password until the worker hashes it.
     AddUser {
         username: String,
@@ -173,7 +180,7 @@ impl Operation {
         use crate::core::auth::TablePerm::*;
         use Requirement::*;
         match self {
-            Operation::Write(w) => match w {
+            Operation::Write { op: w, .. } => match w {
                 // Whole databases need `structure_user: true`, not a per-database grant.
                 WriteOp::CreateDatabase { .. } => StructureAll("createSchema"),
                 WriteOp::DropDatabase { .. } => StructureAll("dropSchema"),
@@ -248,14 +255,13 @@ impl Operation {
     }
 
     /// Operations that need no credentials (they carry their own: a user name and password in
-    /// the body).
+    /// the body). Either one given is an attempt to log in: Harper answers a user name without
+    /// a password with `invalid credentials`, and only nothing at all with `Must login`.
     pub fn is_unauthenticated(&self) -> bool {
         matches!(
             self,
-            Operation::CreateAuthenticationTokens {
-                username: Some(_),
-                password: Some(_)
-            }
+            Operation::CreateAuthenticationTokens { username, password }
+                if username.is_some() || password.is_some()
         )
     }
 }
@@ -329,17 +335,49 @@ fn sort(v: &Value) -> Result<Sort, OpError> {
     })
 }
 
+/// Harper validates `limit` and `offset` with Joi (`number().integer().min(n)`): a numeric
+/// string counts as its number, and a bad value is a 500 with Joi's wording (captured:
+/// `limit: -1` -> 500 `'limit' must be greater than or equal to 1`, `limit: "2"` works).
+fn search_int(f: &Fields, name: &str, min: u64) -> Result<Option<u64>, OpError> {
+    let bad = |what: String| Err(OpError::internal(format!("'{name}' must be {what}")));
+    let n = match f.get(&[name]) {
+        None => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|_| !s.trim().is_empty()),
+        Some(_) => None,
+    };
+    let Some(n) = n.filter(|n| n.is_finite()) else {
+        return bad("a number".into());
+    };
+    if n.fract() != 0.0 {
+        return bad("an integer".into());
+    }
+    // Joi refuses integers a double cannot hold exactly.
+    if n.abs() > 9_007_199_254_740_991.0 {
+        return bad("a safe number".into());
+    }
+    if n < min as f64 {
+        return bad(format!("greater than or equal to {min}"));
+    }
+    Ok(Some(n as u64))
+}
+
 fn search(f: &Fields, get_attributes_required: bool) -> Result<Search, OpError> {
     Ok(Search {
         database: database(f)?,
         table: table(f)?,
         get_attributes: get_attributes(f, get_attributes_required)?,
-        limit: f.opt_u64(&["limit"])?,
-        offset: f.opt_u64(&["offset"])?.unwrap_or(0),
+        limit: search_int(f, "limit", 1)?,
+        offset: search_int(f, "offset", 0)?.unwrap_or(0),
         sort: match f.get(&["sort"]) {
             Some(s) => Some(sort(s)?),
             None => None,
         },
+        reverse: false,
     })
 }
 
@@ -427,6 +465,10 @@ fn attributes(f: &Fields) -> Result<Vec<(String, Option<String>)>, OpError> {
         .collect()
 }
 
+fn write(op: WriteOp) -> Operation {
+    Operation::Write { op, details: false }
+}
+
 /// Parses a request object given as a tree (tests, internal callers).
 pub fn parse_value(body: Map<String, Value>) -> Result<Operation, OpError> {
     parse(super::body::Body {
@@ -458,10 +500,10 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
     };
     let f = Fields::new(body);
     let op = match name {
-        "create_database" | "create_schema" => Operation::Write(WriteOp::CreateDatabase {
+        "create_database" | "create_schema" => write(WriteOp::CreateDatabase {
             database: f.req_str(&["database", "schema"])?,
         }),
-        "drop_database" | "drop_schema" => Operation::Write(WriteOp::DropDatabase {
+        "drop_database" | "drop_schema" => write(WriteOp::DropDatabase {
             database: f.req_str(&["database", "schema"])?,
             replicated: f.opt_bool(&["replicated"])?.unwrap_or(false),
         }),
@@ -485,7 +527,7 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
                     None => return Err(OpError::bad_request("'primary_key' is required")),
                 },
             };
-            Operation::Write(WriteOp::CreateTable {
+            write(WriteOp::CreateTable {
                 database: database(&f)?,
                 table: table(&f)?,
                 primary_key: pk,
@@ -493,17 +535,17 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
                 attributes: attrs,
             })
         }
-        "drop_table" => Operation::Write(WriteOp::DropTable {
+        "drop_table" => write(WriteOp::DropTable {
             database: database(&f)?,
             table: table(&f)?,
             replicated: f.opt_bool(&["replicated"])?.unwrap_or(false),
         }),
-        "create_attribute" => Operation::Write(WriteOp::CreateAttribute {
+        "create_attribute" => write(WriteOp::CreateAttribute {
             database: database(&f)?,
             table: table(&f)?,
             attribute: f.req_str(&["attribute"])?,
         }),
-        "drop_attribute" => Operation::Write(WriteOp::DropAttribute {
+        "drop_attribute" => write(WriteOp::DropAttribute {
             database: database(&f)?,
             table: table(&f)?,
             attribute: f.req_str(&["attribute"])?,
@@ -516,7 +558,7 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
             database: database(&f)?,
             table: table(&f)?,
         },
-        "insert" | "update" | "upsert" => Operation::Write(WriteOp::Records {
+        "insert" | "update" | "upsert" => write(WriteOp::Records {
             kind: match name {
                 "insert" => WriteKind::Insert,
                 "update" => WriteKind::Update,
@@ -526,7 +568,7 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
             table: table(&f)?,
             records: records(batch, records_field)?,
         }),
-        "delete" => Operation::Write(WriteOp::Delete {
+        "delete" => write(WriteOp::Delete {
             database: database(&f)?,
             table: table(&f)?,
             ids: f.req_array(&["ids", "hash_values"])?.clone(),
@@ -543,7 +585,10 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
             }
         }
         "search_by_value" => Operation::SearchByValue {
-            search: search(&f, false)?,
+            search: Search {
+                reverse: f.opt_bool(&["reverse"])?.unwrap_or(false),
+                ..search(&f, false)?
+            },
             attribute: f.req_str(&["attribute", "search_attribute"])?,
             value: f
                 .get(&["value", "search_value"])
@@ -598,7 +643,7 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
                 active,
             }
         }
-        "drop_user" => Operation::Write(WriteOp::DropUser {
+        "drop_user" => write(WriteOp::DropUser {
             username: f.req_str(&["username"])?,
         }),
         "list_users" => Operation::ListUsers,
@@ -627,7 +672,7 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
             }
         }
         "user_info" => Operation::UserInfo,
-        "add_role" => Operation::Write(WriteOp::AddRole {
+        "add_role" => write(WriteOp::AddRole {
             role: f.req_str(&["role"])?,
             id: f.opt_str_or_number(&["id"])?,
             permission: Value::Object(
@@ -636,14 +681,14 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
                     .ok_or_else(|| OpError::bad_request("'permission' is required"))?,
             ),
         }),
-        "alter_role" => Operation::Write(WriteOp::AlterRole {
+        "alter_role" => write(WriteOp::AlterRole {
             id: f
                 .opt_str_or_number(&["id"])?
                 .ok_or_else(|| OpError::bad_request("'id' is required"))?,
             role: f.opt_str(&["role"])?,
             permission: f.opt_object(&["permission"])?.cloned().map(Value::Object),
         }),
-        "drop_role" => Operation::Write(WriteOp::DropRole {
+        "drop_role" => write(WriteOp::DropRole {
             id: f
                 .opt_str_or_number(&["id"])?
                 .ok_or_else(|| OpError::bad_request("'id' is required"))?,
@@ -668,6 +713,10 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
             )))
         }
     };
+    let mut op = op;
+    if let Operation::Write { details, .. } = &mut op {
+        *details = f.opt_bool(&["write_details"])?.unwrap_or(false);
+    }
     Ok(op)
 }
 
@@ -693,15 +742,18 @@ mod tests {
         let c = p(json!({"operation":"create_schema","schema":"dev"})).unwrap();
         assert_eq!(
             c,
-            Operation::Write(WriteOp::CreateDatabase {
-                database: "dev".into()
-            })
+            Operation::Write {
+                op: WriteOp::CreateDatabase {
+                    database: "dev".into()
+                },
+                details: false
+            }
         );
         let d =
             p(json!({"operation":"create_table","schema":"dev","table":"t","hash_attribute":"id"}))
                 .unwrap();
         assert!(
-            matches!(d, Operation::Write(WriteOp::CreateTable { primary_key, .. }) if primary_key == "id")
+            matches!(d, Operation::Write { op: WriteOp::CreateTable { primary_key, .. }, .. } if primary_key == "id")
         );
     }
 
@@ -791,10 +843,52 @@ mod tests {
                 400,
                 "'replicated' must be a boolean",
             ),
+            (
+                json!({"operation":"insert","table":"t","records":[],"write_details":1}),
+                400,
+                "'write_details' must be a boolean",
+            ),
+            // Harper's Joi checks of paging: 500s.
+            (
+                json!({"operation":"search_by_value","table":"t","attribute":"a","value":"*","limit":-1}),
+                500,
+                "'limit' must be greater than or equal to 1",
+            ),
+            (
+                json!({"operation":"search_by_value","table":"t","attribute":"a","value":"*","offset":"x"}),
+                500,
+                "'offset' must be a number",
+            ),
+            (
+                json!({"operation":"search_by_conditions","table":"t","conditions":[],"limit":2.5}),
+                500,
+                "'limit' must be an integer",
+            ),
         ];
         for (req, status, msg) in cases {
             assert_eq!(err(req.clone()), (status, msg.to_string()), "{req}");
         }
+    }
+
+    #[test]
+    fn paging_accepts_numeric_strings_and_reverse_is_search_by_value_only() {
+        let Operation::SearchByValue { search, .. } = p(json!({"operation":"search_by_value",
+            "table":"t","attribute":"a","value":"*","limit":"2","offset":"1","reverse":true}))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (search.limit, search.offset, search.reverse),
+            (Some(2), 1, true)
+        );
+        let Operation::SearchByConditions { search, .. } =
+            p(json!({"operation":"search_by_conditions",
+            "table":"t","conditions":[],"reverse":true}))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(!search.reverse);
     }
 
     #[test]

@@ -208,6 +208,7 @@ fn leaf_keys(
     attribute: &str,
     cmp: Comparator,
     value: &Value,
+    reverse: bool,
 ) -> Result<Option<Keys>, OpError> {
     if attribute == table.primary_key {
         if cmp == Comparator::Equals {
@@ -224,7 +225,7 @@ fn leaf_keys(
         return Ok(None);
     };
     let iter = store
-        .scan_index(table.id, attr.id, lo, hi)
+        .scan_index(table.id, attr.id, lo, hi, reverse)
         .map_err(storage_error)?;
     Ok(Some(Box::new(iter.filter_map(|item| match item {
         Ok(key) => keys::scalar_len(&key).map(|n| Ok(key[n..].to_vec())),
@@ -258,11 +259,13 @@ fn indexable(table: &TableDef, cond: &Condition) -> bool {
 
 /// Candidate keys for a condition list, lazily, or None for "scan the table". Duplicates are
 /// possible (array values, overlapping `or` branches); the caller skips keys it has seen.
+/// `reverse` walks each index backwards (only `search_by_value` asks, with one condition).
 fn candidate_keys(
     store: &Store,
     table: &TableDef,
     op: Logic,
     conds: &[Condition],
+    reverse: bool,
 ) -> Result<Option<Keys>, OpError> {
     match op {
         Logic::And => {
@@ -278,7 +281,7 @@ fn candidate_keys(
                 )
             });
             match order.into_iter().find(|c| indexable(table, c)) {
-                Some(c) => condition_keys(store, table, c),
+                Some(c) => condition_keys(store, table, c, reverse),
                 None => Ok(None),
             }
         }
@@ -291,14 +294,13 @@ fn candidate_keys(
             let store = store.clone();
             let table = table.clone();
             let branches = conds.to_vec();
-            let iter =
-                branches
-                    .into_iter()
-                    .flat_map(move |c| match condition_keys(&store, &table, &c) {
-                        Ok(Some(keys)) => keys,
-                        Ok(None) => Box::new(std::iter::empty()) as Keys,
-                        Err(e) => Box::new(std::iter::once(Err(e))) as Keys,
-                    });
+            let iter = branches.into_iter().flat_map(move |c| {
+                match condition_keys(&store, &table, &c, reverse) {
+                    Ok(Some(keys)) => keys,
+                    Ok(None) => Box::new(std::iter::empty()) as Keys,
+                    Err(e) => Box::new(std::iter::once(Err(e))) as Keys,
+                }
+            });
             Ok(Some(Box::new(iter)))
         }
     }
@@ -308,17 +310,18 @@ fn condition_keys(
     store: &Store,
     table: &TableDef,
     cond: &Condition,
+    reverse: bool,
 ) -> Result<Option<Keys>, OpError> {
     match cond {
         Condition::Leaf {
             attribute,
             comparator,
             value,
-        } => leaf_keys(store, table, attribute, *comparator, value),
+        } => leaf_keys(store, table, attribute, *comparator, value, reverse),
         Condition::Group {
             operator,
             conditions,
-        } => candidate_keys(store, table, *operator, conditions),
+        } => candidate_keys(store, table, *operator, conditions, reverse),
     }
 }
 
@@ -334,6 +337,8 @@ pub struct Page<'a> {
     pub limit: Option<u64>,
     pub offset: u64,
     pub sort: Option<&'a Sort>,
+    /// Read the index or table backwards (before `offset` and `limit` apply).
+    pub reverse: bool,
 }
 
 fn sort_cmp_by(a: &Map<String, Value>, b: &Map<String, Value>, sort: &Sort) -> Ordering {
@@ -357,16 +362,18 @@ fn sort_records(records: &mut [Map<String, Value>], sort: &Sort) {
     records.sort_by(|a, b| sort_cmp_by(a, b, sort));
 }
 
-/// Every record of `table` matching `conds` (combined with `op`), unordered, read lazily from
-/// an index when one can narrow the candidates, else from a scan of the table.
+/// Every record of `table` matching `conds` (combined with `op`), in index or key order
+/// (backwards with `reverse`), read lazily from an index when one can narrow the candidates,
+/// else from a scan of the table.
 fn matching(
     store: &Store,
     table: &TableDef,
     op: Logic,
     conds: &[Condition],
+    reverse: bool,
 ) -> Result<Records, OpError> {
     let conds_owned = conds.to_vec();
-    match candidate_keys(store, table, op, conds)? {
+    match candidate_keys(store, table, op, conds, reverse)? {
         Some(keys) => {
             let store = store.clone();
             let table_id = table.id;
@@ -389,7 +396,11 @@ fn matching(
             })))
         }
         None => {
-            let scan = store.scan_table(table.id, None).map_err(storage_error)?;
+            let scan: Box<dyn Iterator<Item = _> + Send> = if reverse {
+                Box::new(store.scan_table_desc(table.id).map_err(storage_error)?)
+            } else {
+                Box::new(store.scan_table(table.id, None).map_err(storage_error)?)
+            };
             Ok(Box::new(scan.filter_map(move |item| {
                 let (_, raw) = match item {
                     Ok(kv) => kv,
@@ -413,7 +424,7 @@ pub fn search(
     conds: &[Condition],
     page: &Page,
 ) -> Result<Records, OpError> {
-    let all = matching(store, table, op, conds)?;
+    let all = matching(store, table, op, conds, page.reverse)?;
     let offset = usize::try_from(page.offset).unwrap_or(usize::MAX);
     let limit = page.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
     let Some(sort) = page.sort else {

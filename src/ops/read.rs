@@ -14,7 +14,9 @@ use crate::store::record::StoredRecord;
 use crate::store::Store;
 use serde_json::{json, Map, Value};
 
-/// Harper's table description object, showing `p` only the attributes it may read.
+/// Harper's table description object, showing `p` only the attributes its role may use (read,
+/// insert or update: Harper's `describe` permission). A role whose table permissions list no
+/// attributes sees them all (Harper 4.7 shows it none; see README, Differences from Harper).
 pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64, p: &Principal) -> Value {
     let stats = store.table_stats(t.id).unwrap_or_default();
     let (data, index) = store.table_disk_size(t.id).unwrap_or((0, 0));
@@ -28,7 +30,7 @@ pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64, p: &Princ
         .filter(|a| {
             rules
                 .as_ref()
-                .is_none_or(|r| r.allows(&a.name, &t.primary_key, TablePerm::Read))
+                .is_none_or(|r| r.describes(&a.name, &t.primary_key))
         })
         .map(|a| {
             if a.name == t.primary_key {
@@ -85,7 +87,10 @@ fn describe_database_value(store: &Store, catalog: &Catalog, db: &str, p: &Princ
     let size = db_size(store, catalog, db);
     let mut out = Map::new();
     if let Some(d) = catalog.database(db) {
-        for (name, t) in &d.tables {
+        // In creation order (table ids grow), as Harper lists them.
+        let mut tables: Vec<(&String, &TableDef)> = d.tables.iter().collect();
+        tables.sort_by_key(|(_, t)| t.id);
+        for (name, t) in tables {
             if p.role.as_ref().is_some_and(|r| r.can_see(db, name)) {
                 out.insert(name.clone(), describe_table_value(store, t, size, p));
             }
@@ -117,6 +122,7 @@ fn search_rows(
         limit: search.limit,
         offset: search.offset,
         sort: search.sort.as_ref(),
+        reverse: search.reverse,
     };
     let recs = query::search(store, t, op, conds, &page)?;
     let get = search.get_attributes.clone();
@@ -359,7 +365,11 @@ pub fn execute(
     match op {
         Operation::DescribeAll => {
             let mut out = Map::new();
-            for db in catalog.databases.keys() {
+            // In creation order (database ids grow), as Harper lists them.
+            let mut dbs: Vec<(&String, u32)> =
+                catalog.databases.iter().map(|(n, d)| (n, d.id)).collect();
+            dbs.sort_by_key(|(_, id)| *id);
+            for (db, _) in dbs {
                 if db == SYSTEM_DB {
                     continue;
                 }
@@ -453,10 +463,7 @@ pub fn execute(
             let mut roles: Vec<_> = auth.roles.values().collect();
             roles.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(Value::Array(
-                roles
-                    .into_iter()
-                    .map(|r| Value::Object(r.record.clone()))
-                    .collect(),
+                roles.into_iter().map(AuthState::role_view).collect(),
             ))
         }
         _ => Err(OpError::internal("not a read operation")),

@@ -430,6 +430,7 @@ fn no_page() -> Page<'static> {
         limit: None,
         offset: 0,
         sort: None,
+        reverse: false,
     }
 }
 
@@ -952,6 +953,7 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
             limit: s.limit,
             offset: s.offset,
             sort: sort_chain.as_ref(),
+            reverse: false,
         }
     } else {
         no_page()

@@ -15,6 +15,7 @@
 //! Storage I/O errors are returned to the caller; the write path treats any of them as fatal
 //! (fjall's advice: after a failed write the only safe move is to stop and recover on restart).
 
+pub mod backup;
 pub mod keys;
 pub mod record;
 
@@ -183,6 +184,12 @@ const META_CURSOR: u8 = b'c';
 const META_STATS: u8 = b's';
 const META_LOCAL: u8 = b'l';
 const META_LOW_WATERMARK: u8 = b'w';
+const META_FORMAT: &[u8] = b"fmt";
+
+/// The on-disk layout this binary writes. A store without the key was written before it
+/// existed, in the same layout as format 1; a higher number is refused at open (a newer
+/// Skerry wrote it: downgrading is not supported).
+pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Clone)]
 struct TableSpaces {
@@ -291,7 +298,20 @@ impl Store {
         let ks_opts = KeyspaceCreateOptions::default().max_memtable_size(memtable);
         let meta = db.keyspace("meta", || ks_opts.clone())?;
         let audit = db.keyspace("audit", || ks_opts.clone())?;
-        Ok(Store {
+        if let Some(v) = meta.get(META_FORMAT)? {
+            let format = v
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .unwrap_or(u32::MAX);
+            if format > FORMAT_VERSION {
+                return Err(StoreError(format!(
+                    "the store in {} was written by a newer Skerry (store format {format}); this binary reads formats up to {FORMAT_VERSION}: run the newer version, or restore a backup",
+                    path.display()
+                )));
+            }
+        }
+        let store = Store {
             inner: Arc::new(Inner {
                 db,
                 ks_opts,
@@ -299,7 +319,30 @@ impl Store {
                 audit,
                 tables: RwLock::new(HashMap::new()),
             }),
-        })
+        };
+        store.mark_format()?;
+        Ok(store)
+    }
+
+    /// Records this binary's store format (a store from before versioning has the same
+    /// layout as format 1, so this is its upgrade).
+    pub fn mark_format(&self) -> Result<()> {
+        let current = self.inner.meta.get(META_FORMAT)?;
+        if current.as_deref() != Some(&FORMAT_VERSION.to_be_bytes()[..]) {
+            self.inner
+                .meta
+                .insert(META_FORMAT, FORMAT_VERSION.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The store format recorded in the store.
+    pub fn format(&self) -> Result<Option<u32>> {
+        Ok(self
+            .inner
+            .meta
+            .get(META_FORMAT)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes)))
     }
 
     /// Reads back the persisted core state.
@@ -618,16 +661,41 @@ impl Store {
         Ok(iter.map(|g| g.into_inner().map_err(StoreError::from)))
     }
 
+    /// Whether a table's index holds `key` (attribute id ‖ value ‖ primary key).
+    pub fn index_has(&self, table: u32, key: &[u8]) -> Result<bool> {
+        Ok(self.spaces(table)?.index.contains_key(key)?)
+    }
+
+    /// Every index key of a table, in order (the offline check).
+    pub fn scan_index_all(&self, table: u32) -> Result<impl Iterator<Item = Result<fjall::Slice>>> {
+        let s = self.spaces(table)?;
+        Ok(s.index.iter().map(|g| g.key().map_err(StoreError::from)))
+    }
+
+    /// Every stored entry of a table, in descending primary-key order (`search_by_value` with
+    /// `reverse`).
+    pub fn scan_table_desc(
+        &self,
+        table: u32,
+    ) -> Result<impl Iterator<Item = Result<(fjall::Slice, fjall::Slice)>>> {
+        let s = self.spaces(table)?;
+        Ok(s.data
+            .iter()
+            .rev()
+            .map(|g| g.into_inner().map_err(StoreError::from)))
+    }
+
     /// Index keys of one attribute within `[start, end)` (bounds are encoded values, without the
-    /// attribute id), in order. Each item is the full index key minus the attribute id: the
-    /// encoded value followed by the encoded primary key.
+    /// attribute id), in order (descending with `reverse`). Each item is the full index key
+    /// minus the attribute id: the encoded value followed by the encoded primary key.
     pub fn scan_index(
         &self,
         table: u32,
         attribute: u32,
         start: Bound<Vec<u8>>,
         end: Bound<Vec<u8>>,
-    ) -> Result<impl Iterator<Item = Result<Vec<u8>>>> {
+        reverse: bool,
+    ) -> Result<Box<dyn Iterator<Item = Result<Vec<u8>>> + Send>> {
         let s = self.spaces(table)?;
         let prefix = attribute.to_be_bytes();
         let with_prefix = |b: Bound<Vec<u8>>| -> Bound<Vec<u8>> {
@@ -648,9 +716,13 @@ impl Store {
             },
             b => b,
         };
-        Ok(s.index
-            .range((lo, hi))
-            .map(|g| g.key().map(|k| k[4..].to_vec()).map_err(StoreError::from)))
+        let key = |g: fjall::Guard| g.key().map(|k| k[4..].to_vec()).map_err(StoreError::from);
+        let range = s.index.range((lo, hi));
+        Ok(if reverse {
+            Box::new(range.rev().map(key))
+        } else {
+            Box::new(range.map(key))
+        })
     }
 
     /// Audit entries of `origin` in database `db` with version > `after`, oldest first.
@@ -952,7 +1024,7 @@ mod tests {
         }
         s.commit(&w, Durability::Buffer).unwrap();
         let pks: Vec<String> = s
-            .scan_index(3, 1, Bound::Unbounded, Bound::Unbounded)
+            .scan_index(3, 1, Bound::Unbounded, Bound::Unbounded, false)
             .unwrap()
             .map(|k| {
                 let k = k.unwrap();

@@ -261,7 +261,10 @@ pub fn has(n: &TestNode, table: &str, id: &str) -> bool {
 
 pub fn insert(n: &TestNode, table: &str, recs: Value) -> Value {
     let len = recs.as_array().map_or(0, Vec::len);
-    let r = n.ok(json!({"operation":"insert","database":"dev","table":table,"records":recs}));
+    // With `txn_time` (opt-in): replication tests compare it with the versions peers keep.
+    let r = n.ok(
+        json!({"operation":"insert","database":"dev","table":table,"records":recs,"write_details":true}),
+    );
     assert_eq!(
         r["message"],
         format!("inserted {len} of {len} records"),
@@ -277,7 +280,9 @@ pub fn put(n: &TestNode, table: &str, id: &str) {
 }
 
 pub fn delete(n: &TestNode, table: &str, ids: Value) -> Value {
-    n.ok(json!({"operation":"delete","database":"dev","table":table,"ids":ids}))
+    n.ok(
+        json!({"operation":"delete","database":"dev","table":table,"ids":ids,"write_details":true}),
+    )
 }
 
 /// Waits until record `id` of dev.`table` is on every node in `nodes`.

@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod fakepeer;
 pub mod proxy;
+pub mod replay;
 pub mod tlspeer;
 
 use base64::Engine;
