@@ -430,7 +430,11 @@ fn call(f: Func, args: &[Value], now_ms: i64) -> Value {
             Some(t) => Value::String(format_date(t, &s(1))),
             None => Value::Null,
         },
-        Func::Date => match date_ms(arg(args, 0)) {
+        Func::Date => match if args.is_empty() {
+            Some(now_ms)
+        } else {
+            date_ms(arg(args, 0))
+        } {
             Some(t) => Value::String(format_date(t, "YYYY-MM-DDTHH:mm:ss.SSSZZ")),
             None => Value::Null,
         },
@@ -778,6 +782,11 @@ mod tests {
         assert_eq!(
             format_date(t, "YYYY-MM-DDTHH:mm:ss.SSSZZ"),
             "2024-01-05T10:00:00.000+0000"
+        );
+        // DATE() and GET_SERVER_TIME() (the same call) are now, in DATE's format.
+        assert_eq!(
+            call(Func::Date, &[], t),
+            json!("2024-01-05T10:00:00.000+0000")
         );
         assert_eq!(add_interval(t, 1.0, "days"), Some(1_704_535_200_000));
         assert_eq!(add_interval(t, -2.0, "hours"), Some(1_704_441_600_000));

@@ -204,13 +204,16 @@ impl Func {
             "IF" | "IIF" => (If, 3, 3),
             "CURRENT_DATE" => (CurrentDate, 0, 0),
             "CURRENT_TIME" => (CurrentTime, 0, 0),
-            "NOW" | "GETDATE" | "CURRENT_TIMESTAMP" | "GET_SERVER_TIME" => (Now, 0, 0),
+            "NOW" | "GETDATE" | "CURRENT_TIMESTAMP" => (Now, 0, 0),
             "EXTRACT" => (Extract, 2, 2),
             "DATE_ADD" => (DateAdd, 3, 3),
             "DATE_SUB" => (DateSub, 3, 3),
             "DATE_DIFF" => (DateDiff, 2, 3),
             "DATE_FORMAT" => (DateFormat, 2, 2),
-            "DATE" => (Date, 1, 1),
+            // Harper's guide: DATE() without an argument is now, and GET_SERVER_TIME() is now
+            // in the server's time zone in DATE's format (Skerry's clock is UTC).
+            "DATE" => (Date, 0, 1),
+            "GET_SERVER_TIME" => (Date, 0, 0),
             _ => return None,
         })
     }
@@ -1182,6 +1185,20 @@ mod tests {
                 ("2024", "notes")
             );
         }
+    }
+
+    #[test]
+    fn get_server_time_and_date_without_argument_are_now_as_a_date_string() {
+        let Ok(Plan::Select(s)) = parse("SELECT GET_SERVER_TIME() AS g, DATE() AS d") else {
+            panic!()
+        };
+        for item in &s.items {
+            let SelectItem::Expr { expr, .. } = item else {
+                panic!()
+            };
+            assert_eq!(expr, &Expr::Func(Func::Date, vec![]));
+        }
+        assert!(parse("SELECT GET_SERVER_TIME(1)").is_err());
     }
 
     #[test]
