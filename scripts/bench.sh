@@ -11,7 +11,7 @@
 # (temporary folders, 127.70.0.1-3, ports 9925/9933) inside a private network namespace with only
 # loopback (unshare -n; BENCH_NETNS=0 to run in the host namespace). Nodes are stopped and their
 # folders removed on exit. Every node runs the default config (fsync on: storage.writeAsync false).
-# Phases (BENCH_PHASES, default "ceiling single rss startup repl catchup tls csvload"; the binary size is always measured):
+# Phases (BENCH_PHASES, default "ceiling single rss startup repl catchup sql tls csvload"; the binary size is always measured):
 #   ceiling  what this machine can do at most, with the pieces Skerry is built on (scripts/ceiling):
 #            fdatasync/s in the data folder, durable raw fjall batches of 1,000 records written as
 #            Skerry writes them, fjall point gets, no-op HTTP requests through the vendored tiny_http
@@ -33,6 +33,12 @@
 #   catchup  3-node mesh, C stopped, $BENCH_CATCHUP_RECORDS records written on A and B (half each, so C
 #            is behind in two origins), C restarted: records/s from restart to record_count reached
 #            (>= 100,000/s) and C's peak RSS (VmHWM) while catching up
+#   sql      the `sql` operation beside the NoSQL reads it must keep up with, on a $BENCH_SQL_RECORDS-record
+#            table, $BENCH_SQL_CLIENTS clients each: SELECT * ... WHERE id = r against search_by_id, and an
+#            indexed range (SELECT * ... WHERE score BETWEEN s AND s, ~0.1 % of the table) against
+#            search_by_conditions (targets: each within 20 % of its NoSQL twin); Harper's figures of the
+#            same four requests are recorded (captures/issue13/bench: Harper 4.7.29, 100,000 records, 4
+#            clients, measured while capturing issue 13), not run by this script
 #   tls      HTTPS single-record inserts with $BENCH_CLIENTS clients beside plain HTTP on the same
 #            node (target: within 20 %); replication lag and catch-up over wss:// with mutual TLS
 #            (target: within 15 % of the plain ws:// figures of the repl and catchup phases)
@@ -65,6 +71,7 @@
 #   BENCH_REPL_CLIENTS=11        clients per node for the 3-node write measurement (3 x 11 ~ 32)
 #   BENCH_CATCHUP_RECORDS=200000 [20000]  BENCH_CATCHUP_BATCH=100  BENCH_CATCHUP_SIGNAL=TERM (or KILL)
 #   BENCH_CSV_RECORDS=1000000 [50000]    rows of the csvload phase's file
+#   BENCH_SQL_RECORDS=100000 [20000]  BENCH_SQL_CLIENTS=4
 #   BENCH_QUIET_MAX_S=0          >0: before each measurement wait (at most that long) for < 15 % CPU busy
 #   BENCH_HARPER=1  BENCH_HARPER_JSONL=FILE  HARPER_REF_DIR=../shared/tools/harper-reference
 #   BENCH_NETNS=1  BENCH_IP_PREFIX=127.70.0  BENCH_KEEP=1 (keep the temp folder)  BENCH_LOG_LEVEL=warn
@@ -84,7 +91,7 @@ esac
 Q=${BENCH_QUICK:-0}
 q() { if [ "$Q" = 1 ]; then echo "$2"; else echo "$1"; fi; }
 BENCH_OUT=${BENCH_OUT:-$REPO/target/bench/bench-results.jsonl}
-BENCH_PHASES=${BENCH_PHASES:-ceiling single rss startup repl catchup tls csvload}
+BENCH_PHASES=${BENCH_PHASES:-ceiling single rss startup repl catchup sql tls csvload}
 BENCH_DURATION_S=${BENCH_DURATION_S:-$(q 10 3)}
 BENCH_CLIENTS=${BENCH_CLIENTS:-32}
 BENCH_LOAD_RECORDS=${BENCH_LOAD_RECORDS:-$(q 1000000 100000)}
@@ -102,6 +109,8 @@ BENCH_CATCHUP_BATCH=${BENCH_CATCHUP_BATCH:-100}
 BENCH_CATCHUP_SIGNAL=${BENCH_CATCHUP_SIGNAL:-TERM}
 BENCH_CSV_RECORDS=${BENCH_CSV_RECORDS:-$(q 1000000 50000)}
 BENCH_QUIET_MAX_S=${BENCH_QUIET_MAX_S:-0}
+BENCH_SQL_RECORDS=${BENCH_SQL_RECORDS:-$(q 100000 20000)}
+BENCH_SQL_CLIENTS=${BENCH_SQL_CLIENTS:-4}
 BENCH_HARPER=${BENCH_HARPER:-}
 BENCH_HARPER_JSONL=${BENCH_HARPER_JSONL:-}
 HARPER_REF_DIR=${HARPER_REF_DIR:-$(cd "$REPO/.." && pwd)/shared/tools/harper-reference}
@@ -564,6 +573,19 @@ catchup_run() {
 if has_phase catchup; then
   PHASE=catchup; log "== catch-up of a node that was down"
   catchup_run catchup
+fi
+
+# ------------------------------------------------------------------ sql
+if has_phase sql; then
+  PHASE=sql; log "== sql: point and indexed range SELECTs beside search_by_id / search_by_conditions"
+  node_config 1 0; node_start 1
+  U=$(url_of 1)
+  lg sql_load load --url "$U" --records "$BENCH_SQL_RECORDS" --batch "$BENCH_LOAD_BATCH" --clients "$BENCH_LOAD_CLIENTS" --table sqlt
+  for kind in point sql-point range sql-range; do
+    lg "sql_read_$kind" read --url "$U" --table sqlt --ids "$BENCH_SQL_RECORDS" --clients "$BENCH_SQL_CLIENTS" \
+      --duration-s "$D" --query "$kind"
+  done
+  node_stop 1
 fi
 
 # ------------------------------------------------------------------ tls

@@ -182,6 +182,13 @@ HARPER_RECORDED = {
     "catchup": 10000 / 2.38,
     "repl_ack_c4_b1_1to2": 538,
 }
+# Harper 4.7.29's figures of the sql phase's four requests, recorded while capturing issue 13
+# (captures/issue13/bench: 100,000-record table, 4 clients, 5 s each; the reference bench does not
+# run them, so they complete a measured Harper run too).
+HARPER_SQL_RECORDED = {
+    "sql_point_nosql": 677.399, "sql_point_sql": 191.808,
+    "sql_range_nosql": 114.164, "sql_range_sql": 0.878,
+}
 
 
 def harper_from_jsonl(path):
@@ -312,6 +319,7 @@ def cmd_report(argv):
         H, hlabel = HARPER_RECORDED, "recorded (BENCH.md run 5)"
     else:
         H, hlabel = harper_from_jsonl(harper_src), m["harper"].get("kind", "measured")
+    H = {**HARPER_SQL_RECORDED, **H}
 
     rows = []  # (label, value, target text, PASS/MISS, Harper value, ratio)
 
@@ -425,6 +433,20 @@ def cmd_report(argv):
     row("  peak RSS (VmHWM) of the catching-up node", mib(get("catchup", "hwm_kb")), "MiB")
     row("  idle RSS of each clustered node", get("repl_idle_rss", "rss_mib_text"), "")
 
+    # sql: each SQL read beside its NoSQL twin of the same run (target: within 20 %), and Harper's
+    # recorded figures of the same four requests (4 clients, 100,000 records; see bench.sh)
+    for kind, twin, label in (("sql-point", "point", "SELECT * WHERE id = r"),
+                              ("sql-range", "range", "SELECT * WHERE score BETWEEN s AND s")):
+        base = get(f"sql_read_{twin}", "reads_per_s")
+        tname = "search_by_id" if twin == "point" else "search_by_conditions (between)"
+        row(f"{tname}, {get(f'sql_read_{twin}', 'clients')} clients, {fmt(get(f'sql_read_{twin}', 'ids'))} records",
+            base, "reads/s", hkey=f"sql_{twin}_nosql", hnote=" (***)")
+        row(f"  sql {label}", get(f"sql_read_{kind}", "reads_per_s"), "reads/s", ">=",
+            base * 0.8 if base else None, tgt_text=f">= 80% of {fmt(base, 'reads/s')}" if base else "",
+            hkey=f"sql_{twin}_sql", hnote=" (***)")
+        lat = get(f"sql_read_{kind}")  # None when the phase did not run: no row then
+        row("    p50 / p99 latency", lat and f"{fmt(lat.get('p50_ms'))} / {fmt(lat.get('p99_ms'))} ms", "")
+
     # TLS: each figure beside its plain counterpart of the same run (targets: HTTPS within 20 %
     # of HTTP, wss:// lag and catch-up within 15 % of ws://)
     http = get("insert_http_c32_b1", "records_per_s")
@@ -468,7 +490,8 @@ def cmd_report(argv):
     print(f"{passes} PASS, {misses} MISS.  Start-up figures are medians of the [samples].  Ratios: throughput = Skerry/Harper (higher is better for Skerry); "
           "latency, RSS and times = Skerry/Harper (lower is better).")
     print("(*) Harper: 1 rec/req, 4 clients, writes on n1 only while replicating to n2 (not like for like).  "
-          "(**) Harper: a fresh node copying 10,000 records after add_node.")
+          "(**) Harper: a fresh node copying 10,000 records after add_node.  "
+          "(***) Harper: recorded while capturing issue 13 (100,000 records, 4 clients, 5 s each), not run now.")
 
     # CPU accounting
     cl = [d for d in lines if isinstance(d.get("cpu"), dict)]

@@ -560,6 +560,13 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Resul
     if let Operation::Write { op: w, .. } = &op {
         read::check_written_attributes(&p, &catalog, w)?;
     }
+    if let Operation::Sql(plan) = op {
+        use crate::sql::exec::{run, SqlAnswer};
+        return match run(plan, &p, &ctx.store, &catalog, &ctx.core)? {
+            SqlAnswer::Rows(rows) => Ok(Answer::Rows(rows)),
+            SqlAnswer::Json(v) => Ok(Answer::Json(v)),
+        };
+    }
     if op.is_search() {
         let auth = ctx.shared.auth.load();
         return read::rows(&op, &p, &ctx.store, &catalog, &auth).map(Answer::Rows);

@@ -144,6 +144,9 @@ pub enum Operation {
     RefreshOperationToken {
         refresh_token: Option<String>,
     },
+    /// Harper's `sql`: one statement, parsed and validated (`crate::sql`); each table it
+    /// names is authorised when it runs.
+    Sql(crate::sql::parse::Plan),
 }
 
 /// How `read_audit_log` selects entries.
@@ -240,7 +243,8 @@ impl Operation {
             | Operation::DescribeTable { .. }
             | Operation::UserInfo
             | Operation::CreateAuthenticationTokens { .. }
-            | Operation::RefreshOperationToken { .. } => Authenticated,
+            | Operation::RefreshOperationToken { .. }
+            | Operation::Sql(_) => Authenticated,
         }
     }
 
@@ -736,6 +740,11 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
         "refresh_operation_token" => Operation::RefreshOperationToken {
             refresh_token: f.opt_str(&["refresh_token"])?.filter(|s| !s.is_empty()),
         },
+        "sql" => Operation::Sql(match f.get(&["sql"]) {
+            None | Some(Value::Null) => return Err(crate::sql::parse::missing()),
+            Some(Value::String(s)) => crate::sql::parse::parse(s)?,
+            Some(_) => return Err(crate::sql::parse::not_text()),
+        }),
         other => {
             return Err(OpError::bad_request(format!(
                 "Operation '{other}' not found"

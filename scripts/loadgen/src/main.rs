@@ -38,8 +38,12 @@ MODES
           --records (default 200000 unless --duration-s is given) or --duration-s, first hit.
   load    --url URL --records N [--batch 1000] [--clients 4] [--id-start 0]
           Bulk preload: insert tuned for throughput.
-  read    --url URL --ids N [--clients 32] [--duration-s 10]
+  read    --url URL --ids N [--clients 32] [--duration-s 10] [--query point]
           search_by_id point reads (get_attributes [\"*\"]) of random ids in [0, N).
+          --query picks the request of each read, r random in [0, N) (score is r % 1000):
+          point (search_by_id), sql-point (SELECT * ... WHERE id = r), range
+          (search_by_conditions score between [s, s]), sql-range (SELECT * ... WHERE
+          score BETWEEN s AND s).
   lag     --from URL --to URL [--count 300] [--rate R] [--background-clients K]
           [--bg-table lag_bg] [--warmup-s 1] [--interval-ms 0] [--sample-timeout-ms 10000]
           [--id-start <now-based>] [--setup-to]
@@ -667,6 +671,37 @@ fn search_body(buf: &mut String, db: &str, table: &str, id: u64) {
     );
 }
 
+/// The request of one read of `--query` kind `kind` for random `r`.
+fn query_body(buf: &mut String, kind: &str, db: &str, table: &str, r: u64) {
+    // `db`/`table` arrive JSON-quoted; SQL names them bare.
+    let (bdb, btable) = (db.trim_matches('"'), table.trim_matches('"'));
+    let score = r % 1000;
+    match kind {
+        "sql-point" => {
+            buf.clear();
+            let _ = write!(
+                buf,
+                r#"{{"operation":"sql","sql":"SELECT * FROM `{bdb}`.`{btable}` WHERE id = {r}"}}"#
+            );
+        }
+        "range" => {
+            buf.clear();
+            let _ = write!(
+                buf,
+                r#"{{"operation":"search_by_conditions","database":{db},"table":{table},"get_attributes":["*"],"conditions":[{{"attribute":"score","comparator":"between","value":[{score},{score}]}}]}}"#
+            );
+        }
+        "sql-range" => {
+            buf.clear();
+            let _ = write!(
+                buf,
+                r#"{{"operation":"sql","sql":"SELECT * FROM `{bdb}`.`{btable}` WHERE score BETWEEN {score} AND {score}"}}"#
+            );
+        }
+        _ => search_body(buf, db, table, r),
+    }
+}
+
 fn q(s: &str) -> String {
     Value::from(s).to_string()
 }
@@ -743,7 +778,11 @@ fn cmd_read(a: &mut Args) -> CmdResult {
     let clients: usize = a.num("clients", 32)?;
     let duration: f64 = a.num("duration-s", 10.0)?;
     let ids: u64 = a.req("ids")?.parse().map_err(|_| "--ids: bad number")?;
+    let kind = a.str("query", "point");
     a.finish()?;
+    if !["point", "sql-point", "range", "sql-range"].contains(&kind.as_str()) {
+        return Err(format!("--query: unknown kind {kind:?}"));
+    }
     if ids == 0 || clients == 0 {
         return Err("--ids and --clients must be > 0".into());
     }
@@ -763,7 +802,7 @@ fn cmd_read(a: &mut Args) -> CmdResult {
         w.rng ^= w.rng << 13; // xorshift64
         w.rng ^= w.rng >> 7;
         w.rng ^= w.rng << 17;
-        search_body(&mut w.buf, &qdb, &qtable, w.rng % ids);
+        query_body(&mut w.buf, &kind, &qdb, &qtable, w.rng % ids);
         if w.send(conn, &p) == Some(200) {
             p.recs.fetch_add(1, Relaxed);
             // cheap emptiness check: an empty result is exactly "[]"
@@ -775,7 +814,7 @@ fn cmd_read(a: &mut Args) -> CmdResult {
     });
     let wall = clock.wall();
     let mut out = json!({
-        "mode": "read", "url": format!("http://{}{}", t.host, t.path), "db": db, "table": table,
+        "mode": "read", "query": kind, "url": format!("http://{}{}", t.host, t.path), "db": db, "table": table,
         "clients": clients, "ids": ids, "reads": m.ok, "not_found": m.not_found,
         "errors": m.http_err + m.io_err, "http_errors": m.http_err, "io_errors": m.io_err,
         "connects": m.connects, "reads_per_s": round3(m.ok as f64 / wall),
@@ -1014,6 +1053,22 @@ mod tests {
         assert_eq!(v["records"][2]["id"], 12347);
         search_body(&mut b, &q("bench"), &q("t"), 7);
         assert_eq!(serde_json::from_str::<Value>(&b).unwrap()["ids"][0], 7);
+    }
+
+    #[test]
+    fn read_queries_are_valid_json_naming_the_same_rows() {
+        let mut b = String::new();
+        let body = |b: &mut String, kind| {
+            query_body(b, kind, &q("bench"), &q("t"), 1234);
+            serde_json::from_str::<Value>(b).unwrap()
+        };
+        assert_eq!(body(&mut b, "point")["ids"], json!([1234]));
+        assert_eq!(body(&mut b, "sql-point")["sql"], "SELECT * FROM `bench`.`t` WHERE id = 1234");
+        assert_eq!(body(&mut b, "range")["conditions"][0]["value"], json!([234, 234]));
+        assert_eq!(
+            body(&mut b, "sql-range")["sql"],
+            "SELECT * FROM `bench`.`t` WHERE score BETWEEN 234 AND 234"
+        );
     }
 
     #[test]

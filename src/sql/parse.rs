@@ -1,0 +1,1228 @@
+//! SQL text → a typed, validated [`Plan`] (sqlparser's AST never leaves this file).
+//!
+//! Owns the SQL subset Skerry answers and Harper's messages for text it cannot parse. Every
+//! construct outside the subset is refused here with a clear "not supported" naming it, so the
+//! executor never meets SQL it could answer wrongly. Knows nothing of the catalog: names are
+//! resolved (and unknown tables and columns reported) by `exec`.
+
+use crate::core::error::OpError;
+use serde_json::{Number, Value};
+use sqlparser::ast as sq;
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+/// Longest SQL text accepted (the request body limit already bounds it; this keeps one
+/// statement's parse and plan small).
+pub const MAX_SQL_LEN: usize = 1 << 20;
+/// Most expression nodes one statement may have (VALUES rows included).
+const MAX_NODES: usize = 200_000;
+
+const PARSE_HINT: &str =
+    "Please ensure your SQL is valid. Try adding backticks to reserved words and schema table references.";
+
+/// Harper's answer to a `sql` field that is not text.
+pub fn not_text() -> OpError {
+    OpError::bad_request(format!("We had trouble parsing your request. {PARSE_HINT}"))
+}
+
+/// Harper's answer to a missing or empty `sql` field.
+pub fn missing() -> OpError {
+    OpError::bad_request("The 'sql' parameter is missing from the request body")
+}
+
+fn unsupported(what: impl std::fmt::Display) -> OpError {
+    OpError::bad_request(format!("{what} is not supported in SQL"))
+}
+
+/// A statement, ready for the executor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    Select(Box<Select>),
+    Insert(Insert),
+    Update(Update),
+    Delete(Delete),
+}
+
+/// `database.table [AS alias]`; `alias` is the name columns are qualified with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableRef {
+    pub database: String,
+    pub table: String,
+    pub alias: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Join {
+    pub kind: JoinKind,
+    pub table: TableRef,
+    pub on: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SelectItem {
+    /// `*`
+    Star,
+    /// `alias.*`
+    QualifiedStar(String),
+    /// An expression and its output name (the alias, else Harper's default).
+    Expr { expr: Expr, name: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderKey {
+    pub expr: Expr,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Select {
+    /// None for `SELECT <expressions>` without FROM.
+    pub from: Option<TableRef>,
+    pub joins: Vec<Join>,
+    pub items: Vec<SelectItem>,
+    pub filter: Option<Expr>,
+    pub group_by: Vec<Expr>,
+    pub having: Option<Expr>,
+    pub order_by: Vec<OrderKey>,
+    pub limit: Option<u64>,
+    pub offset: u64,
+    pub distinct: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Insert {
+    pub table: TableRef,
+    pub columns: Vec<String>,
+    /// Constant rows, already evaluated.
+    pub rows: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub table: TableRef,
+    pub set: Vec<(String, Expr)>,
+    pub filter: Option<Expr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delete {
+    pub table: TableRef,
+    pub filter: Option<Expr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Concat,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    And,
+    Or,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// Scalar functions: the ones Harper's SQL guide documents (string, math, logical, date).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Func {
+    Concat,
+    ConcatWs,
+    Instr,
+    Len,
+    Lower,
+    Upper,
+    Replace,
+    Substring,
+    Trim,
+    Abs,
+    Ceil,
+    Floor,
+    Round,
+    Sqrt,
+    Exp,
+    Random,
+    IfNull,
+    NullIf,
+    Coalesce,
+    If,
+    CurrentDate,
+    CurrentTime,
+    Now,
+    Extract,
+    DateAdd,
+    DateSub,
+    DateDiff,
+    DateFormat,
+    Date,
+}
+
+impl Func {
+    fn by_name(name: &str) -> Option<(Func, usize, usize)> {
+        use Func::*;
+        // (function, fewest arguments, most arguments)
+        Some(match name {
+            "CONCAT" => (Concat, 1, 64),
+            "CONCAT_WS" => (ConcatWs, 2, 64),
+            "INSTR" => (Instr, 2, 2),
+            "LEN" | "LENGTH" | "CHAR_LENGTH" => (Len, 1, 1),
+            "LOWER" | "LCASE" => (Lower, 1, 1),
+            "UPPER" | "UCASE" => (Upper, 1, 1),
+            "REPLACE" => (Replace, 3, 3),
+            "SUBSTRING" | "SUBSTR" | "MID" => (Substring, 2, 3),
+            "TRIM" => (Trim, 1, 1),
+            "ABS" => (Abs, 1, 1),
+            "CEIL" | "CEILING" => (Ceil, 1, 1),
+            "FLOOR" => (Floor, 1, 1),
+            "ROUND" => (Round, 1, 2),
+            "SQRT" => (Sqrt, 1, 1),
+            "EXP" => (Exp, 1, 1),
+            "RANDOM" | "RAND" => (Random, 0, 0),
+            "IFNULL" | "ISNULL" | "NVL" => (IfNull, 2, 2),
+            "NULLIF" => (NullIf, 2, 2),
+            "COALESCE" => (Coalesce, 1, 64),
+            "IF" | "IIF" => (If, 3, 3),
+            "CURRENT_DATE" => (CurrentDate, 0, 0),
+            "CURRENT_TIME" => (CurrentTime, 0, 0),
+            "NOW" | "GETDATE" | "CURRENT_TIMESTAMP" => (Now, 0, 0),
+            "EXTRACT" => (Extract, 2, 2),
+            "DATE_ADD" => (DateAdd, 3, 3),
+            "DATE_SUB" => (DateSub, 3, 3),
+            "DATE_DIFF" => (DateDiff, 2, 3),
+            "DATE_FORMAT" => (DateFormat, 2, 2),
+            // Harper's guide: DATE() without an argument is now, and GET_SERVER_TIME() is now
+            // in the server's time zone in DATE's format (Skerry's clock is UTC).
+            "DATE" => (Date, 0, 1),
+            "GET_SERVER_TIME" => (Date, 0, 0),
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CastTo {
+    String,
+    Integer,
+    Number,
+    Boolean,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// `[qualifier.]name`; `slot` is filled in by the executor when it binds names to tables.
+    Column {
+        qualifier: Option<String>,
+        name: String,
+        slot: usize,
+    },
+    Literal(Value),
+    Not(Box<Expr>),
+    Neg(Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    IsNull(Box<Expr>, bool),
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    Between {
+        expr: Box<Expr>,
+        low: Box<Expr>,
+        high: Box<Expr>,
+        negated: bool,
+    },
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        negated: bool,
+    },
+    Func(Func, Vec<Expr>),
+    /// An aggregate; `arg` None is `COUNT(*)`. The executor numbers them (`AggRef`).
+    Agg {
+        agg: Agg,
+        arg: Option<Box<Expr>>,
+        distinct: bool,
+    },
+    /// The executor's reference to the n-th aggregate of a grouped query.
+    AggRef(usize),
+    Case {
+        operand: Option<Box<Expr>>,
+        whens: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+    },
+    Cast(Box<Expr>, CastTo),
+}
+
+impl Expr {
+    /// Calls `f` on this expression and every sub-expression.
+    pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Expr)) {
+        f(self);
+        match self {
+            Expr::Column { .. } | Expr::Literal(_) | Expr::AggRef(_) => {}
+            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => e.walk(f),
+            Expr::Binary(_, a, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            Expr::InList { expr, list, .. } => {
+                expr.walk(f);
+                list.iter().for_each(|e| e.walk(f));
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                expr.walk(f);
+                low.walk(f);
+                high.walk(f);
+            }
+            Expr::Like { expr, pattern, .. } => {
+                expr.walk(f);
+                pattern.walk(f);
+            }
+            Expr::Func(_, args) => args.iter().for_each(|e| e.walk(f)),
+            Expr::Agg { arg, .. } => {
+                if let Some(a) = arg {
+                    a.walk(f)
+                }
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    o.walk(f);
+                }
+                for (w, t) in whens {
+                    w.walk(f);
+                    t.walk(f);
+                }
+                if let Some(o) = otherwise {
+                    o.walk(f);
+                }
+            }
+        }
+    }
+
+    /// Calls `f` on every sub-expression, mutably, children first.
+    pub fn walk_mut(&mut self, f: &mut dyn FnMut(&mut Expr)) {
+        match self {
+            Expr::Column { .. } | Expr::Literal(_) | Expr::AggRef(_) => {}
+            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => e.walk_mut(f),
+            Expr::Binary(_, a, b) => {
+                a.walk_mut(f);
+                b.walk_mut(f);
+            }
+            Expr::InList { expr, list, .. } => {
+                expr.walk_mut(f);
+                list.iter_mut().for_each(|e| e.walk_mut(f));
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => {
+                expr.walk_mut(f);
+                low.walk_mut(f);
+                high.walk_mut(f);
+            }
+            Expr::Like { expr, pattern, .. } => {
+                expr.walk_mut(f);
+                pattern.walk_mut(f);
+            }
+            Expr::Func(_, args) => args.iter_mut().for_each(|e| e.walk_mut(f)),
+            Expr::Agg { arg, .. } => {
+                if let Some(a) = arg {
+                    a.walk_mut(f)
+                }
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    o.walk_mut(f);
+                }
+                for (w, t) in whens {
+                    w.walk_mut(f);
+                    t.walk_mut(f);
+                }
+                if let Some(o) = otherwise {
+                    o.walk_mut(f);
+                }
+            }
+        }
+        f(self);
+    }
+
+    pub fn has_aggregate(&self) -> bool {
+        let mut found = false;
+        self.walk(&mut |e| found |= matches!(e, Expr::Agg { .. }));
+        found
+    }
+}
+
+/// Harper's "Invalid SQL at: <context>" for a parse error at byte `pos`: up to 20 characters
+/// before the failing token (with "..." when there are more) and 20 from it on.
+fn invalid_at(sql: &str, pos: usize) -> OpError {
+    let chars: Vec<char> = sql.chars().collect();
+    let pos = pos.min(chars.len());
+    let mut ctx = String::new();
+    if pos > 20 {
+        ctx.push_str("...");
+    }
+    ctx.extend(&chars[pos.saturating_sub(20)..pos]);
+    ctx.extend(chars[pos..].iter().take(20));
+    let ctx = ctx.replace('\n', "");
+    OpError::bad_request(format!("Invalid SQL at: {ctx}. {PARSE_HINT}"))
+}
+
+/// The character offset sqlparser's message points at ("... at Line: L, Column: C"), or the
+/// end of the text when it names none (the statement ended too early).
+fn error_position(sql: &str, msg: &str) -> usize {
+    let grab = |key: &str| -> Option<usize> {
+        let at = msg.rfind(key)? + key.len();
+        let digits: String = msg[at..]
+            .chars()
+            .skip_while(|c| *c == ' ')
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    let (Some(line), Some(col)) = (grab("Line:"), grab("Column:")) else {
+        return sql.chars().count();
+    };
+    let mut pos = 0;
+    for (i, l) in sql.split('\n').enumerate() {
+        if i + 1 == line {
+            return pos + col.saturating_sub(1);
+        }
+        pos += l.chars().count() + 1;
+    }
+    sql.chars().count()
+}
+
+/// Parses one SQL statement into a plan.
+pub fn parse(sql: &str) -> Result<Plan, OpError> {
+    if sql.trim().is_empty() {
+        return Err(missing());
+    }
+    if sql.len() > MAX_SQL_LEN {
+        return Err(OpError::bad_request(format!(
+            "SQL text is longer than {MAX_SQL_LEN} bytes"
+        )));
+    }
+    let stmts = Parser::new(&MySqlDialect {})
+        .with_recursion_limit(64)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| invalid_at(sql, error_position(sql, &e.to_string())))?;
+    let stmt = match stmts.as_slice() {
+        [one] => one,
+        [] => return Err(missing()),
+        _ => return Err(unsupported("more than one statement in a request")),
+    };
+    let mut b = Builder { nodes: 0 };
+    match stmt {
+        sq::Statement::Query(q) => Ok(Plan::Select(Box::new(b.query(q, sql)?))),
+        sq::Statement::Insert(i) => b.insert(i).map(Plan::Insert),
+        sq::Statement::Update(u) => b.update(u).map(Plan::Update),
+        sq::Statement::Delete(d) => b.delete(d).map(Plan::Delete),
+        _ => Err(statement_kind(sql)),
+    }
+}
+
+/// Harper's 500 for a statement type it does not run (CREATE, DROP, ALTER, ...).
+fn statement_kind(sql: &str) -> OpError {
+    let kind = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let shown: String = sql.chars().take(80).collect();
+    OpError::internal(format!("unsupported SQL type {kind} in SQL: {shown}"))
+}
+
+struct Builder {
+    nodes: usize,
+}
+
+fn ident_name(i: &sq::Ident) -> String {
+    i.value.clone()
+}
+
+/// `db.table` from an object name; an unquoted `2024.notes` arrives as one identifier.
+fn table_name(name: &sq::ObjectName) -> Result<(String, String), OpError> {
+    let mut parts = Vec::new();
+    for p in &name.0 {
+        match p {
+            sq::ObjectNamePart::Identifier(i) if i.quote_style.is_none() => {
+                parts.extend(i.value.split('.').map(str::to_string))
+            }
+            sq::ObjectNamePart::Identifier(i) => parts.push(i.value.clone()),
+            _ => return Err(unsupported(format!("table name {name}"))),
+        }
+    }
+    match parts.as_slice() {
+        [db, t] if !db.is_empty() && !t.is_empty() => Ok((db.clone(), t.clone())),
+        // Harper's answer for a table without its database.
+        [t] => Err(OpError::internal(format!(
+            "schema not defined for table {t}"
+        ))),
+        _ => Err(unsupported(format!("table name {name}"))),
+    }
+}
+
+fn table_ref(tf: &sq::TableFactor) -> Result<TableRef, OpError> {
+    let sq::TableFactor::Table {
+        name,
+        alias,
+        args,
+        with_hints,
+        version,
+        partitions,
+        sample,
+        ..
+    } = tf
+    else {
+        return Err(unsupported("a subquery or function in FROM"));
+    };
+    if args.is_some() || !with_hints.is_empty() || version.is_some() || !partitions.is_empty() {
+        return Err(unsupported(format!("table options on {name}")));
+    }
+    if sample.is_some() {
+        return Err(unsupported("TABLESAMPLE"));
+    }
+    let (database, table) = table_name(name)?;
+    let alias = match alias {
+        Some(a) if !a.columns.is_empty() => return Err(unsupported("column aliases on a table")),
+        Some(a) => ident_name(&a.name),
+        None => table.clone(),
+    };
+    Ok(TableRef {
+        database,
+        table,
+        alias,
+    })
+}
+
+fn number(s: &str) -> Result<Value, OpError> {
+    if let Ok(i) = s.parse::<i64>() {
+        return Ok(Value::Number(i.into()));
+    }
+    s.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map(Value::Number)
+        .ok_or_else(|| OpError::bad_request(format!("'{s}' is not a number")))
+}
+
+fn literal(v: &sq::Value) -> Result<Value, OpError> {
+    Ok(match v {
+        sq::Value::Number(n, _) => number(n)?,
+        sq::Value::SingleQuotedString(s) | sq::Value::DoubleQuotedString(s) => {
+            Value::String(s.clone())
+        }
+        sq::Value::Boolean(b) => Value::Bool(*b),
+        sq::Value::Null => Value::Null,
+        other => return Err(unsupported(format!("the literal {other}"))),
+    })
+}
+
+fn const_u64(e: &sq::Expr, what: &str) -> Result<u64, OpError> {
+    match e {
+        sq::Expr::Value(v) => match &v.value {
+            sq::Value::Number(n, _) => n.parse::<u64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+    .ok_or_else(|| OpError::bad_request(format!("{what} must be a non-negative integer")))
+}
+
+impl Builder {
+    fn count(&mut self) -> Result<(), OpError> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(OpError::bad_request(format!(
+                "SQL statement has more than {MAX_NODES} expressions"
+            )));
+        }
+        Ok(())
+    }
+
+    fn query(&mut self, q: &sq::Query, sql: &str) -> Result<Select, OpError> {
+        if q.with.is_some() {
+            return Err(statement_kind("with"));
+        }
+        if q.fetch.is_some() || !q.locks.is_empty() || q.for_clause.is_some() {
+            return Err(unsupported("FETCH / FOR clauses"));
+        }
+        if q.settings.is_some() || q.format_clause.is_some() || !q.pipe_operators.is_empty() {
+            return Err(unsupported("SETTINGS / FORMAT / pipe clauses"));
+        }
+        let s = match q.body.as_ref() {
+            sq::SetExpr::Select(s) => s,
+            sq::SetExpr::SetOperation { op, .. } => {
+                return Err(unsupported(op.to_string().to_uppercase()))
+            }
+            sq::SetExpr::Query(_) => return Err(unsupported("a parenthesised subquery")),
+            sq::SetExpr::Values(_) => return Err(unsupported("VALUES as a query")),
+            _ => return Err(statement_kind(sql)),
+        };
+        let mut out = self.select(s)?;
+        if let Some(ob) = &q.order_by {
+            if ob.interpolate.is_some() {
+                return Err(unsupported("INTERPOLATE"));
+            }
+            match &ob.kind {
+                sq::OrderByKind::Expressions(list) => {
+                    for o in list {
+                        if o.with_fill.is_some() {
+                            return Err(unsupported("WITH FILL"));
+                        }
+                        if o.options.nulls_first.is_some() {
+                            return Err(unsupported("NULLS FIRST / LAST"));
+                        }
+                        let descending = match &o.options.sort {
+                            None | Some(sq::OrderBySort::Asc) => false,
+                            Some(sq::OrderBySort::Desc) => true,
+                            Some(_) => return Err(unsupported("ORDER BY ... USING")),
+                        };
+                        out.order_by.push(OrderKey {
+                            expr: self.expr(&o.expr)?,
+                            descending,
+                        });
+                    }
+                }
+                sq::OrderByKind::All(_) => return Err(unsupported("ORDER BY ALL")),
+            }
+        }
+        match &q.limit_clause {
+            None => {}
+            Some(sq::LimitClause::LimitOffset {
+                limit,
+                offset,
+                limit_by,
+            }) => {
+                if !limit_by.is_empty() {
+                    return Err(unsupported("LIMIT BY"));
+                }
+                if let Some(l) = limit {
+                    out.limit = Some(const_u64(l, "LIMIT")?);
+                }
+                if let Some(o) = offset {
+                    out.offset = const_u64(&o.value, "OFFSET")?;
+                }
+            }
+            Some(sq::LimitClause::OffsetCommaLimit { offset, limit }) => {
+                out.offset = const_u64(offset, "OFFSET")?;
+                out.limit = Some(const_u64(limit, "LIMIT")?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn select(&mut self, s: &sq::Select) -> Result<Select, OpError> {
+        if s.top.is_some() {
+            return Err(unsupported("TOP"));
+        }
+        if s.into.is_some() {
+            return Err(unsupported("SELECT INTO"));
+        }
+        if !s.lateral_views.is_empty() || s.prewhere.is_some() || !s.connect_by.is_empty() {
+            return Err(unsupported("LATERAL VIEW / PREWHERE / CONNECT BY"));
+        }
+        if !s.cluster_by.is_empty() || !s.distribute_by.is_empty() || !s.sort_by.is_empty() {
+            return Err(unsupported("CLUSTER / DISTRIBUTE / SORT BY"));
+        }
+        if !s.named_window.is_empty() || s.qualify.is_some() {
+            return Err(unsupported("window functions"));
+        }
+        if s.exclude.is_some() || s.select_modifiers.is_some() || s.value_table_mode.is_some() {
+            return Err(unsupported("SELECT modifiers"));
+        }
+        let distinct = match &s.distinct {
+            None | Some(sq::Distinct::All) => false,
+            Some(sq::Distinct::Distinct) => true,
+            Some(sq::Distinct::On(_)) => return Err(unsupported("DISTINCT ON")),
+        };
+        let (from, joins) = match s.from.as_slice() {
+            [] => (None, Vec::new()),
+            [twj] => {
+                let base = table_ref(&twj.relation)?;
+                let mut joins = Vec::new();
+                for j in &twj.joins {
+                    joins.push(self.join(j)?);
+                }
+                (Some(base), joins)
+            }
+            _ => return Err(unsupported("a comma join (use INNER JOIN ... ON)")),
+        };
+        let mut items = Vec::new();
+        for item in &s.projection {
+            items.push(match item {
+                sq::SelectItem::Wildcard(opts) => {
+                    if opts.opt_exclude.is_some()
+                        || opts.opt_except.is_some()
+                        || opts.opt_replace.is_some()
+                        || opts.opt_rename.is_some()
+                        || opts.opt_ilike.is_some()
+                    {
+                        return Err(unsupported("wildcard options"));
+                    }
+                    SelectItem::Star
+                }
+                sq::SelectItem::QualifiedWildcard(kind, _) => match kind {
+                    sq::SelectItemQualifiedWildcardKind::ObjectName(n) => match n.0.as_slice() {
+                        [sq::ObjectNamePart::Identifier(i)] => {
+                            SelectItem::QualifiedStar(ident_name(i))
+                        }
+                        _ => return Err(unsupported(format!("{n}.*"))),
+                    },
+                    sq::SelectItemQualifiedWildcardKind::Expr(e) => {
+                        return Err(unsupported(format!("{e}.*")))
+                    }
+                },
+                sq::SelectItem::UnnamedExpr(e) => {
+                    let expr = self.expr(e)?;
+                    let name = match &expr {
+                        Expr::Column { name, .. } => name.clone(),
+                        _ => e.to_string(),
+                    };
+                    SelectItem::Expr { expr, name }
+                }
+                sq::SelectItem::ExprWithAlias { expr, alias } => SelectItem::Expr {
+                    expr: self.expr(expr)?,
+                    name: ident_name(alias),
+                },
+                sq::SelectItem::ExprWithAliases { .. } => {
+                    return Err(unsupported("multiple aliases"))
+                }
+            });
+        }
+        let group_by = match &s.group_by {
+            sq::GroupByExpr::Expressions(list, mods) => {
+                if !mods.is_empty() {
+                    return Err(unsupported("GROUP BY modifiers"));
+                }
+                list.iter()
+                    .map(|e| self.expr(e))
+                    .collect::<Result<_, _>>()?
+            }
+            sq::GroupByExpr::All(_) => return Err(unsupported("GROUP BY ALL")),
+        };
+        Ok(Select {
+            from,
+            joins,
+            items,
+            filter: s.selection.as_ref().map(|e| self.expr(e)).transpose()?,
+            group_by,
+            having: s.having.as_ref().map(|e| self.expr(e)).transpose()?,
+            order_by: Vec::new(),
+            limit: None,
+            offset: 0,
+            distinct,
+        })
+    }
+
+    fn join(&mut self, j: &sq::Join) -> Result<Join, OpError> {
+        use sq::JoinOperator as J;
+        let (kind, constraint) = match &j.join_operator {
+            J::Join(c) | J::Inner(c) => (JoinKind::Inner, c),
+            J::Left(c) | J::LeftOuter(c) => (JoinKind::Left, c),
+            J::Right(_) | J::RightOuter(_) => return Err(unsupported("RIGHT JOIN")),
+            J::FullOuter(_) => return Err(unsupported("FULL OUTER JOIN")),
+            J::CrossJoin(_) => return Err(unsupported("CROSS JOIN")),
+            _ => return Err(unsupported("this kind of JOIN")),
+        };
+        let on = match constraint {
+            sq::JoinConstraint::On(e) => self.expr(e)?,
+            sq::JoinConstraint::Using(_) | sq::JoinConstraint::UsingAlias(..) => {
+                return Err(unsupported("JOIN ... USING"))
+            }
+            sq::JoinConstraint::Natural => return Err(unsupported("NATURAL JOIN")),
+            sq::JoinConstraint::None => return Err(unsupported("a JOIN without ON")),
+        };
+        Ok(Join {
+            kind,
+            table: table_ref(&j.relation)?,
+            on,
+        })
+    }
+
+    fn insert(&mut self, i: &sq::Insert) -> Result<Insert, OpError> {
+        let sq::TableObject::TableName(name) = &i.table else {
+            return Err(unsupported("INSERT into a function"));
+        };
+        if i.or.is_some() || i.ignore || i.overwrite || i.replace_into || i.on.is_some() {
+            return Err(unsupported("INSERT modifiers (OR / IGNORE / ON ...)"));
+        }
+        if i.returning.is_some() || i.output.is_some() || !i.assignments.is_empty() {
+            return Err(unsupported("INSERT ... RETURNING / SET"));
+        }
+        if i.partitioned.is_some() || !i.after_columns.is_empty() || i.table_alias.is_some() {
+            return Err(unsupported("INSERT options"));
+        }
+        let (database, table) = table_name(name)?;
+        let columns: Vec<String> = i
+            .columns
+            .iter()
+            .map(|c| c.to_string().trim_matches('`').to_string())
+            .collect();
+        if columns.is_empty() {
+            return Err(unsupported("INSERT without a column list"));
+        }
+        let Some(source) = &i.source else {
+            return Err(unsupported("INSERT without VALUES"));
+        };
+        let sq::SetExpr::Values(values) = source.body.as_ref() else {
+            return Err(unsupported("INSERT ... SELECT"));
+        };
+        let mut rows = Vec::with_capacity(values.rows.len());
+        for row in &values.rows {
+            if row.content.len() != columns.len() {
+                return Err(OpError::bad_request(format!(
+                    "INSERT has {} columns but a row of {} values",
+                    columns.len(),
+                    row.content.len()
+                )));
+            }
+            let mut out = Vec::with_capacity(columns.len());
+            for e in &row.content {
+                let e = self.expr(e)?;
+                out.push(super::exec::constant(&e)?);
+            }
+            rows.push(out);
+        }
+        Ok(Insert {
+            table: TableRef {
+                alias: table.clone(),
+                database,
+                table,
+            },
+            columns,
+            rows,
+        })
+    }
+
+    fn update(&mut self, u: &sq::Update) -> Result<Update, OpError> {
+        if !u.table.joins.is_empty() || u.from.is_some() {
+            return Err(unsupported("UPDATE with joins"));
+        }
+        if u.returning.is_some() || u.output.is_some() || u.or.is_some() {
+            return Err(unsupported("UPDATE ... RETURNING"));
+        }
+        if !u.order_by.is_empty() || u.limit.is_some() {
+            return Err(unsupported("UPDATE ... ORDER BY / LIMIT"));
+        }
+        let table = table_ref(&u.table.relation)?;
+        let mut set = Vec::new();
+        for a in &u.assignments {
+            let sq::AssignmentTarget::ColumnName(n) = &a.target else {
+                return Err(unsupported("tuple assignment"));
+            };
+            let col = match n.0.last() {
+                Some(sq::ObjectNamePart::Identifier(i)) => ident_name(i),
+                _ => return Err(unsupported(format!("assignment to {n}"))),
+            };
+            set.push((col, self.expr(&a.value)?));
+        }
+        Ok(Update {
+            table,
+            set,
+            filter: u.selection.as_ref().map(|e| self.expr(e)).transpose()?,
+        })
+    }
+
+    fn delete(&mut self, d: &sq::Delete) -> Result<Delete, OpError> {
+        if !d.tables.is_empty() || d.using.is_some() {
+            return Err(unsupported("multi-table DELETE"));
+        }
+        if d.returning.is_some() || d.output.is_some() {
+            return Err(unsupported("DELETE ... RETURNING"));
+        }
+        if !d.order_by.is_empty() || d.limit.is_some() {
+            return Err(unsupported("DELETE ... ORDER BY / LIMIT"));
+        }
+        let from = match &d.from {
+            sq::FromTable::WithFromKeyword(f) | sq::FromTable::WithoutKeyword(f) => f,
+        };
+        let [twj] = from.as_slice() else {
+            return Err(unsupported("multi-table DELETE"));
+        };
+        if !twj.joins.is_empty() {
+            return Err(unsupported("DELETE with joins"));
+        }
+        Ok(Delete {
+            table: table_ref(&twj.relation)?,
+            filter: d.selection.as_ref().map(|e| self.expr(e)).transpose()?,
+        })
+    }
+
+    fn boxed(&mut self, e: &sq::Expr) -> Result<Box<Expr>, OpError> {
+        Ok(Box::new(self.expr(e)?))
+    }
+
+    fn expr(&mut self, e: &sq::Expr) -> Result<Expr, OpError> {
+        self.count()?;
+        use sq::Expr as E;
+        Ok(match e {
+            E::Identifier(i) => Expr::Column {
+                qualifier: None,
+                name: ident_name(i),
+                slot: 0,
+            },
+            E::CompoundIdentifier(parts) => match parts.as_slice() {
+                [q, n] => Expr::Column {
+                    qualifier: Some(ident_name(q)),
+                    name: ident_name(n),
+                    slot: 0,
+                },
+                _ => return Err(unsupported(format!("the column reference {e}"))),
+            },
+            E::Value(v) => Expr::Literal(literal(&v.value)?),
+            E::Nested(inner) => self.expr(inner)?,
+            E::UnaryOp { op, expr } => match op {
+                sq::UnaryOperator::Not => Expr::Not(self.boxed(expr)?),
+                sq::UnaryOperator::Minus => match self.expr(expr)? {
+                    Expr::Literal(Value::Number(n)) => Expr::Literal(negate(&n)),
+                    other => Expr::Neg(Box::new(other)),
+                },
+                sq::UnaryOperator::Plus => self.expr(expr)?,
+                other => return Err(unsupported(format!("the operator {other}"))),
+            },
+            E::BinaryOp { left, op, right } => {
+                use sq::BinaryOperator as B;
+                let op = match op {
+                    B::Plus => BinOp::Add,
+                    B::Minus => BinOp::Sub,
+                    B::Multiply => BinOp::Mul,
+                    B::Divide => BinOp::Div,
+                    B::Modulo => BinOp::Mod,
+                    B::StringConcat => BinOp::Concat,
+                    B::Eq => BinOp::Eq,
+                    B::NotEq => BinOp::Ne,
+                    B::Lt => BinOp::Lt,
+                    B::LtEq => BinOp::Le,
+                    B::Gt => BinOp::Gt,
+                    B::GtEq => BinOp::Ge,
+                    B::And => BinOp::And,
+                    B::Or => BinOp::Or,
+                    other => return Err(unsupported(format!("the operator {other}"))),
+                };
+                Expr::Binary(op, self.boxed(left)?, self.boxed(right)?)
+            }
+            E::IsNull(x) => Expr::IsNull(self.boxed(x)?, false),
+            E::IsNotNull(x) => Expr::IsNull(self.boxed(x)?, true),
+            E::In {
+                expr,
+                target,
+                negated,
+                global,
+            } => {
+                if *global {
+                    return Err(unsupported("GLOBAL IN"));
+                }
+                let sq::InTarget::List(list) = target else {
+                    return Err(unsupported("a subquery"));
+                };
+                Expr::InList {
+                    expr: self.boxed(expr)?,
+                    list: list
+                        .iter()
+                        .map(|x| self.expr(x))
+                        .collect::<Result<_, _>>()?,
+                    negated: *negated,
+                }
+            }
+            E::Subquery(_) | E::Exists { .. } => return Err(unsupported("a subquery")),
+            E::Between {
+                expr,
+                negated,
+                low,
+                high,
+            } => Expr::Between {
+                expr: self.boxed(expr)?,
+                low: self.boxed(low)?,
+                high: self.boxed(high)?,
+                negated: *negated,
+            },
+            E::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
+                if *any || escape_char.is_some() {
+                    return Err(unsupported("LIKE ANY / ESCAPE"));
+                }
+                Expr::Like {
+                    expr: self.boxed(expr)?,
+                    pattern: self.boxed(pattern)?,
+                    negated: *negated,
+                }
+            }
+            E::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => Expr::Case {
+                operand: operand.as_ref().map(|o| self.boxed(o)).transpose()?,
+                whens: conditions
+                    .iter()
+                    .map(|w| Ok((self.expr(&w.condition)?, self.expr(&w.result)?)))
+                    .collect::<Result<_, OpError>>()?,
+                otherwise: else_result.as_ref().map(|o| self.boxed(o)).transpose()?,
+            },
+            E::Cast {
+                expr, data_type, ..
+            } => {
+                let t = data_type.to_string().to_ascii_uppercase();
+                let to = if t.starts_with("STRING")
+                    || t.starts_with("VARCHAR")
+                    || t.starts_with("CHAR")
+                    || t.starts_with("TEXT")
+                {
+                    CastTo::String
+                } else if t.starts_with("INT") || t.starts_with("BIGINT") {
+                    CastTo::Integer
+                } else if t.starts_with("FLOAT")
+                    || t.starts_with("DOUBLE")
+                    || t.starts_with("DECIMAL")
+                    || t.starts_with("NUMBER")
+                    || t.starts_with("NUMERIC")
+                    || t.starts_with("REAL")
+                {
+                    CastTo::Number
+                } else if t.starts_with("BOOL") {
+                    CastTo::Boolean
+                } else {
+                    return Err(unsupported(format!("CAST to {data_type}")));
+                };
+                Expr::Cast(self.boxed(expr)?, to)
+            }
+            E::Ceil { expr, field } | E::Floor { expr, field } => {
+                if !matches!(
+                    field,
+                    sq::CeilFloorKind::DateTimeField(sq::DateTimeField::NoDateTime)
+                ) {
+                    return Err(unsupported(format!("{e}")));
+                }
+                let f = if matches!(e, E::Ceil { .. }) {
+                    Func::Ceil
+                } else {
+                    Func::Floor
+                };
+                Expr::Func(f, vec![self.expr(expr)?])
+            }
+            E::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                let mut args = vec![self.expr(expr)?];
+                args.push(match substring_from {
+                    Some(f) => self.expr(f)?,
+                    None => Expr::Literal(Value::from(1)),
+                });
+                if let Some(f) = substring_for {
+                    args.push(self.expr(f)?);
+                }
+                Expr::Func(Func::Substring, args)
+            }
+            E::Trim {
+                expr,
+                trim_where,
+                trim_what,
+                trim_characters,
+            } => {
+                if trim_where.is_some() || trim_what.is_some() || trim_characters.is_some() {
+                    return Err(unsupported("TRIM with options"));
+                }
+                Expr::Func(Func::Trim, vec![self.expr(expr)?])
+            }
+            E::Function(f) => self.function(f)?,
+            other => return Err(unsupported(format!("the expression {other}"))),
+        })
+    }
+
+    fn function(&mut self, f: &sq::Function) -> Result<Expr, OpError> {
+        let name = f.name.to_string().to_ascii_uppercase();
+        if f.over.is_some() {
+            return Err(unsupported("window functions (OVER)"));
+        }
+        if f.filter.is_some() || !f.within_group.is_empty() || f.null_treatment.is_some() {
+            return Err(unsupported(format!("{name} with FILTER / WITHIN GROUP")));
+        }
+        let (distinct, raw_args): (bool, Vec<&sq::FunctionArg>) = match &f.args {
+            sq::FunctionArguments::None => (false, Vec::new()),
+            sq::FunctionArguments::Subquery(_) => return Err(unsupported("a subquery")),
+            sq::FunctionArguments::List(l) => {
+                if !l.clauses.is_empty() {
+                    return Err(unsupported(format!("{name} with clauses")));
+                }
+                (
+                    matches!(
+                        l.duplicate_treatment,
+                        Some(sq::DuplicateTreatment::Distinct)
+                    ),
+                    l.args.iter().collect(),
+                )
+            }
+        };
+        let mut star = false;
+        let mut args = Vec::new();
+        for a in raw_args {
+            match a {
+                sq::FunctionArg::Unnamed(sq::FunctionArgExpr::Expr(e)) => args.push(self.expr(e)?),
+                sq::FunctionArg::Unnamed(sq::FunctionArgExpr::Wildcard) => star = true,
+                _ => return Err(unsupported(format!("the arguments of {name}"))),
+            }
+        }
+        let agg = match name.as_str() {
+            "COUNT" => Some(Agg::Count),
+            "SUM" => Some(Agg::Sum),
+            "AVG" => Some(Agg::Avg),
+            "MIN" => Some(Agg::Min),
+            "MAX" => Some(Agg::Max),
+            _ => None,
+        };
+        if let Some(agg) = agg {
+            let arg = match (star, args.len()) {
+                (true, 0) if agg == Agg::Count && !distinct => None,
+                (false, 1) => {
+                    let a = args.remove(0);
+                    if a.has_aggregate() {
+                        return Err(unsupported("an aggregate inside an aggregate"));
+                    }
+                    Some(Box::new(a))
+                }
+                _ => return Err(OpError::bad_request(format!("{name} takes one argument"))),
+            };
+            return Ok(Expr::Agg { agg, arg, distinct });
+        }
+        if star || distinct {
+            return Err(unsupported(format!("{name}(*) / {name}(DISTINCT ...)")));
+        }
+        let Some((func, min, max)) = Func::by_name(&name) else {
+            return Err(unsupported(format!("the function {name}")));
+        };
+        if args.len() < min || args.len() > max {
+            return Err(OpError::bad_request(format!(
+                "{name} takes {}{} arguments, not {}",
+                min,
+                if max > min {
+                    format!(" to {max}")
+                } else {
+                    String::new()
+                },
+                args.len()
+            )));
+        }
+        Ok(Expr::Func(func, args))
+    }
+}
+
+fn negate(n: &Number) -> Value {
+    if let Some(i) = n.as_i64() {
+        return Value::from(-i);
+    }
+    Number::from_f64(-n.as_f64().unwrap_or(0.0))
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_show_harpers_context() {
+        let e = parse("SELECT * FROM").unwrap_err();
+        assert_eq!(
+            e.message(),
+            format!("Invalid SQL at: SELECT * FROM. {PARSE_HINT}")
+        );
+        let e = parse("SELECT * FROM shop.customers WHERE").unwrap_err();
+        assert_eq!(
+            e.message(),
+            format!("Invalid SQL at: ...shop.customers WHERE. {PARSE_HINT}")
+        );
+    }
+
+    #[test]
+    fn numeric_database_names_parse_quoted_or_not() {
+        for sql in ["SELECT * FROM 2024.notes", "SELECT * FROM `2024`.notes"] {
+            let Plan::Select(s) = parse(sql).unwrap() else {
+                panic!()
+            };
+            let from = s.from.unwrap();
+            assert_eq!(
+                (from.database.as_str(), from.table.as_str()),
+                ("2024", "notes")
+            );
+        }
+    }
+
+    #[test]
+    fn get_server_time_and_date_without_argument_are_now_as_a_date_string() {
+        let Ok(Plan::Select(s)) = parse("SELECT GET_SERVER_TIME() AS g, DATE() AS d") else {
+            panic!()
+        };
+        for item in &s.items {
+            let SelectItem::Expr { expr, .. } = item else {
+                panic!()
+            };
+            assert_eq!(expr, &Expr::Func(Func::Date, vec![]));
+        }
+        assert!(parse("SELECT GET_SERVER_TIME(1)").is_err());
+    }
+
+    #[test]
+    fn unsupported_constructs_are_named() {
+        for (sql, word) in [
+            ("SELECT id FROM a.b UNION SELECT id FROM a.c", "UNION"),
+            (
+                "SELECT id FROM a.b WHERE x IN (SELECT id FROM a.c)",
+                "subquery",
+            ),
+            ("SELECT ROW_NUMBER() OVER (ORDER BY id) FROM a.b", "window"),
+            (
+                "SELECT * FROM a.b RIGHT JOIN a.c ON b.id = c.id",
+                "RIGHT JOIN",
+            ),
+            ("SELECT NOSUCH(x) FROM a.b", "NOSUCH"),
+            ("SELECT 1; SELECT 2", "more than one statement"),
+        ] {
+            let e = parse(sql).unwrap_err();
+            assert!(e.message().contains(word), "{sql}: {}", e.message());
+            assert!(e.message().contains("not supported"), "{sql}");
+        }
+        let e = parse("CREATE TABLE a.x (id INT)").unwrap_err();
+        assert_eq!(e.status, 500);
+        assert!(e.message().starts_with("unsupported SQL type create"));
+    }
+}
