@@ -8,7 +8,7 @@ use serde_json::json;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-const SUITE: u8 = 31;
+const SUITE: u8 = 36;
 
 fn recv(sock: &UnixDatagram) -> String {
     let mut buf = [0u8; 256];
