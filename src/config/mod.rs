@@ -270,6 +270,9 @@ pub struct Replication {
     /// is refused (default 1 day): a broken or hostile clock cannot push this node's versions
     /// to the end of time.
     pub max_clock_skew: Duration,
+    /// `confirmationTimeout`: how long a write with `replicatedConfirmation: N` waits for N
+    /// peers to confirm it before answering 504 (the write stays committed; default 5 s).
+    pub confirmation_timeout: Duration,
 }
 
 impl Default for Replication {
@@ -288,6 +291,7 @@ impl Default for Replication {
             shard: None,
             enable_root_cas: true,
             max_clock_skew: Duration::from_secs(86_400),
+            confirmation_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -505,6 +509,7 @@ const SCHEMA: &[(&str, Node)] = &[
             ("shard", Key),
             ("maxClockSkew", Key),
             ("enableRootCAs", Key),
+            ("confirmationTimeout", Key),
             ("mtls", Ignored),
             ("failOver", Ignored),
             ("replicateTo", Ignored),
@@ -998,6 +1003,11 @@ fn build(
         max_clock_skew: l.or(
             "replication.maxClockSkew",
             dr.max_clock_skew,
+            duration_value,
+        )?,
+        confirmation_timeout: l.or(
+            "replication.confirmationTimeout",
+            dr.confirmation_timeout,
             duration_value,
         )?,
     };

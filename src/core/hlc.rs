@@ -20,6 +20,11 @@ pub fn to_ms_f64(version: u64) -> f64 {
     ms + frac
 }
 
+/// The version a [`to_ms_f64`] value stands for (exact: the counter is a binary fraction).
+pub fn from_ms_f64(ms: f64) -> u64 {
+    (ms * (1u64 << COUNTER_BITS) as f64) as u64
+}
+
 /// The smallest version at or after epoch milliseconds `ms`.
 pub fn from_ms(ms: u64) -> u64 {
     ms << COUNTER_BITS
@@ -125,5 +130,15 @@ mod tests {
         let f = to_ms_f64(v);
         assert!((1_795_713_020_913.0..1_795_713_020_914.0).contains(&f));
         assert!(to_ms_f64(v + 1) >= f);
+    }
+
+    #[test]
+    fn a_txn_time_maps_back_to_its_exact_version() {
+        // A confirmation wait compares peers' acks with the version read back from txn_time:
+        // one counter step off would wait for the wrong transaction.
+        let base = from_ms(1_795_713_020_913);
+        for v in (base..base + 4096).chain([base + (1 << 12) * 1000 + 4095]) {
+            assert_eq!(from_ms_f64(to_ms_f64(v)), v);
+        }
     }
 }

@@ -38,6 +38,25 @@ pub trait ClusterOps: Send + Sync {
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Whether this node has peers that could confirm a write (replication is on).
+    fn replicates(&self) -> bool {
+        false
+    }
+
+    /// Waits, on the calling connection thread (never the core's), until `n` (> 0) peers
+    /// committed this node's `version` of `db` (`replicatedConfirmation`). Without
+    /// replication no peer can ever confirm.
+    fn confirm(&self, db: &str, _version: u64, n: u64) -> Result<(), OpError> {
+        Err(no_recipients(db, n))
+    }
+}
+
+/// Harper v5's refusal of a confirmation count no peer set can meet.
+pub fn no_recipients(db: &str, n: u64) -> OpError {
+    OpError::bad_request(format!(
+        "Cannot confirm replication to more nodes ({n}) than this node replicates database \"{db}\" to (0 node(s))"
+    ))
 }
 
 pub struct Context {
@@ -542,7 +561,17 @@ fn process(ctx: &Context, rq: &mut tiny_http::Request, op: &mut String) -> Resul
         }
     }
 
-    let op = super::parse::parse(body)?;
+    let mut op = super::parse::parse(body)?;
+    if let Operation::Write {
+        confirm: confirm @ None,
+        ..
+    } = &mut op
+    {
+        // The body's `replicatedConfirmation` wins over the header form.
+        if let Some(h) = header(rq, "x-replicate-to") {
+            *confirm = replicate_to_confirm(h)?;
+        }
+    }
     if op.is_unauthenticated() {
         // Credentials in the body win over the header (Harper).
         return execute_unauthenticated(ctx, op, rq).map(Answer::Json);
@@ -877,6 +906,39 @@ fn execute_unauthenticated(ctx: &Context, op: Operation, rq: &tiny_http::Request
 /// no `new_attributes`, even when a write adds attributes). The core always reports both
 /// (they cost nothing to compute); they reach the client only when it asked with
 /// `"write_details": true`.
+/// The version of the transaction a record write's answer reports, if it wrote anything
+/// (`txn_time` is the version in milliseconds with the counter as an exact binary fraction).
+fn written_version(answer: &Value) -> Option<u64> {
+    let wrote = [
+        "inserted_hashes",
+        "update_hashes",
+        "upserted_hashes",
+        "deleted_hashes",
+    ]
+    .iter()
+    .any(|k| answer[k].as_array().is_some_and(|a| !a.is_empty()));
+    let t = answer["txn_time"].as_f64()?;
+    wrote.then(|| crate::core::hlc::from_ms_f64(t))
+}
+
+/// The confirmation count of Harper's `X-Replicate-To: <replicateTo>;confirm=<n>` header.
+/// The leading `replicateTo` part (record residency) is ignored: every peer gets every
+/// record here. None when the header asks for no confirmation.
+fn replicate_to_confirm(h: &str) -> Result<Option<u64>, OpError> {
+    let mut confirm = None;
+    for part in h.split(';').skip(1) {
+        let Some((k, v)) = part.split_once('=') else {
+            continue;
+        };
+        if k.trim().eq_ignore_ascii_case("confirm") {
+            confirm = Some(v.trim().parse::<u64>().map_err(|_| {
+                OpError::bad_request("X-Replicate-To: 'confirm' must be a non-negative integer")
+            })?);
+        }
+    }
+    Ok(confirm)
+}
+
 fn write_answer(mut answer: Value, details: bool) -> Value {
     if !details {
         if let Some(o) = answer.as_object_mut() {
@@ -890,10 +952,35 @@ fn write_answer(mut answer: Value, details: bool) -> Value {
 fn execute(ctx: &Context, op: Operation, p: &Principal) -> OpResult {
     let actor = Actor::User(p.username.clone());
     match op {
-        Operation::Write { op, details } => ctx
-            .core
-            .execute(op, actor)
-            .map(|answer| write_answer(answer, details)),
+        Operation::Write {
+            op,
+            details,
+            confirm,
+        } => {
+            let wait = match (&op, confirm) {
+                (WriteOp::Records { database, .. } | WriteOp::Delete { database, .. }, Some(n))
+                    if n > 0 =>
+                {
+                    Some((database.clone(), n))
+                }
+                _ => None,
+            };
+            if let Some((db, n)) = &wait {
+                // Refused before anything is written, as Harper v5 does.
+                if !ctx.cluster.as_ref().is_some_and(|c| c.replicates()) {
+                    return Err(no_recipients(db, *n));
+                }
+            }
+            let answer = ctx.core.execute(op, actor)?;
+            // The core has committed and moved on; only this connection thread waits. A
+            // request that wrote nothing has no transaction for peers to confirm.
+            if let (Some((db, n)), Some(version)) = (wait, written_version(&answer)) {
+                if let Some(c) = &ctx.cluster {
+                    c.confirm(&db, version, n)?;
+                }
+            }
+            Ok(write_answer(answer, details))
+        }
         Operation::AddUser {
             username,
             password,
@@ -938,5 +1025,38 @@ fn execute(ctx: &Context, op: Operation, p: &Principal) -> OpResult {
             let auth = ctx.shared.auth.load();
             read::execute(&read_op, p, &ctx.store, &catalog, &auth)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_confirm_count_of_x_replicate_to_is_read_and_checked() {
+        assert_eq!(replicate_to_confirm("2;confirm=1").unwrap(), Some(1));
+        assert_eq!(replicate_to_confirm("2 ; Confirm = 3").unwrap(), Some(3));
+        assert_eq!(replicate_to_confirm("n1,n2;confirm=0").unwrap(), Some(0));
+        // No confirm part: nothing to wait for.
+        assert_eq!(replicate_to_confirm("2").unwrap(), None);
+        assert_eq!(replicate_to_confirm("confirm=2").unwrap(), None);
+        for bad in ["2;confirm=x", "2;confirm=-1", "2;confirm=", "2;confirm=1.5"] {
+            let e = replicate_to_confirm(bad).unwrap_err();
+            assert_eq!(e.status, 400, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_write_that_wrote_something_has_a_version_to_confirm() {
+        let t = crate::core::hlc::to_ms_f64(crate::core::hlc::from_ms(1_000) + 5);
+        let wrote = json!({"message":"upserted 1 of 1 records","upserted_hashes":[1],"txn_time":t});
+        assert_eq!(
+            written_version(&wrote),
+            Some(crate::core::hlc::from_ms(1_000) + 5)
+        );
+        let skipped = json!({"message":"inserted 0 of 1 records","inserted_hashes":[],"skipped_hashes":[1],"txn_time":t});
+        assert_eq!(written_version(&skipped), None);
+        let deleted = json!({"deleted_hashes":["a"],"skipped_hashes":[],"txn_time":t});
+        assert!(written_version(&deleted).is_some());
     }
 }

@@ -90,6 +90,9 @@ pub enum Operation {
     Write {
         op: WriteOp,
         details: bool,
+        /// `replicatedConfirmation`: how many peers must commit the write before it is
+        /// answered (record writes only; the HTTP layer also reads `X-Replicate-To`).
+        confirm: Option<u64>,
     },
     /// add_user/alter_user carry a clear-text password until the worker hashes it.
     AddUser {
@@ -470,7 +473,11 @@ fn attributes(f: &Fields) -> Result<Vec<(String, Option<String>)>, OpError> {
 }
 
 fn write(op: WriteOp) -> Operation {
-    Operation::Write { op, details: false }
+    Operation::Write {
+        op,
+        details: false,
+        confirm: None,
+    }
 }
 
 /// Parses a request object given as a tree (tests, internal callers).
@@ -752,8 +759,14 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
         }
     };
     let mut op = op;
-    if let Operation::Write { details, .. } = &mut op {
+    if let Operation::Write {
+        details, confirm, ..
+    } = &mut op
+    {
         *details = f.opt_bool(&["write_details"])?.unwrap_or(false);
+        // Harper's field is an integer count of peers; anything else is refused, not ignored
+        // (a typo must not silently turn a confirmed write into an unconfirmed one).
+        *confirm = f.opt_u64(&["replicatedConfirmation"])?;
     }
     Ok(op)
 }
@@ -784,7 +797,8 @@ mod tests {
                 op: WriteOp::CreateDatabase {
                     database: "dev".into()
                 },
-                details: false
+                details: false,
+                confirm: None,
             }
         );
         let d =
@@ -1030,6 +1044,7 @@ mod prop_tests {
         "refresh_token",
         "replicated",
         "write_details",
+        "replicatedConfirmation",
     ];
 
     const OPERATIONS: &[&str] = &[

@@ -75,6 +75,27 @@ impl ClusterOps for ClusterApi {
         link_snaps(&self.0)
     }
 
+    fn replicates(&self) -> bool {
+        true
+    }
+
+    fn confirm(&self, db: &str, version: u64, n: u64) -> Result<(), OpError> {
+        let timeout = self.0.cfg.confirmation_timeout;
+        self.0
+            .confirmations
+            .wait(db, version, n, timeout)
+            .map_err(|k| {
+                // Harper v5's text. The write stays committed here; only the answer fails.
+                OpError::new(
+                    504,
+                    format!(
+                        "Timed out after {}ms waiting for replication confirmation from {n} node(s) for database \"{db}\" (received {k})",
+                        timeout.as_millis()
+                    ),
+                )
+            })
+    }
+
     fn ready(&self) -> Result<(), String> {
         if self.0.stopping.load(Ordering::SeqCst) {
             return Err("replication is stopping".into());

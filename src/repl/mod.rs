@@ -7,6 +7,7 @@
 //! See repl/DESIGN.md for the protocol and the reasoning.
 
 pub mod cluster_ops;
+pub mod confirm;
 pub mod conn;
 pub mod manager;
 pub mod policy;
@@ -56,6 +57,8 @@ pub struct ReplConfig {
     pub max_frame: usize,
     /// Peer transactions versioned further than this in the future are refused.
     pub max_clock_skew: Duration,
+    /// How long a write waits for `replicatedConfirmation` peers before answering 504.
+    pub confirmation_timeout: Duration,
     /// Source address for outgoing sockets (the listener's address when it binds one).
     pub bind_ip: Option<IpAddr>,
     pub config_path: Option<std::path::PathBuf>,
@@ -79,6 +82,7 @@ impl ReplConfig {
             ping_timeout: cfg.replication.effective_ping_timeout(),
             max_frame: usize::try_from(cfg.replication.max_frame_size).unwrap_or(64 << 20),
             max_clock_skew: cfg.replication.max_clock_skew,
+            confirmation_timeout: cfg.replication.confirmation_timeout,
             bind_ip,
             config_path: cfg.source.clone(),
         })
@@ -247,6 +251,8 @@ pub struct ReplCtx {
     /// Databases being fully copied on this node, and from which peer: one copy of a database at
     /// a time (several peers could serve it; one is enough).
     pub copying: Mutex<HashMap<String, String>>,
+    /// Which peers committed this node's writes, for `replicatedConfirmation` waits.
+    pub confirmations: confirm::Confirmations,
 }
 
 impl ReplCtx {
@@ -438,6 +444,7 @@ impl Replicator {
             next_session: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             manager_ready: AtomicBool::new(false),
+            confirmations: confirm::Confirmations::default(),
             live_threads: AtomicU64::new(0),
             copying: Mutex::new(HashMap::new()),
         });

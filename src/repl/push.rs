@@ -408,6 +408,11 @@ fn handle_incoming(
                     .last_commit_confirmed_ms
                     .store(crate::util::time::now_ms(), Ordering::Relaxed);
                 stats.record_acked(&applied);
+                // The peer committed (and published) this node's writes up to here: release
+                // the writes waiting for `replicatedConfirmation`.
+                if let Some((_, v)) = applied.iter().find(|(o, _)| *o == ctx.node_name) {
+                    ctx.confirmations.record(db, peer, *v);
+                }
             }
             Incoming::Frame(_) => {}
             Incoming::Closed(reason) => return Err(reason),
