@@ -5,6 +5,7 @@
 #   scripts/release.sh                    # both targets
 #   scripts/release.sh aarch64            # one (x86_64 | aarch64, or a full target triple)
 #   RELEASE_PROFILE=dev scripts/release.sh aarch64   # a quick unoptimised cross build (CI)
+# The default profile is `dist` (Cargo.toml: release + fat LTO, one codegen unit).
 #
 # Installs what it needs if missing: the rustup targets, and cargo-zigbuild with Zig as its
 # cross linker and C compiler (both from PyPI: `pip install cargo-zigbuild ziglang`), because
@@ -16,7 +17,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-PROFILE="${RELEASE_PROFILE:-release}"
+PROFILE="${RELEASE_PROFILE:-dist}"
 VERSION="$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)"
 OUT="${CARGO_TARGET_DIR:-$REPO/target}/release-artifacts"
 mkdir -p "$OUT"
