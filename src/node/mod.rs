@@ -95,14 +95,53 @@ fn recover(store: &Store) -> Result<Recovered, String> {
             }
         }
     }
+    let table_stats = complete_digests(store, r.table_stats, &r.origins)?;
     Ok(Recovered {
         catalog,
         hlc_floor: r.hlc_floor,
         origins: r.origins,
         cursors: r.cursors,
-        table_stats: r.table_stats,
+        table_stats,
         auth,
     })
+}
+
+/// Tables whose statistics were written before digests existed (or by an older binary after a
+/// downgrade) get their digest computed once here, by one scan each, and persisted before the
+/// core starts: the write path then keeps every digest current, so readers never see an
+/// unknown one. The scan also recounts live records, which it has read anyway.
+fn complete_digests(
+    store: &Store,
+    mut stats: std::collections::HashMap<u32, crate::store::TableStats>,
+    origins: &[(String, u32)],
+) -> Result<std::collections::HashMap<u32, crate::store::TableStats>, String> {
+    let names: std::collections::HashMap<u32, String> =
+        origins.iter().map(|(n, id)| (*id, n.clone())).collect();
+    let mut writes = Vec::new();
+    for (table, s) in stats.iter_mut() {
+        if s.digest.is_some() {
+            continue;
+        }
+        let (d, count) = store
+            .scan_digest(*table, &names)
+            .map_err(|e| e.to_string())?;
+        s.digest = Some(d);
+        s.count = count;
+        writes.push(Write::TableStats {
+            table: *table,
+            stats: *s,
+        });
+    }
+    if !writes.is_empty() {
+        log::info!(
+            "computed the digests of {} tables written before digests existed",
+            writes.len()
+        );
+        store
+            .commit(&writes, Durability::Sync)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(stats)
 }
 
 /// This node's token-signing secret, created on first start (node-local, never replicated).

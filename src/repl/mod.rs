@@ -16,6 +16,7 @@ pub mod routes;
 pub mod stats;
 pub mod topology;
 pub mod validate;
+pub mod verify;
 pub mod wire;
 
 use crate::config::{Config, Databases, Listen};
@@ -152,6 +153,8 @@ pub struct TrustState {
 #[derive(Debug, Default, Clone)]
 pub struct MemberView {
     pub names: BTreeSet<String>,
+    /// The URL each member is dialled at (node-to-node operations such as `verify_digests`).
+    pub urls: HashMap<String, String>,
     pub removed: bool,
 }
 
@@ -247,6 +250,8 @@ pub struct ReplCtx {
     /// Databases being fully copied on this node, and from which peer: one copy of a database at
     /// a time (several peers could serve it; one is enough).
     pub copying: Mutex<HashMap<String, String>>,
+    /// Peers' table digests, for `cluster_status`'s `digest_match`.
+    pub digests: verify::DigestCache,
 }
 
 impl ReplCtx {
@@ -440,6 +445,7 @@ impl Replicator {
             manager_ready: AtomicBool::new(false),
             live_threads: AtomicU64::new(0),
             copying: Mutex::new(HashMap::new()),
+            digests: verify::DigestCache::default(),
         });
         let manager = {
             let ctx = ctx.clone();
