@@ -204,6 +204,46 @@ mod tests {
         assert_eq!(remove(with_a, a), 0);
     }
 
+    /// Buckets partition the table: their digests sum to the table's; a key list stops at
+    /// its limit and says so; tombstones are never listed.
+    #[test]
+    fn bucket_digests_add_up_to_the_table_and_key_lists_stop_at_their_limit() {
+        use crate::store::{Durability, StoreOptions, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let mut writes = Vec::new();
+        for i in 0..40u8 {
+            writes.push(Write::Record {
+                table: 1,
+                pk: vec![i],
+                record: StoredRecord {
+                    version: 10 + i as u64,
+                    origin: 0,
+                    // Every fourth record is a tombstone.
+                    json: (i % 4 != 0).then(|| format!("{{\"i\":{i}}}").into_bytes()),
+                },
+            });
+        }
+        store.commit(&writes, Durability::Sync).unwrap();
+        let names: HashMap<u32, String> = [(0, "n1".to_string())].into_iter().collect();
+        let (table, live) = store.scan_digest(1, &names).unwrap();
+        assert_eq!(live, 30);
+        let buckets = store.bucket_digests(1, &names).unwrap();
+        assert_eq!(buckets.iter().fold(0, |d, b| add(d, *b)), table);
+        let all = [true; 256];
+        let (entries, cut) = store.bucket_entries(1, &names, &all, 1_000).unwrap();
+        assert_eq!((entries.len(), cut), (30, false));
+        assert!(
+            entries.iter().all(|e| e.pk[0] % 4 != 0),
+            "a tombstone was listed"
+        );
+        assert_eq!(entries.iter().fold(0, |d, e| add(d, e.hash)), table);
+        let (entries, cut) = store.bucket_entries(1, &names, &all, 7).unwrap();
+        assert_eq!((entries.len(), cut), (7, true));
+        let (entries, cut) = store.bucket_entries(1, &names, &[false; 256], 7).unwrap();
+        assert_eq!((entries.len(), cut), (0, false));
+    }
+
     #[test]
     fn hex_round_trips_and_rejects_other_lengths() {
         let d = record_hash(b"k", 1, "n1", b"{}");
