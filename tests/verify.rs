@@ -288,3 +288,51 @@ fn cluster_verify_of_a_missing_database_or_by_a_non_super_user_is_refused() {
         json!({"node": ip[0], "match": true, "peers": []})
     );
 }
+
+/// A member that accepts connections and never answers (a hung process): cluster_status must
+/// not wait for its digests beyond about a second, and shows `digest_match: null` for it;
+/// cluster_verify reports it as an error instead of a match.
+#[test]
+fn a_hung_peer_holds_cluster_status_or_passes_for_matching() {
+    let ip = ips(SUITE, 2);
+    let a = start_repl(&ip[0]);
+    let hung = std::net::TcpListener::bind(format!("{}:9933", ip[1])).unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for s in hung.incoming().flatten() {
+                held.lock().unwrap().push(s);
+            }
+        });
+    }
+    // Registration fails (the peer never answers) but the node is a member.
+    let (s, r) = a.op(json!({"operation":"add_node","hostname":ip[1],"authorization":creds()}));
+    assert_eq!(s, 200, "{r}");
+    // Long enough for refreshes to start, hang and be retried after the cache expires: no
+    // cluster_status call may wait on them for much more than a second.
+    let mut slowest = Duration::ZERO;
+    let mut last = Value::Null;
+    let fast = holds_for(Duration::from_secs(10), || {
+        let t0 = std::time::Instant::now();
+        last = status(&a);
+        slowest = slowest.max(t0.elapsed());
+        slowest < Duration::from_millis(2_500)
+    });
+    assert!(fast, "cluster_status took {slowest:?} with a hung peer");
+    assert!(
+        slowest >= Duration::from_millis(500),
+        "no refresh was ever waited for ({slowest:?}): the test exercised nothing"
+    );
+    assert_eq!(
+        socket(&last, &ip[1], "system").map(|s| s["digest_match"].clone()),
+        Some(Value::Null),
+        "{last}"
+    );
+    let v = verify(&a, json!({}));
+    assert_eq!(v["match"], false, "{v}");
+    let peer = &v["peers"][0];
+    assert_eq!(peer["name"], ip[1].as_str(), "{v}");
+    assert!(peer["error"].is_string(), "{v}");
+    drop(held);
+}
