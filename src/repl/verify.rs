@@ -267,11 +267,13 @@ pub fn status_matches(
         let mut out = HashMap::new();
         for pair in pairs {
             let v = match st.entries.get(pair).and_then(|(_, v)| v.as_ref()) {
-                Some(peer) => match (local_digests(ctx, &pair.1), peer) {
-                    (Ok(Some(local)), Some(peer)) => json!(digests_equal(&local, peer)),
-                    (Ok(None), None) => json!(true),
-                    (Ok(_), _) => json!(false),
-                    (Err(_), _) => Value::Null,
+                // A database missing on one side compares as one without records.
+                Some(peer) => match local_digests(ctx, &pair.1) {
+                    Ok(local) => json!(digests_equal(
+                        &local.unwrap_or_default(),
+                        &peer.clone().unwrap_or_default()
+                    )),
+                    Err(_) => Value::Null,
                 },
                 None => Value::Null,
             };
