@@ -12,6 +12,7 @@ use super::lww::{self, Decision};
 use super::op::{RecordBatch, WriteKind};
 use super::txn::{OpsWriter, Txn, TxnKind, TxnOp};
 use super::{Core, StoreView};
+use crate::store::digest;
 use crate::store::keys;
 use crate::store::record::StoredRecord;
 use crate::store::{StoreError, Write};
@@ -167,7 +168,24 @@ impl<R> Core<R> {
             .and_then(|o| o.json.as_ref())
             .map_or(0, |j| j.len() as u64);
         let new_bytes = new.as_ref().map_or(0, |(_, j)| j.len() as u64);
+        // The table digest: the old live record's contribution out, the new one's in.
+        let old_hash = old.and_then(|o| {
+            o.json
+                .as_deref()
+                .map(|j| digest::record_hash(pk, o.version, self.origins.name(o.origin), j))
+        });
+        let new_hash = new
+            .as_ref()
+            .map(|(_, j)| digest::record_hash(pk, version, self.origins.name(origin), j));
         let stats = self.stats.entry(table.id).or_default();
+        if let Some(d) = stats.digest.as_mut() {
+            if let Some(h) = old_hash {
+                *d = digest::remove(*d, h);
+            }
+            if let Some(h) = new_hash {
+                *d = digest::add(*d, h);
+            }
+        }
         stats.bytes = stats.bytes.saturating_sub(old_bytes) + new_bytes;
         match (was_live, new.is_some()) {
             (false, true) => stats.count += 1,

@@ -106,6 +106,19 @@ fn check_table(store: &Store, t: &TableDef, r: &mut Report) -> Result<(), String
             stats.count
         ));
     }
+    // The digest kept with every write must be the digest of what the table holds (an unknown
+    // digest, from before digests existed, is computed at the next start).
+    if let Some(kept) = stats.digest {
+        let names = store.origin_names().map_err(|e| e.to_string())?;
+        let (scanned, _) = store.scan_digest(t.id, &names).map_err(|e| e.to_string())?;
+        if kept != scanned {
+            r.problem(format!(
+                "{name}: statistics hold digest {}, the records digest to {}",
+                crate::store::digest::to_hex(kept),
+                crate::store::digest::to_hex(scanned)
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -95,14 +95,53 @@ fn recover(store: &Store) -> Result<Recovered, String> {
             }
         }
     }
+    let table_stats = complete_digests(store, r.table_stats, &r.origins)?;
     Ok(Recovered {
         catalog,
         hlc_floor: r.hlc_floor,
         origins: r.origins,
         cursors: r.cursors,
-        table_stats: r.table_stats,
+        table_stats,
         auth,
     })
+}
+
+/// Tables whose statistics were written before digests existed (or by an older binary after a
+/// downgrade) get their digest computed once here, by one scan each, and persisted before the
+/// core starts: the write path then keeps every digest current, so readers never see an
+/// unknown one. The scan also recounts live records, which it has read anyway.
+fn complete_digests(
+    store: &Store,
+    mut stats: std::collections::HashMap<u32, crate::store::TableStats>,
+    origins: &[(String, u32)],
+) -> Result<std::collections::HashMap<u32, crate::store::TableStats>, String> {
+    let names: std::collections::HashMap<u32, String> =
+        origins.iter().map(|(n, id)| (*id, n.clone())).collect();
+    let mut writes = Vec::new();
+    for (table, s) in stats.iter_mut() {
+        if s.digest.is_some() {
+            continue;
+        }
+        let (d, count) = store
+            .scan_digest(*table, &names)
+            .map_err(|e| e.to_string())?;
+        s.digest = Some(d);
+        s.count = count;
+        writes.push(Write::TableStats {
+            table: *table,
+            stats: *s,
+        });
+    }
+    if !writes.is_empty() {
+        log::info!(
+            "computed the digests of {} tables written before digests existed",
+            writes.len()
+        );
+        store
+            .commit(&writes, Durability::Sync)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(stats)
 }
 
 /// This node's token-signing secret, created on first start (node-local, never replicated).
@@ -482,5 +521,69 @@ impl Node {
         if let Some(t) = self.core_thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::StoredRecord;
+    use crate::store::TableStats;
+
+    /// A store written before digests existed (24-byte statistics): start-up computes each
+    /// table's digest from its records and persists it, instead of showing zero or nothing.
+    #[test]
+    fn statistics_without_a_digest_get_the_digest_of_their_records_at_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+        let json = br#"{"id":"k"}"#.to_vec();
+        let pk = crate::store::keys::encode_pk(&json!("k")).unwrap();
+        store
+            .commit(
+                &[
+                    Write::Origin {
+                        name: "n1".into(),
+                        id: 3,
+                    },
+                    Write::Record {
+                        table: 7,
+                        pk: pk.clone(),
+                        record: StoredRecord {
+                            version: 42,
+                            origin: 3,
+                            json: Some(json.clone()),
+                        },
+                    },
+                    Write::Record {
+                        table: 7,
+                        pk: b"gone".to_vec(),
+                        record: StoredRecord {
+                            version: 43,
+                            origin: 3,
+                            json: None,
+                        },
+                    },
+                    Write::TableStats {
+                        table: 7,
+                        stats: TableStats {
+                            count: 1,
+                            last_version: 43,
+                            bytes: json.len() as u64,
+                            digest: None,
+                        },
+                    },
+                ],
+                Durability::Sync,
+            )
+            .unwrap();
+        let want = crate::store::digest::record_hash(&pk, 42, "n1", &json);
+        let rec = recover(&store).unwrap();
+        assert_eq!(rec.table_stats[&7].digest, Some(want));
+        assert_eq!(rec.table_stats[&7].count, 1);
+        assert_eq!(
+            store.table_stats(7).unwrap().digest,
+            Some(want),
+            "persisted"
+        );
     }
 }

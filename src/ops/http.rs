@@ -847,6 +847,7 @@ pub fn is_cluster_op(name: &str) -> bool {
             | "cluster_delete_routes"
             | "add_node_back"
             | "remove_node_back"
+            | "cluster_verify"
     )
 }
 

@@ -60,6 +60,11 @@ pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64, p: &Princ
         "table_size": (data + index).max(stats.bytes),
         "db_audit_size": store.audit_disk_size(),
     });
+    // Skerry's own: the order-independent digest of the live records (equal on nodes that
+    // hold the same data; README, Differences from Harper).
+    if let Some(d) = stats.digest {
+        o["digest"] = json!(crate::store::digest::to_hex(d));
+    }
     if stats.last_version > 0 {
         o["last_updated_record"] = json!(hlc::to_ms_f64(stats.last_version));
     }

@@ -39,6 +39,7 @@ fn handler_name(op: &str) -> &'static str {
         "cluster_delete_routes" => "deleteRoutes",
         "add_node_back" => "addNodeBack",
         "remove_node_back" => "removeNodeBack",
+        "cluster_verify" => "clusterVerify",
         _ => "cluster",
     }
 }
@@ -124,6 +125,7 @@ impl ClusterOps for ClusterApi {
             "cluster_delete_routes" => super::routes::delete_routes(ctx, body),
             "remove_node" => remove_node(ctx, body, &actor),
             "cluster_status" => Ok(cluster_status(ctx)),
+            "cluster_verify" => super::verify::cluster_verify(ctx, body, p),
             "add_node_back" => add_node_back(ctx, body, &caller),
             "remove_node_back" => remove_node_back(ctx, body, &caller),
             _ => return None,
@@ -208,6 +210,7 @@ pub fn serve_op(ctx: &Arc<ReplCtx>, mut conn: Conn, caller: &Caller) {
         Ok(Value::Object(body)) => match body.get("operation").and_then(Value::as_str) {
             Some("add_node_back") => add_node_back(ctx, &body, caller),
             Some("remove_node_back") => remove_node_back(ctx, &body, caller),
+            Some(super::verify::OP) => super::verify::serve(ctx, &body),
             Some(other) => Err(OpError::bad_request(format!(
                 "Operation '{other}' not found"
             ))),
@@ -932,7 +935,7 @@ fn http_date_or_none(ms: u64) -> Option<Value> {
     (ms > 0).then(|| json!(crate::util::time::http_date(ms)))
 }
 
-fn cluster_status(ctx: &ReplCtx) -> Value {
+fn cluster_status(ctx: &Arc<ReplCtx>) -> Value {
     let members = ctx.members.load();
     let rows = node_rows(ctx);
     let catalog = ctx.shared.catalog.load();
@@ -944,6 +947,19 @@ fn cluster_status(ctx: &ReplCtx) -> Value {
         .collect();
     // Harper lists the system socket first.
     dbs.sort_by_key(|d| (d != "system", d.clone()));
+    // Whether this node's table digests equal each peer's, per database (cached, refreshed
+    // in the background; never waits on a slow peer for more than a second).
+    let pairs: Vec<(String, String)> = if members.removed {
+        Vec::new()
+    } else {
+        members
+            .names
+            .iter()
+            .filter(|n| **n != ctx.node_name)
+            .flat_map(|n| dbs.iter().map(move |d| (n.clone(), d.clone())))
+            .collect()
+    };
+    let matches = super::verify::status_matches(ctx, &pairs);
     let mut connections = Vec::new();
     for name in members.names.iter().filter(|n| **n != ctx.node_name) {
         let mut conn = rows
@@ -1004,7 +1020,14 @@ fn cluster_status(ctx: &ReplCtx) -> Value {
             Vec::new()
         } else {
             dbs.iter()
-                .map(|db| socket_status(ctx, name, db, &policy))
+                .map(|db| {
+                    let mut s = socket_status(ctx, name, db, &policy);
+                    s["digest_match"] = matches
+                        .get(&(name.clone(), db.clone()))
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    s
+                })
                 .collect()
         };
         conn.insert("database_sockets".into(), Value::Array(sockets));

@@ -163,6 +163,19 @@ fn reload(ctx: &ReplCtx, topo: &mut Topology) {
     topo.removed = matches!(ctx.store.local(REMOVED_KEY), Ok(Some(v)) if v == [1]);
     ctx.members.store(Arc::new(MemberView {
         names: topo.members.keys().cloned().collect(),
+        urls: topo
+            .members
+            .iter()
+            .map(|(n, m)| {
+                let host = if m.host.contains(':') {
+                    format!("[{}]", m.host)
+                } else {
+                    m.host.clone()
+                };
+                let scheme = if m.tls { "wss" } else { "ws" };
+                (n.clone(), format!("{scheme}://{host}:{}", m.port))
+            })
+            .collect(),
         removed: topo.removed,
     }));
 }

@@ -17,6 +17,7 @@ pub mod routes;
 pub mod stats;
 pub mod topology;
 pub mod validate;
+pub mod verify;
 pub mod wire;
 
 use crate::config::{Config, Databases, Listen};
@@ -156,6 +157,8 @@ pub struct TrustState {
 #[derive(Debug, Default, Clone)]
 pub struct MemberView {
     pub names: BTreeSet<String>,
+    /// The URL each member is dialled at (node-to-node operations such as `verify_digests`).
+    pub urls: HashMap<String, String>,
     pub removed: bool,
 }
 
@@ -253,6 +256,8 @@ pub struct ReplCtx {
     pub copying: Mutex<HashMap<String, String>>,
     /// Which peers committed this node's writes, for `replicatedConfirmation` waits.
     pub confirmations: confirm::Confirmations,
+    /// Peers' table digests, for `cluster_status`'s `digest_match`.
+    pub digests: verify::DigestCache,
 }
 
 impl ReplCtx {
@@ -447,6 +452,7 @@ impl Replicator {
             confirmations: confirm::Confirmations::default(),
             live_threads: AtomicU64::new(0),
             copying: Mutex::new(HashMap::new()),
+            digests: verify::DigestCache::default(),
         });
         let manager = {
             let ctx = ctx.clone();

@@ -16,6 +16,7 @@
 //! (fjall's advice: after a failed write the only safe move is to stop and recover on restart).
 
 pub mod backup;
+pub mod digest;
 pub mod keys;
 pub mod record;
 
@@ -142,7 +143,7 @@ pub enum Write {
     },
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableStats {
     /// Live records (tombstones excluded).
     pub count: u64,
@@ -151,17 +152,38 @@ pub struct TableStats {
     /// Bytes of the live records (JSON text), kept by the core with every write: the size of a
     /// table whose data still sits in memtables, which fjall's disk space does not count yet.
     pub bytes: u64,
+    /// Order-independent digest of the live records ([`digest`]); None when the statistics
+    /// were written before digests existed (start-up recomputes it by scanning the table).
+    pub digest: Option<u128>,
+}
+
+impl Default for TableStats {
+    /// The statistics of an empty table (whose digest is known: zero).
+    fn default() -> Self {
+        TableStats {
+            count: 0,
+            last_version: 0,
+            bytes: 0,
+            digest: Some(0),
+        }
+    }
 }
 
 impl TableStats {
-    fn encode(&self) -> [u8; 24] {
-        let mut b = [0u8; 24];
-        b[..8].copy_from_slice(&self.count.to_be_bytes());
-        b[8..16].copy_from_slice(&self.last_version.to_be_bytes());
-        b[16..].copy_from_slice(&self.bytes.to_be_bytes());
+    /// 24 bytes, plus 16 of digest when it is known. A binary from before digests reads the
+    /// first 24 and writes 24 back, which reads here as "digest unknown": downgrading and
+    /// upgrading again recomputes it instead of trusting a stale one.
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(40);
+        b.extend_from_slice(&self.count.to_be_bytes());
+        b.extend_from_slice(&self.last_version.to_be_bytes());
+        b.extend_from_slice(&self.bytes.to_be_bytes());
+        if let Some(d) = self.digest {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
         b
     }
-    /// Reads both layouts (16 bytes before `bytes` existed).
+    /// Reads every layout (16 bytes before `bytes` existed, 24 before `digest`).
     fn decode(b: &[u8]) -> Option<Self> {
         Some(TableStats {
             count: u64::from_be_bytes(b.get(..8)?.try_into().ok()?),
@@ -171,6 +193,10 @@ impl TableStats {
                 .and_then(|x| x.try_into().ok())
                 .map(u64::from_be_bytes)
                 .unwrap_or(0),
+            digest: b
+                .get(24..40)
+                .and_then(|x| x.try_into().ok())
+                .map(u128::from_be_bytes),
         })
     }
 }
@@ -995,6 +1021,7 @@ mod tests {
                             count: 1,
                             last_version: 9,
                             bytes: 42,
+                            digest: Some(77),
                         },
                     },
                     Write::Catalog(b"{}".to_vec()),
@@ -1010,15 +1037,21 @@ mod tests {
         assert_eq!(r.cursors, vec![(2, 1, 9)]);
         assert_eq!(r.table_stats[&5].count, 1);
         assert_eq!(r.table_stats[&5].bytes, 42);
+        assert_eq!(r.table_stats[&5].digest, Some(77));
         // The layout before `bytes` existed still reads.
         assert_eq!(
             TableStats::decode(&[0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 7]),
             Some(TableStats {
                 count: 3,
                 last_version: 7,
-                bytes: 0
+                bytes: 0,
+                digest: None,
             })
         );
+        // Statistics written before digests existed: the digest is unknown, not zero.
+        let mut old = [0u8; 24];
+        old[7] = 3;
+        assert_eq!(TableStats::decode(&old).and_then(|s| s.digest), None);
         assert_eq!(r.catalog_json.as_deref(), Some(&b"{}"[..]));
         assert_eq!(s.get_record(5, b"k").unwrap().unwrap().version, 9);
     }
