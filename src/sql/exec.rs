@@ -524,6 +524,19 @@ struct Shaper {
 }
 
 impl Shaper {
+    /// A streamed row without ORDER BY keys. `SELECT *` from one table the role reads whole
+    /// takes the record itself (what `shape` would copy three times to the same answer).
+    fn shape_owned(&self, row: Row) -> Value {
+        if let ([Out::Star(0)], [src]) = (self.out.as_slice(), self.sources.as_slice()) {
+            if src.rules.is_none() {
+                let rec = row.into_iter().next().flatten().unwrap_or_default();
+                let star = ["*".to_string()];
+                return query::project(src.clean(rec), Some(&star), &src.def);
+            }
+        }
+        Value::Object(self.shape(&row, &[]).1)
+    }
+
     fn shape(&self, row: &Row, aggs: &[Value]) -> (Vec<Value>, Map<String, Value>) {
         let cx = Ctx {
             row,
@@ -1109,7 +1122,7 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
             (s.offset, s.limit)
         };
         let shaper = Arc::new(shaper);
-        let mapped = rows.map(move |r| r.map(|row| Value::Object(shaper.shape(&row, &[]).1)));
+        let mapped = rows.map(move |r| r.map(|row| shaper.shape_owned(row)));
         let skipped = mapped.skip(usize::try_from(offset).unwrap_or(usize::MAX));
         return Ok(match limit {
             Some(l) => Box::new(skipped.take(usize::try_from(l).unwrap_or(usize::MAX))),
