@@ -749,7 +749,7 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
         },
         "sql" => Operation::Sql(match f.get(&["sql"]) {
             None | Some(Value::Null) => return Err(crate::sql::parse::missing()),
-            Some(Value::String(s)) => crate::sql::parse::parse(s)?,
+            Some(Value::String(s)) => crate::sql::fast::parse_cached(s)?,
             Some(_) => return Err(crate::sql::parse::not_text()),
         }),
         other => {

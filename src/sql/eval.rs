@@ -438,6 +438,71 @@ fn call(f: Func, args: &[Value], now_ms: i64) -> Value {
             Some(t) => Value::String(format_date(t, "YYYY-MM-DDTHH:mm:ss.SSSZZ")),
             None => Value::Null,
         },
+        Func::Year
+        | Func::Month
+        | Func::Day
+        | Func::DayOfWeek
+        | Func::Hour
+        | Func::Minute
+        | Func::Second => {
+            // AlaSQL's `new Date(d).getFullYear()` and siblings: numbers, in UTC (Harper's
+            // clock); an unreadable date is NaN there, null here (JSON has no NaN).
+            let Some(t) = date_ms(arg(args, 0)) else {
+                return Value::Null;
+            };
+            let (y, mo, d, h, mi, sec, _, wd) = parts(t);
+            Value::from(match f {
+                Func::Year => y,
+                Func::Month => mo,
+                Func::Day => d,
+                Func::DayOfWeek => wd, // 0 = Sunday, as Harper's guide says
+                Func::Hour => h,
+                Func::Minute => mi,
+                _ => sec,
+            })
+        }
+        Func::OffsetUtc => {
+            let Some(t) = date_ms(arg(args, 0)) else {
+                return Value::Null;
+            };
+            let off = offset_minutes(arg(args, 1));
+            Value::String(format_date_at(t, off, "YYYY-MM-DDTHH:mm:ss.SSSZZ"))
+        }
+    }
+}
+
+/// OFFSET_UTC's offset in minutes, as moment's `utcOffset(x)` reads it (Harper's guide): a
+/// number is minutes unless it lies strictly between -16 and 16, then hours; a string is
+/// `+HH:mm` / `-HHmm`; anything else leaves the time in UTC.
+fn offset_minutes(v: &Value) -> i64 {
+    match v {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or(0.0);
+            let m = if x.abs() < 16.0 { x * 60.0 } else { x };
+            if m.is_finite() && m.abs() < 1e9 {
+                m.round() as i64
+            } else {
+                0
+            }
+        }
+        Value::String(s) => {
+            let s = s.trim();
+            let sign = match s.as_bytes().first() {
+                Some(b'+') => 1,
+                Some(b'-') => -1,
+                _ => return 0,
+            };
+            let z: String = s[1..].chars().filter(|c| *c != ':').collect();
+            if z.len() != 4 || !z.bytes().all(|c| c.is_ascii_digit()) {
+                return 0;
+            }
+            let (h, m) = (z[..2].parse::<i64>(), z[2..].parse::<i64>());
+            match (h, m) {
+                (Ok(h), Ok(m)) => sign * (h * 60 + m),
+                _ => 0,
+            }
+        }
+        _ => 0,
     }
 }
 
@@ -698,7 +763,22 @@ const DAYS: [&str; 7] = [
 
 /// moment.js-style formatting (UTC) of the common tokens; `[text]` is literal.
 pub fn format_date(t: i64, fmt: &str) -> String {
-    let (y, mo, d, h, mi, s, ms, wd) = parts(t);
+    format_date_at(t, 0, fmt)
+}
+
+/// [`format_date`] in the zone `off` minutes from UTC (the wall clock there, and `ZZ` / `Z`
+/// print the offset).
+fn format_date_at(t: i64, off: i64, fmt: &str) -> String {
+    let (y, mo, d, h, mi, s, ms, wd) = parts(t + off * 60_000);
+    let zone = |colon: bool| {
+        let a = off.abs();
+        let sign = if off < 0 { '-' } else { '+' };
+        if colon {
+            format!("{sign}{:02}:{:02}", a / 60, a % 60)
+        } else {
+            format!("{sign}{:02}{:02}", a / 60, a % 60)
+        }
+    };
     const TOKENS: [&str; 24] = [
         "YYYY", "YY", "MMMM", "MMM", "MM", "M", "DD", "D", "dddd", "ddd", "HH", "H", "hh", "h",
         "mm", "m", "ss", "s", "SSS", "A", "a", "ZZ", "Z", "x",
@@ -748,8 +828,8 @@ pub fn format_date(t: i64, fmt: &str) -> String {
             "SSS" => format!("{ms:03}"),
             "A" => (if h < 12 { "AM" } else { "PM" }).to_string(),
             "a" => (if h < 12 { "am" } else { "pm" }).to_string(),
-            "ZZ" => "+0000".to_string(),
-            "Z" => "+00:00".to_string(),
+            "ZZ" => zone(false),
+            "Z" => zone(true),
             _ => t.to_string(),
         };
         out.push_str(&piece);
@@ -815,6 +895,75 @@ mod tests {
         assert_eq!(
             call(Func::Substring, &[json!("Alice"), json!(1), json!(3)], 0),
             json!("Ali")
+        );
+    }
+
+    #[test]
+    fn date_parts_read_numbers_and_strings_in_utc() {
+        let t = json!("2024-01-05T10:20:30.123Z");
+        let ms = json!(1_704_450_030_123i64); // the same instant as epoch milliseconds
+        let cases: &[(Func, Value, Value)] = &[
+            (Func::Year, t.clone(), json!(2024)),
+            (Func::Month, t.clone(), json!(1)),
+            (Func::Day, t.clone(), json!(5)),
+            (Func::DayOfWeek, t.clone(), json!(5)), // a Friday; 0 is Sunday
+            (Func::Hour, t.clone(), json!(10)),
+            (Func::Minute, t.clone(), json!(20)),
+            (Func::Second, t.clone(), json!(30)),
+            (Func::Year, ms.clone(), json!(2024)),
+            (Func::Day, ms.clone(), json!(5)),
+            (Func::Hour, ms.clone(), json!(10)),
+            (Func::Second, ms, json!(30)),
+            (Func::DayOfWeek, json!(0), json!(4)), // 1970-01-01, a Thursday
+            (Func::DayOfWeek, json!("2024-03-03"), json!(0)),
+            (Func::Month, json!("2024-12-31T23:59:59+00:00"), json!(12)),
+            // A zone moves the instant: 01:30 at +02:00 is the previous day in UTC.
+            (Func::Day, json!("2024-03-02T01:30:00+02:00"), json!(1)),
+            (Func::Hour, json!("2024-03-02T01:30:00+02:00"), json!(23)),
+            (Func::Year, json!(-86_400_000), json!(1969)),
+            (Func::Year, json!("not a date"), json!(null)),
+            (Func::Month, json!(null), json!(null)),
+            (Func::Day, json!(true), json!(null)),
+        ];
+        for (f, input, want) in cases {
+            assert_eq!(
+                &call(*f, std::slice::from_ref(input), 0),
+                want,
+                "{f:?}({input})"
+            );
+        }
+    }
+
+    #[test]
+    fn offset_utc_formats_the_wall_clock_at_the_offset() {
+        let t = json!("2024-01-05T10:00:00.000Z");
+        let cases: &[(Value, Value, &str)] = &[
+            // Between -16 and 16 the offset is hours, otherwise minutes (moment's utcOffset).
+            (t.clone(), json!(2), "2024-01-05T12:00:00.000+0200"),
+            (t.clone(), json!(-5), "2024-01-05T05:00:00.000-0500"),
+            (t.clone(), json!(90), "2024-01-05T11:30:00.000+0130"),
+            (t.clone(), json!(-600), "2024-01-05T00:00:00.000-1000"),
+            (t.clone(), json!(5.5), "2024-01-05T15:30:00.000+0530"),
+            (t.clone(), json!(0), "2024-01-05T10:00:00.000+0000"),
+            (t.clone(), json!("+08:00"), "2024-01-05T18:00:00.000+0800"),
+            (t.clone(), json!("-0330"), "2024-01-05T06:30:00.000-0330"),
+            (t.clone(), json!("junk"), "2024-01-05T10:00:00.000+0000"),
+            (
+                json!(1_704_448_800_000i64),
+                json!(14),
+                "2024-01-06T00:00:00.000+1400",
+            ),
+        ];
+        for (date, off, want) in cases {
+            assert_eq!(
+                call(Func::OffsetUtc, &[date.clone(), off.clone()], 0),
+                json!(want),
+                "OFFSET_UTC({date}, {off})"
+            );
+        }
+        assert_eq!(
+            call(Func::OffsetUtc, &[json!("nope"), json!(1)], 0),
+            json!(null)
         );
     }
 }

@@ -141,6 +141,8 @@ pub enum Agg {
     Avg,
     Min,
     Max,
+    /// Harper's GROUP_CONCAT: the group's non-null values as text, comma separated.
+    GroupConcat,
 }
 
 /// Scalar functions: the ones Harper's SQL guide documents (string, math, logical, date).
@@ -175,6 +177,15 @@ pub enum Func {
     DateDiff,
     DateFormat,
     Date,
+    /// Parts of a date as numbers (AlaSQL's YEAR ... SECOND, in UTC).
+    Year,
+    Month,
+    Day,
+    DayOfWeek,
+    Hour,
+    Minute,
+    Second,
+    OffsetUtc,
 }
 
 impl Func {
@@ -214,6 +225,14 @@ impl Func {
             // in the server's time zone in DATE's format (Skerry's clock is UTC).
             "DATE" => (Date, 0, 1),
             "GET_SERVER_TIME" => (Date, 0, 0),
+            "YEAR" => (Year, 1, 1),
+            "MONTH" => (Month, 1, 1),
+            "DAY" => (Day, 1, 1),
+            "DAYOFWEEK" => (DayOfWeek, 1, 1),
+            "HOUR" => (Hour, 1, 1),
+            "MINUTE" => (Minute, 1, 1),
+            "SECOND" => (Second, 1, 1),
+            "OFFSET_UTC" => (OffsetUtc, 2, 2),
             _ => return None,
         })
     }
@@ -1108,6 +1127,7 @@ impl Builder {
             "AVG" => Some(Agg::Avg),
             "MIN" => Some(Agg::Min),
             "MAX" => Some(Agg::Max),
+            "GROUP_CONCAT" => Some(Agg::GroupConcat),
             _ => None,
         };
         if let Some(agg) = agg {
@@ -1224,5 +1244,61 @@ mod tests {
         let e = parse("CREATE TABLE a.x (id INT)").unwrap_err();
         assert_eq!(e.status, 500);
         assert!(e.message().starts_with("unsupported SQL type create"));
+    }
+
+    #[test]
+    fn harpers_date_part_functions_and_group_concat_parse() {
+        for (sql, want) in [
+            ("SELECT YEAR(d) FROM a.b", Func::Year),
+            ("SELECT MONTH(d) FROM a.b", Func::Month),
+            ("SELECT DAY(d) FROM a.b", Func::Day),
+            ("SELECT dayofweek(d) FROM a.b", Func::DayOfWeek),
+            ("SELECT HOUR(d) FROM a.b", Func::Hour),
+            ("SELECT MINUTE(d) FROM a.b", Func::Minute),
+            ("SELECT SECOND(d) FROM a.b", Func::Second),
+            ("SELECT OFFSET_UTC(d, 2) FROM a.b", Func::OffsetUtc),
+        ] {
+            let Plan::Select(s) = parse(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}")) else {
+                panic!("{sql}")
+            };
+            let SelectItem::Expr {
+                expr: Expr::Func(f, _),
+                ..
+            } = &s.items[0]
+            else {
+                panic!("{sql}: {:?}", s.items[0])
+            };
+            assert_eq!(*f, want, "{sql}");
+        }
+        for sql in [
+            "SELECT GROUP_CONCAT(name) FROM a.b",
+            "SELECT GROUP_CONCAT(DISTINCT name) FROM a.b GROUP BY c",
+        ] {
+            let Plan::Select(s) = parse(sql).unwrap_or_else(|e| panic!("{sql}: {e:?}")) else {
+                panic!("{sql}")
+            };
+            assert!(
+                matches!(
+                    &s.items[0],
+                    SelectItem::Expr {
+                        expr: Expr::Agg {
+                            agg: Agg::GroupConcat,
+                            ..
+                        },
+                        ..
+                    }
+                ),
+                "{sql}"
+            );
+        }
+        // Still refused, by name: their Harper semantics are not pinned down here.
+        for (sql, word) in [
+            ("SELECT REGEXP_LIKE(name, 'a.') FROM a.b", "REGEXP_LIKE"),
+            ("SELECT CONVERT(name, CHAR) FROM a.b", "CONVERT"),
+            ("SELECT YEAR(d, 1) FROM a.b", "YEAR takes 1 arguments"),
+        ] {
+            let e = parse(sql).unwrap_err();
+            assert!(e.message().contains(word), "{sql}: {}", e.message());
+        }
     }
 }
