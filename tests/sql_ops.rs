@@ -49,8 +49,8 @@ fn sql_writes_replicate_to_a_peer_and_each_is_one_transaction() {
         "B answers {:?}",
         b.op(read_b.clone())
     );
-    // One audit entry (one transaction) per statement: the insert of two records, the update
-    // and the delete.
+    // One audit entry (one transaction) per statement, with its kind (audit format 3): the
+    // insert of two records, the update and the delete.
     let log = a.ok(json!({"operation":"read_audit_log","database":"dev","table":"dog"}));
     let ops: Vec<(&str, usize)> = log
         .as_array()
@@ -63,7 +63,7 @@ fn sql_writes_replicate_to_a_peer_and_each_is_one_transaction() {
             )
         })
         .collect();
-    assert_eq!(ops, vec![("upsert", 2), ("upsert", 1), ("delete", 1)]);
+    assert_eq!(ops, vec![("insert", 2), ("update", 1), ("delete", 1)]);
 }
 
 #[test]
