@@ -366,17 +366,23 @@ fn session(
     outcome
 }
 
-/// Most socket chunks and transactions one streamed batch gathers before it is applied.
+/// Most socket chunks and records one streamed batch gathers before it is applied. Small
+/// frames (single-record transactions under steady load) are merged; a catch-up frame that
+/// already carries thousands of records is applied on its own, as before, so the batch never
+/// holds more than one big frame (a 10,000-transaction bound let a catch-up batch reach 20x
+/// that in records and the catching-up node's peak RSS went from 58 to 228 MB).
 const COALESCE_MAX_CHUNKS: usize = 64;
-const COALESCE_MAX_TXNS: usize = 10_000;
+const COALESCE_MAX_RECORDS: usize = 4_096;
 
 /// True while every incoming item is a transaction frame and they hold fewer than `max`
-/// transactions: the batch may take more.
+/// records: the batch may take more.
 fn only_txns_below(incoming: &[Incoming], max: usize) -> bool {
     let mut n = 0;
     for i in incoming {
         match i {
-            Incoming::Frame(Frame::Txns { txns }) => n += txns.len(),
+            Incoming::Frame(Frame::Txns { txns }) => {
+                n += txns.iter().map(|t| t.ops.len()).sum::<usize>();
+            }
             _ => return false,
         }
     }
@@ -762,7 +768,7 @@ fn session_loop(
                 // (lag grew without bound at 5,000 writes/s on a loaded box). Bounded by chunks
                 // and records; a frame of another kind ends the batch so order is kept.
                 let mut chunks = 1;
-                while chunks < COALESCE_MAX_CHUNKS && only_txns_below(&incoming, COALESCE_MAX_TXNS) {
+                while chunks < COALESCE_MAX_CHUNKS && only_txns_below(&incoming, COALESCE_MAX_RECORDS) {
                     let Ok(c) = conn.bytes.try_recv() else { break };
                     chunks += 1;
                     incoming.extend(conn.feed(c));
