@@ -8,7 +8,7 @@
 #   clippy  cargo clippy --all-targets -- -D warnings
 #   build   cargo build --release (the shell tests and benchmarks use the release binary)
 #   rust    the unit, integration and doc tests (cargo test; cargo nextest with SKERRY_NEXTEST=1)
-#   vendor  the vendored tiny_http crate's own tests (separate target directory)
+#   vendor  the vendored tiny_http and fjall crates' own tests (separate target directories)
 #   shell   the shell tests (tests/shell/run_all.sh) against the release binary
 #   cross   the static aarch64 binary (scripts/release.sh, dev profile) and its --version under qemu
 # Every section prints a banner and its duration, and a summary ends the run. A failing section
@@ -165,7 +165,10 @@ rust_tests() {
 }
 
 vendor_tests() {
-    CARGO_TARGET_DIR="$TARGET_DIR/vendor-tiny_http" cargo test --manifest-path vendor/tiny_http/Cargo.toml
+    local rc=0
+    CARGO_TARGET_DIR="$TARGET_DIR/vendor-tiny_http" cargo test --manifest-path vendor/tiny_http/Cargo.toml || rc=1
+    CARGO_TARGET_DIR="$TARGET_DIR/vendor-fjall" cargo test --manifest-path vendor/fjall/Cargo.toml || rc=1
+    return "$rc"
 }
 
 # The static aarch64 binary (edge boxes) builds and runs: scripts/release.sh with the dev
@@ -199,7 +202,7 @@ run_section clippy "cargo clippy --all-targets -- -D warnings" clippy
 run_section build "cargo build --release" build
 ((LAST_RC == 0)) || exit 1
 run_section rust "unit, integration and doc tests" rust_tests
-run_section vendor "vendor/tiny_http tests" vendor_tests
+run_section vendor "vendor/tiny_http and vendor/fjall tests" vendor_tests
 run_section shell "shell tests (tests/shell/run_all.sh)" shell_tests
 run_section cross "static aarch64 build (scripts/release.sh)" cross_build
 ((${#FAILED[@]} == 0)) || exit 1
