@@ -336,7 +336,16 @@ fn delete_records_before_replicates_to_a_second_node() {
     c::insert(a, "dog", json!([{"id":1},{"id":2},{"id":3}]));
     c::insert(b, "dog", json!([{"id":4}]));
     c::wait_converged(&c::refs(&nodes), "dog", Some(4), T);
-    let cut = now_ms();
+    // Past every record's __updatedtime__ (an HLC time, which can run a millisecond or two
+    // ahead of the wall clock), not just now_ms().
+    let newest = a
+        .ok(json!({"operation":"search_by_value","schema":"dev","table":"dog","search_attribute":"id","search_value":"*","get_attributes":["__updatedtime__"]}))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["__updatedtime__"].as_f64())
+        .fold(0.0, f64::max);
+    let cut = now_ms().max(newest.ceil() as u64 + 1);
     after(cut);
     c::insert(a, "dog", json!([{"id":5}]));
     let r = a.ok(
@@ -375,7 +384,18 @@ fn a_peer_behind_a_trimmed_audit_log_gets_a_full_copy() {
     nodes[1].stop();
     c::insert(&nodes[0], "dog", json!([{"id":2},{"id":3}]));
     c::delete(&nodes[0], "dog", json!([1]));
-    let cut = now_ms();
+    // The cut must be past every entry's timestamp. That is the entry's HLC version, which can
+    // run a millisecond or two ahead of the wall clock (several writes in one millisecond), so
+    // take it from the log itself rather than from now_ms() (which flaked once: the delete's
+    // entry sat exactly at the cut and was kept).
+    let newest = nodes[0]
+        .ok(json!({"operation":"read_audit_log","schema":"dev","table":"dog"}))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["timestamp"].as_f64())
+        .fold(0.0, f64::max);
+    let cut = now_ms().max(newest.ceil() as u64 + 1);
     after(cut);
     let r = nodes[0].ok(json!({"operation":"delete_audit_logs_before","timestamp":cut,"schema":"dev","table":"dog"}));
     assert_eq!(job(&nodes[0], &r)["status"], "COMPLETE");
