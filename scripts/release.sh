@@ -40,7 +40,10 @@ for t in "${targets[@]}"; do
 done
 if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -c 'import ziglang' 2>/dev/null; then
     echo "installing cargo-zigbuild and ziglang from PyPI"
-    python3 -m pip install --quiet cargo-zigbuild ziglang
+    # A system Python that refuses global installs (PEP 668) gets a user install.
+    python3 -m pip install --quiet cargo-zigbuild ziglang \
+        || python3 -m pip install --quiet --user --break-system-packages cargo-zigbuild ziglang
+    export PATH="$HOME/.local/bin:$PATH"
     hash -r
 fi
 

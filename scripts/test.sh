@@ -174,6 +174,21 @@ vendor_tests() {
 # The static aarch64 binary (edge boxes) builds and runs: scripts/release.sh with the dev
 # profile (unoptimised, to keep CI short), its --version under qemu-aarch64.
 cross_build() {
+    # What the build needs from outside crates.io: the rustup target (static.rust-lang.org) and
+    # cargo-zigbuild with Zig (PyPI). If a machine cannot fetch them, say so loudly and skip;
+    # a build or check that fails once they are there fails the section.
+    if ! rustup target list --installed | grep -qx aarch64-unknown-linux-musl \
+        && ! rustup target add aarch64-unknown-linux-musl; then
+        echo "!!!! SKIPPED: cannot install the aarch64-unknown-linux-musl target (rustup's server unreachable?)"
+        return 0
+    fi
+    if ! command -v cargo-zigbuild >/dev/null 2>&1 || ! python3 -c 'import ziglang' 2>/dev/null; then
+        python3 -m pip install --quiet cargo-zigbuild ziglang \
+            || python3 -m pip install --quiet --user --break-system-packages cargo-zigbuild ziglang \
+            || { echo "!!!! SKIPPED: cannot install cargo-zigbuild and ziglang from PyPI"; return 0; }
+        export PATH="$HOME/.local/bin:$PATH"
+        hash -r
+    fi
     RELEASE_PROFILE=dev scripts/release.sh aarch64
 }
 
