@@ -35,6 +35,21 @@ fn request(case: &str, field: Option<(&str, Value)>) -> Value {
 }
 
 /// Waits until `ms` is in the past, so writes after it have later timestamps.
+/// A cut past every audit entry of `db.table` on `n` (an entry's time is its HLC version, which
+/// can run a millisecond or two ahead of the wall clock) and past now.
+fn cut_after_log(n: &TestNode, db: &str, table: &str) -> u64 {
+    let newest = n
+        .ok(json!({"operation":"read_audit_log","schema":db,"table":table}))
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["timestamp"].as_f64())
+                .fold(0.0, f64::max)
+        })
+        .unwrap_or(0.0);
+    now_ms().max(newest.ceil() as u64 + 1)
+}
+
 fn after(ms: u64) {
     assert!(wait_until(Duration::from_secs(5), || now_ms() > ms + 1));
 }
@@ -133,7 +148,7 @@ fn audit_log_and_clean_up_jobs_match_harpers_captures() {
     n.ok(json!({"operation":"add_user","role":"r_dog","username":"u_dog","password":"pw","active":true}));
 
     // delete_audit_logs_before: entries before the cut go, the insert after it stays.
-    let cut1 = now_ms();
+    let cut1 = cut_after_log(&n, "dev", "dog");
     after(cut1);
     n.ok(request("c_insert_after_cut", None));
     let r = n.ok(request(
@@ -154,7 +169,7 @@ fn audit_log_and_clean_up_jobs_match_harpers_captures() {
     );
 
     // delete_records_before: every record created before the date, by the job's user.
-    let cut2 = now_ms();
+    let cut2 = cut_after_log(&n, "dev", "dog");
     after(cut2);
     n.ok(request("c_insert_after_iso", None));
     let r = n.ok(request(
@@ -296,7 +311,7 @@ fn audit_log_and_clean_up_jobs_match_harpers_captures() {
 
     // A second cut with `schema`: only what came after it is left, and only in that table.
     n.ok(json!({"operation":"insert","database":"dev","table":"cat","records":[{"id":1}]}));
-    let cut3 = now_ms();
+    let cut3 = cut_after_log(&n, "dev", "dog").max(cut_after_log(&n, "dev", "cat"));
     after(cut3);
     n.ok(request("c2_insert_303_after_cut", None));
     let r = n.ok(request(
