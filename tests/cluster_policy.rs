@@ -23,25 +23,6 @@ fn sub(table: &str, subscribe: bool, publish: bool) -> Value {
     json!({"database":"dev","table":table,"subscribe":subscribe,"publish":publish})
 }
 
-/// Starts `ips`, adds the others from the first (full replication) and creates `tables` on the
-/// first once the mesh is up, waiting until they and the dev sockets are everywhere.
-fn full_mesh_with_tables(ips: &[String], tables: &[&str]) -> Vec<TestNode> {
-    let nodes = start_all(ips);
-    for n in &nodes[1..] {
-        add_node(&nodes[0], &n.ip);
-    }
-    let all = refs(&nodes);
-    wait_mesh(&all, &["system"]);
-    for t in tables {
-        create_table(&nodes[0], t);
-    }
-    for t in tables {
-        wait_table(&all, t);
-    }
-    wait_mesh(&all, &["system", "dev"]);
-    nodes
-}
-
 fn update_subs(on: &TestNode, peer: &str, subs: Value) {
     assert_eq!(
         on.ok(json!({"operation":"update_node","hostname":peer,"subscriptions":subs})),

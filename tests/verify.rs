@@ -36,24 +36,6 @@ fn table_entry<'a>(v: &'a Value, peer: &str, db: &str, table: &str) -> Option<&'
         .find(|t| t["database"] == db && t["table"] == table)
 }
 
-/// Starts `ips` as a full mesh with dev.`tables` everywhere.
-fn mesh_with_tables(ips: &[String], tables: &[&str]) -> Vec<TestNode> {
-    let nodes = start_all(ips);
-    for n in &nodes[1..] {
-        add_node(&nodes[0], &n.ip);
-    }
-    let all = refs(&nodes);
-    wait_mesh(&all, &["system"]);
-    for t in tables {
-        create_table(&nodes[0], t);
-    }
-    for t in tables {
-        wait_table(&all, t);
-    }
-    wait_mesh(&all, &["system", "dev"]);
-    nodes
-}
-
 /// Waits until every node shows the same digest of dev.`table` and returns it.
 fn wait_equal_digests(nodes: &[&TestNode], table: &str) -> String {
     let mut seen = Vec::new();
@@ -96,7 +78,7 @@ fn digest_match(n: &TestNode, peer: &str, db: &str) -> Value {
 #[test]
 fn converged_nodes_show_different_digests_or_cluster_verify_reports_a_mismatch() {
     let ip = ips(SUITE, 3);
-    let nodes = mesh_with_tables(&ip, &["dog"]);
+    let nodes = full_mesh_with_tables(&ip, &["dog"]);
     let all = refs(&nodes);
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let empty = wait_equal_digests(&all, "dog");
@@ -175,7 +157,7 @@ fn converged_nodes_show_different_digests_or_cluster_verify_reports_a_mismatch()
 #[test]
 fn divergent_keys_of_a_table_a_link_policy_keeps_local_go_unreported_by_cluster_verify() {
     let ip = ips(SUITE, 2);
-    let nodes = mesh_with_tables(&ip, &["dog", "cat"]);
+    let nodes = full_mesh_with_tables(&ip, &["dog", "cat"]);
     let all = refs(&nodes);
     let (a, b) = (&nodes[0], &nodes[1]);
     insert(

@@ -68,6 +68,16 @@ fn instant(v: &Value) -> Option<f64> {
     }
 }
 
+/// A required point-in-time field (`date`, `timestamp`), with the error naming what it takes.
+fn required_instant(f: &Fields, key: &str, takes: &str) -> Result<f64, OpError> {
+    match f.get(&[key]) {
+        None => Err(OpError::bad_request(format!("'{key}' is required"))),
+        Some(v) => {
+            instant(v).ok_or_else(|| OpError::bad_request(format!("'{key}' must be {takes}")))
+        }
+    }
+}
+
 /// Harper's action field: absent means insert.
 fn action(body: &Map<String, Value>) -> Result<WriteKind, OpError> {
     match body.get("action") {
@@ -138,12 +148,7 @@ pub fn execute(
                 return Err(OpError::super_user_only("deleteRecordsBefore"));
             }
             let f = Fields::new(&body);
-            let date = match f.get(&["date"]) {
-                None => return Err(OpError::bad_request("'date' is required")),
-                Some(v) => instant(v).ok_or_else(|| {
-                    OpError::bad_request("'date' must be an ISO 8601 date or epoch milliseconds")
-                })?,
-            };
+            let date = required_instant(&f, "date", "an ISO 8601 date or epoch milliseconds")?;
             let db = database(&f)?;
             let table = f.req_str(&["table"])?;
             jobs.start(
@@ -157,14 +162,7 @@ pub fn execute(
                 return Err(OpError::super_user_only("deleteAuditLogsBefore"));
             }
             let f = Fields::new(&body);
-            let ts = match f.get(&["timestamp"]) {
-                None => return Err(OpError::bad_request("'timestamp' is required")),
-                Some(v) => instant(v).ok_or_else(|| {
-                    OpError::bad_request(
-                        "'timestamp' must be epoch milliseconds or an ISO 8601 date",
-                    )
-                })?,
-            };
+            let ts = required_instant(&f, "timestamp", "epoch milliseconds or an ISO 8601 date")?;
             let db = database(&f)?;
             let table = f.req_str(&["table"])?;
             jobs.start(

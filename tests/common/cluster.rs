@@ -193,6 +193,25 @@ pub fn create_table(n: &TestNode, table: &str) {
     n.ok(json!({"operation":"create_table","database":"dev","table":table,"primary_key":"id"}));
 }
 
+/// Starts `ips`, adds the others from the first (full replication) and creates `tables` on the
+/// first once the mesh is up, waiting until they and the dev sockets are everywhere.
+pub fn full_mesh_with_tables(ips: &[String], tables: &[&str]) -> Vec<TestNode> {
+    let nodes = start_all(ips);
+    for n in &nodes[1..] {
+        add_node(&nodes[0], &n.ip);
+    }
+    let all = refs(&nodes);
+    wait_mesh(&all, &["system"]);
+    for t in tables {
+        create_table(&nodes[0], t);
+    }
+    for t in tables {
+        wait_table(&all, t);
+    }
+    wait_mesh(&all, &["system", "dev"]);
+    nodes
+}
+
 pub fn has_table(n: &TestNode, table: &str) -> bool {
     n.op(json!({"operation":"describe_table","database":"dev","table":table}))
         .0
