@@ -1021,17 +1021,7 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
     }
     if !exact {
         if let Some(f) = s.filter.clone() {
-            rows = Box::new(rows.filter(move |r| match r {
-                Ok(row) => truthy(&eval(
-                    &f,
-                    &Ctx {
-                        row,
-                        aggs: &[],
-                        now_ms: now,
-                    },
-                )),
-                Err(_) => true,
-            }));
+            rows = keep_where(rows, f, now);
         }
     }
 
@@ -1203,11 +1193,7 @@ fn insert(
 }
 
 /// The records of one table a WHERE selects, streamed (UPDATE and DELETE).
-fn matching(
-    src: &Source,
-    filter: Option<Expr>,
-    store: &Store,
-) -> Result<Box<dyn Iterator<Item = Result<Row, OpError>> + Send>, OpError> {
+fn matching(src: &Source, filter: Option<Expr>, store: &Store) -> Result<RowIter, OpError> {
     let now = now_ms();
     let empty: Row = Vec::new();
     let cx = Ctx {
@@ -1218,21 +1204,27 @@ fn matching(
     let parts: Vec<&Expr> = filter.as_ref().map(conjuncts).unwrap_or_default();
     let (conds, exact) = pushdown(&parts, 0, &cx);
     let recs = query::search(store, &src.def, Logic::And, &conds, &no_page())?;
-    let rows = recs.map(|r| r.map(|m| vec![Some(m)]));
+    let rows: RowIter = Box::new(recs.map(|r| r.map(|m| vec![Some(m)])));
     Ok(match filter {
-        Some(f) if !exact => Box::new(rows.filter(move |r| match r {
-            Ok(row) => truthy(&eval(
-                &f,
-                &Ctx {
-                    row,
-                    aggs: &[],
-                    now_ms: now,
-                },
-            )),
-            Err(_) => true,
-        })),
-        _ => Box::new(rows),
+        Some(f) if !exact => keep_where(rows, f, now),
+        _ => rows,
     })
+}
+
+/// The rows for which `filter` holds (the WHERE conditions the indexes did not answer
+/// exactly); errors pass through to the consumer.
+fn keep_where(rows: RowIter, filter: Expr, now: i64) -> RowIter {
+    Box::new(rows.filter(move |r| match r {
+        Ok(row) => truthy(&eval(
+            &filter,
+            &Ctx {
+                row,
+                aggs: &[],
+                now_ms: now,
+            },
+        )),
+        Err(_) => true,
+    }))
 }
 
 fn bind_write(
