@@ -461,6 +461,10 @@ impl Replicator {
                 .spawn(move || manager::run(ctx, mgr_rx))
                 .map_err(|e| e.to_string())?
         };
+        // Membership and trust are published before the first socket is accepted: a member
+        // dialing in during start-up must not be refused because the manager had not read
+        // `hdb_nodes` and the routes yet.
+        ctx.reload_sync();
         let mut listeners = Vec::new();
         for (listener, secure) in plain
             .into_iter()
@@ -475,7 +479,6 @@ impl Replicator {
                     .map_err(|e| e.to_string())?,
             );
         }
-        ctx.reload();
         log::info!(
             "replication for node '{}' listening on {listen_addrs:?}",
             ctx.node_name
