@@ -162,13 +162,28 @@ impl TestNode {
     }
 
     pub fn start_with_env(ip: &str, extra_yaml: &str, env: &[(&str, &str)]) -> TestNode {
+        Self::start_full(ip, extra_yaml, env, None)
+    }
+
+    /// Starts a node whose data folder (rootPath) is `root` instead of one inside its test
+    /// folder (e.g. on a test filesystem); `root` is neither created nor removed here.
+    pub fn start_with_root(ip: &str, extra_yaml: &str, root: &Path) -> TestNode {
+        Self::start_full(ip, extra_yaml, &[], Some(root))
+    }
+
+    fn start_full(
+        ip: &str,
+        extra_yaml: &str,
+        env: &[(&str, &str)],
+        root: Option<&Path>,
+    ) -> TestNode {
         let dir = std::env::temp_dir().join(format!("skerry-test-{ip}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
         let config = dir.join("config.yaml");
         let yaml = format!(
             "rootPath: {root}\noperationsApi:\n  network:\n    port: \"{ip}:9925\"\nlogging:\n  level: info\n{extra_yaml}\n",
-            root = dir.join("data").display()
+            root = root.map_or_else(|| dir.join("data"), Path::to_path_buf).display()
         );
         std::fs::write(&config, yaml).expect("write config");
         let mut n = TestNode {
