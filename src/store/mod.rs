@@ -303,6 +303,24 @@ fn owner_only(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes the entries naming the store durable: a directory entry survives a power cut only once
+/// its parent directory is synced. fjall syncs inside `db/`; this syncs rootPath (its `db` entry)
+/// and then each parent (rootPath itself and any folder created with it, e.g. by the log file),
+/// or a power cut right after the first acknowledged write could lose the whole data folder
+/// (tests/powerloss.rs). The parents are best effort: a folder we may not open (an
+/// administrator's `/var`) was not created by us.
+fn sync_dir_chain(root: &Path) -> Result<()> {
+    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+    sync(root).map_err(|e| StoreError(format!("cannot sync {}: {e}", root.display())))?;
+    let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    for parent in abs.ancestors().skip(1) {
+        if let Err(e) = sync(parent) {
+            log::debug!("cannot sync {}: {e}", parent.display());
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
         std::fs::create_dir_all(path)
@@ -325,6 +343,7 @@ impl Store {
                     StoreError::from(e)
                 }
             })?;
+        sync_dir_chain(path)?;
         // fjall's default memtable is 64 MiB per keyspace, and fjall 3.1 does not enforce its
         // global write-buffer limit; a bulk load keeps three keyspaces hot (records, indexes,
         // audit log), so an eighth of `storage.maxWriteBufferSize` each bounds memtables to

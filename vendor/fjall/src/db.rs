@@ -937,6 +937,10 @@ impl Database {
         ]))
         .open()?;
 
+        // SKERRY PATCH: the meta keyspace's folder (`keyspaces/0`) is created after the syncs
+        // above; make its entry durable too, or a power cut loses it.
+        fsync_directory(&keyspaces_folder_path)?;
+
         let keyspaces = Arc::new(RwLock::default());
 
         let meta_keyspace = MetaKeyspace::new(

@@ -350,6 +350,11 @@ impl Keyspace {
         let base_config = apply_to_base_config(base_config, &config);
         let tree = base_config.open()?;
 
+        // SKERRY PATCH: lsm-tree syncs the new tree's own folder, not the entry naming it in
+        // `keyspaces/`; without this a power cut can lose the whole keyspace folder while the
+        // journal (synced) still writes into it.
+        crate::file::fsync_directory(db.config.path.join(KEYSPACES_FOLDER))?;
+
         Ok(Self(Arc::new(KeyspaceInner {
             supervisor: db.supervisor.clone(),
             worker_messager: db.worker_pool.sender.clone(),
