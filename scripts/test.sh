@@ -7,7 +7,9 @@
 #   fmt     cargo fmt --check
 #   clippy  cargo clippy --all-targets -- -D warnings
 #   build   cargo build --release (the shell tests and benchmarks use the release binary)
-#   rust    the unit, integration and doc tests (cargo test; cargo nextest with SKERRY_NEXTEST=1)
+#   rust    the unit, integration and doc tests (cargo test; cargo nextest with SKERRY_NEXTEST=1),
+#           with the power-loss tests on FUSE (tests/powerloss.rs; SKIPPED loudly where FUSE
+#           cannot be mounted)
 #   vendor  the vendored tiny_http and fjall crates' own tests (separate target directories)
 #   shell   the shell tests (tests/shell/run_all.sh) against the release binary
 #   cross   the static aarch64 binary (scripts/release.sh, dev profile) and its --version under qemu
@@ -119,6 +121,8 @@ setup() {
     # The aarch64 cross build's --version runs under qemu-user (the cross section).
     command -v qemu-aarch64 >/dev/null 2>&1 || missing+=(qemu-user)
     command -v file >/dev/null 2>&1 || missing+=(file)
+    # The power-loss tests mount FUSE: root does it itself, another user needs fusermount3.
+    if [[ $(id -u) -ne 0 ]] && ! command -v fusermount3 >/dev/null 2>&1; then missing+=(fuse3); fi
     if ((${#missing[@]})); then
         echo "installing missing tools with apt-get: ${missing[*]}"
         if [[ $(id -u) -ne 0 ]]; then
@@ -154,14 +158,45 @@ build() {
 rust_tests() {
     local threads=()
     if [[ -n "${SKERRY_TEST_THREADS:-}" ]]; then threads=(--test-threads "$SKERRY_TEST_THREADS"); fi
+    local rc=0
+    powerloss_prepare
     if [[ -n "${SKERRY_NEXTEST:-}" ]] && cargo nextest --version >/dev/null 2>&1; then
-        local rc=0
         cargo nextest run --no-fail-fast "${threads[@]}" || rc=$?
+        powerloss_report
         echo "---- doc tests"
         cargo test --doc
         return "$rc"
     fi
-    cargo test --no-fail-fast -- "${threads[@]}"
+    cargo test --no-fail-fast -- "${threads[@]}" || rc=$?
+    powerloss_report
+    return "$rc"
+}
+
+# tests/powerloss.rs mounts a FUSE filesystem (tests/powerfs, pure Rust: root mounts it itself,
+# another user through fusermount3). Where it cannot (no usable /dev/fuse, not permitted), its
+# tests return early and name themselves in $SKERRY_POWERLOSS_SKIPS, said loudly here; a
+# failure to mount is never a failed test, a lost write always is.
+powerloss_prepare() {
+    export SKERRY_POWERLOSS_SKIPS="$TARGET_DIR/powerloss-skips.txt"
+    rm -f "$SKERRY_POWERLOSS_SKIPS"
+}
+
+powerloss_report() {
+    local mnt
+    if [[ -s "$SKERRY_POWERLOSS_SKIPS" ]]; then
+        echo
+        echo "!!!! SKIPPED: the power-loss tests (tests/powerloss.rs) could not mount FUSE here:"
+        sed 's/^/!!!!   /' "$SKERRY_POWERLOSS_SKIPS"
+    else
+        echo "power-loss tests (tests/powerloss.rs): ran on FUSE"
+    fi
+    # A test process that died with its filesystem mounted leaves a dead mount ("Transport
+    # endpoint is not connected"); only those are unmounted, never a live one.
+    for mnt in $(awk '$1 == "skerry-powerfs" { print $2 }' /proc/mounts 2>/dev/null); do
+        if ! stat "$mnt" >/dev/null 2>&1; then
+            umount -l "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null || true
+        fi
+    done
 }
 
 vendor_tests() {

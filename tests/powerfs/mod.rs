@@ -10,13 +10,18 @@
 //!   cut, a renamed file is back under its old name, an unlinked one is back.
 //!
 //! This is the strict POSIX model (stricter than ext4's ordered mode, which also happens to keep
-//! some unsynced data): what a program may rely on after a crash is exactly what it synced.
-//! Metadata other than size (mode, times) is kept as is. A cut is only taken while nothing uses
-//! the mount: [`PowerFs::power_cut`] unmounts (which drops every kernel cache of the mount),
-//! reverts each inode to its durable image, drops the inodes no durable entry reaches, and
-//! mounts again.
+//! some unsynced data, and what btrfs or a disk cache may not): what a program may rely on after
+//! a crash is exactly what it synced. Metadata other than size (mode, times) is kept as is.
 //!
-//! It must never be used outside tests: it holds everything in memory.
+//! A cut is instantaneous and happens while the programs still run ([`PowerFs::cut_power`]):
+//! each inode goes back to its durable image at that instant, a sync still in progress never
+//! completes, and every later request fails with EIO (the machine is dead) until the programs
+//! are killed and [`PowerFs::restore`] remounts, which also drops every kernel cache of the
+//! mount. A sync takes a configurable time ([`PowerFs::set_sync_delay`]) like a disk's flush, so
+//! a program that answers before its sync completes is caught by a cut right after the answer.
+//!
+//! It must never be used outside tests: it holds everything in memory. Not modelled: hard and
+//! symbolic links, special files, extended attributes, torn writes within a sync.
 
 use fuser::{
     AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -143,6 +148,13 @@ pub struct CutReport {
 struct State {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
+    /// The power is off: every request fails with EIO until the next mount.
+    off: bool,
+    /// Power cuts so far: a sync that was still running at a cut never completes.
+    cuts: u64,
+    /// How long a sync takes, like a disk's flush: a program that answers before its sync
+    /// completes is caught by a cut right after the answer.
+    sync_delay: Duration,
 }
 
 impl State {
@@ -164,6 +176,9 @@ impl State {
         State {
             nodes,
             next_ino: INodeNo::ROOT.0 + 1,
+            off: false,
+            cuts: 0,
+            sync_delay: Duration::ZERO,
         }
     }
 
@@ -349,9 +364,40 @@ impl State {
 struct Mounted(Arc<Mutex<State>>);
 
 impl Mounted {
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    /// The state, or EIO while the power is off (the machine is dead; its processes are
+    /// being killed).
+    fn state(&self) -> Result<MutexGuard<'_, State>, Errno> {
+        let s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if s.off {
+            return Err(Errno::EIO);
+        }
+        Ok(s)
     }
+
+    /// fsync and fdatasync of a file, fsync of a directory: durable only once the delay has
+    /// passed with the power still on.
+    fn sync(&self, ino: INodeNo) -> Result<(), Errno> {
+        let (delay, cuts) = {
+            let s = self.state()?;
+            (s.sync_delay, s.cuts)
+        };
+        std::thread::sleep(delay);
+        let mut s = self.state()?;
+        if s.cuts != cuts {
+            return Err(Errno::EIO);
+        }
+        s.sync(ino.0)
+    }
+}
+
+/// `let mut s = live!(self, reply);`: the state, or the request fails with EIO (power off).
+macro_rules! live {
+    ($fs:expr, $reply:expr) => {
+        match $fs.state() {
+            Ok(s) => s,
+            Err(e) => return $reply.error(e),
+        }
+    };
 }
 
 fn entry_reply(s: &State, ino: u64, reply: ReplyEntry) {
@@ -363,7 +409,7 @@ fn entry_reply(s: &State, ino: u64, reply: ReplyEntry) {
 
 impl Filesystem for Mounted {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         match s.dir(parent.0).map(|d| d.get(name).copied()) {
             Ok(Some(ino)) => entry_reply(&s, ino, reply),
             Ok(None) => reply.error(Errno::ENOENT),
@@ -372,7 +418,7 @@ impl Filesystem for Mounted {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.state().attr(ino.0) {
+        match live!(self, reply).attr(ino.0) {
             Some(a) => reply.attr(&TTL, &a),
             None => reply.error(Errno::ENOENT),
         }
@@ -396,7 +442,7 @@ impl Filesystem for Mounted {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         if let Some(size) = size {
             match s.file(ino.0) {
                 Ok(d) => d.truncate(size),
@@ -435,7 +481,7 @@ impl Filesystem for Mounted {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::EPERM);
         }
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         match s.make(req, parent.0, name, false, mode & !umask) {
             Ok(ino) => entry_reply(&s, ino, reply),
             Err(e) => reply.error(e),
@@ -451,7 +497,7 @@ impl Filesystem for Mounted {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         match s.make(req, parent.0, name, true, mode & !umask) {
             Ok(ino) => entry_reply(&s, ino, reply),
             Err(e) => reply.error(e),
@@ -459,7 +505,7 @@ impl Filesystem for Mounted {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         let ino = match s.dir(parent.0).map(|d| d.get(name).copied()) {
             Ok(Some(ino)) => ino,
             Ok(None) => return reply.error(Errno::ENOENT),
@@ -477,7 +523,7 @@ impl Filesystem for Mounted {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         let ino = match s.dir(parent.0).map(|d| d.get(name).copied()) {
             Ok(Some(ino)) => ino,
             Ok(None) => return reply.error(Errno::ENOENT),
@@ -507,7 +553,7 @@ impl Filesystem for Mounted {
         if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::EINVAL);
         }
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         let ino = match s.dir(parent.0).map(|d| d.get(name).copied()) {
             Ok(Some(ino)) => ino,
             Ok(None) => return reply.error(Errno::ENOENT),
@@ -543,7 +589,7 @@ impl Filesystem for Mounted {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         if !s.nodes.contains_key(&ino.0) {
             return reply.error(Errno::ENOENT);
         }
@@ -566,7 +612,7 @@ impl Filesystem for Mounted {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.state().nodes.get(&ino.0).map(|n| &n.body) {
+        match live!(self, reply).nodes.get(&ino.0).map(|n| &n.body) {
             Some(Body::File { now, .. }) => reply.data(&now.read(offset, size)),
             Some(Body::Dir { .. }) => reply.error(Errno::EISDIR),
             None => reply.error(Errno::ENOENT),
@@ -585,7 +631,7 @@ impl Filesystem for Mounted {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.state().file(ino.0) {
+        match live!(self, reply).file(ino.0) {
             Ok(d) => {
                 d.write(offset, data);
                 reply.written(data.len() as u32);
@@ -615,7 +661,7 @@ impl Filesystem for Mounted {
         reply: ReplyEmpty,
     ) {
         // fdatasync keeps the size too (it must, to find the data again), so both are one.
-        match self.state().sync(ino.0) {
+        match self.sync(ino) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -629,7 +675,7 @@ impl Filesystem for Mounted {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         let entries: Vec<(u64, OsString)> = match s.dir(ino.0) {
             Ok(d) => d.iter().map(|(n, i)| (*i, n.clone())).collect(),
             Err(e) => return reply.error(e),
@@ -658,7 +704,7 @@ impl Filesystem for Mounted {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.state().sync(ino.0) {
+        match self.sync(ino) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -682,7 +728,7 @@ impl Filesystem for Mounted {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let mut s = self.state();
+        let mut s = live!(self, reply);
         let existing = match s.dir(parent.0) {
             Ok(d) => d.get(name).copied(),
             Err(e) => return reply.error(e),
@@ -722,7 +768,7 @@ impl Filesystem for Mounted {
         if mode != 0 {
             return reply.error(Errno::EOPNOTSUPP);
         }
-        match self.state().file(ino.0) {
+        match live!(self, reply).file(ino.0) {
             Ok(d) => {
                 if offset + length > d.size {
                     d.size = offset + length;
@@ -776,9 +822,11 @@ impl PowerFs {
             MountOption::FSName("skerry-powerfs".into()),
             MountOption::RW,
         ];
-        cfg.acl = SessionACL::All;
-        // Two threads: one request blocked in the kernel must not stall the next.
-        cfg.n_threads = Some(2);
+        // Only the mounting user (the test, and the node it starts): `allow_other` would need
+        // user_allow_other in /etc/fuse.conf where a non-root user mounts through fusermount3.
+        cfg.acl = SessionACL::Owner;
+        // Several threads: a sync waiting out its delay must not stall other requests.
+        cfg.n_threads = Some(4);
         fuser::spawn_mount(Mounted(self.state.clone()), &self.mountpoint, &cfg)
     }
 
@@ -786,19 +834,44 @@ impl PowerFs {
         &self.mountpoint
     }
 
-    /// The power cut: unmount, forget everything not synced, mount the durable image again.
-    /// Nothing may use the mount (the process writing to it is killed first).
-    pub fn power_cut(&mut self) -> CutReport {
+    /// How long each sync takes from now on (0 at mount).
+    pub fn set_sync_delay(&self, delay: Duration) {
+        self.lock().sync_delay = delay;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The power goes off NOW, while the programs using the mount still run: everything not
+    /// synced by this instant is forgotten, a sync still running never completes, and every
+    /// request fails with EIO until [`PowerFs::restore`]. Kill the programs, then restore.
+    pub fn cut_power(&mut self) -> CutReport {
+        let mut s = self.lock();
+        s.off = true;
+        s.cuts += 1;
+        s.cut()
+    }
+
+    /// Power back on: unmount (which drops every kernel cache of the mount) and mount the
+    /// durable image. Nothing may use the mount any more (kill its programs first).
+    pub fn restore(&mut self) {
         if let Some(s) = self.session.take() {
             s.umount_and_join()
-                .expect("unmount PowerFs for the power cut");
+                .expect("unmount PowerFs after the power cut");
         }
-        let report = self.state.lock().unwrap_or_else(|p| p.into_inner()).cut();
+        self.lock().off = false;
         self.session = Some(
             self.spawn()
                 .expect("mount PowerFs again after the power cut"),
         );
-        report
+    }
+
+    /// A cut while nothing uses the mount, and the power back on.
+    pub fn power_cut(&mut self) -> CutReport {
+        let r = self.cut_power();
+        self.restore();
+        r
     }
 }
 
