@@ -88,11 +88,29 @@ impl Drop for Mount {
     }
 }
 
-/// What the client was told: acknowledged records (id -> name), deleted ids.
+/// What the client was told: acknowledged records (id -> name), deleted ids, and the node's
+/// identity and users.
 #[derive(Default)]
 struct Acked {
     records: BTreeMap<i64, String>,
     deleted: BTreeSet<i64>,
+    /// `list_certificates` as (name, certificate PEM): the node's TLS identity, which its peers
+    /// trust, must come back unchanged.
+    certificates: BTreeSet<(String, String)>,
+    users: Vec<String>,
+    dropped_tables: Vec<String>,
+}
+
+fn certificates(n: &TestNode) -> Result<BTreeSet<(String, String)>, String> {
+    let (s, l) = n.op(json!({"operation":"list_certificates"}));
+    l.as_array()
+        .filter(|_| s == 200)
+        .map(|l| {
+            l.iter()
+                .map(|c| (c["name"].to_string(), c["certificate"].to_string()))
+                .collect()
+        })
+        .ok_or(format!("list_certificates: {s} {l}"))
 }
 
 fn insert(n: &TestNode, acked: &mut Acked, records: &[(i64, String)]) {
@@ -107,7 +125,16 @@ fn insert(n: &TestNode, acked: &mut Acked, records: &[(i64, String)]) {
 /// Acknowledged writes of every kind the core groups differently: the table itself, single
 /// inserts, batches, an update, a delete.
 fn write_acknowledged(n: &TestNode) -> Acked {
-    let mut acked = Acked::default();
+    let mut acked = Acked {
+        certificates: certificates(n).expect("certificates"),
+        ..Acked::default()
+    };
+    n.ok(json!({"operation":"add_user","role":"super_user","username":"survivor","password":"pw-survivor","active":true}));
+    acked.users.push("survivor".into());
+    n.ok(json!({"operation":"create_table","database":"dev","table":"cat","primary_key":"id"}));
+    n.ok(json!({"operation":"insert","database":"dev","table":"cat","records":[{"id":1}]}));
+    n.ok(json!({"operation":"drop_table","database":"dev","table":"cat"}));
+    acked.dropped_tables.push("cat".into());
     create_dog_table(n);
     for id in 1..=30 {
         insert(n, &mut acked, &[(id, format!("single-{id}"))]);
@@ -202,6 +229,32 @@ fn violations(n: &TestNode, acked: &Acked) -> Vec<String> {
             out.push(format!("deleted record {id} is back"));
         }
     }
+    match certificates(n) {
+        Ok(c) if c == acked.certificates => {}
+        Ok(c) => out.push(format!(
+            "the node's TLS identity changed: {} certificates before the cut, {} after, {} the same",
+            acked.certificates.len(),
+            c.len(),
+            c.intersection(&acked.certificates).count()
+        )),
+        Err(e) => out.push(e),
+    }
+    for user in &acked.users {
+        let (s, r) = n.op_as(
+            user,
+            &format!("pw-{user}"),
+            json!({"operation":"user_info"}),
+        );
+        if s != 200 {
+            out.push(format!("user {user} is gone: {s} {r}"));
+        }
+    }
+    let (_, all) = n.op(json!({"operation":"describe_database","database":"dev"}));
+    for t in &acked.dropped_tables {
+        if all.get(t).is_some() {
+            out.push(format!("dropped table {t} is back"));
+        }
+    }
     let (s, log) = n.op(json!({"operation":"read_audit_log","database":"dev","table":"dog"}));
     let Some(log) = log.as_array().filter(|_| s == 200) else {
         out.push(format!("the audit log is unreadable: {s} {log}"));
@@ -245,7 +298,10 @@ fn violations(n: &TestNode, acked: &Acked) -> Vec<String> {
 fn power_cut_run(m: &mut Mount, extra_yaml: &str) -> (Vec<String>, CutReport) {
     let started = Instant::now();
     m.fs().set_sync_delay(SYNC_DELAY);
-    let mut n = TestNode::start_with_root(&ips(SUITE, 1)[0], extra_yaml, &m.root());
+    let ip = ips(SUITE, 1).remove(0);
+    // Replication on, as on any real node: its TLS identity lives in rootPath/keys too.
+    let yaml = format!("replication:\n  hostname: {ip}\n  port: \"{ip}:9933\"\n{extra_yaml}");
+    let mut n = TestNode::start_with_root(&ip, &yaml, &m.root());
     let mut acked = write_acknowledged(&n);
     let writers = Writers::start(&n.addr());
     assert!(

@@ -9,7 +9,9 @@
 //! operations API's HTTPS port, the newest valid one winning, without a restart.
 
 use super::info::CertInfo;
-use super::{certs_from_pem, err, file_name, provider, read, write_private};
+use super::{
+    certs_from_pem, create_dir_durable, err, file_name, provider, read, sync_dir, write_private,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -115,8 +117,7 @@ impl AddedStore {
             return Err("a certificate used for 'https' needs its 'private_key'".into());
         }
         let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| err(&format!("cannot create {}", self.dir.display()), e))?;
+        create_dir_durable(&self.dir)?;
         let base = file_name(&new.name);
         let (json_path, key_path) = (
             self.dir.join(format!("{base}.json")),
@@ -156,6 +157,8 @@ impl AddedStore {
         let _ = std::fs::remove_file(self.dir.join(format!("{base}.key")));
         std::fs::remove_file(&json_path)
             .map_err(|e| err(&format!("cannot remove {}", json_path.display()), e))?;
+        // Acknowledged removals stay removed across a power cut.
+        sync_dir(&self.dir)?;
         Ok(true)
     }
 

@@ -71,6 +71,29 @@ fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
+/// Syncs a directory, so the entries created, renamed or removed in it survive a power cut
+/// (a file's own fsync does not make its name durable).
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| err(&format!("cannot sync {}", dir.display()), e))
+}
+
+/// Creates `dir` (owner-only by the process umask) with its entry durable in its parent: after
+/// a power cut the node must come back with the same TLS identity, or every peer that trusts
+/// its CA refuses it (tests/powerloss.rs).
+fn create_dir_durable(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| err(&format!("cannot create {}", dir.display()), e))?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
 fn write_private(path: &Path, data: &str) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -85,7 +108,12 @@ fn write_private(path: &Path, data: &str) -> Result<(), String> {
     f.write_all(data.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| err(&format!("cannot write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(&format!("cannot write {}", path.display()), e))
+    std::fs::rename(&tmp, path).map_err(|e| err(&format!("cannot write {}", path.display()), e))?;
+    // The rename is durable only once the folder is synced.
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
 }
 
 fn read(path: &Path) -> Result<String, String> {
@@ -144,8 +172,7 @@ impl NodeTls {
         settings: &TlsSettings,
     ) -> Result<NodeTls, String> {
         let dir = root.join("keys");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| err(&format!("cannot create {}", dir.display()), e))?;
+        create_dir_durable(&dir)?;
         let (ca_cert_pem, ca_key) = Self::own_ca(&dir, node_name)?;
         let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key)
             .map_err(|e| err("the node CA is unreadable", e))?;
@@ -363,8 +390,7 @@ impl NodeTls {
     pub fn store_peer_signed(&self, peer: &str, cert_pem: &str) -> Result<(), String> {
         certs_from_pem(cert_pem)?;
         let dir = self.dir.join("peers");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| err(&format!("cannot create {}", dir.display()), e))?;
+        create_dir_durable(&dir)?;
         write_private(&dir.join(format!("{}.pem", file_name(peer))), cert_pem)
     }
 
