@@ -5,7 +5,7 @@ use super::txn::{Txn, TxnOp};
 use super::*;
 use crate::store::digest;
 use crate::store::keys;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Default)]
@@ -950,4 +950,110 @@ fn the_same_writes_applied_in_another_order_give_the_same_digest() {
     assert_ne!(c.digest(), 0);
     assert_eq!(c.digest(), d.digest());
     assert_eq!(c.digest(), c.scanned_digest());
+}
+
+/// The `hdb_nodes` row of `name` as the store holds it.
+fn node_row(n: &Node, name: &str) -> Option<Map<String, Value>> {
+    let t = n.core.catalog().table("system", "hdb_nodes").unwrap().id;
+    let pk = keys::encode_pk(&json!(name)).unwrap();
+    n.store
+        .records
+        .get(&(t, pk))
+        .and_then(|r| r.json.as_ref())
+        .map(|j| serde_json::from_slice(j).unwrap())
+}
+
+fn system_audit_entries(n: &Node) -> usize {
+    let db = n.core.catalog().database("system").unwrap().id;
+    n.store.audit.iter().filter(|(d, ..)| *d == db).count()
+}
+
+fn patch(name: &str, fields: Value, if_new: Value, union: Value) -> super::op::MemberChange {
+    super::op::MemberChange::PatchNode {
+        name: name.into(),
+        fields: fields.as_object().unwrap().clone(),
+        if_new: if_new.as_object().unwrap().clone(),
+        union: union.as_object().unwrap().clone(),
+    }
+}
+
+#[test]
+fn two_membership_changes_of_one_row_in_one_group_both_land() {
+    // Before, each change read the row outside the core and wrote back its copy: the second
+    // of two changes in flight erased the first one's fields.
+    let mut n = Node::new("a");
+    for (i, change) in [
+        patch(
+            "b",
+            json!({"url": "ws://b:9933"}),
+            json!({"subscriptions": null}),
+            json!({}),
+        ),
+        patch(
+            "b",
+            json!({}),
+            json!({}),
+            json!({"revoked_certificates": ["s1"]}),
+        ),
+        patch(
+            "b",
+            json!({}),
+            json!({"subscriptions": "not used"}),
+            json!({"revoked_certificates": ["s2", "s1"]}),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        n.now += 1;
+        n.core
+            .step(
+                Input::Write {
+                    op: WriteOp::Membership {
+                        changes: vec![change],
+                    },
+                    actor: txn::Actor::User("admin".into()),
+                    reply: i as u32,
+                },
+                n.now,
+                &n.store,
+            )
+            .unwrap();
+    }
+    for r in n.commit() {
+        r.unwrap();
+    }
+    let row = node_row(&n, "b").unwrap();
+    assert_eq!(row["url"], json!("ws://b:9933"));
+    assert_eq!(
+        row["subscriptions"],
+        Value::Null,
+        "if_new applies only to a new row"
+    );
+    assert_eq!(row["revoked_certificates"], json!(["s1", "s2"]));
+
+    // A change that says what the row already says writes nothing (no audit entry to
+    // replicate), and a delete of a missing row is a no-op.
+    let before = system_audit_entries(&n);
+    n.run(WriteOp::Membership {
+        changes: vec![
+            patch(
+                "b",
+                json!({"url": "ws://b:9933"}),
+                json!({}),
+                json!({"revoked_certificates": ["s2"]}),
+            ),
+            super::op::MemberChange::DeleteNode {
+                name: "nobody".into(),
+            },
+        ],
+    })
+    .unwrap();
+    assert_eq!(system_audit_entries(&n), before);
+    n.run(WriteOp::Membership {
+        changes: vec![super::op::MemberChange::DeleteNode { name: "b".into() }],
+    })
+    .unwrap();
+    assert!(node_row(&n, "b").is_none());
+    assert_eq!(system_audit_entries(&n), before + 1);
 }
