@@ -1334,4 +1334,144 @@ mod tests {
             json!(null)
         );
     }
+
+    #[test]
+    fn regexp_flags_map_to_javascripts_and_hostile_patterns_end_promptly() {
+        let m = |p: &str, f: &str, t: &str| Rx::compile(p, f).unwrap().is_match(t).unwrap();
+        assert!(!m("a", "", "Alice"));
+        assert!(m("a", "i", "Alice"));
+        assert!(m("^(?=A)", "", "Alice"));
+        assert!(m("(.)\\1", "", "Bobby"));
+        assert!(!m("^b$", "", "a\nb"));
+        assert!(m("^b$", "m", "a\nb"));
+        assert!(!m("a.b", "", "a\nb"));
+        assert!(m("a.b", "s", "a\nb"));
+        assert!(m("A", "giuyd", "xA"));
+        for bad in ["x", "I", "ix"] {
+            let e = Rx::compile("a", bad).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message().contains("flag"), "{}", e.message());
+        }
+        // Catastrophic backtracking on a long value: the plain form runs on the regex crate's
+        // linear engine (an answer), the lookbehind form on fancy-regex's backtracker, which
+        // stops at its limit (an error naming the pattern, not a hung thread).
+        let long = format!("{}!", "a".repeat(5000));
+        let start = std::time::Instant::now();
+        assert!(!m("(a+)+$", "", &long));
+        let rx = Rx::compile("(a+)+(?<=b)", "").unwrap();
+        let e = rx.is_match(&long).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message().contains("'(a+)+(?<=b)'"), "{}", e.message());
+        assert!(e.message().contains("backtracking"), "{}", e.message());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn convert_follows_alasql() {
+        let c = |v: Value, to: ConvertTo, style: Option<u16>| convert(v, &to, style).unwrap();
+        // INT is `x | 0`: ToNumber, truncation, 32 bits.
+        for (v, want) in [
+            (json!(9.99), 9),
+            (json!(-9.99), -9),
+            (json!("42abc"), 0),
+            (json!(" 42 "), 42),
+            (json!("0x1A"), 26),
+            (json!(""), 0),
+            (json!(null), 0),
+            (json!(true), 1),
+            (json!("inf"), 0),
+            (json!(2_147_483_648i64), -2_147_483_648),
+            (json!(4_294_967_297i64), 1),
+            (json!([7]), 7),
+        ] {
+            assert_eq!(c(v.clone(), ConvertTo::Int, None), json!(want), "{v}");
+        }
+        // MONEY's (m|0) + ((m*100) % 100) / 100, in the same doubles as JavaScript.
+        for (v, want) in [
+            (9.99, json!(9.99)),
+            (24.5, json!(24.5)),
+            (999.0, json!(999)),
+        ] {
+            assert_eq!(c(json!(v), ConvertTo::Money, None), want, "{v}");
+        }
+        assert_eq!(c(json!(9.99), ConvertTo::Text(None), None), json!("9.99"));
+        assert_eq!(c(json!(1.0), ConvertTo::Text(None), None), json!("1"));
+        assert_eq!(
+            c(json!("Widget"), ConvertTo::Text(Some(3)), None),
+            json!("Wid")
+        );
+        assert_eq!(
+            c(json!("ab"), ConvertTo::Char(Some(4)), None),
+            json!("ab  ")
+        );
+        assert_eq!(c(json!(null), ConvertTo::Text(None), None), json!(null));
+        assert_eq!(
+            c(json!("12.5"), ConvertTo::Number(None, None), None),
+            json!(12.5)
+        );
+        assert_eq!(
+            c(json!(3.14159), ConvertTo::Number(Some(10), Some(2)), None),
+            json!(3.14)
+        );
+        assert_eq!(c(json!(0), ConvertTo::Boolean, None), json!(false));
+        assert_eq!(c(json!("0"), ConvertTo::Boolean, None), json!(true));
+        assert_eq!(c(json!(null), ConvertTo::Boolean, None), json!(false));
+        let d = json!("2023-01-15");
+        assert_eq!(c(d.clone(), ConvertTo::Date, None), json!("23.01.15"));
+        assert_eq!(
+            c(d.clone(), ConvertTo::DateTime, None),
+            json!("2023.01.15 00:00:00.000")
+        );
+        assert_eq!(
+            c(json!("20230115"), ConvertTo::Date, None),
+            json!("23.01.15")
+        );
+        assert_eq!(
+            c(json!("2023.01.15 10:20:30"), ConvertTo::DateTime, None),
+            json!("2023.01.15 10:20:30.000")
+        );
+        assert_eq!(c(json!("no date"), ConvertTo::Date, None), json!(null));
+        // Every style of the table, on one instant.
+        let t = json!("2024-03-05T14:07:09.000Z");
+        let want = [
+            (1, "03/05/24"),
+            (2, "24.03.05"),
+            (3, "05/03/24"),
+            (4, "05.03.24"),
+            (5, "05-03-24"),
+            (6, "05 mar 24"),
+            (7, "Mar 05,24"),
+            (8, "14:07:09"),
+            (10, "03-05-24"),
+            (11, "24/03/05"),
+            (12, "240305"),
+            (101, "03/05/2024"),
+            (102, "2024.03.05"),
+            (103, "05/03/2024"),
+            (104, "05.03.2024"),
+            (105, "05-03-2024"),
+            (106, "05 mar 2024"),
+            (107, "Mar 05,2024"),
+            (108, "14:07:09"),
+            (110, "03-05-2024"),
+            (111, "2024/03/05"),
+            (112, "20240305"),
+        ];
+        assert_eq!(want.len(), CONVERT_STYLES.len());
+        for (style, text) in want {
+            assert_eq!(
+                c(t.clone(), ConvertTo::Text(None), Some(style)),
+                json!(text),
+                "style {style}"
+            );
+        }
+        // A style formats first, the type converts what it printed (AlaSQL's order).
+        assert_eq!(c(t.clone(), ConvertTo::Int, Some(112)), json!(20240305));
+        let e = convert(json!(1), &ConvertTo::Unknown("JSONB".into()), None).unwrap_err();
+        assert!(e.message().starts_with("CONVERT to JSONB is not supported"));
+    }
 }
