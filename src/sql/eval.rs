@@ -1414,8 +1414,8 @@ mod tests {
             json!(12.5)
         );
         assert_eq!(
-            c(json!(2.71828), ConvertTo::Number(Some(10), Some(2)), None),
-            json!(2.72)
+            c(json!(12.34567), ConvertTo::Number(Some(10), Some(2)), None),
+            json!(12.35)
         );
         assert_eq!(c(json!(0), ConvertTo::Boolean, None), json!(false));
         assert_eq!(c(json!("0"), ConvertTo::Boolean, None), json!(true));
