@@ -286,4 +286,14 @@ fn regexp_errors_are_400s_naming_the_pattern_and_regexp_drives_writes() {
         sql(&n, "SELECT id, age FROM dev.dog ORDER BY id"),
         json!([{"id":1,"age":null},{"id":2,"age":9}])
     );
+    // A missing value matches nothing, not even the empty pattern (Harper reads it as ''); a
+    // number is matched by its text (Harper: 500).
+    assert_eq!(
+        sql(&n, "SELECT id, age REGEXP '' AS m FROM dev.dog ORDER BY id"),
+        json!([{"id":1,"m":false},{"id":2,"m":true}])
+    );
+    assert_eq!(
+        sql(&n, "SELECT id FROM dev.dog WHERE age REGEXP '^9$'"),
+        json!([{"id":2}])
+    );
 }
