@@ -4,10 +4,12 @@
 //! replicated like any write).
 //!
 //! Memory: a plain SELECT streams (rows are produced as the HTTP layer sends them); joins look
-//! the joined table up per row through its indexes (a scan of it when no index answers). Only
-//! what SQL forces to be held -- rows to sort, groups, DISTINCT sets, the rows an UPDATE or
-//! DELETE changes -- is held, and never more than [`MEMORY_BUDGET`]: beyond it the statement
-//! fails with a clear error instead of growing. Never writes the store itself.
+//! the joined table up per row through its indexes (a scan of it when no index answers), and
+//! RIGHT / FULL joins then scan it once more for the rows nothing matched. Only what SQL forces
+//! to be held -- rows to sort, groups, DISTINCT sets, the primary keys a RIGHT / FULL join
+//! matched, the rows an UPDATE or DELETE changes -- is held, and never more than
+//! [`MEMORY_BUDGET`]: beyond it the statement fails with a clear error instead of growing.
+//! Never writes the store itself.
 
 use super::eval::{eval, num, text, truthy, unknown_convert_type, Ctx, Row};
 use super::parse::{
