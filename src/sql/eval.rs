@@ -208,7 +208,8 @@ pub fn eval(e: &Expr, cx: &Ctx) -> Result<Value, OpError> {
             if v.is_null() {
                 return Ok(Value::Bool(false));
             }
-            let subject = text(&v);
+            // Numbers and booleans are matched by their JavaScript text (2.0 is "2").
+            let subject = js_string(&v);
             match compiled {
                 Some(rx) => Value::Bool(rx.is_match(&subject)?),
                 None => {
@@ -1473,5 +1474,37 @@ mod tests {
         assert_eq!(c(t.clone(), ConvertTo::Int, Some(112)), json!(20240305));
         let e = convert(json!(1), &ConvertTo::Unknown("JSONB".into()), None).unwrap_err();
         assert!(e.message().starts_with("CONVERT to JSONB is not supported"));
+    }
+
+    #[test]
+    fn regexp_matches_a_values_javascript_text_and_null_never() {
+        let row = |v: Value| {
+            let mut m = Map::new();
+            m.insert("x".into(), v);
+            vec![Some(m)]
+        };
+        let Ok(super::super::parse::Plan::Select(s)) =
+            super::super::parse::parse("SELECT x REGEXP '^2$' AS m FROM a.b")
+        else {
+            panic!()
+        };
+        let super::super::parse::SelectItem::Expr { expr, .. } = &s.items[0] else {
+            panic!()
+        };
+        for (v, want) in [
+            (json!(2.0), true),
+            (json!(2), true),
+            (json!("2"), true),
+            (json!(2.5), false),
+            (json!(null), false),
+        ] {
+            let r = row(v.clone());
+            let cx = Ctx {
+                row: &r,
+                aggs: &[],
+                now_ms: 0,
+            };
+            assert_eq!(eval(expr, &cx).unwrap(), json!(want), "{v}");
+        }
     }
 }
