@@ -1,0 +1,303 @@
+//! The G1-G5 checker: every node's final state (after healing) against the client log.
+//!
+//! Owns the verdicts only; it reads the log and the final records and never talks to a node
+//! (G1's digest and `cluster_verify` comparison is gathered by main and passed in). Versions
+//! are Skerry's (`txn_time` of the answer, `__updatedtime__` of the record), so "later" means
+//! a higher version, the rule last-writer-wins promises, not a later wall-clock time.
+
+use crate::client::{value, Kind, OpRec};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The final records of one node, by key.
+pub type State = BTreeMap<String, Value>;
+
+#[derive(Default)]
+pub struct Verdict {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub checked: usize,
+    /// (key, why)
+    pub violations: Vec<(String, String)>,
+}
+
+impl Verdict {
+    fn new(name: &'static str, what: &'static str) -> Verdict {
+        Verdict {
+            name,
+            what,
+            ..Verdict::default()
+        }
+    }
+
+    fn fail(&mut self, key: &str, why: String) {
+        self.violations.push((key.to_string(), why));
+    }
+
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn keys(&self) -> BTreeSet<&str> {
+        self.violations.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+fn version_of(rec: &Value) -> f64 {
+    rec["__updatedtime__"].as_f64().unwrap_or(f64::NAN)
+}
+
+fn token_of(rec: &Value) -> &str {
+    rec["w"].as_str().unwrap_or("")
+}
+
+fn short(rec: Option<&Value>) -> String {
+    match rec {
+        None => "absent".into(),
+        Some(r) => format!("{}@{}", token_of(r), version_of(r)),
+    }
+}
+
+/// G1 from the final dumps: every node holds exactly the same records. `digests` and
+/// `verify` are the describe_table digests and the cluster_verify differing keys per node.
+pub fn g1(
+    states: &[State],
+    names: &[String],
+    digests: &[String],
+    verify: &[(bool, Vec<String>)],
+) -> Verdict {
+    let mut v = Verdict::new("G1", "convergence: every node holds identical data");
+    let keys: BTreeSet<&String> = states.iter().flat_map(|s| s.keys()).collect();
+    v.checked = keys.len();
+    for k in keys {
+        let first = states[0].get(k);
+        if states.iter().any(|s| s.get(k) != first) {
+            let per: Vec<String> = states
+                .iter()
+                .zip(names)
+                .map(|(s, n)| format!("{n}={}", short(s.get(k))))
+                .collect();
+            v.fail(k, format!("nodes differ: {}", per.join(", ")));
+        }
+    }
+    if digests.iter().any(|d| d != &digests[0]) {
+        let per: Vec<String> = digests
+            .iter()
+            .zip(names)
+            .map(|(d, n)| format!("{n}={d}"))
+            .collect();
+        v.fail(
+            "(digest)",
+            format!("describe_table digests differ: {}", per.join(", ")),
+        );
+    }
+    for ((matched, keys), n) in verify.iter().zip(names) {
+        if !matched {
+            v.fail(
+                "(cluster_verify)",
+                format!("cluster_verify on {n} reports a mismatch, differing keys: {keys:?}"),
+            );
+        }
+    }
+    v
+}
+
+struct KeyOps<'a> {
+    ops: Vec<&'a OpRec>,
+}
+
+fn by_key(ops: &[OpRec]) -> BTreeMap<&str, KeyOps<'_>> {
+    let mut m: BTreeMap<&str, KeyOps> = BTreeMap::new();
+    for o in ops {
+        m.entry(o.key.as_str())
+            .or_insert_with(|| KeyOps { ops: Vec::new() })
+            .ops
+            .push(o);
+    }
+    m
+}
+
+/// G2-G5 on one node's final state. Violations name the node.
+pub fn per_node(ops: &[OpRec], state: &State, node: &str, out: &mut [Verdict; 4]) {
+    let keys = by_key(ops);
+    let tokens: BTreeMap<&str, &OpRec> = ops
+        .iter()
+        .filter_map(|o| o.token.as_deref().map(|t| (t, o)))
+        .collect();
+    let [g2, g3, g4, _g5] = out;
+    for (key, ko) in &keys {
+        let rec = state.get(*key);
+        for o in &ko.ops {
+            let Some(t_a) = o.acked_effective() else {
+                continue;
+            };
+            if o.kind.is_write() {
+                g2.checked += 1;
+                match rec {
+                    Some(r) => {
+                        let t_f = version_of(r);
+                        if t_f.is_nan() || t_f < t_a {
+                            g2.fail(
+                                key,
+                                format!(
+                                    "{node}: acked {} {}@{t_a} lost: holds {}",
+                                    o.kind.name(),
+                                    o.token.as_deref().unwrap_or("?"),
+                                    short(rec)
+                                ),
+                            );
+                        }
+                    }
+                    None => {
+                        // Absent is fine only if some delete may have come after it.
+                        let superseded = ko.ops.iter().any(|d| {
+                            d.kind == Kind::Delete
+                                && (d.unknown() || d.acked_effective().is_some_and(|t| t >= t_a))
+                        });
+                        if !superseded {
+                            g2.fail(
+                                key,
+                                format!(
+                                    "{node}: acked {} {}@{t_a} lost: the key is absent and no later delete exists",
+                                    o.kind.name(),
+                                    o.token.as_deref().unwrap_or("?")
+                                ),
+                            );
+                        }
+                    }
+                }
+            } else {
+                g3.checked += 1;
+                if let Some(r) = rec {
+                    let t_f = version_of(r);
+                    if t_f.is_nan() || t_f < t_a {
+                        g3.fail(
+                            key,
+                            format!(
+                                "{node}: acked delete @{t_a} by {} resurrected: holds {}",
+                                o.client,
+                                short(rec)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for (key, rec) in state {
+        g4.checked += 1;
+        let tok = token_of(rec);
+        let Some(o) = tokens.get(tok) else {
+            g4.fail(
+                key,
+                format!("{node}: phantom value: token {tok:?} was never written"),
+            );
+            continue;
+        };
+        if o.key != *key {
+            g4.fail(
+                key,
+                format!("{node}: token {tok} was written to key {}, not here", o.key),
+            );
+            continue;
+        }
+        if o.acked_effective().is_none() && !o.unknown() {
+            g4.fail(
+                key,
+                format!(
+                    "{node}: value {tok} comes from a write that was {:?}",
+                    o.outcome
+                ),
+            );
+            continue;
+        }
+        let mut fields = rec.clone();
+        if let Some(m) = fields.as_object_mut() {
+            m.remove("__createdtime__");
+            m.remove("__updatedtime__");
+        }
+        if fields != value(key, tok) {
+            g4.fail(key, format!("{node}: torn value for token {tok}: {fields}"));
+            continue;
+        }
+        if let Some(t_a) = o.acked_effective() {
+            if version_of(rec) != t_a {
+                g4.fail(
+                    key,
+                    format!(
+                        "{node}: {tok} was acknowledged at version {t_a} but is stored at {}",
+                        version_of(rec)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// G5: for keys written concurrently (acknowledged writes on different nodes whose request
+/// intervals overlap), every node holds the same winner, and it is the highest version.
+pub fn g5(ops: &[OpRec], states: &[State], names: &[String]) -> (Verdict, usize) {
+    let mut v = Verdict::new(
+        "G5",
+        "one deterministic winner on every node for concurrent writes",
+    );
+    let keys = by_key(ops);
+    let mut contended = 0;
+    for (key, ko) in &keys {
+        let acked: Vec<&&OpRec> = ko
+            .ops
+            .iter()
+            .filter(|o| o.acked_effective().is_some())
+            .collect();
+        let concurrent = acked.iter().enumerate().any(|(i, a)| {
+            acked[i + 1..].iter().any(|b| {
+                a.node != b.node
+                    && a.kind.is_write()
+                    && b.kind.is_write()
+                    && a.start_ms <= b.end_ms
+                    && b.start_ms <= a.end_ms
+            })
+        });
+        if !concurrent {
+            continue;
+        }
+        contended += 1;
+        v.checked += 1;
+        let first = states[0].get(*key);
+        if states.iter().any(|s| s.get(*key) != first) {
+            let per: Vec<String> = states
+                .iter()
+                .zip(names)
+                .map(|(s, n)| format!("{n}={}", short(s.get(*key))))
+                .collect();
+            v.fail(key, format!("different winners: {}", per.join(", ")));
+            continue;
+        }
+        // The winner is at least as new as every acknowledged operation of the key.
+        let max = acked
+            .iter()
+            .filter_map(|o| o.acked_effective())
+            .fold(f64::NEG_INFINITY, f64::max);
+        if let Some(r) = first {
+            if version_of(r) < max {
+                v.fail(
+                    key,
+                    format!(
+                        "winner {} is older than an acked operation @{max}",
+                        short(first)
+                    ),
+                );
+            }
+        }
+    }
+    (v, contended)
+}
+
+pub fn new_verdicts() -> [Verdict; 4] {
+    [
+        Verdict::new("G2", "no acknowledged write lost"),
+        Verdict::new("G3", "no resurrection of an acknowledged delete"),
+        Verdict::new("G4", "no torn or phantom values"),
+        Verdict::new("G5", "(unused slot)"),
+    ]
+}
