@@ -50,7 +50,7 @@ if [[ -z "${SKERRY_BIN:-}" ]]; then
     SKERRY_BIN=$TARGET_DIR/release/skerry
 fi
 log "building the chaos driver (scripts/chaos)"
-cargo build --release --manifest-path "$HERE/chaos/Cargo.toml" >&2
+CARGO_TARGET_DIR="$HERE/chaos/target" cargo build --release --manifest-path "$HERE/chaos/Cargo.toml" >&2
 CHAOS=$HERE/chaos/target/release/chaos
 
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-seed$SEED-$$
