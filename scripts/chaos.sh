@@ -4,7 +4,7 @@
 # node while a seeded schedule kills (kill -9) and restarts nodes, partitions, delays, wedges and
 # half-opens links, races same-key writes, and keeps a node away past the audit retention so it
 # needs a full copy that is then interrupted again and again. After healing, a checker verifies
-# G1-G5 (README "Guarantees") over every node's final state against the log of every
+# G1-G5 of issue 9 (README "Chaos runs") over every node's final state against the log of every
 # acknowledged operation.
 #
 #   scripts/chaos.sh                          # the short run (~3 min; scripts/test.sh's chaos section)
