@@ -49,8 +49,10 @@ if [[ -z "${SKERRY_BIN:-}" ]]; then
     cargo build --release --manifest-path "$REPO/Cargo.toml" >&2
     SKERRY_BIN=$TARGET_DIR/release/skerry
 fi
-log "building the chaos driver (scripts/chaos)"
+log "building the chaos driver (scripts/chaos) and checking its checker on hand-made histories"
 CARGO_TARGET_DIR="$HERE/chaos/target" cargo build --release --manifest-path "$HERE/chaos/Cargo.toml" >&2
+# The checker must fail each guarantee on a history that breaks it, or a PASS means nothing.
+CARGO_TARGET_DIR="$HERE/chaos/target" cargo test --release --quiet --manifest-path "$HERE/chaos/Cargo.toml" >&2
 CHAOS=$HERE/chaos/target/release/chaos
 
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)-seed$SEED-$$

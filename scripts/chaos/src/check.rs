@@ -104,15 +104,27 @@ pub fn g1(
 
 struct KeyOps<'a> {
     ops: Vec<&'a OpRec>,
+    /// The highest version of an acknowledged delete of the key (-inf if none).
+    max_delete: f64,
+    /// Some delete of the key may or may not have been applied.
+    unknown_delete: bool,
 }
 
 fn by_key(ops: &[OpRec]) -> BTreeMap<&str, KeyOps<'_>> {
     let mut m: BTreeMap<&str, KeyOps> = BTreeMap::new();
     for o in ops {
-        m.entry(o.key.as_str())
-            .or_insert_with(|| KeyOps { ops: Vec::new() })
-            .ops
-            .push(o);
+        let k = m.entry(o.key.as_str()).or_insert_with(|| KeyOps {
+            ops: Vec::new(),
+            max_delete: f64::NEG_INFINITY,
+            unknown_delete: false,
+        });
+        if o.kind == Kind::Delete {
+            k.unknown_delete |= o.unknown();
+            if let Some(t) = o.acked_effective() {
+                k.max_delete = k.max_delete.max(t);
+            }
+        }
+        k.ops.push(o);
     }
     m
 }
@@ -149,12 +161,10 @@ pub fn per_node(ops: &[OpRec], state: &State, node: &str, out: &mut [Verdict; 4]
                         }
                     }
                     None => {
-                        // Absent is fine only if some delete may have come after it.
-                        let superseded = ko.ops.iter().any(|d| {
-                            d.kind == Kind::Delete
-                                && (d.unknown() || d.acked_effective().is_some_and(|t| t >= t_a))
-                        });
-                        if !superseded {
+                        // Absent is fine only if some delete may have come after it: an
+                        // acknowledged one at a version at least as high, or one whose fate
+                        // is unknown.
+                        if !(ko.unknown_delete || ko.max_delete >= t_a) {
                             g2.fail(
                                 key,
                                 format!(
@@ -249,14 +259,19 @@ pub fn g5(ops: &[OpRec], states: &[State], names: &[String]) -> (Verdict, usize)
             .iter()
             .filter(|o| o.acked_effective().is_some())
             .collect();
-        let concurrent = acked.iter().enumerate().any(|(i, a)| {
-            acked[i + 1..].iter().any(|b| {
-                a.node != b.node
-                    && a.kind.is_write()
-                    && b.kind.is_write()
-                    && a.start_ms <= b.end_ms
-                    && b.start_ms <= a.end_ms
-            })
+        // Sweep the acknowledged writes by start time: a pair overlaps when the later one
+        // starts before the earlier one ends.
+        let mut writes: Vec<&OpRec> = acked
+            .iter()
+            .filter(|o| o.kind.is_write())
+            .map(|o| **o)
+            .collect();
+        writes.sort_by_key(|o| o.start_ms);
+        let concurrent = writes.iter().enumerate().any(|(i, a)| {
+            writes[i + 1..]
+                .iter()
+                .take_while(|b| b.start_ms <= a.end_ms)
+                .any(|b| a.node != b.node)
         });
         if !concurrent {
             continue;
@@ -300,4 +315,118 @@ pub fn new_verdicts() -> [Verdict; 4] {
         Verdict::new("G4", "no torn or phantom values"),
         Verdict::new("G5", "(unused slot)"),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checker on hand-made histories: each guarantee must fail on the history that breaks
+    //! it (scripts/chaos.sh runs these before every chaos run).
+    use super::*;
+    use crate::client::Outcome;
+
+    fn op(client: &str, kind: Kind, key: &str, node: usize, token: Option<&str>, t: f64) -> OpRec {
+        OpRec {
+            client: client.into(),
+            kind,
+            key: key.into(),
+            node,
+            token: token.map(str::to_string),
+            start_ms: t as u64,
+            end_ms: t as u64 + 5,
+            outcome: Outcome::Acked {
+                effective: true,
+                version: Some(t),
+            },
+        }
+    }
+
+    fn rec(key: &str, token: &str, t: f64) -> Value {
+        let mut v = value(key, token);
+        v["__createdtime__"] = t.into();
+        v["__updatedtime__"] = t.into();
+        v
+    }
+
+    fn state(recs: &[Value]) -> State {
+        recs.iter()
+            .map(|r| (r["id"].as_str().unwrap().to_string(), r.clone()))
+            .collect()
+    }
+
+    fn verdicts(ops: &[OpRec], s: &State) -> [Verdict; 4] {
+        let mut v = new_verdicts();
+        per_node(ops, s, "n0", &mut v);
+        v
+    }
+
+    #[test]
+    fn a_history_that_keeps_every_guarantee_passes() {
+        let ops = vec![
+            op("c0", Kind::Upsert, "a", 0, Some("c0-1"), 100.0),
+            op("c1", Kind::Upsert, "a", 1, Some("c1-1"), 101.0),
+            op("c0", Kind::Upsert, "b", 0, Some("c0-2"), 102.0),
+            op("c1", Kind::Delete, "b", 1, None, 103.0),
+        ];
+        let s = state(&[rec("a", "c1-1", 101.0)]);
+        let v = verdicts(&ops, &s);
+        assert!(v.iter().all(Verdict::ok), "{:?}", v[0].violations);
+        let (g5, contended) = g5(&ops, &[s.clone(), s], &["n0".into(), "n1".into()]);
+        assert!(g5.ok());
+        assert_eq!(contended, 1);
+    }
+
+    #[test]
+    fn a_lost_acknowledged_write_fails_g2() {
+        let ops = vec![
+            op("c0", Kind::Upsert, "a", 0, Some("c0-1"), 100.0),
+            op("c1", Kind::Upsert, "a", 1, Some("c1-1"), 101.0),
+            op("c0", Kind::Upsert, "b", 0, Some("c0-2"), 102.0),
+        ];
+        // a went back to the older write, b vanished without a delete.
+        let v = verdicts(&ops, &state(&[rec("a", "c0-1", 100.0)]));
+        assert_eq!(v[0].keys().into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_resurrected_delete_fails_g3() {
+        let ops = vec![
+            op("c0", Kind::Upsert, "a", 0, Some("c0-1"), 100.0),
+            op("c1", Kind::Delete, "a", 1, None, 101.0),
+        ];
+        let v = verdicts(&ops, &state(&[rec("a", "c0-1", 100.0)]));
+        assert_eq!(v[1].keys().into_iter().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn torn_and_phantom_values_fail_g4() {
+        let ops = vec![
+            op("c0", Kind::Upsert, "a", 0, Some("c0-1"), 100.0),
+            op("c0", Kind::Upsert, "b", 0, Some("c0-2"), 101.0),
+        ];
+        let mut torn = rec("a", "c0-1", 100.0);
+        torn["pad"] = "c0-2c0-2".into();
+        let phantom = rec("c", "nobody-1", 102.0);
+        let v = verdicts(&ops, &state(&[torn, rec("b", "c0-2", 101.0), phantom]));
+        assert_eq!(v[2].keys().into_iter().collect::<Vec<_>>(), ["a", "c"]);
+    }
+
+    #[test]
+    fn different_winners_fail_g1_and_g5() {
+        let ops = vec![
+            op("c0", Kind::Upsert, "a", 0, Some("c0-1"), 100.0),
+            op("c1", Kind::Upsert, "a", 1, Some("c1-1"), 100.0),
+        ];
+        let s0 = state(&[rec("a", "c0-1", 100.0)]);
+        let s1 = state(&[rec("a", "c1-1", 100.0)]);
+        let names = ["n0".to_string(), "n1".to_string()];
+        let g1 = g1(
+            &[s0.clone(), s1.clone()],
+            &names,
+            &["x".into(), "x".into()],
+            &[(true, vec![]), (true, vec![])],
+        );
+        assert_eq!(g1.keys().into_iter().collect::<Vec<_>>(), ["a"]);
+        let (g5, _) = g5(&ops, &[s0, s1], &names);
+        assert_eq!(g5.keys().into_iter().collect::<Vec<_>>(), ["a"]);
+    }
 }
