@@ -104,7 +104,7 @@ pub fn g1(
 
 struct KeyOps<'a> {
     ops: Vec<&'a OpRec>,
-    /// The highest version of an acknowledged delete of the key (-inf if none).
+    /// The highest version of an acknowledged delete of the key (-inf if none), skipped or not.
     max_delete: f64,
     /// Some delete of the key may or may not have been applied.
     unknown_delete: bool,
@@ -120,7 +120,7 @@ fn by_key(ops: &[OpRec]) -> BTreeMap<&str, KeyOps<'_>> {
         });
         if o.kind == Kind::Delete {
             k.unknown_delete |= o.unknown();
-            if let Some(t) = o.acked_effective() {
+            if let Some(t) = o.applied_version() {
                 k.max_delete = k.max_delete.max(t);
             }
         }
@@ -140,7 +140,7 @@ pub fn per_node(ops: &[OpRec], state: &State, node: &str, out: &mut [Verdict; 4]
     for (key, ko) in &keys {
         let rec = state.get(*key);
         for o in &ko.ops {
-            let Some(t_a) = o.acked_effective() else {
+            let Some(t_a) = o.applied_version() else {
                 continue;
             };
             if o.kind.is_write() {
@@ -257,7 +257,7 @@ pub fn g5(ops: &[OpRec], states: &[State], names: &[String]) -> (Verdict, usize)
         let acked: Vec<&&OpRec> = ko
             .ops
             .iter()
-            .filter(|o| o.acked_effective().is_some())
+            .filter(|o| o.applied_version().is_some())
             .collect();
         // Sweep the acknowledged writes by start time: a pair overlaps when the later one
         // starts before the earlier one ends.
@@ -291,7 +291,7 @@ pub fn g5(ops: &[OpRec], states: &[State], names: &[String]) -> (Verdict, usize)
         // The winner is at least as new as every acknowledged operation of the key.
         let max = acked
             .iter()
-            .filter_map(|o| o.acked_effective())
+            .filter_map(|o| o.applied_version())
             .fold(f64::NEG_INFINITY, f64::max);
         if let Some(r) = first {
             if version_of(r) < max {
@@ -393,6 +393,23 @@ mod tests {
             op("c0", Kind::Upsert, "a", 0, Some("c0-1"), 100.0),
             op("c1", Kind::Delete, "a", 1, None, 101.0),
         ];
+        let v = verdicts(&ops, &state(&[rec("a", "c0-1", 100.0)]));
+        assert_eq!(v[1].keys().into_iter().collect::<Vec<_>>(), ["a"]);
+    }
+
+    #[test]
+    fn a_skipped_delete_still_supersedes_an_older_write_and_must_not_be_undone() {
+        // A delete of a key missing on its node writes a tombstone all the same (skipped in
+        // the answer): a newer one supersedes an older acknowledged write elsewhere, and the
+        // older write must not come back over it.
+        let mut del = op("c1", Kind::Delete, "a", 1, None, 101.0);
+        del.outcome = Outcome::Acked {
+            effective: false,
+            version: Some(101.0),
+        };
+        let ops = vec![op("c0", Kind::Upsert, "a", 0, Some("c0-1"), 100.0), del];
+        let v = verdicts(&ops, &state(&[]));
+        assert!(v[0].ok() && v[1].ok(), "{:?}", v[0].violations);
         let v = verdicts(&ops, &state(&[rec("a", "c0-1", 100.0)]));
         assert_eq!(v[1].keys().into_iter().collect::<Vec<_>>(), ["a"]);
     }

@@ -84,6 +84,19 @@ impl OpRec {
         }
     }
 
+    /// The version at which this operation changed the table, if it was acknowledged and did:
+    /// a write whose key is in its written hashes, or any acknowledged delete (a delete of a
+    /// key missing on that node still writes a versioned tombstone, which wins over older
+    /// copies of the key elsewhere, although the answer lists the key in `skipped_hashes`).
+    pub fn applied_version(&self) -> Option<f64> {
+        match self.outcome {
+            Outcome::Acked { version, .. } if self.kind == Kind::Delete => {
+                Some(version.unwrap_or(f64::NAN))
+            }
+            _ => self.acked_effective(),
+        }
+    }
+
     pub fn unknown(&self) -> bool {
         matches!(self.outcome, Outcome::Unknown(_))
     }

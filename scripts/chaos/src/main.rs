@@ -773,10 +773,10 @@ fn drive(a: &Args, run: &Arc<Run>, sched: &[(u64, Fault)]) -> Result<bool, Strin
         .iter()
         .filter(|o| matches!(o.outcome, client::Outcome::Acked { .. }))
         .count();
-    let effective = ops.iter().filter(|o| o.acked_effective().is_some()).count();
+    let effective = ops.iter().filter(|o| o.applied_version().is_some()).count();
     let by_kind = |k: Kind| {
         ops.iter()
-            .filter(|o| o.kind == k && o.acked_effective().is_some())
+            .filter(|o| o.kind == k && o.applied_version().is_some())
             .count()
     };
     let unknown = ops.iter().filter(|o| o.unknown()).count();
@@ -805,7 +805,7 @@ fn drive(a: &Args, run: &Arc<Run>, sched: &[(u64, Fault)]) -> Result<bool, Strin
         a.seed, a.clients
     ));
     line(format!(
-        "operations: {} sent, {acked} acknowledged ({effective} wrote: {} insert, {} upsert, {} update, {} delete), {unknown} indeterminate, {not_sent} refused (node down)",
+        "operations: {} sent, {acked} acknowledged ({effective} changed the table: {} insert, {} upsert, {} update, {} delete incl. tombstones of missing keys), {unknown} indeterminate, {not_sent} refused (node down)",
         ops.len(),
         by_kind(Kind::Insert),
         by_kind(Kind::Upsert),
