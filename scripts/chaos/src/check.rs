@@ -308,6 +308,47 @@ pub fn g5(ops: &[OpRec], states: &[State], names: &[String]) -> (Verdict, usize)
     (v, contended)
 }
 
+/// G6: versions never go backwards on a node: a write acknowledged by a node before another
+/// write was sent to that node (real-time order, by the driver's clock, which the nodes' test
+/// clock offsets do not touch) has the lower version, across kill -9 restarts and restarts with
+/// the clock stepped back. Sweep per node: requests by start time, the highest version among
+/// those already answered before each start.
+pub fn g6(ops: &[OpRec], nodes: usize) -> Verdict {
+    let mut v = Verdict::new("G6", "versions never go backwards on a node");
+    for node in 0..nodes {
+        let mut acked: Vec<(&OpRec, f64)> = ops
+            .iter()
+            .filter(|o| o.node == node)
+            .filter_map(|o| o.applied_version().map(|ver| (o, ver)))
+            .collect();
+        v.checked += acked.len();
+        let mut by_end = acked.clone();
+        by_end.sort_by_key(|(o, _)| o.end_ms);
+        acked.sort_by_key(|(o, _)| o.start_ms);
+        let (mut i, mut max): (usize, Option<(f64, &OpRec)>) = (0, None);
+        for (o, ver) in &acked {
+            while i < by_end.len() && by_end[i].0.end_ms < o.start_ms {
+                if max.is_none_or(|(m, _)| by_end[i].1 > m) {
+                    max = Some((by_end[i].1, by_end[i].0));
+                }
+                i += 1;
+            }
+            if let Some((m, before)) = max {
+                if *ver < m {
+                    v.fail(
+                        &o.key,
+                        format!(
+                            "n{node} gave version {ver} to a write sent at {} ms, after it had acknowledged {} ({}) at {m}",
+                            o.start_ms, before.key, before.client
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    v
+}
+
 pub fn new_verdicts() -> [Verdict; 4] {
     [
         Verdict::new("G2", "no acknowledged write lost"),
@@ -351,6 +392,33 @@ mod tests {
         recs.iter()
             .map(|r| (r["id"].as_str().unwrap().to_string(), r.clone()))
             .collect()
+    }
+
+    #[test]
+    fn g6_fails_when_a_node_gives_a_later_write_a_lower_version() {
+        // Acked at 1,000 with version 1000.0; a write sent later (2,000) got 900.0: the node's
+        // clock went back and its versions with it.
+        let ok = [
+            op("a", Kind::Upsert, "k1", 0, Some("t1"), 1000.0),
+            op("a", Kind::Upsert, "k2", 0, Some("t2"), 2000.0),
+        ];
+        assert!(g6(&ok, 1).ok());
+        let mut back = ok.clone();
+        back[1].outcome = Outcome::Acked {
+            effective: true,
+            version: Some(900.0),
+        };
+        let v = g6(&back, 1);
+        assert!(!v.ok());
+        assert_eq!(v.keys().into_iter().collect::<Vec<_>>(), vec!["k2"]);
+        // Overlapping requests may commit in either order: not a violation.
+        let mut overlap = back.clone();
+        overlap[1].start_ms = 1002;
+        assert!(g6(&overlap, 1).ok());
+        // Another node's versions are its own.
+        let mut other = back.clone();
+        other[1].node = 1;
+        assert!(g6(&other, 2).ok());
     }
 
     fn verdicts(ops: &[OpRec], s: &State) -> [Verdict; 4] {

@@ -5,8 +5,9 @@
 //! write, update and delete on every node while a seeded schedule of faults plays: kill -9 and
 //! restart, crash right after acknowledged writes, partitions, delays, half-open and wedged
 //! links, concurrent same-key writes, a node away past the audit retention (full copy) whose
-//! copy is interrupted again and again. Then it heals everything, waits for convergence and
-//! checks G1-G5 (src/check.rs) over every node's final state against the client log.
+//! copy is interrupted again and again, a restart with the node's clock stepped back
+//! (SKERRY_TEST_CLOCK_OFFSET_MS). Then it heals everything, waits for convergence and checks
+//! G1-G6 (src/check.rs) over every node's final state against the client log.
 //!
 //! The seed fixes the fault schedule (kinds, targets, durations, order); client timing is
 //! left to the machine. Exit status: 0 all guarantees hold, 1 a violation (the offending keys
@@ -139,6 +140,9 @@ enum Fault {
     /// Down past the audit retention (a full copy on return), the copy interrupted
     /// `interrupts` times (kill -9 or cut links, alternately).
     LongOutage { node: usize, interrupts: usize },
+    /// kill -9, restart with the node's clock stepped back by `back_ms` (its versions must
+    /// still only grow: G6).
+    ClockBack { node: usize, back_ms: u64 },
 }
 
 impl Fault {
@@ -153,6 +157,7 @@ impl Fault {
             Fault::Hold { .. } => "wedged_link",
             Fault::Race { .. } => "same_key_race",
             Fault::LongOutage { .. } => "past_retention_outage",
+            Fault::ClockBack { .. } => "clock_back_restart",
         }
     }
 }
@@ -218,6 +223,10 @@ fn schedule(seed: u64, n: usize, minutes: f64, retention_s: u64) -> Vec<(u64, Fa
                 key: rng.below(1_000) as usize,
                 rounds: rng.range(3, 8) as usize,
             },
+            9 => Fault::ClockBack {
+                node,
+                back_ms: rng.range(5_000, 120_000),
+            },
             _ => Fault::LongOutage {
                 node,
                 interrupts: rng.range(2, 4) as usize,
@@ -234,19 +243,20 @@ fn schedule(seed: u64, n: usize, minutes: f64, retention_s: u64) -> Vec<(u64, Fa
             | Fault::HalfOpen { ms, .. }
             | Fault::Hold { ms, .. } => *ms,
             Fault::Race { rounds, .. } => *rounds as u64 * 100,
+            Fault::ClockBack { .. } => 2_000,
             Fault::LongOutage { interrupts, .. } => {
                 (retention_s + 6) * 1_000 + *interrupts as u64 * 4_000
             }
         }
     };
     // Every scenario once, in a seeded order (Fisher-Yates).
-    let mut kinds: Vec<u64> = (0..9).collect();
+    let mut kinds: Vec<u64> = (0..10).collect();
     for i in (1..kinds.len()).rev() {
         let j = rng.below(i as u64 + 1) as usize;
         kinds.swap(i, j);
     }
     let mut first = kinds.into_iter();
-    while used < budget_ms || out.len() < 9 {
+    while used < budget_ms || out.len() < 10 {
         let kind = match first.next() {
             Some(k) => k,
             // Later: the long outage is rare (it is long), the others equally likely.
@@ -254,6 +264,8 @@ fn schedule(seed: u64, n: usize, minutes: f64, retention_s: u64) -> Vec<(u64, Fa
                 let r = rng.below(100);
                 if r < 4 {
                     8
+                } else if r < 10 {
+                    9
                 } else {
                     r % 8
                 }
@@ -379,6 +391,14 @@ impl Run {
         self.count(f.kind());
         let sleep = |ms: u64| std::thread::sleep(Duration::from_millis(ms));
         match *f {
+            Fault::ClockBack { node, back_ms } => {
+                self.kill(node);
+                {
+                    let mut nd = lock(&self.nodes[node]);
+                    nd.clock_offset_ms -= back_ms as i64;
+                }
+                self.start(node)?;
+            }
             Fault::Kill { node, down_ms } => {
                 self.kill(node);
                 // Deletes while it is down (it must not bring them back).
@@ -599,7 +619,6 @@ fn run(a: &Args) -> Result<bool, String> {
     for (i, (gap, f)) in sched.iter().enumerate() {
         say(&format!("  #{i:<3} after {gap:>4} ms: {f:?}"));
     }
-    say("clock jump backwards across a restart: SKIPPED (skerry has no test-only clock offset)");
 
     let proxy = Proxy::start(&ips, PROXY_PORT)?;
     let nodes: Vec<Mutex<Node>> = ips
@@ -765,8 +784,9 @@ fn drive(a: &Args, run: &Arc<Run>, sched: &[(u64, Fault)]) -> Result<bool, Strin
         check::per_node(&ops, s, name, &mut per);
     }
     let (g5, contended) = check::g5(&ops, &states, &run.names);
+    let g6 = check::g6(&ops, run.names.len());
     let [g2, g3, g4, _] = per;
-    let verdicts = [g1, g2, g3, g4, g5];
+    let verdicts = [g1, g2, g3, g4, g5, g6];
 
     // ---- summary
     let acked = ops
@@ -823,9 +843,15 @@ fn drive(a: &Args, run: &Arc<Run>, sched: &[(u64, Fault)]) -> Result<bool, Strin
             .join(", ")
     ));
     line(format!(
-        "kill -9: {} | full copies interrupted: {} | NeedCopy (past retention) seen: {need_copy} | full copies finished: {copies_done} | clock jump: SKIPPED (no test-only clock offset)",
+        "kill -9: {} | full copies interrupted: {} | NeedCopy (past retention) seen: {need_copy} | full copies finished: {copies_done} | clocks stepped back: {} (node offsets ms: {})",
         run.kills.load(Ordering::SeqCst),
-        run.copy_interrupts.load(Ordering::SeqCst)
+        run.copy_interrupts.load(Ordering::SeqCst),
+        faults.get("clock_back_restart").copied().unwrap_or(0),
+        run.nodes
+            .iter()
+            .map(|nd| lock(nd).clock_offset_ms.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
     line(format!(
         "final state: {} records on each node; {contended} keys written concurrently on different nodes",

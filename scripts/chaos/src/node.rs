@@ -120,6 +120,8 @@ pub struct Node {
     bin: PathBuf,
     child: Option<Child>,
     pub starts: u32,
+    /// `SKERRY_TEST_CLOCK_OFFSET_MS` of the next start (the clock-jump scenario lowers it).
+    pub clock_offset_ms: i64,
 }
 
 impl Node {
@@ -141,6 +143,7 @@ impl Node {
             bin: bin.to_path_buf(),
             child: None,
             starts: 0,
+            clock_offset_ms: 0,
         }
     }
 
@@ -167,6 +170,10 @@ impl Node {
             // A received full copy pauses after each batch, so a copy lasts long enough to be
             // interrupted (the "full copy interrupted again and again" scenario).
             .env("SKERRY_TEST_COPY_DELAY_MS", "300")
+            .env(
+                "SKERRY_TEST_CLOCK_OFFSET_MS",
+                self.clock_offset_ms.to_string(),
+            )
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log)
