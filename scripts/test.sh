@@ -12,6 +12,8 @@
 #           cannot be mounted)
 #   vendor  the vendored tiny_http and fjall crates' own tests (separate target directories)
 #   shell   the shell tests (tests/shell/run_all.sh) against the release binary
+#   chaos   the short real-process chaos run (scripts/chaos.sh, ~3 min): kill -9, partitions,
+#           delayed, wedged and half-open links under concurrent clients, then G1-G6 checked
 #   cross   the static aarch64 binary (scripts/release.sh, dev profile) and its --version under qemu
 # Every section prints a banner and its duration, and a summary ends the run. A failing section
 # does not hide the others' results: the run goes on (except after a failed setup or build, which
@@ -235,6 +237,17 @@ shell_tests() {
     SKERRY_BIN="$TARGET_DIR/release/skerry" bash tests/shell/run_all.sh
 }
 
+# The short chaos run (issue 9): the default seed and length of scripts/chaos.sh against the
+# release binary; it stops its nodes and removes its folder itself, also on failure, and leaves
+# the client log and summary in target/chaos/.
+chaos_run() {
+    if [[ ! -x "$TARGET_DIR/release/skerry" ]]; then
+        echo "error: no release binary at $TARGET_DIR/release/skerry" >&2
+        return 1
+    fi
+    SKERRY_BIN="$TARGET_DIR/release/skerry" scripts/chaos.sh
+}
+
 # ---------------------------------------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
     # shellcheck disable=SC1091
@@ -254,5 +267,6 @@ run_section build "cargo build --release" build
 run_section rust "unit, integration and doc tests" rust_tests
 run_section vendor "vendor/tiny_http and vendor/fjall tests" vendor_tests
 run_section shell "shell tests (tests/shell/run_all.sh)" shell_tests
+run_section chaos "short chaos run (scripts/chaos.sh, G1-G6)" chaos_run
 run_section cross "static aarch64 build (scripts/release.sh)" cross_build
 ((${#FAILED[@]} == 0)) || exit 1

@@ -558,6 +558,7 @@ impl<R> Core<R> {
             WriteOp::DropRole { id } => self.drop_role(&id, now_ms, store),
             WriteOp::SystemPut { table, record } => self.system_put(&table, record, now_ms, store),
             WriteOp::SystemDelete { table, key } => self.system_delete(&table, &key, now_ms, store),
+            WriteOp::Membership { changes } => self.membership(changes, now_ms, store),
             WriteOp::SetLocal { key, value } => {
                 self.writes.push(Write::Local { key, value });
                 Ok(Ok(serde_json::json!({ "message": "ok" })))

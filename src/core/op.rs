@@ -158,6 +158,13 @@ pub enum WriteOp {
         table: String,
         key: Value,
     },
+    /// One membership change (`add_node`, `add_node_back`, `remove_node`, ...): every row
+    /// patch and node-local entry it makes, merged against the current rows inside the core
+    /// and committed in one group commit, so two concurrent changes cannot lose each other's
+    /// fields and a crash cannot keep half of one.
+    Membership {
+        changes: Vec<MemberChange>,
+    },
     /// Node-local metadata (never replicated), committed in order with everything else.
     SetLocal {
         key: String,
@@ -170,6 +177,25 @@ pub enum WriteOp {
         database: String,
         edits: Vec<AuditEdit>,
     },
+}
+
+/// One step of a [`WriteOp::Membership`] change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberChange {
+    /// Merges `fields` over the node's current `hdb_nodes` row (creating it with `if_new`
+    /// added when there is none), and each array of `union` into the row's array of that
+    /// name (values not already there appended); nothing is written when the row already
+    /// says all that.
+    PatchNode {
+        name: String,
+        fields: Map<String, Value>,
+        if_new: Map<String, Value>,
+        union: Map<String, Value>,
+    },
+    /// Deletes the node's `hdb_nodes` row (a tombstone that replicates), if it has one.
+    DeleteNode { name: String },
+    /// Sets (Some) or clears (None) a node-local entry.
+    Local { key: String, value: Option<Vec<u8>> },
 }
 
 /// One audit entry to change: by node-local origin id and version; `ops` is the entry's new

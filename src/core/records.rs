@@ -742,6 +742,75 @@ impl<R> Core<R> {
             .map(|(rec, _)| Value::Object(rec)))
     }
 
+    /// A membership change as one input (see [`WriteOp::Membership`]): each row patch reads
+    /// the row as this group left it, so concurrent changes to one row both land.
+    pub(super) fn membership(
+        &mut self,
+        changes: Vec<super::op::MemberChange>,
+        now_ms: u64,
+        store: &dyn StoreView,
+    ) -> StepResult {
+        use super::op::MemberChange;
+        for change in changes {
+            match change {
+                MemberChange::PatchNode {
+                    name,
+                    fields,
+                    if_new,
+                    union,
+                } => {
+                    let current = self.system_record(store, HDB_NODES, &json!(name))?;
+                    let mut row = current.clone().unwrap_or_default();
+                    row.remove(CREATED_TIME);
+                    row.remove(UPDATED_TIME);
+                    if current.is_none() {
+                        row.extend(if_new);
+                    }
+                    row.insert("name".into(), json!(name));
+                    row.extend(fields);
+                    for (k, add) in union {
+                        let mut all = match row.remove(&k) {
+                            Some(Value::Array(a)) => a,
+                            _ => Vec::new(),
+                        };
+                        for v in add.as_array().into_iter().flatten() {
+                            if !all.contains(v) {
+                                all.push(v.clone());
+                            }
+                        }
+                        row.insert(k, Value::Array(all));
+                    }
+                    let unchanged = current.is_some_and(|mut c| {
+                        c.remove(CREATED_TIME);
+                        c.remove(UPDATED_TIME);
+                        c == row
+                    });
+                    if !unchanged {
+                        if let Err(e) = self.put_system(HDB_NODES, row, now_ms, store)? {
+                            return Ok(Err(e));
+                        }
+                    }
+                }
+                MemberChange::DeleteNode { name } => {
+                    if self
+                        .system_record(store, HDB_NODES, &json!(name))?
+                        .is_some()
+                    {
+                        if let Err(e) =
+                            self.delete_system(HDB_NODES, &json!(name), now_ms, store)?
+                        {
+                            return Ok(Err(e));
+                        }
+                    }
+                }
+                MemberChange::Local { key, value } => {
+                    self.writes.push(crate::store::Write::Local { key, value });
+                }
+            }
+        }
+        Ok(Ok(json!({ "message": "ok" })))
+    }
+
     pub(super) fn system_delete(
         &mut self,
         table: &str,

@@ -206,6 +206,20 @@ impl Driver {
         let wrote = !ready.writes.is_empty();
         if wrote {
             if let Err(e) = self.store.commit(&ready.writes, self.durability) {
+                // The waiting requests get a clear answer instead of a dropped connection
+                // (whether the failed batch reached the journal is decided on restart: a
+                // torn batch is discarded whole), then the node stops.
+                let msg = format!("the node is stopping: {e}; this write may not have been stored");
+                for (to, _) in ready.replies {
+                    match to {
+                        ReplyTo::Op(tx) | ReplyTo::Chained { tx, .. } => {
+                            let _ = tx.send(Err(OpError::internal(msg.clone())));
+                        }
+                        ReplyTo::Applied(_) | ReplyTo::None => {}
+                    }
+                }
+                // Bounded: lets the connection threads write those answers.
+                std::thread::sleep(std::time::Duration::from_millis(300));
                 fatal(&e.to_string());
             }
         }

@@ -228,6 +228,7 @@ impl Operation {
                 WriteOp::SystemPut { .. }
                 | WriteOp::SystemDelete { .. }
                 | WriteOp::SetLocal { .. }
+                | WriteOp::Membership { .. }
                 | WriteOp::Evict { .. } => SuperUser("system"),
                 WriteOp::TrimAudit { .. } => SuperUser("deleteAuditLogsBefore"),
             },

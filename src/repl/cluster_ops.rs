@@ -14,9 +14,9 @@ use super::push::Caller;
 use super::wire::Frame;
 use super::{link_key, parse_url, ReplCtx, REMOVED_KEY};
 use crate::core::auth::Principal;
-use crate::core::catalog::{CREATED_TIME, HDB_NODES, UPDATED_TIME};
+use crate::core::catalog::{CREATED_TIME, UPDATED_TIME};
 use crate::core::error::{OpError, OpResult};
-use crate::core::op::WriteOp;
+use crate::core::op::{MemberChange, WriteOp};
 use crate::core::txn::Actor;
 use crate::ops::fields::Fields;
 use crate::ops::http::ClusterOps;
@@ -238,76 +238,80 @@ fn row_of(ctx: &ReplCtx, name: &str) -> Option<Map<String, Value>> {
         .find(|r| r.get("name").and_then(Value::as_str) == Some(name))
 }
 
-/// Upserts a hdb_nodes row as a patch of the existing one (Harper's `ensureNode`), made by
-/// `actor` (receivers check it: see `core::records::remote_system_write_allowed`).
-fn put_node_row(
-    ctx: &ReplCtx,
-    name: &str,
-    fields: Map<String, Value>,
-    actor: &Actor,
-) -> Result<(), OpError> {
-    let mut row = row_of(ctx, name).unwrap_or_default();
-    row.remove(CREATED_TIME);
-    row.remove(UPDATED_TIME);
-    row.insert("name".into(), json!(name));
-    for (k, v) in fields {
-        row.insert(k, v);
+/// The writes of one membership change, committed as ONE core input
+/// ([`WriteOp::Membership`]): row patches are merged against the current rows inside the core
+/// (Harper's `ensureNode` patch semantics), so two concurrent changes cannot lose each other's
+/// fields, and node-local entries commit in the same group as the rows (a crash keeps all of
+/// a change or none of it).
+#[derive(Default)]
+struct Changes(Vec<MemberChange>);
+
+impl Changes {
+    /// Patches `name`'s hdb_nodes row with `fields`.
+    fn patch_node(&mut self, name: &str, fields: Map<String, Value>) {
+        self.0.push(MemberChange::PatchNode {
+            name: name.to_string(),
+            fields,
+            if_new: Map::new(),
+            union: Map::new(),
+        });
     }
-    ctx.core
-        .execute(
-            WriteOp::SystemPut {
-                table: HDB_NODES.into(),
-                record: row,
-            },
-            actor.clone(),
-        )
-        .map(|_| ())
+
+    fn delete_node(&mut self, name: &str) {
+        self.0.push(MemberChange::DeleteNode {
+            name: name.to_string(),
+        });
+    }
+
+    fn local(&mut self, key: String, value: Option<Vec<u8>>) {
+        self.0.push(MemberChange::Local { key, value });
+    }
+
+    /// Commits every change as one core input made by `actor` (receivers check it: see
+    /// `core::records::remote_system_op_allowed`).
+    fn commit(self, ctx: &ReplCtx, actor: &Actor) -> Result<(), OpError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        ctx.core
+            .execute(WriteOp::Membership { changes: self.0 }, actor.clone())
+            .map(|_| ())
+    }
 }
 
-fn set_removed(ctx: &ReplCtx, removed: bool) -> Result<(), OpError> {
-    let is_removed = ctx.members.load().removed;
-    if is_removed != removed {
-        ctx.core.execute(
-            WriteOp::SetLocal {
-                key: REMOVED_KEY.into(),
-                value: removed.then(|| vec![1]),
-            },
-            Actor::None,
-        )?;
+fn set_removed(ctx: &ReplCtx, removed: bool, changes: &mut Changes) {
+    if ctx.members.load().removed != removed {
+        changes.local(REMOVED_KEY.into(), removed.then(|| vec![1]));
     }
-    Ok(())
 }
 
-/// This node's own row: `replicates: true` and its URL.
-fn ensure_self_row(ctx: &ReplCtx) -> Result<(), OpError> {
+/// This node's own row: `replicates: true` and its URL (written only when it says otherwise).
+fn ensure_self_row(ctx: &ReplCtx, changes: &mut Changes) {
     let Some(url) = &ctx.node_url else {
-        return Ok(());
+        return;
     };
-    let current = row_of(ctx, &ctx.node_name);
-    let ca = ctx.tls.as_ref().map(|t| t.trust_pem().to_string());
-    let up_to_date = current.as_ref().is_some_and(|r| {
-        r.get("url").and_then(Value::as_str) == Some(url.as_str())
-            && r.get("replicates") == Some(&Value::Bool(true))
-            && ca
-                .as_deref()
-                .is_none_or(|ca| r.get("ca").and_then(Value::as_str) == Some(ca))
-    });
-    if up_to_date {
-        return Ok(());
-    }
     let mut f = Map::new();
     f.insert("url".into(), json!(url));
     f.insert("replicates".into(), json!(true));
     // This node's CA travels in its own row: every member trusts it for this node's
     // certificate (the gossip that lets a node added through one member reach all over TLS).
-    if let Some(ca) = ca.filter(|c| !c.is_empty()) {
+    if let Some(ca) = ctx
+        .tls
+        .as_ref()
+        .map(|t| t.trust_pem().to_string())
+        .filter(|c| !c.is_empty())
+    {
         f.insert("ca_info".into(), ca_info(&ca));
         f.insert("ca".into(), json!(ca));
     }
-    if current.is_none() {
-        f.insert("subscriptions".into(), Value::Null);
-    }
-    put_node_row(ctx, &ctx.node_name, f, &Actor::Node(ctx.node_name.clone()))
+    let mut if_new = Map::new();
+    if_new.insert("subscriptions".into(), Value::Null);
+    changes.0.push(MemberChange::PatchNode {
+        name: ctx.node_name.clone(),
+        fields: f,
+        if_new,
+        union: Map::new(),
+    });
 }
 
 /// Refuses a `field` that is neither a DNS name nor an IP literal (400, before anything is
@@ -479,30 +483,20 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool, actor: &Acto
         }
         (_, p) => p,
     };
+    // Revoked certificates accumulate on update: the union with what the row lists is taken
+    // inside the core, against the row as it is when the change commits.
+    let mut union = Map::new();
     if update {
-        // Revoked certificates accumulate (union with what the row already lists).
-        if let (Some(Value::Array(new)), Some(row)) = (
-            spec.row.get("revoked_certificates").cloned(),
-            row_of(ctx, &spec.hostname),
-        ) {
-            let mut all: Vec<Value> = row
-                .get("revoked_certificates")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            for v in new {
-                if !all.contains(&v) {
-                    all.push(v);
-                }
-            }
-            spec.row
-                .insert("revoked_certificates".into(), Value::Array(all));
+        if let Some(list) = spec.row.remove("revoked_certificates") {
+            union.insert("revoked_certificates".into(), list);
         }
     }
     // This side's policy first, so what this node sends and accepts is already the new policy
     // when the peer (which stores the mirror before answering) starts using its side.
     if let Some(p) = &policy {
-        store_policy(ctx, &spec.hostname, p)?;
+        let mut first = Changes::default();
+        store_policy(ctx, &spec.hostname, p, &mut first);
+        first.commit(ctx, &Actor::None)?;
         ctx.reload_sync();
     }
     let tls = super::parse_url_tls(&spec.url)
@@ -557,17 +551,24 @@ fn set_node(ctx: &ReplCtx, body: &Map<String, Value>, update: bool, actor: &Acto
     };
     // Retained credentials are node-local (never in the replicated row, never logged); turning
     // retention off (or an add_node without it) forgets them.
+    let mut changes = Changes::default();
     match (spec.retain, &spec.auth) {
-        (Some(true), Some(a)) => store_retained_auth(ctx, &spec.hostname, Some(a))?,
+        (Some(true), Some(a)) => store_retained_auth(ctx, &spec.hostname, Some(a), &mut changes),
         (Some(false), _) | (None, _) if !update || spec.retain == Some(false) => {
-            store_retained_auth(ctx, &spec.hostname, None)?
+            store_retained_auth(ctx, &spec.hostname, None, &mut changes)
         }
         _ => {}
     }
     // Adding a peer from here means this node is (again) in a cluster.
-    set_removed(ctx, false)?;
-    put_node_row(ctx, &spec.hostname, spec.row, actor)?;
-    ensure_self_row(ctx)?;
+    set_removed(ctx, false, &mut changes);
+    changes.0.push(MemberChange::PatchNode {
+        name: spec.hostname.clone(),
+        fields: spec.row,
+        if_new: Map::new(),
+        union,
+    });
+    ensure_self_row(ctx, &mut changes);
+    changes.commit(ctx, actor)?;
     ctx.reload_sync();
     ctx.redial(&spec.hostname);
     let mut msg = if update {
@@ -719,19 +720,11 @@ pub fn retained_auth(ctx: &ReplCtx, peer: &str) -> Option<String> {
         .and_then(|v| String::from_utf8(v).ok())
 }
 
-fn store_retained_auth(ctx: &ReplCtx, peer: &str, auth: Option<&str>) -> Result<(), OpError> {
+fn store_retained_auth(ctx: &ReplCtx, peer: &str, auth: Option<&str>, changes: &mut Changes) {
     if auth.is_none() && retained_auth(ctx, peer).is_none() {
-        return Ok(());
+        return;
     }
-    ctx.core
-        .execute(
-            WriteOp::SetLocal {
-                key: retained_auth_key(peer),
-                value: auth.map(|a| a.as_bytes().to_vec()),
-            },
-            Actor::None,
-        )
-        .map(|_| ())
+    changes.local(retained_auth_key(peer), auth.map(|a| a.as_bytes().to_vec()));
 }
 
 /// Node-local key: the link with `peer` widened, so this node's next session of `db` with it
@@ -743,7 +736,7 @@ pub fn widened_key(peer: &str, db: &str) -> String {
 /// Stores this node's policy for a link (node-local; full replication removes the entry). A
 /// policy that receives more than the old one marks every replicated database for a copy
 /// from the peer, before the new policy takes effect.
-fn store_policy(ctx: &ReplCtx, peer: &str, p: &LinkPolicy) -> Result<(), OpError> {
+fn store_policy(ctx: &ReplCtx, peer: &str, p: &LinkPolicy, changes: &mut Changes) {
     if p.widens(&ctx.policy(peer)) {
         let catalog = ctx.shared.catalog.load();
         for db in catalog
@@ -752,24 +745,13 @@ fn store_policy(ctx: &ReplCtx, peer: &str, p: &LinkPolicy) -> Result<(), OpError
             .filter(|d| ctx.cfg.replicates_db(d) && d.as_str() != crate::core::catalog::SYSTEM_DB)
         {
             log::info!("the link with {peer} widened: {db} will be copied from it");
-            ctx.core.execute(
-                WriteOp::SetLocal {
-                    key: widened_key(peer, db),
-                    value: Some(vec![1]),
-                },
-                Actor::None,
-            )?;
+            changes.local(widened_key(peer, db), Some(vec![1]));
         }
     }
-    ctx.core
-        .execute(
-            WriteOp::SetLocal {
-                key: link_key(peer),
-                value: (!p.is_default()).then(|| serde_json::to_vec(p).unwrap_or_default()),
-            },
-            Actor::None,
-        )
-        .map(|_| ())
+    changes.local(
+        link_key(peer),
+        (!p.is_default()).then(|| serde_json::to_vec(p).unwrap_or_default()),
+    );
 }
 
 /// The peer side of add_node: record the node that added us (and ourselves).
@@ -821,12 +803,16 @@ fn add_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> O
         ),
         None => None,
     };
-    set_removed(ctx, false)?;
+    // One core input: a crash cannot keep the peer's row without this node's own, or the
+    // policy without the row.
+    let mut changes = Changes::default();
+    set_removed(ctx, false, &mut changes);
     if let Some(p) = &policy {
-        store_policy(ctx, &hostname, p)?;
+        store_policy(ctx, &hostname, p, &mut changes);
     }
-    put_node_row(ctx, &hostname, row, &caller.actor())?;
-    ensure_self_row(ctx)?;
+    changes.patch_node(&hostname, row);
+    ensure_self_row(ctx, &mut changes);
+    changes.commit(ctx, &caller.actor())?;
     ctx.reload_sync();
     ctx.redial(&hostname);
     answer.insert(
@@ -878,22 +864,14 @@ fn remove_node(ctx: &ReplCtx, body: &Map<String, Value>, actor: &Actor) -> OpRes
                 log::info!("could not tell {hostname} it was removed: {e}");
             }
         }
-        ctx.core.execute(
-            WriteOp::SystemDelete {
-                table: HDB_NODES.into(),
-                key: json!(hostname),
-            },
-            actor.clone(),
-        )?;
     }
-    ctx.core.execute(
-        WriteOp::SetLocal {
-            key: link_key(&hostname),
-            value: None,
-        },
-        Actor::None,
-    )?;
-    store_retained_auth(ctx, &hostname, None)?;
+    let mut changes = Changes::default();
+    if row.is_some() {
+        changes.delete_node(&hostname);
+    }
+    changes.local(link_key(&hostname), None);
+    store_retained_auth(ctx, &hostname, None, &mut changes);
+    changes.commit(ctx, actor)?;
     // Persists the routes and reloads: the manager stops the receiving threads and cuts the
     // sending sessions of a peer that is no longer a member.
     super::routes::remove_routes(ctx, &routes)?;
@@ -926,7 +904,9 @@ fn remove_node_back(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -
     log::warn!(
         "removed from the cluster by {caller:?}; replication stops until this node is added again"
     );
-    set_removed(ctx, true)?;
+    let mut changes = Changes::default();
+    set_removed(ctx, true, &mut changes);
+    changes.commit(ctx, &Actor::None)?;
     ctx.reload_sync();
     Ok(json!({ "message": format!("Successfully removed '{name}' from cluster") }))
 }

@@ -389,33 +389,105 @@ fn only_txns_below(incoming: &[Incoming], max: usize) -> bool {
     n < max
 }
 
-/// Applies streamed transactions through the core (one commit), then acknowledges them.
-fn apply_and_ack(
-    ctx: &ReplCtx,
-    conn: &mut Conn,
-    stats: &LinkStats,
-    txns: Vec<Txn>,
-) -> Result<(), String> {
-    let records: u64 = txns.iter().map(|t| t.ops.len() as u64).sum();
-    let newest = txns.iter().map(|t| t.version).max().unwrap_or(0);
-    let applied = apply(ctx, txns)?;
-    stats.max_received(newest);
-    stats
-        .last_received_local_ms
-        .store(crate::util::time::now_ms(), Ordering::Relaxed);
-    stats.records_received.fetch_add(records, Ordering::Relaxed);
-    conn.send(&Frame::Ack { applied })
+/// How many streamed batches a link has handed to the core and not yet seen committed. Two:
+/// the next frames are read, decoded, validated and queued while the core commits the
+/// previous batch (one batch in flight left the core idle for that time, catch-up ran at
+/// about a third of the store's ceiling), and the core's group commit still syncs whatever is
+/// queued in one fsync. More would only queue; the bound keeps a link's memory at a few
+/// batches.
+const PIPELINE_DEPTH: usize = 2;
+
+/// A batch the core has been given, waiting for its commit.
+struct InFlight {
+    rx: Receiver<Vec<(String, u64)>>,
+    records: u64,
+    newest: u64,
 }
 
-fn apply(ctx: &ReplCtx, txns: Vec<Txn>) -> Result<Vec<(String, u64)>, String> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    if !ctx.core.send(Input::Replicated {
-        txns,
-        reply: ReplyTo::Applied(tx),
-    }) {
-        return Err("the node is stopping".into());
+/// Streamed batches in the core, oldest first, acknowledged to the peer in that order once
+/// committed (an Ack only ever names what is durable here).
+#[derive(Default)]
+struct Pipeline(std::collections::VecDeque<InFlight>);
+
+impl Pipeline {
+    /// Hands `txns` to the core; first waits for the oldest batch when [`PIPELINE_DEPTH`] are
+    /// in flight.
+    fn submit(
+        &mut self,
+        ctx: &ReplCtx,
+        conn: &mut Conn,
+        stats: &LinkStats,
+        txns: Vec<Txn>,
+    ) -> Result<(), String> {
+        while self.0.len() >= PIPELINE_DEPTH {
+            self.settle_oldest(conn, stats)?;
+        }
+        let records: u64 = txns.iter().map(|t| t.ops.len() as u64).sum();
+        let newest = txns.iter().map(|t| t.version).max().unwrap_or(0);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if !ctx.core.send(Input::Replicated {
+            txns,
+            reply: ReplyTo::Applied(tx),
+        }) {
+            return Err("the node is stopping".into());
+        }
+        self.0.push_back(InFlight {
+            rx,
+            records,
+            newest,
+        });
+        Ok(())
     }
-    rx.recv().map_err(|_| "the node is stopping".to_string())
+
+    /// The oldest batch's reply channel, to wait on beside the socket (a channel that never
+    /// delivers when nothing is in flight).
+    fn oldest(&self) -> Receiver<Vec<(String, u64)>> {
+        self.0
+            .front()
+            .map(|f| f.rx.clone())
+            .unwrap_or_else(crossbeam_channel::never)
+    }
+
+    /// Waits for the oldest batch's commit and acknowledges it.
+    fn settle_oldest(&mut self, conn: &mut Conn, stats: &LinkStats) -> Result<(), String> {
+        let Some(f) = self.0.front() else {
+            return Ok(());
+        };
+        let applied =
+            f.rx.recv()
+                .map_err(|_| "the node is stopping".to_string())?;
+        self.acknowledge(conn, stats, applied)
+    }
+
+    /// The oldest batch committed with `applied`: account for it and tell the peer.
+    fn acknowledge(
+        &mut self,
+        conn: &mut Conn,
+        stats: &LinkStats,
+        applied: Vec<(String, u64)>,
+    ) -> Result<(), String> {
+        let Some(f) = self.0.pop_front() else {
+            return Ok(());
+        };
+        stats.max_received(f.newest);
+        stats
+            .last_received_local_ms
+            .store(crate::util::time::now_ms(), Ordering::Relaxed);
+        stats
+            .records_received
+            .fetch_add(f.records, Ordering::Relaxed);
+        conn.send(&Frame::Ack { applied })
+    }
+
+    /// Waits until everything in flight is committed and acknowledged: before anything that
+    /// reads this node's cursors (a NeedCopy, a new subscription) or that must come after the
+    /// streamed data.
+    fn drain(&mut self, conn: &mut Conn, stats: &LinkStats) -> Result<(), String> {
+        while !self.0.is_empty() {
+            self.settle_oldest(conn, stats)?;
+        }
+        Ok(())
+    }
 }
 
 /// Takes the database's copy slot (one full copy of a database at a time on this node).
@@ -758,8 +830,20 @@ fn session_loop(
     let tick = crossbeam_channel::tick(
         (ping_interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)),
     );
+    let mut pipeline = Pipeline::default();
     loop {
+        let oldest = pipeline.oldest();
         crossbeam_channel::select! {
+            recv(oldest) -> applied => {
+                let r = match applied {
+                    Ok(applied) => pipeline.acknowledge(conn, stats, applied),
+                    Err(_) => Err("the node is stopping".to_string()),
+                };
+                match r {
+                    Ok(()) => progress = true,
+                    Err(e) => return ended(e, progress),
+                }
+            }
             recv(conn.bytes) -> chunk => {
                 let mut incoming = conn.feed(chunk.unwrap_or(None));
                 // Frames that arrived while the previous batch was committing are applied as one
@@ -775,10 +859,16 @@ fn session_loop(
                 }
                 let mut batch: Vec<Txn> = Vec::new();
                 for incoming in incoming {
-                    if !matches!(incoming, Incoming::Frame(Frame::Txns { .. })) && !batch.is_empty() {
-                        match apply_and_ack(ctx, conn, stats, std::mem::take(&mut batch)) {
-                            Ok(()) => progress = true,
-                            Err(e) => return ended(e, progress),
+                    if !matches!(incoming, Incoming::Frame(Frame::Txns { .. })) {
+                        // Whatever this frame is, it comes after the data before it.
+                        if !batch.is_empty() {
+                            if let Err(e) = pipeline.submit(ctx, conn, stats, std::mem::take(&mut batch)) {
+                                return ended(e, progress);
+                            }
+                            progress = true;
+                        }
+                        if let Err(e) = pipeline.drain(conn, stats) {
+                            return ended(e, progress);
                         }
                     }
                     match incoming {
@@ -825,7 +915,7 @@ fn session_loop(
                     }
                 }
                 if !batch.is_empty() {
-                    match apply_and_ack(ctx, conn, stats, batch) {
+                    match pipeline.submit(ctx, conn, stats, batch) {
                         Ok(()) => progress = true,
                         Err(e) => return ended(e, progress),
                     }
@@ -833,6 +923,10 @@ fn session_loop(
             }
             recv(ctl) -> m => match m {
                 Ok(PullCtl::SetOrigins(o)) => {
+                    // The new subscription starts from cursors that include what is in flight.
+                    if let Err(e) = pipeline.drain(conn, stats) {
+                        return ended(e, progress);
+                    }
                     *origins = o;
                     if let Err(e) = subscribe(ctx, conn, stats, peer, db, origins) {
                         return ended(e, progress);

@@ -137,24 +137,39 @@ fn request_routes(body: &Map<String, Value>) -> Result<Vec<Value>, OpError> {
     Ok(routes)
 }
 
-/// Persists the routes in the config file (if the node was started with one) and applies them
-/// now: the manager dials new routes and drops deleted ones.
-fn apply(ctx: &ReplCtx, routes: Vec<Value>) -> Result<(), OpError> {
-    if let Some(path) = &ctx.cfg.config_path {
-        crate::config::routes_file::write_routes(path, &routes).map_err(|e| {
-            OpError::internal(format!(
-                "cannot write replication.routes to {}: {e}",
-                path.display()
-            ))
-        })?;
-    } else {
-        log::warn!(
-            "routes changed on a node started without a config file: they last until restart"
-        );
+/// One change of the routes: `edit` gets the current routes and changes them; the result is
+/// persisted in the config file (if the node was started with one) and applied now (the
+/// manager dials new routes and drops deleted ones). The routes stay locked from the read to
+/// the write, so two concurrent changes cannot lose one another (each was a read, then a
+/// write of a copy, before).
+fn edit<R>(ctx: &ReplCtx, edit: impl FnOnce(&mut Vec<Value>) -> R) -> Result<R, OpError> {
+    let (answer, changed) = {
+        let mut routes = ctx.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = routes.clone();
+        let answer = edit(&mut next);
+        let changed = next != *routes;
+        if changed {
+            if let Some(path) = &ctx.cfg.config_path {
+                crate::config::routes_file::write_routes(path, &next).map_err(|e| {
+                    OpError::internal(format!(
+                        "cannot write replication.routes to {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            } else {
+                log::warn!(
+                    "routes changed on a node started without a config file: they last until restart"
+                );
+            }
+            *routes = next;
+        }
+        (answer, changed)
+    };
+    // After the lock is released: the manager takes it to reload.
+    if changed {
+        ctx.reload_sync();
     }
-    *ctx.routes.lock().unwrap_or_else(|p| p.into_inner()) = routes;
-    ctx.reload_sync();
-    Ok(())
+    Ok(answer)
 }
 
 /// The configured routes that lead to `host` (and `port`, when given): the routes that make
@@ -179,45 +194,39 @@ pub fn remove_routes(ctx: &ReplCtx, gone: &[Value]) -> Result<(), OpError> {
     if gone.is_empty() {
         return Ok(());
     }
-    let kept: Vec<Value> = ctx
-        .routes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|r| !gone.contains(r))
-        .cloned()
-        .collect();
-    apply(ctx, kept)
+    edit(ctx, |routes| routes.retain(|r| !gone.contains(r)))
 }
 
 pub fn set_routes(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
     let requested = request_routes(body)?;
     let port = ctx.cfg.default_port();
-    let mut routes = ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let (mut set, mut skipped) = (Vec::new(), Vec::new());
-    for r in requested {
-        let key = route_key(&r, port);
-        if routes.iter().any(|e| route_key(e, port) == key) {
-            skipped.push(r);
-        } else {
-            routes.push(r.clone());
-            set.push(r);
+    let (set, skipped) = edit(ctx, |routes| {
+        let (mut set, mut skipped) = (Vec::new(), Vec::new());
+        for r in requested {
+            let key = route_key(&r, port);
+            if routes.iter().any(|e| route_key(e, port) == key) {
+                skipped.push(r);
+            } else {
+                routes.push(r.clone());
+                set.push(r);
+            }
         }
-    }
-    if !set.is_empty() {
-        apply(ctx, routes)?;
-    }
+        (set, skipped)
+    })?;
     Ok(json!({"message": "cluster routes successfully set", "set": set, "skipped": skipped}))
 }
 
 pub fn delete_routes(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
     let requested = request_routes(body)?;
     let port = ctx.cfg.default_port();
-    let routes = ctx.routes.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let keys: Vec<_> = requested.iter().map(|r| route_key(r, port)).collect();
-    let (deleted, kept): (Vec<Value>, Vec<Value>) = routes
-        .into_iter()
-        .partition(|e| keys.contains(&route_key(e, port)));
+    let deleted = edit(ctx, |routes| {
+        let (deleted, kept): (Vec<Value>, Vec<Value>) = std::mem::take(routes)
+            .into_iter()
+            .partition(|e| keys.contains(&route_key(e, port)));
+        *routes = kept;
+        deleted
+    })?;
     // `skipped`: the requested routes that matched nothing (what the documentation describes;
     // Harper 4.7 lists the routes it kept there instead).
     let skipped: Vec<Value> = requested
@@ -228,9 +237,6 @@ pub fn delete_routes(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
                 .any(|d| route_key(d, port) == route_key(r, port))
         })
         .collect();
-    if !deleted.is_empty() {
-        apply(ctx, kept)?;
-    }
     Ok(
         json!({"message": "cluster routes successfully deleted", "deleted": deleted, "skipped": skipped}),
     )

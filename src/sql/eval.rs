@@ -2,12 +2,15 @@
 //! and the scalar functions Harper's SQL guide documents (string, math, logical, date).
 //!
 //! Pure: no store, no catalog, no allocation a row does not already bound. Never panics on
-//! input: a function given the wrong types answers null, as Harper's do.
+//! input: a function given the wrong types answers null, as Harper's do; only what cannot
+//! answer at all (a REGEXP pattern that is invalid or backtracks too long) is an error.
 
-use super::parse::{BinOp, CastTo, Expr, Func};
+use super::parse::{BinOp, CastTo, ConvertTo, Expr, Func};
+use crate::core::error::OpError;
 use crate::ops::query::compare;
 use serde_json::{Map, Number, Value};
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 /// One joined row: a record per table slot (None where a LEFT JOIN found nothing).
 pub type Row = Vec<Option<Map<String, Value>>>;
@@ -103,8 +106,8 @@ pub fn like(text: &str, pattern: &str) -> bool {
     j == p.len()
 }
 
-pub fn eval(e: &Expr, cx: &Ctx) -> Value {
-    match e {
+pub fn eval(e: &Expr, cx: &Ctx) -> Result<Value, OpError> {
+    Ok(match e {
         Expr::Column { name, slot, .. } => cx
             .row
             .get(*slot)
@@ -115,28 +118,32 @@ pub fn eval(e: &Expr, cx: &Ctx) -> Value {
         Expr::Literal(v) => v.clone(),
         Expr::AggRef(i) => cx.aggs.get(*i).cloned().unwrap_or(Value::Null),
         Expr::Agg { .. } => Value::Null,
-        Expr::Not(x) => match eval(x, cx) {
+        Expr::Not(x) => match eval(x, cx)? {
             Value::Null => Value::Null,
             v => Value::Bool(!truthy(&v)),
         },
-        Expr::Neg(x) => match as_f64(&eval(x, cx)) {
+        Expr::Neg(x) => match as_f64(&eval(x, cx)?) {
             Some(n) => num(-n),
             None => Value::Null,
         },
-        Expr::Binary(op, a, b) => binary(*op, a, b, cx),
-        Expr::IsNull(x, negated) => Value::Bool(eval(x, cx).is_null() != *negated),
+        Expr::Binary(op, a, b) => binary(*op, a, b, cx)?,
+        Expr::IsNull(x, negated) => Value::Bool(eval(x, cx)?.is_null() != *negated),
         Expr::InList {
             expr,
             list,
             negated,
         } => {
-            let v = eval(expr, cx);
+            let v = eval(expr, cx)?;
             if v.is_null() {
-                return Value::Null;
+                return Ok(Value::Null);
             }
-            let found = list
-                .iter()
-                .any(|i| compare(&v, &eval(i, cx)) == Some(Ordering::Equal));
+            let mut found = false;
+            for i in list {
+                if compare(&v, &eval(i, cx)?) == Some(Ordering::Equal) {
+                    found = true;
+                    break;
+                }
+            }
             Value::Bool(found != *negated)
         }
         Expr::Between {
@@ -145,10 +152,10 @@ pub fn eval(e: &Expr, cx: &Ctx) -> Value {
             high,
             negated,
         } => {
-            let v = eval(expr, cx);
-            let (lo, hi) = (eval(low, cx), eval(high, cx));
+            let v = eval(expr, cx)?;
+            let (lo, hi) = (eval(low, cx)?, eval(high, cx)?);
             if v.is_null() || lo.is_null() || hi.is_null() {
-                return Value::Null;
+                return Ok(Value::Null);
             }
             let inside = matches!(compare(&v, &lo), Some(Ordering::Greater | Ordering::Equal))
                 && matches!(compare(&v, &hi), Some(Ordering::Less | Ordering::Equal));
@@ -159,7 +166,7 @@ pub fn eval(e: &Expr, cx: &Ctx) -> Value {
             pattern,
             negated,
         } => {
-            let (v, p) = (eval(expr, cx), eval(pattern, cx));
+            let (v, p) = (eval(expr, cx)?, eval(pattern, cx)?);
             match (&v, &p) {
                 (Value::Null, _) | (_, Value::Null) => Value::Null,
                 _ => Value::Bool(like(&text(&v), &text(&p)) != *negated),
@@ -170,39 +177,75 @@ pub fn eval(e: &Expr, cx: &Ctx) -> Value {
             whens,
             otherwise,
         } => {
-            let subject = operand.as_ref().map(|o| eval(o, cx));
+            let subject = match operand {
+                Some(o) => Some(eval(o, cx)?),
+                None => None,
+            };
             for (w, then) in whens {
                 let hit = match &subject {
-                    Some(s) => compare(s, &eval(w, cx)) == Some(Ordering::Equal),
-                    None => truthy(&eval(w, cx)),
+                    Some(s) => compare(s, &eval(w, cx)?) == Some(Ordering::Equal),
+                    None => truthy(&eval(w, cx)?),
                 };
                 if hit {
                     return eval(then, cx);
                 }
             }
-            otherwise
-                .as_ref()
-                .map(|o| eval(o, cx))
-                .unwrap_or(Value::Null)
+            match otherwise {
+                Some(o) => eval(o, cx)?,
+                None => Value::Null,
+            }
         }
-        Expr::Cast(x, to) => cast(eval(x, cx), to),
+        Expr::Cast(x, to) => cast(eval(x, cx)?, to),
+        Expr::Convert { expr, to, style } => convert(eval(expr, cx)?, to, *style)?,
+        Expr::Regexp {
+            expr,
+            pattern,
+            flags,
+            compiled,
+        } => {
+            let v = eval(expr, cx)?;
+            // NULL (or a missing attribute) matches nothing.
+            if v.is_null() {
+                return Ok(Value::Bool(false));
+            }
+            // Numbers and booleans are matched by their JavaScript text (2.0 is "2").
+            let subject = js_string(&v);
+            match compiled {
+                Some(rx) => Value::Bool(rx.is_match(&subject)?),
+                None => {
+                    let p = eval(pattern, cx)?;
+                    let f = match flags {
+                        Some(f) => eval(f, cx)?,
+                        None => Value::Null,
+                    };
+                    if p.is_null() {
+                        return Ok(Value::Bool(false));
+                    }
+                    let rx = Rx::compile(&text(&p), &text(&f))?;
+                    Value::Bool(rx.is_match(&subject)?)
+                }
+            }
+        }
         Expr::Func(f, args) => {
-            let vals: Vec<Value> = args.iter().map(|a| eval(a, cx)).collect();
+            let mut vals = Vec::with_capacity(args.len());
+            for a in args {
+                vals.push(eval(a, cx)?);
+            }
             call(*f, &vals, cx.now_ms)
         }
-    }
+    })
 }
 
-fn binary(op: BinOp, a: &Expr, b: &Expr, cx: &Ctx) -> Value {
-    match op {
+fn binary(op: BinOp, a: &Expr, b: &Expr, cx: &Ctx) -> Result<Value, OpError> {
+    Ok(match op {
         BinOp::And => {
-            let l = eval(a, cx);
+            let l = eval(a, cx)?;
             if !l.is_null() && !truthy(&l) {
-                return Value::Bool(false);
+                return Ok(Value::Bool(false));
             }
-            let r = eval(b, cx);
+            let r = eval(b, cx)?;
             if !r.is_null() && !truthy(&r) {
-                return Value::Bool(false);
+                return Ok(Value::Bool(false));
             }
             if l.is_null() || r.is_null() {
                 Value::Null
@@ -211,13 +254,13 @@ fn binary(op: BinOp, a: &Expr, b: &Expr, cx: &Ctx) -> Value {
             }
         }
         BinOp::Or => {
-            let l = eval(a, cx);
+            let l = eval(a, cx)?;
             if truthy(&l) {
-                return Value::Bool(true);
+                return Ok(Value::Bool(true));
             }
-            let r = eval(b, cx);
+            let r = eval(b, cx)?;
             if truthy(&r) {
-                return Value::Bool(true);
+                return Ok(Value::Bool(true));
             }
             if l.is_null() || r.is_null() {
                 Value::Null
@@ -226,25 +269,25 @@ fn binary(op: BinOp, a: &Expr, b: &Expr, cx: &Ctx) -> Value {
             }
         }
         BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
-            cmp_values(op, &eval(a, cx), &eval(b, cx))
+            cmp_values(op, &eval(a, cx)?, &eval(b, cx)?)
         }
         BinOp::Concat => {
-            let (l, r) = (eval(a, cx), eval(b, cx));
+            let (l, r) = (eval(a, cx)?, eval(b, cx)?);
             if l.is_null() || r.is_null() {
-                return Value::Null;
+                return Ok(Value::Null);
             }
             Value::String(text(&l) + &text(&r))
         }
         BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Mod => {
-            let (l, r) = (eval(a, cx), eval(b, cx));
+            let (l, r) = (eval(a, cx)?, eval(b, cx)?);
             if op == BinOp::Add && (l.is_string() || r.is_string()) {
                 if l.is_null() || r.is_null() {
-                    return Value::Null;
+                    return Ok(Value::Null);
                 }
-                return Value::String(text(&l) + &text(&r));
+                return Ok(Value::String(text(&l) + &text(&r)));
             }
             let (Some(x), Some(y)) = (as_f64(&l), as_f64(&r)) else {
-                return Value::Null;
+                return Ok(Value::Null);
             };
             num(match op {
                 BinOp::Add => x + y,
@@ -254,7 +297,7 @@ fn binary(op: BinOp, a: &Expr, b: &Expr, cx: &Ctx) -> Value {
                 _ => x % y,
             })
         }
-    }
+    })
 }
 
 fn cast(v: Value, to: &CastTo) -> Value {
@@ -281,6 +324,332 @@ fn cast(v: Value, to: &CastTo) -> Value {
         },
         CastTo::Boolean => Value::Bool(truthy(&v)),
     }
+}
+
+/// Longest REGEXP pattern accepted, in bytes.
+const MAX_PATTERN: usize = 4096;
+/// Most bytes one compiled pattern (and its lazy DFA cache) may take.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Backtracking steps one match may take (fancy-regex's own default, kept explicit): a
+/// catastrophic pattern fails with a clear error instead of holding a thread.
+const BACKTRACK_LIMIT: usize = 1_000_000;
+
+/// A compiled REGEXP / REGEXP_LIKE pattern with JavaScript RegExp's flags. Plans compare and
+/// print it by its text, so a cached plan keeps the compiled expression.
+#[derive(Clone)]
+pub struct Rx {
+    source: String,
+    flags: String,
+    re: Arc<fancy_regex::Regex>,
+}
+
+impl PartialEq for Rx {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source && self.flags == other.flags
+    }
+}
+
+impl std::fmt::Debug for Rx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/{}/{}", self.source, self.flags)
+    }
+}
+
+impl Rx {
+    /// Compiles `pattern` with JavaScript flags: i, m and s map to their meaning; g, y, u and
+    /// d change nothing for a yes/no match here; any other is refused.
+    pub fn compile(pattern: &str, flags: &str) -> Result<Rx, OpError> {
+        if pattern.len() > MAX_PATTERN {
+            return Err(OpError::bad_request(format!(
+                "REGEXP pattern is longer than {MAX_PATTERN} bytes"
+            )));
+        }
+        let mut b = fancy_regex::RegexBuilder::new(pattern);
+        for c in flags.chars() {
+            match c {
+                'i' => {
+                    b.case_insensitive(true);
+                }
+                'm' => {
+                    b.multi_line(true);
+                }
+                's' => {
+                    b.dot_matches_new_line(true);
+                }
+                'g' | 'y' | 'u' | 'd' => {}
+                other => {
+                    return Err(OpError::bad_request(format!(
+                        "REGEXP_LIKE flag '{other}' is not supported (i, m and s are; g, y, u and d are ignored)"
+                    )))
+                }
+            }
+        }
+        b.backtrack_limit(BACKTRACK_LIMIT)
+            .delegate_size_limit(REGEX_SIZE_LIMIT)
+            .delegate_dfa_size_limit(REGEX_SIZE_LIMIT);
+        let re = b.build().map_err(|e| {
+            OpError::bad_request(format!("invalid regular expression '{pattern}': {e}"))
+        })?;
+        Ok(Rx {
+            source: pattern.to_string(),
+            flags: flags.to_string(),
+            re: Arc::new(re),
+        })
+    }
+
+    pub fn is_match(&self, subject: &str) -> Result<bool, OpError> {
+        self.re.is_match(subject).map_err(|e| {
+            OpError::bad_request(format!(
+                "the regular expression '{}' could not be matched: {e} (at most {BACKTRACK_LIMIT} backtracking steps per value); simplify the pattern",
+                self.source
+            ))
+        })
+    }
+}
+
+/// CONVERT's style numbers (AlaSQL's table): the date format each prints, and whether the
+/// month name is in lower case.
+pub const CONVERT_STYLES: &[(u16, &str, bool)] = &[
+    (1, "MM/DD/YY", false),
+    (2, "YY.MM.DD", false),
+    (3, "DD/MM/YY", false),
+    (4, "DD.MM.YY", false),
+    (5, "DD-MM-YY", false),
+    (6, "DD MMM YY", true),
+    (7, "MMM DD,YY", false),
+    (8, "HH:mm:ss", false),
+    (10, "MM-DD-YY", false),
+    (11, "YY/MM/DD", false),
+    (12, "YYMMDD", false),
+    (101, "MM/DD/YYYY", false),
+    (102, "YYYY.MM.DD", false),
+    (103, "DD/MM/YYYY", false),
+    (104, "DD.MM.YYYY", false),
+    (105, "DD-MM-YYYY", false),
+    (106, "DD MMM YYYY", true),
+    (107, "MMM DD,YYYY", false),
+    (108, "HH:mm:ss", false),
+    (110, "MM-DD-YYYY", false),
+    (111, "YYYY/MM/DD", false),
+    (112, "YYYYMMDD", false),
+];
+
+pub fn convert_style(style: u16) -> Option<(&'static str, bool)> {
+    CONVERT_STYLES
+        .iter()
+        .find(|(n, ..)| *n == style)
+        .map(|(_, f, lower)| (*f, *lower))
+}
+
+/// JavaScript's ToNumber (`+x`): null is 0, text is read as a JS number literal (blank is 0,
+/// anything else NaN).
+pub fn js_number(v: &Value) -> f64 {
+    match v {
+        Value::Null => 0.0,
+        Value::Bool(b) => f64::from(u8::from(*b)),
+        Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+        Value::String(s) => js_parse_number(s),
+        Value::Array(a) => match a.as_slice() {
+            [] => 0.0,
+            [one] => js_parse_number(&js_string(one)),
+            _ => f64::NAN,
+        },
+        Value::Object(_) => f64::NAN,
+    }
+}
+
+fn js_parse_number(s: &str) -> f64 {
+    let t = s.trim();
+    if t.is_empty() {
+        return 0.0;
+    }
+    match t {
+        "Infinity" | "+Infinity" => return f64::INFINITY,
+        "-Infinity" => return f64::NEG_INFINITY,
+        _ => {}
+    }
+    for (prefix, radix) in [
+        ("0x", 16),
+        ("0X", 16),
+        ("0o", 8),
+        ("0O", 8),
+        ("0b", 2),
+        ("0B", 2),
+    ] {
+        if let Some(digits) = t.strip_prefix(prefix) {
+            return u64::from_str_radix(digits, radix)
+                .map(|n| n as f64)
+                .unwrap_or(f64::NAN);
+        }
+    }
+    // Rust also reads "inf" and "nan", JavaScript does not.
+    if !t
+        .bytes()
+        .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return f64::NAN;
+    }
+    t.parse::<f64>().unwrap_or(f64::NAN)
+}
+
+/// JavaScript's `x | 0`: ToNumber, then truncated to a signed 32-bit integer (NaN is 0).
+pub fn js_int32(x: f64) -> i64 {
+    if !x.is_finite() {
+        return 0;
+    }
+    let m = x.trunc().rem_euclid(4_294_967_296.0);
+    let m = if m >= 2_147_483_648.0 {
+        m - 4_294_967_296.0
+    } else {
+        m
+    };
+    m as i64
+}
+
+/// JavaScript's String(x) for a JSON value.
+pub fn js_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "null".into(),
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if n.is_f64() && x.fract() == 0.0 && x.abs() < 1e21 => {
+                format!("{}", x as i128)
+            }
+            _ => n.to_string(),
+        },
+        Value::Bool(b) => b.to_string(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| {
+                if x.is_null() {
+                    String::new()
+                } else {
+                    js_string(x)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Object(_) => "[object Object]".into(),
+    }
+}
+
+/// A date for CONVERT as AlaSQL reads one: text holding eight digits in a row is YYYYMMDD
+/// from its start, `YYYY.MM.DD HH:MM:SS` is its own DATETIME output, anything else as DATE
+/// reads it (ISO 8601, or epoch milliseconds).
+fn convert_date(v: &Value) -> Option<i64> {
+    if let Value::String(s) = v {
+        let b = s.as_bytes();
+        if b.windows(8).any(|w| w.iter().all(u8::is_ascii_digit)) {
+            let part = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+            let (y, m, d) = (part(0..4)?, part(4..6)?, part(6..8)?);
+            if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
+                return None;
+            }
+            return Some(days_from_civil(y, m, d) * DAY_MS);
+        }
+        let dotted = b.len() >= 19
+            && b[4] == b'.'
+            && b[7] == b'.'
+            && b[10] == b' '
+            && [0..4, 5..7, 8..10, 11..13, 14..16, 17..19]
+                .iter()
+                .all(|r| b[r.clone()].iter().all(u8::is_ascii_digit));
+        if dotted {
+            return date_ms(&Value::String(s.replacen('.', "-", 2)));
+        }
+    }
+    date_ms(v)
+}
+
+/// `CONVERT(type, v[, style])` with AlaSQL's semantics: a style first formats the value as a
+/// date (then converted to the type), INT is `x | 0`, MONEY keeps two decimals, BOOLEAN is
+/// JavaScript truth. NULL stays NULL for the text, number and date types (AlaSQL prints
+/// "null" or "undefined"); INT, MONEY and BOOLEAN of NULL are 0, 0 and false as in Harper.
+fn convert(v: Value, to: &ConvertTo, style: Option<u16>) -> Result<Value, OpError> {
+    if let ConvertTo::Unknown(t) = to {
+        return Err(unknown_convert_type(t));
+    }
+    let t = if style.is_some() || matches!(to, ConvertTo::Date | ConvertTo::DateTime) {
+        if v.is_null() {
+            return Ok(Value::Null);
+        }
+        match convert_date(&v) {
+            Some(t) => Some(t),
+            None => return Ok(Value::Null),
+        }
+    } else {
+        None
+    };
+    let v = match (style.and_then(convert_style), t) {
+        (Some((fmt, lower)), Some(t)) => {
+            let s = format_date(t, fmt);
+            Value::String(if lower { s.to_lowercase() } else { s })
+        }
+        _ => v,
+    };
+    let t = t.unwrap_or(0);
+    Ok(match to {
+        ConvertTo::Date => Value::String(format_date(t, "YY.MM.DD")),
+        ConvertTo::DateTime => Value::String(format_date(t, "YYYY.MM.DD HH:mm:ss.SSS")),
+        ConvertTo::Int => Value::from(js_int32(js_number(&v))),
+        ConvertTo::Money => {
+            let m = js_number(&v);
+            num(js_int32(m) as f64 + ((m * 100.0) % 100.0) / 100.0)
+        }
+        ConvertTo::Boolean => Value::Bool(truthy(&v)),
+        ConvertTo::Text(n) | ConvertTo::Char(n) if v.is_null() => {
+            let _ = n;
+            Value::Null
+        }
+        ConvertTo::Text(n) => {
+            let s = js_string(&v);
+            Value::String(match n {
+                Some(n) => s.chars().take(*n).collect(),
+                None => s,
+            })
+        }
+        ConvertTo::Char(n) => {
+            let s = js_string(&v);
+            Value::String(match n {
+                Some(n) => s.chars().chain(std::iter::repeat(' ')).take(*n).collect(),
+                None => s,
+            })
+        }
+        ConvertTo::Number(size, scale) => {
+            if v.is_null() {
+                return Ok(Value::Null);
+            }
+            let mut m = js_number(&v);
+            if let Some(p) = size {
+                if !(1..=100).contains(p) {
+                    return Err(OpError::bad_request(format!(
+                        "CONVERT's precision must be 1 to 100, not {p}"
+                    )));
+                }
+                if m.is_finite() {
+                    m = format!("{:.*e}", (*p - 1) as usize, m).parse().unwrap_or(m);
+                }
+            }
+            if let Some(s) = scale {
+                if *s > 100 {
+                    return Err(OpError::bad_request(format!(
+                        "CONVERT's scale must be 0 to 100, not {s}"
+                    )));
+                }
+                if m.is_finite() {
+                    m = format!("{:.*}", *s as usize, m).parse().unwrap_or(m);
+                }
+            }
+            num(m)
+        }
+        ConvertTo::Unknown(t) => return Err(unknown_convert_type(t)),
+    })
+}
+
+pub fn unknown_convert_type(t: &str) -> OpError {
+    OpError::bad_request(format!(
+        "CONVERT to {t} is not supported (INT, STRING, VARCHAR(n), CHAR(n), NUMBER, FLOAT, DECIMAL(p,s), MONEY, BOOLEAN, DATE, DATETIME are)"
+    ))
 }
 
 fn arg(args: &[Value], i: usize) -> &Value {
@@ -965,5 +1334,177 @@ mod tests {
             call(Func::OffsetUtc, &[json!("nope"), json!(1)], 0),
             json!(null)
         );
+    }
+
+    #[test]
+    fn regexp_flags_map_to_javascripts_and_hostile_patterns_end_promptly() {
+        let m = |p: &str, f: &str, t: &str| Rx::compile(p, f).unwrap().is_match(t).unwrap();
+        assert!(!m("a", "", "Alice"));
+        assert!(m("a", "i", "Alice"));
+        assert!(m("^(?=A)", "", "Alice"));
+        assert!(m("(.)\\1", "", "Bobby"));
+        assert!(!m("^b$", "", "a\nb"));
+        assert!(m("^b$", "m", "a\nb"));
+        assert!(!m("a.b", "", "a\nb"));
+        assert!(m("a.b", "s", "a\nb"));
+        assert!(m("A", "giuyd", "xA"));
+        for bad in ["x", "I", "ix"] {
+            let e = Rx::compile("a", bad).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message().contains("flag"), "{}", e.message());
+        }
+        // Catastrophic backtracking on a long value: the plain form runs on the regex crate's
+        // linear engine (an answer), the lookbehind form on fancy-regex's backtracker, which
+        // stops at its limit (an error naming the pattern, not a hung thread).
+        let long = format!("{}!", "a".repeat(5000));
+        let start = std::time::Instant::now();
+        assert!(!m("(a+)+$", "", &long));
+        let rx = Rx::compile("(a+)+(?<=b)", "").unwrap();
+        let e = rx.is_match(&long).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message().contains("'(a+)+(?<=b)'"), "{}", e.message());
+        assert!(e.message().contains("backtracking"), "{}", e.message());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn convert_follows_alasql() {
+        let c = |v: Value, to: ConvertTo, style: Option<u16>| convert(v, &to, style).unwrap();
+        // INT is `x | 0`: ToNumber, truncation, 32 bits.
+        for (v, want) in [
+            (json!(9.99), 9),
+            (json!(-9.99), -9),
+            (json!("42abc"), 0),
+            (json!(" 42 "), 42),
+            (json!("0x1A"), 26),
+            (json!(""), 0),
+            (json!(null), 0),
+            (json!(true), 1),
+            (json!("inf"), 0),
+            (json!(2_147_483_648i64), -2_147_483_648),
+            (json!(4_294_967_297i64), 1),
+            (json!([7]), 7),
+        ] {
+            assert_eq!(c(v.clone(), ConvertTo::Int, None), json!(want), "{v}");
+        }
+        // MONEY's (m|0) + ((m*100) % 100) / 100, in the same doubles as JavaScript.
+        for (v, want) in [
+            (9.99, json!(9.99)),
+            (24.5, json!(24.5)),
+            (999.0, json!(999)),
+        ] {
+            assert_eq!(c(json!(v), ConvertTo::Money, None), want, "{v}");
+        }
+        assert_eq!(c(json!(9.99), ConvertTo::Text(None), None), json!("9.99"));
+        assert_eq!(c(json!(1.0), ConvertTo::Text(None), None), json!("1"));
+        assert_eq!(
+            c(json!("Widget"), ConvertTo::Text(Some(3)), None),
+            json!("Wid")
+        );
+        assert_eq!(
+            c(json!("ab"), ConvertTo::Char(Some(4)), None),
+            json!("ab  ")
+        );
+        assert_eq!(c(json!(null), ConvertTo::Text(None), None), json!(null));
+        assert_eq!(
+            c(json!("12.5"), ConvertTo::Number(None, None), None),
+            json!(12.5)
+        );
+        assert_eq!(
+            c(json!(12.34567), ConvertTo::Number(Some(10), Some(2)), None),
+            json!(12.35)
+        );
+        assert_eq!(c(json!(0), ConvertTo::Boolean, None), json!(false));
+        assert_eq!(c(json!("0"), ConvertTo::Boolean, None), json!(true));
+        assert_eq!(c(json!(null), ConvertTo::Boolean, None), json!(false));
+        let d = json!("2023-01-15");
+        assert_eq!(c(d.clone(), ConvertTo::Date, None), json!("23.01.15"));
+        assert_eq!(
+            c(d.clone(), ConvertTo::DateTime, None),
+            json!("2023.01.15 00:00:00.000")
+        );
+        assert_eq!(
+            c(json!("20230115"), ConvertTo::Date, None),
+            json!("23.01.15")
+        );
+        assert_eq!(
+            c(json!("2023.01.15 10:20:30"), ConvertTo::DateTime, None),
+            json!("2023.01.15 10:20:30.000")
+        );
+        assert_eq!(c(json!("no date"), ConvertTo::Date, None), json!(null));
+        // Every style of the table, on one instant.
+        let t = json!("2024-03-05T14:07:09.000Z");
+        let want = [
+            (1, "03/05/24"),
+            (2, "24.03.05"),
+            (3, "05/03/24"),
+            (4, "05.03.24"),
+            (5, "05-03-24"),
+            (6, "05 mar 24"),
+            (7, "Mar 05,24"),
+            (8, "14:07:09"),
+            (10, "03-05-24"),
+            (11, "24/03/05"),
+            (12, "240305"),
+            (101, "03/05/2024"),
+            (102, "2024.03.05"),
+            (103, "05/03/2024"),
+            (104, "05.03.2024"),
+            (105, "05-03-2024"),
+            (106, "05 mar 2024"),
+            (107, "Mar 05,2024"),
+            (108, "14:07:09"),
+            (110, "03-05-2024"),
+            (111, "2024/03/05"),
+            (112, "20240305"),
+        ];
+        assert_eq!(want.len(), CONVERT_STYLES.len());
+        for (style, text) in want {
+            assert_eq!(
+                c(t.clone(), ConvertTo::Text(None), Some(style)),
+                json!(text),
+                "style {style}"
+            );
+        }
+        // A style formats first, the type converts what it printed (AlaSQL's order).
+        assert_eq!(c(t.clone(), ConvertTo::Int, Some(112)), json!(20240305));
+        let e = convert(json!(1), &ConvertTo::Unknown("JSONB".into()), None).unwrap_err();
+        assert!(e.message().starts_with("CONVERT to JSONB is not supported"));
+    }
+
+    #[test]
+    fn regexp_matches_a_values_javascript_text_and_null_never() {
+        let row = |v: Value| {
+            let mut m = Map::new();
+            m.insert("x".into(), v);
+            vec![Some(m)]
+        };
+        let Ok(super::super::parse::Plan::Select(s)) =
+            super::super::parse::parse("SELECT x REGEXP '^2$' AS m FROM a.b")
+        else {
+            panic!()
+        };
+        let super::super::parse::SelectItem::Expr { expr, .. } = &s.items[0] else {
+            panic!()
+        };
+        for (v, want) in [
+            (json!(2.0), true),
+            (json!(2), true),
+            (json!("2"), true),
+            (json!(2.5), false),
+            (json!(null), false),
+        ] {
+            let r = row(v.clone());
+            let cx = Ctx {
+                row: &r,
+                aggs: &[],
+                now_ms: 0,
+            };
+            assert_eq!(eval(expr, &cx).unwrap(), json!(want), "{v}");
+        }
     }
 }

@@ -4,15 +4,17 @@
 //! replicated like any write).
 //!
 //! Memory: a plain SELECT streams (rows are produced as the HTTP layer sends them); joins look
-//! the joined table up per row through its indexes (a scan of it when no index answers). Only
-//! what SQL forces to be held -- rows to sort, groups, DISTINCT sets, the rows an UPDATE or
-//! DELETE changes -- is held, and never more than [`MEMORY_BUDGET`]: beyond it the statement
-//! fails with a clear error instead of growing. Never writes the store itself.
+//! the joined table up per row through its indexes (a scan of it when no index answers), and
+//! RIGHT / FULL joins then scan it once more for the rows nothing matched. Only what SQL forces
+//! to be held -- rows to sort, groups, DISTINCT sets, the primary keys a RIGHT / FULL join
+//! matched, the rows an UPDATE or DELETE changes -- is held, and never more than
+//! [`MEMORY_BUDGET`]: beyond it the statement fails with a clear error instead of growing.
+//! Never writes the store itself.
 
-use super::eval::{eval, num, text, truthy, Ctx, Row};
+use super::eval::{eval, num, text, truthy, unknown_convert_type, Ctx, Row};
 use super::parse::{
-    Agg, BinOp, Delete, Expr, Insert, JoinKind, OrderKey, Plan, Select, SelectItem, TableRef,
-    Update,
+    Agg, BinOp, ConvertTo, Delete, Expr, Insert, JoinKind, OrderKey, Plan, Select, SelectItem,
+    TableRef, Update,
 };
 use crate::core::auth::{AttrRules, Principal, TablePerm};
 use crate::core::catalog::{Catalog, TableDef, HDB_USER, SYSTEM_DB};
@@ -68,14 +70,14 @@ pub fn constant(e: &Expr) -> Result<Value, OpError> {
             "VALUES may hold only constants (no columns or aggregates)",
         ));
     }
-    Ok(eval(
+    eval(
         e,
         &Ctx {
             row: &[],
             aggs: &[],
             now_ms: now_ms(),
         },
-    ))
+    )
 }
 
 /// Approximate bytes a value holds (its JSON text), for the memory budget.
@@ -254,7 +256,22 @@ impl<'a> Binder<'a> {
                 }
             }
         });
-        err.map_or(Ok(()), Err)
+        if let Some(e) = err {
+            return Err(e);
+        }
+        // A CONVERT to no known type, now that its columns are known to exist (Harper names
+        // an unknown column first).
+        let mut bad = None;
+        e.walk(&mut |x| {
+            if let Expr::Convert {
+                to: ConvertTo::Unknown(t),
+                ..
+            } = x
+            {
+                bad.get_or_insert_with(|| unknown_convert_type(t));
+            }
+        });
+        bad.map_or(Ok(()), Err)
     }
 
     /// Harper's 403 for attributes the role may not use, per table.
@@ -323,7 +340,7 @@ fn to_condition(e: &Expr, slot: usize, cx: &Ctx) -> Option<Condition> {
                 (_, Some(n)) if known_before(a, slot) => (n, a, true),
                 _ => return None,
             };
-            let value = eval(other, cx);
+            let value = eval(other, cx).ok()?;
             if !scalar(&value) {
                 return None;
             }
@@ -350,7 +367,7 @@ fn to_condition(e: &Expr, slot: usize, cx: &Ctx) -> Option<Condition> {
             if !known_before(low, slot) || !known_before(high, slot) {
                 return None;
             }
-            let (lo, hi) = (eval(low, cx), eval(high, cx));
+            let (lo, hi) = (eval(low, cx).ok()?, eval(high, cx).ok()?);
             if !scalar(&lo) || !scalar(&hi) {
                 return None;
             }
@@ -371,7 +388,7 @@ fn to_condition(e: &Expr, slot: usize, cx: &Ctx) -> Option<Condition> {
                 if !known_before(item, slot) {
                     return None;
                 }
-                let value = eval(item, cx);
+                let value = eval(item, cx).ok()?;
                 if !scalar(&value) {
                     return None;
                 }
@@ -444,22 +461,88 @@ struct JoinStage {
     narrowing: Vec<Expr>,
 }
 
+impl JoinStage {
+    /// RIGHT and FULL joins also answer the joined table's rows no input row matched.
+    fn keeps_unmatched_right(&self) -> bool {
+        matches!(self.kind, JoinKind::Right | JoinKind::Full)
+    }
+
+    fn keeps_unmatched_left(&self) -> bool {
+        matches!(self.kind, JoinKind::Left | JoinKind::Full)
+    }
+}
+
+/// A join streamed in the input's order: per input row the joined table's matching records
+/// (looked up through its indexes where the ON clause allows), then -- RIGHT and FULL -- one
+/// scan of the joined table for the records no input row matched, in its primary-key order
+/// (Harper's order too: the joined rows first, the unmatched right rows last). The only state
+/// held is the set of matched primary keys, charged to [`MEMORY_BUDGET`].
 struct JoinIter {
     input: RowIter,
     stage: Arc<JoinStage>,
     store: Store,
     now: i64,
     current: Option<(Row, query::Records, bool)>,
+    /// RIGHT / FULL: the primary keys (as JSON text) of joined records some row matched.
+    matched: HashSet<String>,
+    matched_bytes: usize,
+    /// RIGHT / FULL, once the input has ended: the scan for unmatched records.
+    rest: Option<query::Records>,
+}
+
+impl JoinIter {
+    fn new(input: RowIter, stage: Arc<JoinStage>, store: Store, now: i64) -> Self {
+        JoinIter {
+            input,
+            stage,
+            store,
+            now,
+            current: None,
+            matched: HashSet::new(),
+            matched_bytes: 0,
+            rest: None,
+        }
+    }
+
+    fn key_of(&self, rec: &Map<String, Value>) -> String {
+        rec.get(&self.stage.source.def.primary_key)
+            .map(Value::to_string)
+            .unwrap_or_default()
+    }
+
+    /// The next record of the closing scan no input row matched, as a row with nulls before it.
+    fn next_unmatched(&mut self) -> Option<Result<Row, OpError>> {
+        loop {
+            let rec = match self.rest.as_mut()?.next()? {
+                Ok(rec) => rec,
+                Err(e) => return Some(Err(e)),
+            };
+            if self.matched.contains(&self.key_of(&rec)) {
+                continue;
+            }
+            let mut row: Row = vec![None; self.stage.slot];
+            row.push(Some(self.stage.source.clean(rec)));
+            return Some(Ok(row));
+        }
+    }
 }
 
 impl Iterator for JoinIter {
     type Item = Result<Row, OpError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_some() {
+            return self.next_unmatched();
+        }
         loop {
             if let Some((left, right, matched)) = &mut self.current {
                 match right.next() {
                     Some(Ok(rec)) => {
+                        let key = self.stage.keeps_unmatched_right().then(|| {
+                            rec.get(&self.stage.source.def.primary_key)
+                                .map(Value::to_string)
+                                .unwrap_or_default()
+                        });
                         let mut row = left.clone();
                         row.push(Some(self.stage.source.clean(rec)));
                         let cx = Ctx {
@@ -467,16 +550,27 @@ impl Iterator for JoinIter {
                             aggs: &[],
                             now_ms: self.now,
                         };
-                        if truthy(&eval(&self.stage.on, &cx)) {
-                            *matched = true;
-                            return Some(Ok(row));
+                        match eval(&self.stage.on, &cx) {
+                            Ok(v) if truthy(&v) => {}
+                            Ok(_) => continue,
+                            Err(e) => return Some(Err(e)),
                         }
-                        continue;
+                        *matched = true;
+                        if let Some(key) = key {
+                            if !self.matched.contains(&key) {
+                                self.matched_bytes += key.len() + 32;
+                                if self.matched_bytes > MEMORY_BUDGET {
+                                    return Some(Err(over_budget()));
+                                }
+                                self.matched.insert(key);
+                            }
+                        }
+                        return Some(Ok(row));
                     }
                     Some(Err(e)) => return Some(Err(e)),
                     None => {
                         if let Some((mut left, _, matched)) = self.current.take() {
-                            if !matched && self.stage.kind == JoinKind::Left {
+                            if !matched && self.stage.keeps_unmatched_left() {
                                 left.push(None);
                                 return Some(Ok(left));
                             }
@@ -485,9 +579,23 @@ impl Iterator for JoinIter {
                     }
                 }
             }
-            let left = match self.input.next()? {
-                Ok(r) => r,
-                Err(e) => return Some(Err(e)),
+            let left = match self.input.next() {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => return Some(Err(e)),
+                None if self.stage.keeps_unmatched_right() => {
+                    match query::search(
+                        &self.store,
+                        &self.stage.source.def,
+                        Logic::And,
+                        &[],
+                        &no_page(),
+                    ) {
+                        Ok(r) => self.rest = Some(r),
+                        Err(e) => return Some(Err(e)),
+                    }
+                    return self.next_unmatched();
+                }
+                None => return None,
             };
             let cx = Ctx {
                 row: &left,
@@ -526,18 +634,22 @@ struct Shaper {
 impl Shaper {
     /// A streamed row without ORDER BY keys. `SELECT *` from one table the role reads whole
     /// takes the record itself (what `shape` would copy three times to the same answer).
-    fn shape_owned(&self, row: Row) -> Value {
+    fn shape_owned(&self, row: Row) -> Result<Value, OpError> {
         if let ([Out::Star(0)], [src]) = (self.out.as_slice(), self.sources.as_slice()) {
             if src.rules.is_none() {
                 let rec = row.into_iter().next().flatten().unwrap_or_default();
                 let star = ["*".to_string()];
-                return query::project(src.clean(rec), Some(&star), &src.def);
+                return Ok(query::project(src.clean(rec), Some(&star), &src.def));
             }
         }
-        Value::Object(self.shape(&row, &[]).1)
+        Ok(Value::Object(self.shape(&row, &[])?.1))
     }
 
-    fn shape(&self, row: &Row, aggs: &[Value]) -> (Vec<Value>, Map<String, Value>) {
+    fn shape(
+        &self,
+        row: &Row,
+        aggs: &[Value],
+    ) -> Result<(Vec<Value>, Map<String, Value>), OpError> {
         let cx = Ctx {
             row,
             aggs,
@@ -561,12 +673,16 @@ impl Shaper {
                     }
                 }
                 Out::Expr(e, name) => {
-                    out.insert(name.clone(), eval(e, &cx));
+                    out.insert(name.clone(), eval(e, &cx)?);
                 }
             }
         }
-        let keys = self.order.iter().map(|k| eval(&k.expr, &cx)).collect();
-        (keys, out)
+        let keys = self
+            .order
+            .iter()
+            .map(|k| eval(&k.expr, &cx))
+            .collect::<Result<_, _>>()?;
+        Ok((keys, out))
     }
 }
 
@@ -928,7 +1044,7 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
     if sources.is_empty() {
         let row: Row = Vec::new();
         let aggs: Vec<Value> = specs.iter().map(|sp| Accum::new(sp).value()).collect();
-        let (_, o) = shaper.shape(&row, &aggs);
+        let (_, o) = shaper.shape(&row, &aggs)?;
         return Ok(Box::new(std::iter::once(Ok(Value::Object(o)))));
     }
 
@@ -1011,13 +1127,7 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
             on: j.on.clone(),
             narrowing,
         });
-        rows = Box::new(JoinIter {
-            input: rows,
-            stage,
-            store: store.clone(),
-            now,
-            current: None,
-        });
+        rows = Box::new(JoinIter::new(rows, stage, store.clone(), now));
     }
     if !exact {
         if let Some(f) = s.filter.clone() {
@@ -1047,7 +1157,11 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
             let g = if s.group_by.is_empty() {
                 0
             } else {
-                let key: Vec<Value> = s.group_by.iter().map(|g| eval(g, &cx)).collect();
+                let key: Vec<Value> = s
+                    .group_by
+                    .iter()
+                    .map(|g| eval(g, &cx))
+                    .collect::<Result<_, _>>()?;
                 let key = serde_json::to_string(&key).unwrap_or_default();
                 match index.get(&key) {
                     Some(g) => *g,
@@ -1065,7 +1179,11 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
             };
             let group = &mut groups[g];
             for (acc, spec) in group.1.iter_mut().zip(&specs) {
-                bytes += acc.add(spec.arg.as_ref().map(|a| eval(a, &cx)));
+                let v = match &spec.arg {
+                    Some(a) => Some(eval(a, &cx)?),
+                    None => None,
+                };
+                bytes += acc.add(v);
             }
             if !group.2 {
                 if s.group_by.is_empty() {
@@ -1087,11 +1205,13 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
                     aggs: &aggs,
                     now_ms: now,
                 };
-                if !truthy(&eval(h, &cx)) {
-                    return None;
+                match eval(h, &cx) {
+                    Ok(v) if truthy(&v) => {}
+                    Ok(_) => return None,
+                    Err(e) => return Some(Err(e)),
                 }
             }
-            Some(Ok(shaper.shape(&row, &aggs)))
+            Some(shaper.shape(&row, &aggs))
         });
         let out = finish(
             shaped,
@@ -1112,14 +1232,14 @@ fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Res
             (s.offset, s.limit)
         };
         let shaper = Arc::new(shaper);
-        let mapped = rows.map(move |r| r.map(|row| shaper.shape_owned(row)));
+        let mapped = rows.map(move |r| r.and_then(|row| shaper.shape_owned(row)));
         let skipped = mapped.skip(usize::try_from(offset).unwrap_or(usize::MAX));
         return Ok(match limit {
             Some(l) => Box::new(skipped.take(usize::try_from(l).unwrap_or(usize::MAX))),
             None => Box::new(skipped),
         });
     }
-    let shaped = rows.map(|r| r.map(|row| shaper.shape(&row, &[])));
+    let shaped = rows.map(|r| r.and_then(|row| shaper.shape(&row, &[])));
     let out = finish(
         shaped,
         s.distinct,
@@ -1214,16 +1334,20 @@ fn matching(src: &Source, filter: Option<Expr>, store: &Store) -> Result<RowIter
 /// The rows for which `filter` holds (the WHERE conditions the indexes did not answer
 /// exactly); errors pass through to the consumer.
 fn keep_where(rows: RowIter, filter: Expr, now: i64) -> RowIter {
-    Box::new(rows.filter(move |r| match r {
-        Ok(row) => truthy(&eval(
-            &filter,
-            &Ctx {
-                row,
+    Box::new(rows.filter_map(move |r| match r {
+        Ok(row) => {
+            let cx = Ctx {
+                row: &row,
                 aggs: &[],
                 now_ms: now,
-            },
-        )),
-        Err(_) => true,
+            };
+            match eval(&filter, &cx) {
+                Ok(v) if truthy(&v) => Some(Ok(row)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        }
+        Err(e) => Some(Err(e)),
     }))
 }
 
@@ -1289,7 +1413,7 @@ fn update(
             .unwrap_or(Value::Null);
         rec.insert(pk.clone(), id);
         for (col, e) in &u.set {
-            rec.insert(col.clone(), eval(e, &cx));
+            rec.insert(col.clone(), eval(e, &cx)?);
         }
         bytes += 48
             + rec

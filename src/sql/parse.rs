@@ -5,11 +5,14 @@
 //! executor never meets SQL it could answer wrongly. Knows nothing of the catalog: names are
 //! resolved (and unknown tables and columns reported) by `exec`.
 
+use super::eval::Rx;
 use crate::core::error::OpError;
 use serde_json::{Number, Value};
 use sqlparser::ast as sq;
-use sqlparser::dialect::MySqlDialect;
-use sqlparser::parser::Parser;
+use sqlparser::dialect::{Dialect, MySqlDialect};
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// Longest SQL text accepted (the request body limit already bounds it; this keeps one
 /// statement's parse and plan small).
@@ -55,6 +58,11 @@ pub struct TableRef {
 pub enum JoinKind {
     Inner,
     Left,
+    /// Every row of the joined table at least once: the inner rows, then the joined table's
+    /// rows no earlier row matched (with nulls for the earlier tables).
+    Right,
+    /// LEFT and RIGHT at once.
+    Full,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -246,6 +254,64 @@ pub enum CastTo {
     Boolean,
 }
 
+/// CONVERT's target type, as AlaSQL names them (sizes where it reads them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConvertTo {
+    /// INT, INTEGER, SMALLINT, BIGINT, SERIAL...: JavaScript's `x | 0`.
+    Int,
+    /// STRING, VARCHAR, NVARCHAR [(n)]: the text, cut to n characters.
+    Text(Option<usize>),
+    /// CHAR, NCHAR, CHARACTER [(n)]: the text padded with spaces, then cut, to n.
+    Char(Option<usize>),
+    /// NUMBER, FLOAT, DECIMAL, NUMERIC [(precision[, scale])].
+    Number(Option<u32>, Option<u32>),
+    Money,
+    Boolean,
+    Date,
+    DateTime,
+    /// A name that is no type: reported after the columns are bound, as Harper reports the
+    /// unknown column first (`CONVERT(price, INT)` is "unknown column INT").
+    Unknown(String),
+}
+
+impl ConvertTo {
+    fn parse(t: &str) -> ConvertTo {
+        let t = t.trim().to_ascii_uppercase();
+        let (name, args) = match t.split_once('(') {
+            Some((n, rest)) => (n.trim().to_string(), rest.trim_end_matches(')').to_string()),
+            None => (t.clone(), String::new()),
+        };
+        let nums: Vec<Option<u32>> = args
+            .split(',')
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| a.trim().parse::<u32>().ok())
+            .collect();
+        if nums.iter().any(Option::is_none) || nums.len() > 2 {
+            return ConvertTo::Unknown(t);
+        }
+        let size = nums.first().copied().flatten();
+        let scale = nums.get(1).copied().flatten();
+        let one = nums.len() <= 1;
+        match name.as_str() {
+            "INT" | "INTEGER" | "SMALLINT" | "BIGINT" | "SERIAL" | "SMALLSERIAL" | "BIGSERIAL"
+                if nums.is_empty() =>
+            {
+                ConvertTo::Int
+            }
+            "STRING" | "VARCHAR" | "NVARCHAR" | "CHARACTER VARYING" if one => {
+                ConvertTo::Text(size.map(|n| n as usize))
+            }
+            "CHAR" | "NCHAR" | "CHARACTER" if one => ConvertTo::Char(size.map(|n| n as usize)),
+            "NUMBER" | "FLOAT" | "DECIMAL" | "NUMERIC" => ConvertTo::Number(size, scale),
+            "MONEY" if nums.is_empty() => ConvertTo::Money,
+            "BOOLEAN" | "BOOL" if nums.is_empty() => ConvertTo::Boolean,
+            "DATE" if nums.is_empty() => ConvertTo::Date,
+            "DATETIME" | "DATETIME2" if nums.is_empty() => ConvertTo::DateTime,
+            _ => ConvertTo::Unknown(t),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     /// `[qualifier.]name`; `slot` is filled in by the executor when it binds names to tables.
@@ -290,6 +356,20 @@ pub enum Expr {
         otherwise: Option<Box<Expr>>,
     },
     Cast(Box<Expr>, CastTo),
+    /// `expr REGEXP pattern` / `REGEXP_LIKE(expr, pattern[, flags])`; `compiled` holds the
+    /// expression compiled once when pattern and flags are literals.
+    Regexp {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        flags: Option<Box<Expr>>,
+        compiled: Option<Rx>,
+    },
+    /// `CONVERT(type, expr[, style])` with AlaSQL's semantics.
+    Convert {
+        expr: Box<Expr>,
+        to: ConvertTo,
+        style: Option<u16>,
+    },
 }
 
 impl Expr {
@@ -298,7 +378,23 @@ impl Expr {
         f(self);
         match self {
             Expr::Column { .. } | Expr::Literal(_) | Expr::AggRef(_) => {}
-            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => e.walk(f),
+            Expr::Not(e)
+            | Expr::Neg(e)
+            | Expr::IsNull(e, _)
+            | Expr::Cast(e, _)
+            | Expr::Convert { expr: e, .. } => e.walk(f),
+            Expr::Regexp {
+                expr,
+                pattern,
+                flags,
+                ..
+            } => {
+                expr.walk(f);
+                pattern.walk(f);
+                if let Some(x) = flags {
+                    x.walk(f);
+                }
+            }
             Expr::Binary(_, a, b) => {
                 a.walk(f);
                 b.walk(f);
@@ -347,7 +443,23 @@ impl Expr {
     pub fn walk_mut(&mut self, f: &mut dyn FnMut(&mut Expr)) {
         match self {
             Expr::Column { .. } | Expr::Literal(_) | Expr::AggRef(_) => {}
-            Expr::Not(e) | Expr::Neg(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => e.walk_mut(f),
+            Expr::Not(e)
+            | Expr::Neg(e)
+            | Expr::IsNull(e, _)
+            | Expr::Cast(e, _)
+            | Expr::Convert { expr: e, .. } => e.walk_mut(f),
+            Expr::Regexp {
+                expr,
+                pattern,
+                flags,
+                ..
+            } => {
+                expr.walk_mut(f);
+                pattern.walk_mut(f);
+                if let Some(x) = flags {
+                    x.walk_mut(f);
+                }
+            }
             Expr::Binary(_, a, b) => {
                 a.walk_mut(f);
                 b.walk_mut(f);
@@ -430,6 +542,146 @@ fn error_position(sql: &str, msg: &str) -> usize {
     let (Some(line), Some(col)) = (grab("Line:"), grab("Column:")) else {
         return sql.chars().count();
     };
+    char_offset(sql, line, col)
+}
+
+/// MySQL's dialect, except that CONVERT takes the type first (`CONVERT(INT, price, style)`), as
+/// AlaSQL -- and so Harper -- reads it. Every other question goes to MySqlDialect unchanged
+/// (the list is MySqlDialect's own overrides; `dialect()` keeps its `dialect_of!` checks).
+#[derive(Debug)]
+struct HarperDialect(MySqlDialect);
+
+macro_rules! same_as_mysql {
+    ($($name:ident),* $(,)?) => {
+        $(fn $name(&self) -> bool { self.0.$name() })*
+    };
+}
+
+impl Dialect for HarperDialect {
+    fn dialect(&self) -> std::any::TypeId {
+        self.0.dialect()
+    }
+    fn convert_type_before_value(&self) -> bool {
+        true
+    }
+    fn is_identifier_start(&self, ch: char) -> bool {
+        self.0.is_identifier_start(ch)
+    }
+    fn is_identifier_part(&self, ch: char) -> bool {
+        self.0.is_identifier_part(ch)
+    }
+    fn is_delimited_identifier_start(&self, ch: char) -> bool {
+        self.0.is_delimited_identifier_start(ch)
+    }
+    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
+        self.0.identifier_quote_style(identifier)
+    }
+    fn supports_string_literal_table_alias(&self, explicit: bool) -> bool {
+        self.0.supports_string_literal_table_alias(explicit)
+    }
+    fn ordered_bind_placeholder_style(&self) -> Option<sqlparser::dialect::BindPlaceholderStyle> {
+        self.0.ordered_bind_placeholder_style()
+    }
+    fn parse_infix(
+        &self,
+        parser: &mut Parser,
+        expr: &sq::Expr,
+        precedence: u8,
+    ) -> Option<Result<sq::Expr, ParserError>> {
+        self.0.parse_infix(parser, expr, precedence)
+    }
+    fn parse_statement(&self, parser: &mut Parser) -> Option<Result<sq::Statement, ParserError>> {
+        self.0.parse_statement(parser)
+    }
+    fn is_table_factor_alias(&self, explicit: bool, kw: &Keyword, parser: &mut Parser) -> bool {
+        self.0.is_table_factor_alias(explicit, kw, parser)
+    }
+    fn get_next_precedence(&self, parser: &Parser) -> Option<Result<u8, ParserError>> {
+        self.0.get_next_precedence(parser)
+    }
+    same_as_mysql!(
+        supports_string_literal_backslash_escape,
+        supports_string_literal_concatenation,
+        ignores_wildcard_escapes,
+        supports_numeric_prefix,
+        supports_literal_prefix_in_qualified_name,
+        supports_bitwise_shift_operators,
+        supports_singular_value_keyword,
+        supports_multiline_comment_hints,
+        require_interval_qualifier,
+        supports_limit_comma,
+        supports_create_table_select,
+        supports_insert_set,
+        supports_user_host_grantee,
+        supports_table_hints,
+        requires_single_line_comment_whitespace,
+        supports_hash_comment,
+        supports_match_against,
+        supports_select_modifiers,
+        supports_set_names,
+        supports_comma_separated_set_assignments,
+        supports_alter_column_position,
+        supports_update_order_by,
+        supports_data_type_signed_suffix,
+        supports_data_type_zerofill_suffix,
+        supports_cross_join_constraint,
+        supports_double_ampersand_operator,
+        supports_binary_kw_as_cast,
+        supports_table_partitions,
+        supports_comment_optimizer_hint,
+        supports_constraint_keyword_without_name,
+        supports_key_column_option,
+        supports_group_by_with_modifier,
+        supports_left_associative_joins_without_parens,
+    );
+}
+
+/// Where Harper's parser stops on text sqlparser accepts: `NOT REGEXP`, `RLIKE`, `REGEXP(...)`
+/// as a function and `FULL JOIN` without OUTER are syntax errors there (400 "Invalid SQL at"),
+/// so they are here, at the token Harper's message points at. Only tokenizes when one of the
+/// words occurs at all.
+fn harper_syntax_error(sql: &str) -> Option<OpError> {
+    let upper = sql.to_ascii_uppercase();
+    if !["REGEXP", "RLIKE", "FULL"]
+        .iter()
+        .any(|w| upper.contains(w))
+    {
+        return None;
+    }
+    let dialect = HarperDialect(MySqlDialect {});
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .ok()?;
+    let words: Vec<(String, sqlparser::tokenizer::Location, &Token)> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .map(|t| {
+            let w = match &t.token {
+                Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+                _ => String::new(),
+            };
+            (w, t.span.start, &t.token)
+        })
+        .collect();
+    for (i, (w, at, _)) in words.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| words[p].0.as_str());
+        let next = words.get(i + 1).map(|n| n.2);
+        let bad = match w.as_str() {
+            "REGEXP" => prev == Some("NOT") || next == Some(&Token::LParen),
+            "RLIKE" => true,
+            "JOIN" => prev == Some("FULL"),
+            _ => false,
+        };
+        if bad {
+            let pos = char_offset(sql, at.line as usize, at.column as usize);
+            return Some(invalid_at(sql, pos));
+        }
+    }
+    None
+}
+
+/// The character offset of a 1-based line and column.
+fn char_offset(sql: &str, line: usize, col: usize) -> usize {
     let mut pos = 0;
     for (i, l) in sql.split('\n').enumerate() {
         if i + 1 == line {
@@ -450,7 +702,10 @@ pub fn parse(sql: &str) -> Result<Plan, OpError> {
             "SQL text is longer than {MAX_SQL_LEN} bytes"
         )));
     }
-    let stmts = Parser::new(&MySqlDialect {})
+    if let Some(e) = harper_syntax_error(sql) {
+        return Err(e);
+    }
+    let stmts = Parser::new(&HarperDialect(MySqlDialect {}))
         .with_recursion_limit(64)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_statements())
@@ -685,17 +940,27 @@ impl Builder {
             Some(sq::Distinct::Distinct) => true,
             Some(sq::Distinct::On(_)) => return Err(unsupported("DISTINCT ON")),
         };
-        let (from, joins) = match s.from.as_slice() {
-            [] => (None, Vec::new()),
-            [twj] => {
-                let base = table_ref(&twj.relation)?;
+        let (from, joins) = match s.from.split_first() {
+            None => (None, Vec::new()),
+            Some((first, rest)) => {
+                let base = table_ref(&first.relation)?;
                 let mut joins = Vec::new();
-                for j in &twj.joins {
+                for j in &first.joins {
                     joins.push(self.join(j)?);
+                }
+                // `FROM a, b` is a CROSS JOIN of b (its own joins follow it).
+                for twj in rest {
+                    joins.push(Join {
+                        kind: JoinKind::Inner,
+                        table: table_ref(&twj.relation)?,
+                        on: Expr::Literal(Value::Bool(true)),
+                    });
+                    for j in &twj.joins {
+                        joins.push(self.join(j)?);
+                    }
                 }
                 (Some(base), joins)
             }
-            _ => return Err(unsupported("a comma join (use INNER JOIN ... ON)")),
         };
         let mut items = Vec::new();
         for item in &s.projection {
@@ -769,9 +1034,10 @@ impl Builder {
         let (kind, constraint) = match &j.join_operator {
             J::Join(c) | J::Inner(c) => (JoinKind::Inner, c),
             J::Left(c) | J::LeftOuter(c) => (JoinKind::Left, c),
-            J::Right(_) | J::RightOuter(_) => return Err(unsupported("RIGHT JOIN")),
-            J::FullOuter(_) => return Err(unsupported("FULL OUTER JOIN")),
-            J::CrossJoin(_) => return Err(unsupported("CROSS JOIN")),
+            J::Right(c) | J::RightOuter(c) => (JoinKind::Right, c),
+            J::FullOuter(c) => (JoinKind::Full, c),
+            // MySQL's CROSS JOIN may carry an ON (then it is an inner join).
+            J::CrossJoin(c) => (JoinKind::Inner, c),
             _ => return Err(unsupported("this kind of JOIN")),
         };
         let on = match constraint {
@@ -780,6 +1046,9 @@ impl Builder {
                 return Err(unsupported("JOIN ... USING"))
             }
             sq::JoinConstraint::Natural => return Err(unsupported("NATURAL JOIN")),
+            sq::JoinConstraint::None if matches!(j.join_operator, J::CrossJoin(_)) => {
+                Expr::Literal(Value::Bool(true))
+            }
             sq::JoinConstraint::None => return Err(unsupported("a JOIN without ON")),
         };
         Ok(Join {
@@ -1083,6 +1352,63 @@ impl Builder {
                 }
                 Expr::Func(Func::Trim, vec![self.expr(expr)?])
             }
+            E::RLike {
+                negated,
+                expr,
+                pattern,
+                regexp,
+            } => {
+                if *negated || !*regexp {
+                    return Err(unsupported(format!("{e}")));
+                }
+                regexp_expr(self.expr(expr)?, self.expr(pattern)?, None)?
+            }
+            E::Convert {
+                is_try,
+                expr,
+                data_type,
+                charset,
+                styles,
+                ..
+            } => {
+                let Some(data_type) = data_type.as_ref().filter(|_| !*is_try && charset.is_none())
+                else {
+                    return Err(unsupported(format!("{e}")));
+                };
+                let style = match styles.as_slice() {
+                    [] => None,
+                    [s] => Some(
+                        const_u64(s, "CONVERT's style")
+                            .ok()
+                            .and_then(|n| u16::try_from(n).ok())
+                            .ok_or_else(|| {
+                                OpError::bad_request(format!(
+                                    "CONVERT's style must be a style number, not {s}"
+                                ))
+                            })?,
+                    ),
+                    _ => return Err(OpError::bad_request("CONVERT takes 2 or 3 arguments")),
+                };
+                // AlaSQL ignores style 0 (it tests the style for truth).
+                let style = style.filter(|s| *s != 0);
+                if let Some(s) = style {
+                    if super::eval::convert_style(s).is_none() {
+                        return Err(OpError::bad_request(format!(
+                            "CONVERT style {s} is not supported (styles: {})",
+                            super::eval::CONVERT_STYLES
+                                .iter()
+                                .map(|(n, ..)| n.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                }
+                Expr::Convert {
+                    expr: self.boxed(expr)?,
+                    to: ConvertTo::parse(&data_type.to_string()),
+                    style,
+                }
+            }
             E::Function(f) => self.function(f)?,
             other => return Err(unsupported(format!("the expression {other}"))),
         })
@@ -1147,8 +1473,12 @@ impl Builder {
         if star || distinct {
             return Err(unsupported(format!("{name}(*) / {name}(DISTINCT ...)")));
         }
-        let Some((func, min, max)) = Func::by_name(&name) else {
-            return Err(unsupported(format!("the function {name}")));
+        let (func, min, max) = match Func::by_name(&name) {
+            Some(f) => (Some(f.0), f.1, f.2),
+            // Harper's REGEXP_LIKE(a) matches everything (RegExp(undefined)); here it is
+            // refused by its argument count like any function's.
+            None if name == "REGEXP_LIKE" => (None, 2, 3),
+            None => return Err(unsupported(format!("the function {name}"))),
         };
         if args.len() < min || args.len() > max {
             return Err(OpError::bad_request(format!(
@@ -1162,8 +1492,37 @@ impl Builder {
                 args.len()
             )));
         }
-        Ok(Expr::Func(func, args))
+        match func {
+            Some(func) => Ok(Expr::Func(func, args)),
+            None => {
+                let mut args = args.into_iter();
+                let (Some(expr), Some(pattern)) = (args.next(), args.next()) else {
+                    return Err(OpError::bad_request("REGEXP_LIKE takes 2 to 3 arguments"));
+                };
+                regexp_expr(expr, pattern, args.next())
+            }
+        }
     }
+}
+
+/// A REGEXP / REGEXP_LIKE node, its expression compiled now when pattern and flags are
+/// literals (an invalid one is refused before any row is read).
+fn regexp_expr(expr: Expr, pattern: Expr, flags: Option<Expr>) -> Result<Expr, OpError> {
+    let literal = |e: &Expr| match e {
+        Expr::Literal(v) if !v.is_null() => Some(super::eval::text(v)),
+        _ => None,
+    };
+    let compiled = match (literal(&pattern), flags.as_ref().map(literal)) {
+        (Some(p), None) => Some(Rx::compile(&p, "")?),
+        (Some(p), Some(Some(f))) => Some(Rx::compile(&p, &f)?),
+        _ => None,
+    };
+    Ok(Expr::Regexp {
+        expr: Box::new(expr),
+        pattern: Box::new(pattern),
+        flags: flags.map(Box::new),
+        compiled,
+    })
 }
 
 fn negate(n: &Number) -> Value {
@@ -1230,10 +1589,7 @@ mod tests {
                 "subquery",
             ),
             ("SELECT ROW_NUMBER() OVER (ORDER BY id) FROM a.b", "window"),
-            (
-                "SELECT * FROM a.b RIGHT JOIN a.c ON b.id = c.id",
-                "RIGHT JOIN",
-            ),
+            ("SELECT * FROM a.b NATURAL JOIN a.c", "NATURAL JOIN"),
             ("SELECT NOSUCH(x) FROM a.b", "NOSUCH"),
             ("SELECT 1; SELECT 2", "more than one statement"),
         ] {
@@ -1291,14 +1647,166 @@ mod tests {
                 "{sql}"
             );
         }
-        // Still refused, by name: their Harper semantics are not pinned down here.
         for (sql, word) in [
-            ("SELECT REGEXP_LIKE(name, 'a.') FROM a.b", "REGEXP_LIKE"),
-            ("SELECT CONVERT(name, CHAR) FROM a.b", "CONVERT"),
             ("SELECT YEAR(d, 1) FROM a.b", "YEAR takes 1 arguments"),
+            (
+                "SELECT REGEXP_LIKE(name) FROM a.b",
+                "REGEXP_LIKE takes 2 to 3 arguments, not 1",
+            ),
         ] {
             let e = parse(sql).unwrap_err();
             assert!(e.message().contains(word), "{sql}: {}", e.message());
+        }
+    }
+
+    #[test]
+    fn harpers_parser_refuses_not_regexp_rlike_regexp_calls_and_full_join_without_outer() {
+        for (sql, ctx) in [
+            (
+                "SELECT name FROM shop.customers WHERE name NOT REGEXP '^A'",
+                "...mers WHERE name NOT REGEXP '^A'",
+            ),
+            (
+                "SELECT name FROM shop.customers WHERE name RLIKE '^A'",
+                "...ustomers WHERE name RLIKE '^A'",
+            ),
+            (
+                "SELECT name FROM shop.customers WHERE REGEXP(name, '^A')",
+                "...hop.customers WHERE REGEXP(name, '^A')",
+            ),
+            (
+                "SELECT o.id FROM shop.orders o FULL JOIN shop.customers c ON o.customer_id = c.id",
+                "... shop.orders o FULL JOIN shop.customers ",
+            ),
+        ] {
+            let e = parse(sql).unwrap_err();
+            assert_eq!(e.status, 400, "{sql}");
+            assert_eq!(e.message(), format!("Invalid SQL at: {ctx}. {PARSE_HINT}"));
+        }
+        // The same words elsewhere are fine: a string, a column named full, FULL OUTER JOIN.
+        for sql in [
+            "SELECT name FROM a.b WHERE name = 'NOT REGEXP x'",
+            "SELECT full FROM a.b",
+            "SELECT b.id FROM a.b FULL OUTER JOIN a.c ON b.id = c.id",
+            "SELECT name REGEXP '^A' AS m FROM a.b",
+        ] {
+            assert!(parse(sql).is_ok(), "{sql}: {:?}", parse(sql));
+        }
+    }
+
+    fn first_item(sql: &str) -> Expr {
+        let Ok(Plan::Select(s)) = parse(sql) else {
+            panic!("{sql}: {:?}", parse(sql))
+        };
+        match &s.items[0] {
+            SelectItem::Expr { expr, .. } => expr.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn regexp_literal_patterns_are_compiled_once_into_the_plan() {
+        for sql in [
+            "SELECT name REGEXP 'a+' FROM a.b",
+            "SELECT REGEXP_LIKE(name, 'a+', 'i') FROM a.b",
+        ] {
+            let Expr::Regexp { compiled, .. } = first_item(sql) else {
+                panic!("{sql}")
+            };
+            assert!(compiled.is_some(), "{sql}");
+        }
+        // A pattern from a column is compiled per row.
+        let Expr::Regexp { compiled, .. } = first_item("SELECT name REGEXP pat FROM a.b") else {
+            panic!()
+        };
+        assert!(compiled.is_none());
+        // Bad patterns and flags are refused before any row is read, naming them.
+        let e = parse("SELECT name REGEXP '(' FROM a.b").unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message().contains("'('"), "{}", e.message());
+        let e = parse("SELECT REGEXP_LIKE(name, 'a', 'x') FROM a.b").unwrap_err();
+        assert!(e.message().contains("flag 'x'"), "{}", e.message());
+        let long = "a".repeat(5000);
+        let e = parse(&format!("SELECT name REGEXP '{long}' FROM a.b")).unwrap_err();
+        assert!(e.message().contains("longer than"), "{}", e.message());
+    }
+
+    #[test]
+    fn convert_reads_the_type_first_with_sizes_and_styles() {
+        for (sql, want_to, want_style) in [
+            ("SELECT CONVERT(INT, price) FROM a.b", ConvertTo::Int, None),
+            (
+                "SELECT CONVERT(VARCHAR(3), name) FROM a.b",
+                ConvertTo::Text(Some(3)),
+                None,
+            ),
+            (
+                "SELECT CONVERT(STRING, signup, 110) FROM a.b",
+                ConvertTo::Text(None),
+                Some(110),
+            ),
+            (
+                "SELECT CONVERT(DECIMAL(10,2), price) FROM a.b",
+                ConvertTo::Number(Some(10), Some(2)),
+                None,
+            ),
+            (
+                "SELECT CONVERT(MONEY, price) FROM a.b",
+                ConvertTo::Money,
+                None,
+            ),
+            (
+                "SELECT CONVERT(DATETIME, d) FROM a.b",
+                ConvertTo::DateTime,
+                None,
+            ),
+            // Harper reads the first argument as the type: `INT` here is a column.
+            (
+                "SELECT CONVERT(price, INT) FROM a.b",
+                ConvertTo::Unknown("PRICE".into()),
+                None,
+            ),
+        ] {
+            let Expr::Convert { to, style, .. } = first_item(sql) else {
+                panic!("{sql}")
+            };
+            assert_eq!((to, style), (want_to, want_style), "{sql}");
+        }
+        let e = parse("SELECT CONVERT(STRING, d, 999) FROM a.b").unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("CONVERT style 999 is not supported"),
+            "{}",
+            e.message()
+        );
+    }
+
+    #[test]
+    fn right_full_cross_and_comma_joins_parse() {
+        for (sql, kinds) in [
+            (
+                "SELECT * FROM a.b RIGHT JOIN a.c ON b.id = c.id",
+                vec![JoinKind::Right],
+            ),
+            (
+                "SELECT * FROM a.b RIGHT OUTER JOIN a.c ON b.id = c.id",
+                vec![JoinKind::Right],
+            ),
+            (
+                "SELECT * FROM a.b FULL OUTER JOIN a.c ON b.id = c.id",
+                vec![JoinKind::Full],
+            ),
+            ("SELECT * FROM a.b CROSS JOIN a.c", vec![JoinKind::Inner]),
+            (
+                "SELECT * FROM a.b, a.c, a.d LEFT JOIN a.e ON e.x = d.x",
+                vec![JoinKind::Inner, JoinKind::Inner, JoinKind::Left],
+            ),
+        ] {
+            let Ok(Plan::Select(s)) = parse(sql) else {
+                panic!("{sql}")
+            };
+            let got: Vec<JoinKind> = s.joins.iter().map(|j| j.kind).collect();
+            assert_eq!(got, kinds, "{sql}");
         }
     }
 }

@@ -38,7 +38,15 @@ impl std::fmt::Display for StoreError {
 
 impl From<fjall::Error> for StoreError {
     fn from(e: fjall::Error) -> Self {
-        StoreError(e.to_string())
+        match e {
+            // fjall poisons itself when a background flush or compaction (or an fsync) fails;
+            // its own message says only "Poisoned", the cause is in the log line before.
+            fjall::Error::Poisoned => StoreError(
+                "the store refuses writes after a background write failed (disk full or an I/O error; the log says which)"
+                    .into(),
+            ),
+            e => StoreError(e.to_string()),
+        }
     }
 }
 

@@ -5,12 +5,29 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the Unix epoch, from the system clock (0 if the clock is before 1970).
+/// Milliseconds since the Unix epoch, from the system clock (0 if the clock is before 1970),
+/// shifted by `SKERRY_TEST_CLOCK_OFFSET_MS` when that is set.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
+    let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    ms.saturating_add_signed(clock_offset_ms())
+}
+
+/// `SKERRY_TEST_CLOCK_OFFSET_MS` (signed milliseconds, read once): a test-only skew of this
+/// process's clock, so a chaos run can restart a node with its clock stepped backwards (NTP
+/// step, VM restore) and check that versions still only grow. Unset (0) in production; a value
+/// that does not parse is ignored with a warning.
+fn clock_offset_ms() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| match std::env::var("SKERRY_TEST_CLOCK_OFFSET_MS") {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!("skerry: ignoring SKERRY_TEST_CLOCK_OFFSET_MS={v:?} (not an integer)");
+            0
+        }),
+        Err(_) => 0,
+    })
 }
 
 /// Formats epoch milliseconds as an HTTP date (`Thu, 26 Nov 2026 17:10:21 GMT`), the form Harper
