@@ -352,6 +352,13 @@ impl Run {
 
     /// Acknowledged writes on `node`, then kill -9 at once. Returns how many were acked.
     fn crash_after_ack(&self, node: usize, writes: usize, rng: &mut Rng, tag: &str) -> usize {
+        let acked = self.write_some(node, writes, rng, tag);
+        self.kill(node);
+        acked
+    }
+
+    /// `writes` upserts of random keys on `node`; how many were acknowledged.
+    fn write_some(&self, node: usize, writes: usize, rng: &mut Rng, tag: &str) -> usize {
         let mut acked = 0;
         for w in 0..writes {
             let key = format!("k-{}", rng.below(300));
@@ -369,7 +376,6 @@ impl Run {
                 acked += 1;
             }
         }
-        self.kill(node);
         acked
     }
 
@@ -392,12 +398,18 @@ impl Run {
         let sleep = |ms: u64| std::thread::sleep(Duration::from_millis(ms));
         match *f {
             Fault::ClockBack { node, back_ms } => {
+                // Cut off first: its first versions after the restart come from its own clock
+                // and what it persisted, not from newer versions its peers would stream to it
+                // at once (with them, a node that forgot its clock floor still looked fine).
+                self.proxy.isolate(node, Mode::Down);
                 self.kill(node);
                 {
                     let mut nd = lock(&self.nodes[node]);
                     nd.clock_offset_ms -= back_ms as i64;
                 }
                 self.start(node)?;
+                self.write_some(node, 10, rng, &format!("clock{idx}"));
+                self.proxy.isolate(node, Mode::Up);
             }
             Fault::Kill { node, down_ms } => {
                 self.kill(node);
