@@ -1154,6 +1154,8 @@ impl<R> Core<R> {
                 t.expiration = table.expiration;
             }
             self.mark_catalog_changed();
+        } else {
+            self.merge_attributes(db, &table.name, &table.attributes);
         }
         for row in rows {
             let map = match &row.json {
@@ -1197,6 +1199,48 @@ impl<R> Core<R> {
         Ok(())
     }
 
+    /// Adds the attributes of a peer's view of a table that this node lacks (a full copy's
+    /// table schema, a replicated `CreateTable` of a table this node already has). Only ever
+    /// adds: a peer's partial view never drops a local attribute. An attribute this node
+    /// dropped itself is not brought back by a schema (its drop replicates too); records that
+    /// carry it still do, as for local writes.
+    pub(super) fn merge_attributes(
+        &mut self,
+        db: &str,
+        table: &str,
+        attributes: &[(String, Option<String>)],
+    ) {
+        let Some(def) = self.catalog.table(db, table) else {
+            return;
+        };
+        if attributes
+            .iter()
+            .all(|(a, _)| def.has_attribute(a) || def.dropped.contains(a))
+        {
+            return;
+        }
+        let has_records = self.stats.get(&def.id).is_some_and(|s| s.count > 0);
+        let mut backfill = Vec::new();
+        if let Some(def) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
+            for (name, ty) in attributes {
+                if !def.dropped.contains(name) && def.add_attribute(name, true, ty.clone()) {
+                    // Stored records may already hold this property: index them.
+                    if let (true, Some(a)) = (has_records, def.attribute(name)) {
+                        backfill.push((def.id, a.id, name.clone()));
+                    }
+                }
+            }
+        }
+        for (table, attribute, name) in backfill {
+            self.writes.push(Write::BackfillIndex {
+                table,
+                attribute,
+                name,
+            });
+        }
+        self.mark_catalog_changed();
+    }
+
     fn ensure_remote_table(&mut self, db: &str, table: &str, pk_attr: &str) {
         if self.catalog.table(db, table).is_some() {
             return;
@@ -1208,6 +1252,14 @@ impl<R> Core<R> {
     /// Schema changes from a peer, applied idempotently (never an error: the peer already
     /// committed them).
     fn apply_remote_schema(&mut self, db: &str, op: &TxnOp) {
+        if let TxnOp::CreateTable {
+            table, attributes, ..
+        } = op
+        {
+            // A table both nodes created (or this node got first from another peer): the
+            // peer's attributes are added, none of ours is lost.
+            self.merge_attributes(db, table, attributes);
+        }
         let cat = Arc::make_mut(&mut self.catalog);
         let mut drop_storage = Vec::new();
         match op {

@@ -938,13 +938,7 @@ fn http_date_or_none(ms: u64) -> Option<Value> {
 fn cluster_status(ctx: &Arc<ReplCtx>) -> Value {
     let members = ctx.members.load();
     let rows = node_rows(ctx);
-    let catalog = ctx.shared.catalog.load();
-    let mut dbs: Vec<String> = catalog
-        .databases
-        .keys()
-        .filter(|d| ctx.cfg.replicates_db(d))
-        .cloned()
-        .collect();
+    let mut dbs: Vec<String> = ctx.replicated_databases().into_iter().collect();
     // Harper lists the system socket first.
     dbs.sort_by_key(|d| (d != "system", d.clone()));
     // Whether this node's table digests equal each peer's, per database (cached, refreshed
