@@ -97,6 +97,10 @@ impl ClusterOps for ClusterApi {
             })
     }
 
+    fn forward(&self, op: &WriteOp) -> Vec<Value> {
+        super::forward::forward(&self.0, op)
+    }
+
     fn ready(&self) -> Result<(), String> {
         if self.0.stopping.load(Ordering::SeqCst) {
             return Err("replication is stopping".into());
@@ -211,6 +215,9 @@ pub fn serve_op(ctx: &Arc<ReplCtx>, mut conn: Conn, caller: &Caller) {
             Some("add_node_back") => add_node_back(ctx, &body, caller),
             Some("remove_node_back") => remove_node_back(ctx, &body, caller),
             Some(super::verify::OP) => super::verify::serve(ctx, &body),
+            Some(op) if super::forward::OPS.contains(&op) => {
+                super::forward::serve(ctx, &body, caller)
+            }
             Some(other) => Err(OpError::bad_request(format!(
                 "Operation '{other}' not found"
             ))),
