@@ -152,3 +152,175 @@ fn a_database_only_on_the_peer_replicates_with_its_schema_when_system_is_not_rep
     });
     assert!(attributes(&nodes[2], "dog").is_superset(&a_attrs));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 6: operation forwarding (`replicated: true`) and drops that stay dropped
+// ---------------------------------------------------------------------------------------------
+
+/// The `replicated` entries of an answer by node.
+fn replicated_by_node(answer: &Value) -> std::collections::BTreeMap<String, Value> {
+    answer["replicated"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no replicated array in {answer}"))
+        .iter()
+        .map(|e| {
+            (
+                e["node"].as_str().unwrap_or_default().to_string(),
+                e.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn replicated_schema_operations_run_on_every_member_before_the_answer() {
+    let ip = ips(SUITE, 3);
+    let nodes = full_mesh_with_tables(&ip, &["bird"]);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let ok = |n: &TestNode, msg: &str| json!({"message": msg, "node": n.ip});
+
+    let msg = "table 'dev.cat' successfully created.";
+    let r = a.ok(
+        json!({"operation":"create_table","database":"dev","table":"cat",
+        "primary_key":"id","replicated":true}),
+    );
+    assert_eq!(r["message"], msg);
+    let by = replicated_by_node(&r);
+    assert_eq!(by.len(), 2, "{r}");
+    assert_eq!((&by[&b.ip], &by[&c.ip]), (&ok(b, msg), &ok(c, msg)));
+    // Done on the members before the answer: no wait.
+    assert!(has_table(b, "cat") && has_table(c, "cat"));
+
+    let msg = "attribute 'dev.cat.colour' successfully created.";
+    let r = a.ok(
+        json!({"operation":"create_attribute","database":"dev","table":"cat",
+        "attribute":"colour","replicated":true}),
+    );
+    assert_eq!(replicated_by_node(&r)[&c.ip], ok(c, msg), "{r}");
+    let (_, d) = c.op(json!({"operation":"describe_table","database":"dev","table":"cat"}));
+    assert!(
+        d["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["attribute"] == "colour"),
+        "{d}"
+    );
+
+    let msg = "successfully deleted table 'dev.cat'";
+    let r =
+        b.ok(json!({"operation":"drop_table","database":"dev","table":"cat","replicated":true}));
+    assert_eq!(r["message"], msg);
+    assert_eq!(replicated_by_node(&r)[&a.ip], ok(a, msg), "{r}");
+    assert!(!has_table(a, "cat") && !has_table(c, "cat"));
+
+    let msg = "successfully deleted 'dev'";
+    let r = c.ok(json!({"operation":"drop_database","database":"dev","replicated":true}));
+    assert_eq!(r["message"], msg);
+    assert_eq!(replicated_by_node(&r)[&a.ip], ok(a, msg), "{r}");
+    for n in [a, b] {
+        assert_eq!(
+            n.op(json!({"operation":"describe_database","database":"dev"}))
+                .0,
+            404
+        );
+    }
+    // Without `replicated` a drop stays local (Harper's default).
+    create_table(a, "fish");
+    wait_table(&refs(&nodes), "fish");
+    let r = a.ok(json!({"operation":"drop_table","database":"dev","table":"fish"}));
+    assert_eq!(
+        r,
+        json!({"message": "successfully deleted table 'dev.fish'"})
+    );
+    assert!(has_table(b, "fish"));
+}
+
+#[test]
+fn a_dropped_table_stays_dropped_when_a_node_that_missed_the_drop_rejoins() {
+    let ip = ips(SUITE, 3);
+    let mut nodes = full_mesh_with_tables(&ip, &["dog"]);
+    for n in &nodes {
+        put(n, "dog", &format!("old-{}", n.ip));
+    }
+    for n in &nodes {
+        wait_present(&refs(&nodes), "dog", &format!("old-{}", n.ip));
+    }
+    nodes[2].stop();
+    let r = nodes[0]
+        .ok(json!({"operation":"drop_table","database":"dev","table":"dog","replicated":true}));
+    let by = replicated_by_node(&r);
+    assert_eq!(
+        by[&nodes[1].ip]["message"], "successfully deleted table 'dev.dog'",
+        "{r}"
+    );
+    assert_eq!(by[&nodes[2].ip]["status"], "failed", "{r}");
+    assert!(!has_table(&nodes[1], "dog"));
+
+    // C comes back while A, whose log holds the drop, is down: it learns the drop from B.
+    nodes[0].stop();
+    nodes[2].start_again();
+    wait_for(
+        "C kept the table it missed the drop of",
+        &refs(&nodes[1..]),
+        || !has_table(&nodes[2], "dog"),
+    );
+    nodes[0].start_again();
+    let all = refs(&nodes);
+    wait_mesh(&all, &["system", "dev"]);
+    assert!(
+        holds_for(Duration::from_secs(3), || all
+            .iter()
+            .all(|n| !has_table(n, "dog"))),
+        "the dropped table came back:\n{}",
+        dump(&all)
+    );
+
+    // The same name can be created again, and none of the old records come with it.
+    create_table(&nodes[0], "dog");
+    wait_table(&all, "dog");
+    put(&nodes[2], "dog", "new");
+    wait_present(&all, "dog", "new");
+    let want: BTreeSet<String> = ["\"new\"".to_string()].into();
+    assert!(
+        holds_for(Duration::from_secs(3), || all
+            .iter()
+            .all(|n| keys(n, "dog") == want)),
+        "old records came back:\n{}",
+        dump(&all)
+    );
+}
+
+#[test]
+fn records_a_node_wrote_before_a_drop_it_missed_do_not_bring_the_table_back() {
+    let ip = ips(SUITE, 3);
+    let mut nodes = full_mesh_with_tables(&ip, &["dog"]);
+    // C writes while A and B are down: they see this record only after the drop.
+    nodes[0].stop();
+    nodes[1].stop();
+    put(&nodes[2], "dog", "late");
+    nodes[2].stop();
+    nodes[0].start_again();
+    nodes[1].start_again();
+    wait_link(&nodes[0], &nodes[1].ip, &["system", "dev"]);
+    let r = nodes[0]
+        .ok(json!({"operation":"drop_table","database":"dev","table":"dog","replicated":true}));
+    assert_eq!(
+        replicated_by_node(&r)[&nodes[2].ip]["status"],
+        "failed",
+        "{r}"
+    );
+    nodes[2].start_again();
+    let all = refs(&nodes);
+    wait_mesh(&all, &["system", "dev"]);
+    wait_for("C kept the table it missed the drop of", &all, || {
+        !has_table(&nodes[2], "dog")
+    });
+    assert!(
+        holds_for(Duration::from_secs(3), || all
+            .iter()
+            .all(|n| !has_table(n, "dog"))),
+        "C's record made before the drop brought the table back:\n{}",
+        dump(&all)
+    );
+}

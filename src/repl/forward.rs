@@ -152,16 +152,24 @@ fn entry(node: &str, result: Result<(u16, Value), String>) -> Value {
 
 /// The member side: runs a forwarded schema operation as the calling node (or super_user).
 pub fn serve(ctx: &ReplCtx, body: &Map<String, Value>, caller: &Caller) -> OpResult {
+    const ONLY: &str =
+        "only drop_table, drop_database, create_table and create_attribute are forwarded";
     let mut body = body.clone();
-    // Never forwarded again from here, whatever the request says.
+    // Never forwarded again from here, whatever the request says (the parsed `forward` flag
+    // is not looked at: the core runs the operation directly).
     body.insert("replicated".into(), json!(false));
-    let op =
-        match crate::ops::parse::parse_value(body)? {
-            Operation::Write { op, .. } if request(&op).is_some() => op,
-            _ => return Err(OpError::bad_request(
-                "only drop_table, drop_database, create_table and create_attribute are forwarded",
-            )),
-        };
+    let mut op = match crate::ops::parse::parse_value(body)? {
+        Operation::Write { op, .. } if request(&op).is_some() => op,
+        _ => return Err(OpError::bad_request(ONLY)),
+    };
+    // A drop is logged and remembered here too (the core's `replicated`): a node that missed
+    // it learns it from any member, and this node ignores records made before it that arrive
+    // later.
+    if let WriteOp::DropTable { replicated, .. } | WriteOp::DropDatabase { replicated, .. } =
+        &mut op
+    {
+        *replicated = true;
+    }
     if let Some(done) = already_done(ctx, &op) {
         return Ok(done);
     }
