@@ -84,11 +84,19 @@ fn a_database_only_on_the_peer_replicates_with_its_schema_when_system_is_not_rep
     add_node(a, &c.ip);
     wait_link(c, &a.ip, &["data"]);
     wait_link(a, &c.ip, &["data"]);
-    let copies = || log_lines(c, "full copy of data from").len();
+    // One (empty) copy per session; a loop would copy again every back-off (0.5 s and up).
+    // One more is allowed: on a loaded box a 1 s ping interval can end a session honestly.
+    let copies = || {
+        log_lines(c, "full copy of data from")
+            .iter()
+            .filter(|l| l.contains(" done "))
+            .count()
+    };
+    wait_for("C never finished its first copy", &[a, c], || copies() >= 1);
     let before = copies();
     assert!(
-        holds_for(Duration::from_secs(3), || copies() == before),
-        "C restarted a copy of a database A does not have:\n{}",
+        holds_for(Duration::from_secs(3), || copies() <= before + 1),
+        "C copied a database A does not have again and again:\n{}",
         c.log()
     );
     assert_eq!(
