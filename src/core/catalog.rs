@@ -37,6 +37,13 @@ pub struct Catalog {
     pub databases: BTreeMap<String, DatabaseDef>,
     pub next_db_id: u32,
     pub next_table_id: u32,
+    /// Replicated drops: database → table → version of the drop (the empty table name stands
+    /// for the whole database). A peer's write, creation or copied row of a table that is not
+    /// here and was dropped at or after its version is ignored: records made before a drop
+    /// that reach this node after it (from a node that missed the drop, a stale copy) must not
+    /// bring the table back (Harper's open bug #1212). Never purged (a few bytes per drop).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drops: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -65,11 +72,20 @@ pub struct TableDef {
     /// never returned and is evicted locally by the expiry sweep (see `node::expiry`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<u64>,
+    /// Version of the creation this definition comes from (0: unknown, e.g. made by a full
+    /// copy). A replicated drop older than the creation belongs to an earlier table of the
+    /// same name and leaves this one alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created: u64,
     /// Position of each attribute in `attributes` by name: lookups are O(1) however many
     /// attributes a dynamic table grows (a linear search made one insert adding 40,000
     /// attributes block the core for seconds). Rebuilt after loading (`Catalog::reindex`).
     #[serde(skip)]
     by_name: std::collections::HashMap<String, usize>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -230,6 +246,7 @@ impl Catalog {
             next_attr_id: 0,
             dropped: Vec::new(),
             expiration: None,
+            created: 0,
             by_name: Default::default(),
         };
         def.add_attribute(primary_key, true, None);
@@ -252,6 +269,26 @@ impl Catalog {
 
     pub fn drop_database(&mut self, db: &str) -> Option<DatabaseDef> {
         self.databases.remove(db)
+    }
+
+    /// Remembers a replicated drop of `db.table` (`table` empty: the whole database) at
+    /// `version`.
+    pub fn record_drop(&mut self, db: &str, table: &str, version: u64) {
+        let v = self
+            .drops
+            .entry(db.to_string())
+            .or_default()
+            .entry(table.to_string())
+            .or_insert(0);
+        *v = (*v).max(version);
+    }
+
+    /// The version of the latest replicated drop of `db.table` or of `db` (0: never dropped).
+    pub fn dropped_at(&self, db: &str, table: &str) -> u64 {
+        self.drops.get(db).map_or(0, |t| {
+            let whole = t.get("").copied().unwrap_or(0);
+            t.get(table).copied().unwrap_or(0).max(whole)
+        })
     }
 }
 

@@ -1037,6 +1037,12 @@ impl<R> Core<R> {
             // Our own write echoed back (relay, full mesh race): an identity tie, nothing to do.
             return Ok(());
         }
+        if self.catalog.database(&txn.db).is_none()
+            && txn.version <= self.catalog.dropped_at(&txn.db, "")
+        {
+            // Made before a replicated drop of its database: it must not bring it back.
+            return Ok(());
+        }
         let origin = self.origin_id(&txn.origin);
         if self.catalog.database(&txn.db).is_none() {
             Arc::make_mut(&mut self.catalog).ensure_database(&txn.db);
@@ -1122,6 +1128,18 @@ impl<R> Core<R> {
         store: &dyn StoreView,
     ) -> Result<(), StoreError> {
         let db = txn.db.as_str();
+        // A write or schema change of a table made before a replicated drop of it (or of its
+        // database) belongs to the dropped table: it neither brings the table back nor lands
+        // in a table created again since (every write to that one is newer than the drop).
+        // (A drop itself is judged by the creation it would undo, below.)
+        if let Some(table) = op.table() {
+            if db != SYSTEM_DB
+                && !matches!(op, TxnOp::DropTable { .. })
+                && txn.version <= self.catalog.dropped_at(db, table)
+            {
+                return Ok(());
+            }
+        }
         match op {
             TxnOp::Put {
                 table,
@@ -1144,7 +1162,7 @@ impl<R> Core<R> {
                 {
                     record = std::borrow::Cow::Owned(serde_json::to_vec(&map).unwrap_or_default());
                 }
-                self.ensure_remote_table(db, table, pk_attr);
+                self.ensure_remote_table(db, table, pk_attr, txn.version);
                 self.add_new_attributes(db, table, &map);
                 self.apply_remote_write(
                     txn,
@@ -1157,11 +1175,11 @@ impl<R> Core<R> {
                 )
             }
             TxnOp::Delete { table, pk_attr, pk } => {
-                self.ensure_remote_table(db, table, pk_attr);
+                self.ensure_remote_table(db, table, pk_attr, txn.version);
                 self.apply_remote_write(txn, origin, db, table, pk, None, store)
             }
             schema => {
-                self.apply_remote_schema(db, schema);
+                self.apply_remote_schema(db, schema, txn.version);
                 Ok(())
             }
         }
@@ -1204,9 +1222,18 @@ impl<R> Core<R> {
         &mut self,
         db: &str,
         table: &super::CopyTable,
-        rows: Vec<super::CopyRow>,
+        mut rows: Vec<super::CopyRow>,
         store: &dyn StoreView,
     ) -> Result<(), StoreError> {
+        // Rows of a table dropped since (the sender missed the drop): as for streamed writes,
+        // they neither bring the table back nor land in a table created again since.
+        // The table itself is created even then (its creation version is unknown here): if
+        // the sender missed the drop, the drop reaches this node afterwards through the
+        // stream, since the copy's vector lies below it, and removes the table again.
+        let dropped = self.catalog.dropped_at(db, &table.name);
+        if dropped > 0 {
+            rows.retain(|r| r.version > dropped);
+        }
         if self.catalog.database(db).is_none() {
             Arc::make_mut(&mut self.catalog).ensure_database(db);
             self.mark_catalog_changed();
@@ -1223,6 +1250,8 @@ impl<R> Core<R> {
                 t.expiration = table.expiration;
             }
             self.mark_catalog_changed();
+        } else {
+            self.merge_attributes(db, &table.name, &table.attributes);
         }
         for row in rows {
             let map = match &row.json {
@@ -1266,22 +1295,78 @@ impl<R> Core<R> {
         Ok(())
     }
 
-    fn ensure_remote_table(&mut self, db: &str, table: &str, pk_attr: &str) {
+    /// Adds the attributes of a peer's view of a table that this node lacks (a full copy's
+    /// table schema, a replicated `CreateTable` of a table this node already has). Only ever
+    /// adds: a peer's partial view never drops a local attribute. An attribute this node
+    /// dropped itself is not brought back by a schema (its drop replicates too); records that
+    /// carry it still do, as for local writes.
+    pub(super) fn merge_attributes(
+        &mut self,
+        db: &str,
+        table: &str,
+        attributes: &[(String, Option<String>)],
+    ) {
+        let Some(def) = self.catalog.table(db, table) else {
+            return;
+        };
+        if attributes
+            .iter()
+            .all(|(a, _)| def.has_attribute(a) || def.dropped.contains(a))
+        {
+            return;
+        }
+        let has_records = self.stats.get(&def.id).is_some_and(|s| s.count > 0);
+        let mut backfill = Vec::new();
+        if let Some(def) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
+            for (name, ty) in attributes {
+                if !def.dropped.contains(name) && def.add_attribute(name, true, ty.clone()) {
+                    // Stored records may already hold this property: index them.
+                    if let (true, Some(a)) = (has_records, def.attribute(name)) {
+                        backfill.push((def.id, a.id, name.clone()));
+                    }
+                }
+            }
+        }
+        for (table, attribute, name) in backfill {
+            self.writes.push(Write::BackfillIndex {
+                table,
+                attribute,
+                name,
+            });
+        }
+        self.mark_catalog_changed();
+    }
+
+    fn ensure_remote_table(&mut self, db: &str, table: &str, pk_attr: &str, version: u64) {
         if self.catalog.table(db, table).is_some() {
             return;
         }
-        Arc::make_mut(&mut self.catalog).create_table(db, table, pk_attr, &[], false);
+        let cat = Arc::make_mut(&mut self.catalog);
+        cat.create_table(db, table, pk_attr, &[], false);
+        if let Some(t) = cat.table_mut(db, table) {
+            t.created = version;
+        }
         self.mark_catalog_changed();
     }
 
     /// Schema changes from a peer, applied idempotently (never an error: the peer already
     /// committed them).
-    fn apply_remote_schema(&mut self, db: &str, op: &TxnOp) {
+    fn apply_remote_schema(&mut self, db: &str, op: &TxnOp, version: u64) {
+        if let TxnOp::CreateTable {
+            table, attributes, ..
+        } = op
+        {
+            // A table both nodes created (or this node got first from another peer): the
+            // peer's attributes are added, none of ours is lost.
+            self.merge_attributes(db, table, attributes);
+        }
         let cat = Arc::make_mut(&mut self.catalog);
         let mut drop_storage = Vec::new();
         match op {
             TxnOp::CreateDatabase { name } => {
-                cat.ensure_database(name);
+                if version > cat.dropped_at(name, "") {
+                    cat.ensure_database(name);
+                }
             }
             TxnOp::CreateTable {
                 table,
@@ -1294,6 +1379,7 @@ impl<R> Core<R> {
                     cat.create_table(db, table, pk_attr, attributes, *schema_defined);
                     if let Some(t) = cat.table_mut(db, table) {
                         t.expiration = *expiration;
+                        t.created = version;
                     }
                 }
             }
@@ -1316,13 +1402,20 @@ impl<R> Core<R> {
             }
             TxnOp::DropTable { table } => {
                 if db != SYSTEM_DB {
-                    if let Some(t) = cat.drop_table(db, table) {
-                        drop_storage.push(t.id);
+                    cat.record_drop(db, table, version);
+                    // A table created after this drop (a later create_table of the same
+                    // name) is another table: the late drop leaves it alone.
+                    let newer = cat.table(db, table).is_some_and(|t| t.created > version);
+                    if !newer {
+                        if let Some(t) = cat.drop_table(db, table) {
+                            drop_storage.push(t.id);
+                        }
                     }
                 }
             }
             TxnOp::DropDatabase { name } => {
                 if name != SYSTEM_DB {
+                    cat.record_drop(name, "", version);
                     if let Some(d) = cat.drop_database(name) {
                         drop_storage.extend(d.tables.values().map(|t| t.id));
                         self.writes.push(Write::DropDatabaseLog { db: d.id });

@@ -33,13 +33,14 @@ impl<R> Core<R> {
     }
 
     /// Logs schema ops as one local transaction in `db`'s audit log.
-    fn log_schema(&mut self, db: &str, now_ms: u64, ops: Vec<TxnOp>) {
+    fn log_schema(&mut self, db: &str, now_ms: u64, ops: Vec<TxnOp>) -> u64 {
         let version = self.hlc.next(now_ms);
         let mut w = super::txn::OpsWriter::default();
         for op in &ops {
             w.op(op);
         }
         self.commit_local_txn(db, version, w, super::txn::TxnKind::None);
+        version
     }
 
     /// Creates a database if missing and logs it in the system log; returns true if created.
@@ -79,13 +80,14 @@ impl<R> Core<R> {
             return Err(OpError::database_not_found(db));
         };
         if replicated {
-            self.log_schema(
+            let version = self.log_schema(
                 SYSTEM_DB,
                 now_ms,
                 vec![TxnOp::DropDatabase {
                     name: db.to_string(),
                 }],
             );
+            Arc::make_mut(&mut self.catalog).record_drop(db, "", version);
         }
         Arc::make_mut(&mut self.catalog).drop_database(db);
         self.mark_catalog_changed();
@@ -144,7 +146,7 @@ impl<R> Core<R> {
             t.expiration = expiration;
         }
         self.mark_catalog_changed();
-        self.log_schema(
+        let version = self.log_schema(
             db,
             now_ms,
             vec![TxnOp::CreateTable {
@@ -155,6 +157,9 @@ impl<R> Core<R> {
                 expiration,
             }],
         );
+        if let Some(t) = Arc::make_mut(&mut self.catalog).table_mut(db, table) {
+            t.created = version;
+        }
         Ok(json!({ "message": format!("table '{db}.{table}' successfully created.") }))
     }
 
@@ -167,13 +172,14 @@ impl<R> Core<R> {
     ) -> OpResult {
         let def = self.user_table(db, table)?.clone();
         if replicated {
-            self.log_schema(
+            let version = self.log_schema(
                 db,
                 now_ms,
                 vec![TxnOp::DropTable {
                     table: table.to_string(),
                 }],
             );
+            Arc::make_mut(&mut self.catalog).record_drop(db, table, version);
         }
         Arc::make_mut(&mut self.catalog).drop_table(db, table);
         self.mark_catalog_changed();

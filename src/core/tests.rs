@@ -1339,3 +1339,52 @@ fn crashes_partitions_and_clock_jumps_lose_nothing_committed_and_versions_never_
         "crashes {crashes}, jumps {jumps}, staged writes lost {lost_staged}"
     );
 }
+
+#[test]
+fn a_replicated_drop_is_not_undone_by_older_writes_and_spares_a_table_created_since() {
+    let mut a = Node::new("a");
+    let mut b = Node::new("b");
+    // B's record is made before A's drop but reaches A after it.
+    b.insert(WriteKind::Insert, json!([{"id":"old"}])).unwrap();
+    let late = b.dev_txns();
+    a.now += 1_000;
+    let r = a
+        .run(WriteOp::DropTable {
+            database: "dev".into(),
+            table: "dog".into(),
+            replicated: true,
+        })
+        .unwrap();
+    assert_eq!(r["message"], "successfully deleted table 'dev.dog'");
+    let dropped_at = a.core.catalog().dropped_at("dev", "dog");
+    assert!(dropped_at > 0);
+    a.receive(late.clone());
+    assert!(
+        a.core.catalog().table("dev", "dog").is_none(),
+        "an older write brought the dropped table back"
+    );
+    // Created again: a new table, which neither the old records nor a late copy of the old
+    // drop (another member's, older than this creation) touch.
+    a.run(WriteOp::CreateTable {
+        database: "dev".into(),
+        table: "dog".into(),
+        primary_key: "id".into(),
+        attributes: vec![],
+        schema_defined: false,
+        expiration: None,
+    })
+    .unwrap();
+    a.receive(late);
+    assert_eq!(a.count(), 0, "an old record landed in the new table");
+    a.receive(vec![Txn {
+        origin: "c".into(),
+        version: dropped_at,
+        db: "dev".into(),
+        actor: txn::Actor::None,
+        kind: txn::TxnKind::None,
+        ops: vec![TxnOp::DropTable {
+            table: "dog".into(),
+        }],
+    }]);
+    assert!(a.core.catalog().table("dev", "dog").is_some());
+}

@@ -50,6 +50,14 @@ pub trait ClusterOps: Send + Sync {
     fn confirm(&self, db: &str, _version: u64, n: u64) -> Result<(), OpError> {
         Err(no_recipients(db, n))
     }
+
+    /// Runs a schema operation that succeeded here on every member that replicates its
+    /// database (`replicated: true`) and returns one entry per member, Harper's shape: the
+    /// member's answer plus `node`, or `{"status":"failed","reason",node}`. Called on the
+    /// connection thread after the core answered. Without replication: no members.
+    fn forward(&self, _op: &WriteOp) -> Vec<Value> {
+        Vec::new()
+    }
 }
 
 /// Harper v5's refusal of a confirmation count no peer set can meet.
@@ -957,7 +965,9 @@ fn execute(ctx: &Context, op: Operation, p: &Principal) -> OpResult {
             op,
             details,
             confirm,
+            forward,
         } => {
+            let forward = forward.then(|| op.clone());
             let wait = match (&op, confirm) {
                 (WriteOp::Records { database, .. } | WriteOp::Delete { database, .. }, Some(n))
                     if n > 0 =>
@@ -980,7 +990,18 @@ fn execute(ctx: &Context, op: Operation, p: &Principal) -> OpResult {
                     c.confirm(&db, version, n)?;
                 }
             }
-            Ok(write_answer(answer, details))
+            let mut answer = write_answer(answer, details);
+            if let Some(op) = forward {
+                // Harper adds the members' answers to its own (`replicated`), even when none.
+                let replicated = ctx.cluster.as_ref().map(|c| c.forward(&op));
+                if let Some(o) = answer.as_object_mut() {
+                    o.insert(
+                        "replicated".into(),
+                        Value::Array(replicated.unwrap_or_default()),
+                    );
+                }
+            }
+            Ok(answer)
         }
         Operation::AddUser {
             username,

@@ -93,6 +93,10 @@ pub enum Operation {
         /// `replicatedConfirmation`: how many peers must commit the write before it is
         /// answered (record writes only; the HTTP layer also reads `X-Replicate-To`).
         confirm: Option<u64>,
+        /// `replicated: true` on a schema operation (`drop_table`, `drop_database`,
+        /// `create_table`, `create_attribute`): after it succeeds here, the HTTP layer runs it
+        /// on every member that replicates the database (Harper's operation forwarding).
+        forward: bool,
     },
     /// add_user/alter_user carry a clear-text password until the worker hashes it.
     AddUser {
@@ -478,6 +482,7 @@ fn write(op: WriteOp) -> Operation {
         op,
         details: false,
         confirm: None,
+        forward: false,
     }
 }
 
@@ -761,9 +766,21 @@ pub fn parse(body: super::body::Body) -> Result<Operation, OpError> {
     };
     let mut op = op;
     if let Operation::Write {
-        details, confirm, ..
+        op: w,
+        details,
+        confirm,
+        forward,
     } = &mut op
     {
+        if matches!(
+            w,
+            WriteOp::DropTable { .. }
+                | WriteOp::DropDatabase { .. }
+                | WriteOp::CreateTable { .. }
+                | WriteOp::CreateAttribute { .. }
+        ) {
+            *forward = f.opt_bool(&["replicated"])?.unwrap_or(false);
+        }
         *details = f.opt_bool(&["write_details"])?.unwrap_or(false);
         // Harper's field is an integer count of peers; anything else is refused, not ignored
         // (a typo must not silently turn a confirmed write into an unconfirmed one).
@@ -800,6 +817,7 @@ mod tests {
                 },
                 details: false,
                 confirm: None,
+                forward: false,
             }
         );
         let d =

@@ -97,6 +97,10 @@ impl ClusterOps for ClusterApi {
             })
     }
 
+    fn forward(&self, op: &WriteOp) -> Vec<Value> {
+        super::forward::forward(&self.0, op)
+    }
+
     fn ready(&self) -> Result<(), String> {
         if self.0.stopping.load(Ordering::SeqCst) {
             return Err("replication is stopping".into());
@@ -211,6 +215,9 @@ pub fn serve_op(ctx: &Arc<ReplCtx>, mut conn: Conn, caller: &Caller) {
             Some("add_node_back") => add_node_back(ctx, &body, caller),
             Some("remove_node_back") => remove_node_back(ctx, &body, caller),
             Some(super::verify::OP) => super::verify::serve(ctx, &body),
+            Some(op) if super::forward::OPS.contains(&op) => {
+                super::forward::serve(ctx, &body, caller)
+            }
             Some(other) => Err(OpError::bad_request(format!(
                 "Operation '{other}' not found"
             ))),
@@ -918,13 +925,7 @@ fn http_date_or_none(ms: u64) -> Option<Value> {
 fn cluster_status(ctx: &Arc<ReplCtx>) -> Value {
     let members = ctx.members.load();
     let rows = node_rows(ctx);
-    let catalog = ctx.shared.catalog.load();
-    let mut dbs: Vec<String> = catalog
-        .databases
-        .keys()
-        .filter(|d| ctx.cfg.replicates_db(d))
-        .cloned()
-        .collect();
+    let mut dbs: Vec<String> = ctx.replicated_databases().into_iter().collect();
     // Harper lists the system socket first.
     dbs.sort_by_key(|d| (d != "system", d.clone()));
     // Whether this node's table digests equal each peer's, per database (cached, refreshed

@@ -151,15 +151,7 @@ fn reload(ctx: &ReplCtx, topo: &mut Topology) {
         .store(Arc::new(policies.clone().into_iter().collect()));
     topo.policies = policies;
     topo.members = members;
-    topo.databases = ctx
-        .shared
-        .catalog
-        .load()
-        .databases
-        .keys()
-        .filter(|db| ctx.cfg.replicates_db(db))
-        .cloned()
-        .collect();
+    topo.databases = ctx.replicated_databases();
     topo.removed = matches!(ctx.store.local(REMOVED_KEY), Ok(Some(v)) if v == [1]);
     ctx.members.store(Arc::new(MemberView {
         names: topo.members.keys().cloned().collect(),

@@ -9,6 +9,7 @@
 pub mod cluster_ops;
 pub mod confirm;
 pub mod conn;
+pub mod forward;
 pub mod manager;
 pub mod policy;
 pub mod pull;
@@ -290,6 +291,27 @@ impl ReplCtx {
     }
 
     /// This node's policy for the link with `peer` (full replication unless configured).
+    /// The databases this node replicates: its own that `replication.databases` allows, and
+    /// every database that setting names even if this node does not have it yet. With
+    /// `databases: [data]` nothing else (no `system` stream) would ever tell this node that a
+    /// peer has `data`, so it pulls `data` from every peer and the full copy or the stream
+    /// creates the database, its tables and attributes here.
+    pub fn replicated_databases(&self) -> BTreeSet<String> {
+        let mut dbs: BTreeSet<String> = self
+            .shared
+            .catalog
+            .load()
+            .databases
+            .keys()
+            .filter(|db| self.cfg.replicates_db(db))
+            .cloned()
+            .collect();
+        if let Databases::Only(list) = &self.cfg.databases {
+            dbs.extend(list.iter().cloned());
+        }
+        dbs
+    }
+
     pub fn policy(&self, peer: &str) -> policy::LinkPolicy {
         self.policies.load().get(peer).cloned().unwrap_or_default()
     }
