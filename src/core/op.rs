@@ -10,20 +10,39 @@ use serde_json::{Map, Value};
 /// byte range of each record) instead of as parsed trees: a parsed record costs many times its
 /// text (an entry, a key and a value allocation per attribute), and the request body would
 /// otherwise be held twice. The core parses one record at a time when it applies them.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct RecordBatch {
-    text: Vec<u8>,
-    spans: Vec<(u32, u32)>,
+///
+/// A writer that builds its records as values anyway (a CSV load types every cell) hands them
+/// over parsed instead ([`RecordBatch::parsed`]): printing them as JSON only for the core to
+/// parse them back cost the core thread, the bottleneck of a bulk load, a parse per record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordBatch(Records);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Records {
+    Text {
+        text: Vec<u8>,
+        spans: Vec<(u32, u32)>,
+    },
+    Parsed(Vec<Map<String, Value>>),
+}
+
+impl Default for RecordBatch {
+    fn default() -> Self {
+        RecordBatch(Records::Text {
+            text: Vec::new(),
+            spans: Vec::new(),
+        })
+    }
 }
 
 impl RecordBatch {
     /// Takes `text` and the byte ranges of the records in it. Every range must hold one JSON
     /// object (the HTTP layer checks this when it builds the batch).
     pub fn from_spans(text: Vec<u8>, spans: Vec<(u32, u32)>) -> Self {
-        RecordBatch { text, spans }
+        RecordBatch(Records::Text { text, spans })
     }
 
-    /// A batch of already parsed records (tests, internal writers).
+    /// A batch of already parsed records, kept as JSON text (tests, internal writers).
     pub fn from_maps(records: Vec<Map<String, Value>>) -> Self {
         let mut text = Vec::new();
         let mut spans = Vec::with_capacity(records.len());
@@ -33,33 +52,60 @@ impl RecordBatch {
             let _ = serde_json::to_writer(&mut text, &r);
             spans.push((start, text.len() as u32));
         }
-        RecordBatch { text, spans }
+        RecordBatch(Records::Text { text, spans })
+    }
+
+    /// A batch of parsed records handed to the core as they are (bounded by the writer: a
+    /// CSV load's batches are bounded in rows and bytes).
+    pub fn parsed(records: Vec<Map<String, Value>>) -> Self {
+        RecordBatch(Records::Parsed(records))
     }
 
     pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    /// Bytes of JSON text held.
-    pub fn text_len(&self) -> usize {
-        self.text.len()
-    }
-
-    /// The JSON text of record `i`.
-    pub fn raw(&self, i: usize) -> &[u8] {
-        match self.spans.get(i) {
-            Some(&(a, b)) => self.text.get(a as usize..b as usize).unwrap_or_default(),
-            None => &[],
+        match &self.0 {
+            Records::Text { spans, .. } => spans.len(),
+            Records::Parsed(r) => r.len(),
         }
     }
 
-    /// Parses record `i`.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of JSON text held (0 for parsed records: they are held parsed whatever happens).
+    pub fn text_len(&self) -> usize {
+        match &self.0 {
+            Records::Text { text, .. } => text.len(),
+            Records::Parsed(_) => 0,
+        }
+    }
+
+    /// The JSON text of record `i` (empty for parsed records).
+    pub fn raw(&self, i: usize) -> &[u8] {
+        match &self.0 {
+            Records::Text { text, spans } => match spans.get(i) {
+                Some(&(a, b)) => text.get(a as usize..b as usize).unwrap_or_default(),
+                None => &[],
+            },
+            Records::Parsed(_) => &[],
+        }
+    }
+
+    /// Parses (or, for parsed records, copies) record `i`.
     pub fn parse(&self, i: usize) -> Result<Map<String, Value>, String> {
-        serde_json::from_slice(self.raw(i)).map_err(|e| e.to_string())
+        match &self.0 {
+            Records::Text { .. } => serde_json::from_slice(self.raw(i)).map_err(|e| e.to_string()),
+            Records::Parsed(r) => r.get(i).cloned().ok_or_else(|| format!("no record {i}")),
+        }
+    }
+
+    /// The parsed records, moved out, if the batch holds them parsed (the batch is left
+    /// empty); None for JSON text.
+    pub fn take_parsed(&mut self) -> Option<Vec<Map<String, Value>>> {
+        match &mut self.0 {
+            Records::Parsed(r) => Some(std::mem::take(r)),
+            Records::Text { .. } => None,
+        }
     }
 }
 

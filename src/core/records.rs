@@ -325,11 +325,13 @@ impl<R> Core<R> {
         kind: WriteKind,
         db: &str,
         table: &str,
-        records: RecordBatch,
+        mut records: RecordBatch,
         now_ms: u64,
         store: &dyn StoreView,
     ) -> StepResult {
         let catalog = self.catalog.clone();
+        // Records handed over parsed are taken as they are (moved, never copied).
+        let mut given = records.take_parsed().map(Vec::into_iter);
         // Harper answers a record write into a missing database or table with 400 (captured),
         // where reads and schema operations answer 404.
         let as_400 = |e: OpError| OpError::bad_request(e.message());
@@ -342,12 +344,19 @@ impl<R> Core<R> {
         };
         let pk_attr = def.primary_key.clone();
         let schema_defined = def.schema_defined;
-        let keep_parsed = records.text_len() <= KEEP_PARSED_BYTES;
+        let keep_parsed = given.is_some() || records.text_len() <= KEEP_PARSED_BYTES;
+        let count = given.as_ref().map_or(records.len(), |g| g.len());
         let mut parsed: Vec<Map<String, Value>> = Vec::new();
-        let mut keys: Vec<(Value, Vec<u8>)> = Vec::with_capacity(records.len());
+        let mut keys: Vec<(Value, Vec<u8>)> = Vec::with_capacity(count);
         let mut new_names: HashSet<String> = HashSet::new();
-        for i in 0..records.len() {
-            let mut rec = match records.parse(i) {
+        for i in 0..count {
+            let next = match given.as_mut() {
+                Some(g) => g
+                    .next()
+                    .ok_or_else(|| "fewer records than counted".to_string()),
+                None => records.parse(i),
+            };
+            let mut rec = match next {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(OpError::bad_request(format!("invalid record: {e}")))),
             };

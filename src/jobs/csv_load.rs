@@ -13,7 +13,7 @@ use crate::core::catalog::invalid_name;
 use crate::core::error::{OpError, OpResult};
 use crate::core::op::{RecordBatch, WriteKind, WriteOp};
 use crate::node::driver::Chain;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::PathBuf;
@@ -192,43 +192,41 @@ fn open_url(url: &str) -> Result<Box<dyn Read + Send>, String> {
 
 /// Rows collected as JSON text for the next transaction.
 struct Batch {
-    text: Vec<u8>,
-    spans: Vec<(u32, u32)>,
+    rows: Vec<Map<String, Value>>,
+    /// Bytes of cell and name text in `rows` (the bound; the parsed rows cost a small multiple).
+    bytes: usize,
 }
 
 impl Batch {
     fn new() -> Self {
         Batch {
-            text: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
-            spans: Vec::with_capacity(BATCH_ROWS),
+            rows: Vec::with_capacity(BATCH_ROWS),
+            bytes: 0,
         }
     }
 
     fn full(&self) -> bool {
-        self.spans.len() >= BATCH_ROWS || self.text.len() >= BATCH_BYTES
+        self.rows.len() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
     }
 
-    /// Appends one row as a JSON object: `keys` are the header names, already JSON-encoded.
+    /// Appends one row as an object of typed cells: `keys` are the header names (a row shorter
+    /// than the header lacks the missing cells; cells past the header are not loaded).
     fn push(&mut self, keys: &[String], row: &csv::StringRecord) {
-        let start = self.text.len() as u32;
-        self.text.push(b'{');
-        for (i, (key, cell)) in keys.iter().zip(row.iter()).enumerate() {
-            if i > 0 {
-                self.text.push(b',');
-            }
-            self.text.extend_from_slice(key.as_bytes());
-            self.text.push(b':');
-            // Writing a JSON value into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut self.text, &typed(cell));
+        let mut rec = Map::with_capacity(keys.len().min(row.len()));
+        for (key, cell) in keys.iter().zip(row.iter()) {
+            self.bytes += key.len() + cell.len();
+            rec.insert(key.clone(), typed(cell));
         }
-        self.text.push(b'}');
-        self.spans.push((start, self.text.len() as u32));
+        self.rows.push(rec);
     }
 
+    /// The rows so far, handed to the core parsed: the core would only parse JSON text back.
     fn take(&mut self) -> RecordBatch {
-        let text = std::mem::replace(&mut self.text, Vec::with_capacity(BATCH_BYTES + 64 * 1024));
-        let spans = std::mem::replace(&mut self.spans, Vec::with_capacity(BATCH_ROWS));
-        RecordBatch::from_spans(text, spans)
+        self.bytes = 0;
+        RecordBatch::parsed(std::mem::replace(
+            &mut self.rows,
+            Vec::with_capacity(BATCH_ROWS),
+        ))
     }
 }
 
@@ -362,10 +360,7 @@ pub fn run(ctx: &JobCtx, load: Load) -> Result<Outcome, String> {
             }
         }
     }
-    let keys: Vec<String> = headers
-        .iter()
-        .map(|h| serde_json::to_string(h).unwrap_or_default())
-        .collect();
+    let keys: Vec<String> = headers.iter().map(str::to_string).collect();
     let mut batch = Batch::new();
     let mut progress = Progress {
         loaded: 0,
@@ -394,7 +389,7 @@ pub fn run(ctx: &JobCtx, load: Load) -> Result<Outcome, String> {
             batch.push(&keys, &row);
             progress.parsed += 1;
         }
-        if batch.spans.is_empty() || (more && !batch.full()) {
+        if batch.rows.is_empty() || (more && !batch.full()) {
             if more {
                 continue;
             }
@@ -502,15 +497,10 @@ mod tests {
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
             .from_reader(&b"\xEF\xBB\xBFid,name\n90,a,extra\n91\n\n92,\"q, \"\"r\"\"\"\n"[..]);
-        let keys: Vec<String> = rdr
-            .headers()
-            .unwrap()
-            .iter()
-            .map(|h| serde_json::to_string(h).unwrap())
-            .collect();
+        let keys: Vec<String> = rdr.headers().unwrap().iter().map(str::to_string).collect();
         assert_eq!(
             keys,
-            ["\"id\"", "\"name\""],
+            ["id", "name"],
             "a UTF-8 BOM is not part of the first name"
         );
         let mut b = Batch::new();
