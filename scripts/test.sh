@@ -4,8 +4,8 @@
 # Works from any directory, on a fresh clone, with or without CI=true:
 #   setup   checks the Rust toolchain (cargo, rustfmt, clippy),
 #           installs curl, python3 and chromium with apt-get only if they are missing;
-#   fmt     cargo fmt --check
-#   clippy  cargo clippy --all-targets -- -D warnings
+#   fmt     cargo fmt --check (the main crate and the helper crates under scripts/)
+#   clippy  cargo clippy --all-targets -- -D warnings (the same crates)
 #   build   cargo build --release (the shell tests and benchmarks use the release binary)
 #   rust    the unit, integration and doc tests (cargo test; cargo nextest with SKERRY_NEXTEST=1),
 #           with the power-loss tests on FUSE (tests/powerloss.rs; SKIPPED loudly where FUSE
@@ -144,9 +144,22 @@ setup() {
     echo "target directory: $TARGET_DIR"
 }
 
-fmt() { cargo fmt --check -- --color "$COLOR"; }
+# The helper crates under scripts/ (load generator, ceiling probes, chaos driver) are checked
+# too: they are part of what the tests and the bench trust.
+SCRIPT_CRATES=(scripts/loadgen scripts/ceiling scripts/chaos)
+fmt() {
+    cargo fmt --check -- --color "$COLOR" || return 1
+    for c in "${SCRIPT_CRATES[@]}"; do
+        (cd "$c" && cargo fmt --check -- --color "$COLOR") || return 1
+    done
+}
 
-clippy() { cargo clippy --all-targets -- -D warnings; }
+clippy() {
+    cargo clippy --all-targets -- -D warnings || return 1
+    for c in "${SCRIPT_CRATES[@]}"; do
+        (cd "$c" && cargo clippy --all-targets -- -D warnings) || return 1
+    done
+}
 
 build() {
     cargo build --release

@@ -35,7 +35,7 @@ fn record(id: u64) -> Vec<u8> {
         r#"{{"id":{id},"name":"user-{id:06}","email":"user{id}@example.test","city":"city-{}","score":{},"active":{},"note":"a note of some length to look like real data","__createdtime__":1796300000000,"__updatedtime__":1796300000000}}"#,
         id % 100,
         id % 1000,
-        id % 2 == 0
+        id.is_multiple_of(2)
     )
     .into_bytes()
 }
@@ -50,13 +50,17 @@ fn fsync(dir: &str, secs: f64) {
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs {
-        f.write_all(&[7u8; 64]).unwrap_or_else(|e| die(&e.to_string()));
+        f.write_all(&[7u8; 64])
+            .unwrap_or_else(|e| die(&e.to_string()));
         f.sync_data().unwrap_or_else(|e| die(&e.to_string()));
         n += 1;
     }
     let _ = std::fs::remove_file(&path);
     let s = start.elapsed().as_secs_f64();
-    println!("{{\"fsyncs\":{n},\"seconds\":{s:.3},\"fsyncs_per_s\":{:.1}}}", n as f64 / s);
+    println!(
+        "{{\"fsyncs\":{n},\"seconds\":{s:.3},\"fsyncs_per_s\":{:.1}}}",
+        n as f64 / s
+    );
 }
 
 fn open_db(dir: &str) -> fjall::Database {
@@ -151,7 +155,9 @@ fn gets(dir: &str, secs: f64, threads: usize) {
 
 fn http(secs: f64, clients: usize) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| die(&e.to_string()));
-    let addr = listener.local_addr().unwrap_or_else(|e| die(&e.to_string()));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| die(&e.to_string()));
     let handler: tiny_http::RequestHandler = Arc::new(|mut rq: tiny_http::Request| {
         let mut body = Vec::new();
         let _ = rq.as_reader().read_to_end(&mut body);
@@ -221,7 +227,9 @@ fn http(secs: f64, clients: usize) {
 fn ws(secs: f64) {
     const SIZE: usize = 16 * 1024;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| die(&e.to_string()));
-    let addr = listener.local_addr().unwrap_or_else(|e| die(&e.to_string()));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| die(&e.to_string()));
     let stop = Arc::new(AtomicBool::new(false));
     let got = Arc::new(AtomicU64::new(0));
     let (stop2, got2) = (stop.clone(), got.clone());
@@ -241,8 +249,8 @@ fn ws(secs: f64) {
     });
     let s = TcpStream::connect(addr).unwrap_or_else(|e| die(&e.to_string()));
     let _ = s.set_nodelay(true);
-    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/"), s)
-        .unwrap_or_else(|e| die(&e.to_string()));
+    let (mut ws, _) =
+        tungstenite::client(format!("ws://{addr}/"), s).unwrap_or_else(|e| die(&e.to_string()));
     let payload = vec![42u8; SIZE];
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < secs {

@@ -198,11 +198,13 @@ fn tls_config() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(c.map_err(|e| format!("{path}: {e}"))?).map_err(|e| e.to_string())?;
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(std::sync::Arc::new(cfg))
 }
 
@@ -295,7 +297,8 @@ impl Conn {
                     None => Stream::Plain(s),
                     Some(cfg) => {
                         let name = rustls::pki_types::ServerName::IpAddress(self.t.addr.ip().into());
-                        let conn = rustls::ClientConnection::new(cfg.clone(), name).map_err(io::Error::other)?;
+                        let conn =
+                            rustls::ClientConnection::new(cfg.clone(), name).map_err(io::Error::other)?;
                         Stream::Tls(Box::new(rustls::StreamOwned::new(conn, s)))
                     }
                 };
