@@ -333,6 +333,66 @@ fn expired_records_are_never_returned_and_are_evicted_locally_on_every_node_with
 }
 
 #[test]
+fn each_node_judges_expiry_by_its_own_clock_and_a_skewed_node_never_fights_newer_writes() {
+    // B's clock runs 20 s ahead of A's (a test-only skew of its process clock). Once they
+    // exchange writes, A's hybrid clock follows B's, so records carry B's time: with a 10 s
+    // expiration B stops returning a record after 10 s while A, 20 s behind, keeps it for 30 s.
+    // Each node evicts by its own clock, never through a replicated delete, so a newer write of
+    // the key made on B after B evicted it is applied everywhere.
+    let ip = ips(SUITE, 2);
+    let a = start_repl(&ip[0]);
+    let b = TestNode::start_with_env(
+        &ip[1],
+        &repl_yaml(&ip[1]),
+        &[("SKERRY_TEST_CLOCK_OFFSET_MS", "20000")],
+    );
+    add_node(&a, &b.ip);
+    wait_mesh(&[&a, &b], &["system"]);
+    a.ok(
+        json!({"operation":"create_table","database":"dev","table":"skew",
+        "primary_key":"id","expiration":10}),
+    );
+    wait_table(&[&b], "skew");
+    put(&a, "skew", "k");
+    wait_present(&[&b], "skew", "k");
+    assert!(
+        wait_until(Duration::from_secs(20), || by_id(&b, "skew", "k")
+            == json!([])),
+        "B never expired the record:\n{}",
+        dump(&[&a, &b])
+    );
+    // By A's clock the record is still young: A went by its own clock, not B's eviction.
+    assert_eq!(
+        by_id(&a, "skew", "k"),
+        json!([{"id":"k"}]),
+        "A followed B's eviction"
+    );
+    // A newer write of the key on B is applied on both, not fought by either eviction.
+    b.ok(json!({"operation":"upsert","database":"dev","table":"skew",
+        "records":[{"id":"k","again":true}]}));
+    assert_eq!(by_id(&b, "skew", "k"), json!([{"id":"k"}]));
+    assert!(
+        wait_until(Duration::from_secs(10), || a.ok(
+            json!({"operation":"search_by_id","database":"dev","table":"skew",
+                "ids":["k"],"get_attributes":["again"]})
+        ) == json!([{"again":true}])),
+        "B's newer write did not reach A:\n{}",
+        dump(&[&a, &b])
+    );
+    for n in [&a, &b] {
+        let ops: Vec<Value> = audit_log(n, "skew")
+            .iter()
+            .map(|e| e["operation"].clone())
+            .collect();
+        assert!(
+            !ops.contains(&json!("delete")),
+            "a delete was logged on {}: {ops:?}",
+            n.ip
+        );
+    }
+}
+
+#[test]
 fn create_table_refuses_an_expiration_that_is_not_a_positive_whole_number_of_seconds() {
     let ip = ips(SUITE, 1);
     let n = start_repl(&ip[0]);
