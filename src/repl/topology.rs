@@ -20,6 +20,30 @@ pub struct Member {
     pub tls: bool,
 }
 
+/// What one pull socket asks its peer for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carry {
+    /// Origins requested by name (the peer's own first, then members relayed while their own
+    /// socket is down).
+    pub origins: Vec<String>,
+    /// Some: also every other origin the peer holds, except these (this node's members, which
+    /// arrive by name). None: only `origins` (a link that does not carry all of the database).
+    pub relay_except: Option<Vec<String>>,
+}
+
+impl Carry {
+    /// Whether a received transaction of `origin` was asked for: listed, or relayed and not
+    /// excluded (never this node's own origin, `self_name`).
+    pub fn asked_for(&self, origin: &str, self_name: &str) -> bool {
+        self.origins.iter().any(|o| o == origin)
+            || (origin != self_name
+                && self
+                    .relay_except
+                    .as_ref()
+                    .is_some_and(|ex| !ex.iter().any(|o| o == origin)))
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Topology {
     pub self_name: String,
@@ -71,6 +95,26 @@ impl Topology {
 
     fn is_alive(&self, peer: &str, db: &str) -> bool {
         self.alive.contains(&(peer.to_string(), db.to_string()))
+    }
+
+    /// What the pull socket to `peer` for `db` carries: the listed origins (below) and, over a
+    /// link that carries all of `db`, every other origin the peer holds except the members of
+    /// this node (`relay_except`). Membership need not be shared (`replication.databases`
+    /// without `system`): a leaf of a star never hears of the other leaves, yet gets their
+    /// writes through the hub. Members stay excluded: they come over their own socket, or
+    /// through the one relay `origins` picks while that socket is down.
+    pub fn carry(&self, peer: &str, db: &str) -> Carry {
+        let relay_except = self.complete_for(peer, db).then(|| {
+            self.members
+                .keys()
+                .filter(|m| *m != peer && *m != &self.self_name)
+                .cloned()
+                .collect()
+        });
+        Carry {
+            origins: self.origins(peer, db),
+            relay_except,
+        }
     }
 
     /// Origins the pull socket to `peer` for `db` should request. Only links that carry all of
@@ -177,6 +221,33 @@ mod tests {
         assert_eq!(t.origins("a", "dev"), ["a"]);
         // system: relayed through a (c is not alive), but never for the link that is off.
         assert_eq!(t.origins("a", "system"), ["a", "c"]);
+    }
+
+    #[test]
+    fn full_links_also_ask_for_origins_that_are_not_members() {
+        // The failure this pins: a leaf of a star (membership not shared) asked the hub only
+        // for the hub's own writes, so the other leaf's never arrived.
+        let mut t = topo("a", &["a", "b", "c"]);
+        t.alive.insert(("b".into(), "dev".into()));
+        let c = t.carry("b", "dev");
+        assert_eq!(c.origins, ["b", "c"]);
+        assert_eq!(c.relay_except, Some(vec!["c".to_string()]));
+        assert!(c.asked_for("x", "a"), "an origin no member knows is relayed");
+        assert!(c.asked_for("c", "a"), "listed while c's own socket is down");
+        assert!(!c.asked_for("a", "a"), "never this node's own writes");
+        t.alive.insert(("c".into(), "dev".into()));
+        let c = t.carry("b", "dev");
+        assert!(!c.asked_for("c", "a"), "c comes over its own socket");
+        // An explicit link relays nothing.
+        t.policies.insert(
+            "b".into(),
+            LinkPolicy {
+                subscriptions: Some(vec![]),
+                ..LinkPolicy::default()
+            },
+        );
+        assert_eq!(t.carry("b", "dev").relay_except, None);
+        assert!(!t.carry("b", "dev").asked_for("x", "a"));
     }
 
     #[test]
