@@ -286,7 +286,13 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
             }
             let (tx, crx) = crossbeam_channel::unbounded();
             let carry = topo.carry(&key.0, &key.1);
-            match pull::spawn(ctx.clone(), member.clone(), key.1.clone(), carry.clone(), crx) {
+            match pull::spawn(
+                ctx.clone(),
+                member.clone(),
+                key.1.clone(),
+                carry.clone(),
+                crx,
+            ) {
                 Ok(t) => {
                     threads.push(t);
                     pulls.insert(

@@ -83,9 +83,7 @@ fn cursors(ctx: &ReplCtx, peer: &str, db: &str, carry: &Carry) -> Vec<(String, u
         .collect();
     let mut relayed: Vec<(String, u64)> = vector
         .into_iter()
-        .filter(|(o, v)| {
-            *v > 0 && !carry.origins.contains(o) && carry.asked_for(o, &ctx.node_name)
-        })
+        .filter(|(o, v)| *v > 0 && !carry.origins.contains(o) && carry.asked_for(o, &ctx.node_name))
         .collect();
     relayed.sort();
     out.extend(relayed);

@@ -7,6 +7,9 @@
 //! the first live peer (by name) instead, and go back to the direct socket when it returns. A
 //! stream of one origin is always a contiguous suffix, so moving an origin between sockets can
 //! duplicate (harmless, skipped by version) but never skip.
+//! Over a link that carries all of a database, a socket also asks for every origin the peer
+//! holds that is not a member here (`Carry::relay_except`): with membership not shared (no
+//! `system` stream), a star's leaves and a chain's ends only learn of each other's writes so.
 
 use super::policy::LinkPolicy;
 use std::collections::{BTreeMap, BTreeSet};
@@ -232,7 +235,10 @@ mod tests {
         let c = t.carry("b", "dev");
         assert_eq!(c.origins, ["b", "c"]);
         assert_eq!(c.relay_except, Some(vec!["c".to_string()]));
-        assert!(c.asked_for("x", "a"), "an origin no member knows is relayed");
+        assert!(
+            c.asked_for("x", "a"),
+            "an origin no member knows is relayed"
+        );
         assert!(c.asked_for("c", "a"), "listed while c's own socket is down");
         assert!(!c.asked_for("a", "a"), "never this node's own writes");
         t.alive.insert(("c".into(), "dev".into()));

@@ -862,6 +862,14 @@ mod prop_tests {
                     }
                     n == old.encode().len() && r == Ok(old)
                 }
+                // Subscribe's trailing `relay` likewise (sent only when relaying).
+                Frame::Subscribe { relay: Some(_), .. } => {
+                    let mut old = f.clone();
+                    if let Frame::Subscribe { relay, .. } = &mut old {
+                        *relay = None;
+                    }
+                    n == old.encode().len() && r == Ok(old)
+                }
                 _ => false,
             };
             prop_assert!(r.is_err() || optional_tail, "prefix {n} of {f:?} decoded");
