@@ -215,8 +215,14 @@ fn garbage_messages() -> Vec<(&'static str, Vec<u8>)> {
             "a truncated frame",
             subscribe[..subscribe.len() - 3].to_vec(),
         ),
+        // After the last optional field (`relay`), so nothing can read the byte.
         ("trailing bytes", {
-            let mut b = subscribe.clone();
+            let mut b = Frame::Subscribe {
+                origins: vec![("a".into(), 1)],
+                tables: None,
+                relay: Some(vec![]),
+            }
+            .encode();
             b.push(0);
             b
         }),
