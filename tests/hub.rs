@@ -244,3 +244,34 @@ fn a_chain_of_four_converges_end_to_end() {
     }
     wait_converged_exactly(&all, 100, T);
 }
+
+#[test]
+fn a_member_whose_own_link_is_down_comes_through_any_peer_that_holds_it() {
+    // N knows P, Q and M; M accepts only Q, so N's own socket to M never comes up. P is N's
+    // first live peer by name (the relay for members that are down) but has never heard of
+    // M; only Q holds M's writes.
+    let ip = ips(SUITE, 4);
+    let (p, q, m, n) = (&ip[0], &ip[1], &ip[2], &ip[3]);
+    let nodes = std::thread::scope(|s| {
+        let hs = [
+            s.spawn(|| TestNode::start(p, &yaml(p, &[n]))),
+            s.spawn(|| TestNode::start(q, &yaml(q, &[m, n]))),
+            s.spawn(|| TestNode::start(m, &yaml(m, &[q]))),
+            s.spawn(|| TestNode::start(n, &yaml(n, &[p, q, m]))),
+        ];
+        hs.map(|h| h.join().unwrap())
+    });
+    let all = refs(&nodes);
+    create_dog(&nodes[1], &all);
+    for (k, node) in nodes.iter().enumerate() {
+        insert_ids(node, &names(&format!("n{k}"), 0..10));
+    }
+    // The failure this pins: M's writes were asked for from P alone, which never had them.
+    assert!(
+        wait_until(T, || holders(&all, "n2-9").len() == 4),
+        "M's writes reached only {:?}\n{}",
+        holders(&all, "n2-9"),
+        dump(&all)
+    );
+    wait_converged_exactly(&all, 40, T);
+}

@@ -101,16 +101,22 @@ impl Topology {
     }
 
     /// What the pull socket to `peer` for `db` carries: the listed origins (below) and, over a
-    /// link that carries all of `db`, every other origin the peer holds except the members of
-    /// this node (`relay_except`). Membership need not be shared (`replication.databases`
-    /// without `system`): a leaf of a star never hears of the other leaves, yet gets their
-    /// writes through the hub. Members stay excluded: they come over their own socket, or
-    /// through the one relay `origins` picks while that socket is down.
+    /// link that carries all of `db`, every other origin the peer holds except those this node
+    /// gets from their own node (`relay_except`: members whose socket is up) and members it
+    /// does not fully replicate with (never relayed). Membership need not be shared
+    /// (`replication.databases` without `system`): a leaf of a star never hears of the other
+    /// leaf, yet gets its writes through the hub; a member whose own socket is down comes
+    /// from every full link that holds it, not only from the relay `origins` names (which may
+    /// not hold it when membership differs between nodes).
     pub fn carry(&self, peer: &str, db: &str) -> Carry {
         let relay_except = self.complete_for(peer, db).then(|| {
             self.members
                 .keys()
-                .filter(|m| *m != peer && *m != &self.self_name)
+                .filter(|m| {
+                    *m != peer
+                        && *m != &self.self_name
+                        && (self.is_alive(m, db) || !self.complete_for(m, db))
+                })
                 .cloned()
                 .collect()
         });
@@ -230,21 +236,30 @@ mod tests {
     fn full_links_also_ask_for_origins_that_are_not_members() {
         // The failure this pins: a leaf of a star (membership not shared) asked the hub only
         // for the hub's own writes, so the other leaf's never arrived.
-        let mut t = topo("a", &["a", "b", "c"]);
+        let mut t = topo("a", &["a", "b", "c", "d"]);
         t.alive.insert(("b".into(), "dev".into()));
+        t.alive.insert(("d".into(), "dev".into()));
         let c = t.carry("b", "dev");
         assert_eq!(c.origins, ["b", "c"]);
-        assert_eq!(c.relay_except, Some(vec!["c".to_string()]));
+        assert_eq!(c.relay_except, Some(vec!["d".to_string()]));
         assert!(
             c.asked_for("x", "a"),
             "an origin no member knows is relayed"
         );
         assert!(c.asked_for("c", "a"), "listed while c's own socket is down");
+        assert!(!c.asked_for("d", "a"), "d comes over its own socket");
         assert!(!c.asked_for("a", "a"), "never this node's own writes");
+        // Not the first live peer: c still comes from d, which may be the only one holding
+        // it when b does not know c.
+        let from_d = t.carry("d", "dev");
+        assert_eq!(from_d.origins, ["d"]);
+        assert!(from_d.asked_for("c", "a"));
         t.alive.insert(("c".into(), "dev".into()));
-        let c = t.carry("b", "dev");
-        assert!(!c.asked_for("c", "a"), "c comes over its own socket");
-        // An explicit link relays nothing.
+        assert!(
+            !t.carry("b", "dev").asked_for("c", "a"),
+            "c comes over its own socket"
+        );
+        // An explicit link relays nothing, and its peer is never relayed by a full link.
         t.policies.insert(
             "b".into(),
             LinkPolicy {
@@ -254,6 +269,8 @@ mod tests {
         );
         assert_eq!(t.carry("b", "dev").relay_except, None);
         assert!(!t.carry("b", "dev").asked_for("x", "a"));
+        t.alive.remove(&("b".to_string(), "dev".to_string()));
+        assert!(!t.carry("d", "dev").asked_for("b", "a"));
     }
 
     #[test]
