@@ -189,6 +189,7 @@ fn garbage_messages() -> Vec<(&'static str, Vec<u8>)> {
     let subscribe = Frame::Subscribe {
         origins: vec![("a".into(), 1)],
         tables: None,
+        relay: None,
     }
     .encode();
     // A count that fits the message but items that never come (reserved ~7 GiB at 64 MiB
@@ -214,8 +215,14 @@ fn garbage_messages() -> Vec<(&'static str, Vec<u8>)> {
             "a truncated frame",
             subscribe[..subscribe.len() - 3].to_vec(),
         ),
+        // After the last optional field (`relay`), so nothing can read the byte.
         ("trailing bytes", {
-            let mut b = subscribe.clone();
+            let mut b = Frame::Subscribe {
+                origins: vec![("a".into(), 1)],
+                tables: None,
+                relay: Some(vec![]),
+            }
+            .encode();
             b.push(0);
             b
         }),
@@ -405,6 +412,7 @@ fn garbage_from_a_member_on_its_replication_stream_ends_that_stream_only() {
     let subscribe = Frame::Subscribe {
         origins: vec![(victim_ip.clone(), 0)],
         tables: None,
+        relay: None,
     }
     .encode();
 
@@ -440,6 +448,7 @@ fn garbage_from_a_member_on_its_replication_stream_ends_that_stream_only() {
                 (String::new(), 0),
             ],
             tables: Some(vec![String::new(), "\u{0}".into(), "dog".into()]),
+            relay: Some(vec![String::new(), "nobody".into()]),
         },
         Frame::Ack {
             applied: vec![("nobody".into(), u64::MAX)],
@@ -495,6 +504,7 @@ fn a_text_message_on_a_replication_socket_closes_it() {
         Frame::Subscribe {
             origins: vec![(victim_ip.clone(), 0)],
             tables: None,
+            relay: None,
         }
         .encode()
         .into(),

@@ -4,7 +4,7 @@
 //! module only reads inputs and starts/stops threads.
 
 use super::pull::{self, PullCtl};
-use super::topology::{Member, Topology};
+use super::topology::{Carry, Member, Topology};
 use super::{MemberView, MgrEvent, ReplCtx, REMOVED_KEY};
 use crate::core::catalog::{HDB_NODES, SYSTEM_DB};
 use crate::store::record::StoredRecord;
@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 struct PullHandle {
     ctl: Sender<PullCtl>,
     member: Member,
-    origins: Vec<String>,
+    carry: Carry,
     /// The link policy the session started with: a change restarts the session so it
     /// subscribes (or copies) under the new policy.
     policy: super::policy::LinkPolicy,
@@ -285,12 +285,12 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
                 continue;
             }
             let (tx, crx) = crossbeam_channel::unbounded();
-            let origins = topo.origins(&key.0, &key.1);
+            let carry = topo.carry(&key.0, &key.1);
             match pull::spawn(
                 ctx.clone(),
                 member.clone(),
                 key.1.clone(),
-                origins.clone(),
+                carry.clone(),
                 crx,
             ) {
                 Ok(t) => {
@@ -300,7 +300,7 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
                         PullHandle {
                             ctl: tx,
                             member: member.clone(),
-                            origins,
+                            carry,
                             policy: topo.policies.get(&key.0).cloned().unwrap_or_default(),
                         },
                     );
@@ -309,10 +309,10 @@ pub fn run(ctx: Arc<ReplCtx>, rx: Receiver<MgrEvent>) {
             }
         }
         for (key, h) in pulls.iter_mut() {
-            let origins = topo.origins(&key.0, &key.1);
-            if origins != h.origins {
-                h.origins = origins.clone();
-                let _ = h.ctl.send(PullCtl::SetOrigins(origins));
+            let carry = topo.carry(&key.0, &key.1);
+            if carry != h.carry {
+                h.carry = carry.clone();
+                let _ = h.ctl.send(PullCtl::SetOrigins(carry));
             }
         }
         // After the spawns: a thread started just now dials at once anyway.

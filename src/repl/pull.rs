@@ -5,7 +5,7 @@
 
 use super::conn::{Conn, Incoming};
 use super::stats::{next_thread_id, LinkStats};
-use super::topology::Member;
+use super::topology::{Carry, Member};
 use super::wire::Frame;
 use super::{LiveThread, MgrEvent, ReplCtx};
 use crate::core::catalog::SYSTEM_DB;
@@ -23,7 +23,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum PullCtl {
     /// Carry these origins from now on (the peer's own plus relayed ones).
-    SetOrigins(Vec<String>),
+    SetOrigins(Carry),
     /// Dial now if waiting out a back-off (and restart the back-off); ignored while connected.
     Redial,
     Stop,
@@ -41,7 +41,7 @@ pub fn spawn(
     ctx: Arc<ReplCtx>,
     member: Member,
     db: String,
-    origins: Vec<String>,
+    origins: Carry,
     ctl: Receiver<PullCtl>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -54,10 +54,13 @@ fn start_time(ctx: &ReplCtx, peer: &str) -> Option<u64> {
     ctx.policy(peer).start_time
 }
 
-/// The current cursors of `db` for `origins` (committed state, read from the store). A peer
+/// The current cursors of `db` for the carried origins (committed state, read from the
+/// store): the listed ones and, when the link relays, every other origin this node holds that
+/// the relay does not exclude (so the peer resumes each from where this node is; an origin
+/// missing here has nothing applied and streams from the start of the peer's log). A peer
 /// with a `start_time` and no cursor yet is asked for its transactions from that time (never
 /// for `system`, whose users and membership every node needs whole).
-fn cursors(ctx: &ReplCtx, peer: &str, db: &str, origins: &[String]) -> Vec<(String, u64)> {
+fn cursors(ctx: &ReplCtx, peer: &str, db: &str, carry: &Carry) -> Vec<(String, u64)> {
     let vector: HashMap<String, u64> = match ctx.db_id(db) {
         Some(id) => ctx.store.cursor_vector(id).unwrap_or_default(),
         None => HashMap::new(),
@@ -67,7 +70,8 @@ fn cursors(ctx: &ReplCtx, peer: &str, db: &str, origins: &[String]) -> Vec<(Stri
     } else {
         start_time(ctx, peer)
     };
-    origins
+    let mut out: Vec<(String, u64)> = carry
+        .origins
         .iter()
         .map(|o| {
             let v = vector.get(o).copied().unwrap_or(0);
@@ -76,7 +80,14 @@ fn cursors(ctx: &ReplCtx, peer: &str, db: &str, origins: &[String]) -> Vec<(Stri
                 _ => (o.clone(), v),
             }
         })
-        .collect()
+        .collect();
+    let mut relayed: Vec<(String, u64)> = vector
+        .into_iter()
+        .filter(|(o, v)| *v > 0 && !carry.origins.contains(o) && carry.asked_for(o, &ctx.node_name))
+        .collect();
+    relayed.sort();
+    out.extend(relayed);
+    out
 }
 
 /// Sends the subscription for this link: cursors of the carried origins, and the tables of
@@ -88,12 +99,15 @@ fn subscribe(
     stats: &LinkStats,
     peer: &str,
     db: &str,
-    origins: &[String],
+    carry: &Carry,
 ) -> Result<(), String> {
-    *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) = origins.to_vec();
+    let origins = cursors(ctx, peer, db, carry);
+    *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) =
+        origins.iter().map(|(o, _)| o.clone()).collect();
     conn.send(&Frame::Subscribe {
-        origins: cursors(ctx, peer, db, origins),
+        origins,
         tables: ctx.policy(peer).receive_filter(db),
+        relay: carry.relay_except.clone(),
     })
 }
 
@@ -246,7 +260,7 @@ fn worker(
     ctx: Arc<ReplCtx>,
     member: Member,
     db: String,
-    mut origins: Vec<String>,
+    mut origins: Carry,
     ctl: Receiver<PullCtl>,
 ) {
     let _live = LiveThread::new(&ctx);
@@ -341,7 +355,7 @@ fn session(
     ctx: &Arc<ReplCtx>,
     member: &Member,
     db: &str,
-    origins: &mut Vec<String>,
+    origins: &mut Carry,
     ctl: &Receiver<PullCtl>,
     mut conn: Conn,
     stats: &Arc<LinkStats>,
@@ -350,7 +364,7 @@ fn session(
     let sid = ctx.session_id();
     stats.pull.claim(sid, thread_id);
     stats.set_peer_cert(conn.peer_cert.as_ref(), true);
-    *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) = origins.clone();
+    *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) = origins.origins.clone();
     let _ = ctx.mgr.send(MgrEvent::SessionUp {
         peer: member.name.clone(),
         db: db.to_string(),
@@ -498,7 +512,7 @@ fn acquire_copy_slot(
     db: &str,
     ctl: &Receiver<PullCtl>,
     conn: &mut Conn,
-    origins: &mut Vec<String>,
+    origins: &mut Carry,
 ) -> Result<bool, Outcome> {
     loop {
         {
@@ -566,7 +580,7 @@ fn receive_copy(
     conn: &mut Conn,
     stats: &LinkStats,
     forced: bool,
-    origins: &mut Vec<String>,
+    origins: &mut Carry,
 ) -> Result<(), Outcome> {
     let ended = |reason: String| Outcome::Ended {
         reason,
@@ -810,7 +824,7 @@ fn session_loop(
     ctx: &ReplCtx,
     peer: &str,
     db: &str,
-    origins: &mut Vec<String>,
+    origins: &mut Carry,
     ctl: &Receiver<PullCtl>,
     conn: &mut Conn,
     stats: &LinkStats,
@@ -873,7 +887,7 @@ fn session_loop(
                     }
                     match incoming {
                         Incoming::Frame(Frame::Txns { mut txns }) => {
-                            let dropped = super::validate::keep_asked_for(&mut txns, origins);
+                            let dropped = super::validate::keep_asked_for(&mut txns, origins, &ctx.node_name);
                             if dropped > 0 {
                                 log::debug!("dropped {dropped} transactions from {peer} ({db}) of origins this stream did not ask for");
                             }

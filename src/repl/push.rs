@@ -351,7 +351,6 @@ fn apply_subscribe(subs: &mut Subscription, peer: &str, origins: Vec<(String, u6
 }
 
 /// What the subscriber has asked for so far in this session.
-#[derive(Default)]
 struct PushState {
     subs: Subscription,
     subscribed: bool,
@@ -360,6 +359,80 @@ struct PushState {
     /// Requested origins this node cannot stream (to be answered with NeedCopy).
     need_copy: Vec<(String, u64)>,
     ids: HashMap<String, u32>,
+    /// The subscriber also wants every other origin this node holds, except these.
+    relay: Option<std::collections::BTreeSet<String>>,
+    /// Origins added to the subscription by relaying since the last `Subscribe` (each is
+    /// offered once: added to `subs`, or answered with NeedCopy).
+    relayed: std::collections::BTreeSet<String>,
+    /// When to look for origins new to this node's log again (a cursor-vector scan, so not
+    /// on every commit).
+    next_discovery: std::time::Instant,
+}
+
+impl Default for PushState {
+    fn default() -> Self {
+        PushState {
+            subs: Subscription::new(),
+            subscribed: false,
+            copy_request: None,
+            need_copy: Vec::new(),
+            ids: HashMap::new(),
+            relay: None,
+            relayed: Default::default(),
+            next_discovery: std::time::Instant::now(),
+        }
+    }
+}
+
+/// How often a relaying session looks for origins that appeared in this node's log.
+const DISCOVERY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Adds to a relaying subscription the origins this node holds of `db` that the subscriber
+/// neither listed nor excluded, from the start of this node's log: the subscriber listed every
+/// origin it holds with its cursor, so it has none of these (if one arrived meanwhile by
+/// another socket, the overlap is skipped there by version). An origin whose log here does not
+/// reach back to the start (a full copy, retention) is answered with NeedCopy, like a listed
+/// one: streaming what is left would leave a gap the subscriber's cursor skips forever. Never
+/// the subscriber's own origin, nor one this node does not fully replicate with.
+fn discover_relayed(ctx: &ReplCtx, peer: &str, db: &str, st: &mut PushState) {
+    let Some(except) = &st.relay else {
+        return;
+    };
+    let now = std::time::Instant::now();
+    if now < st.next_discovery {
+        return;
+    }
+    st.next_discovery = now + DISCOVERY_INTERVAL;
+    let Some(db_id) = ctx.db_id(db) else {
+        return;
+    };
+    let vector = match ctx.store.cursor_vector(db_id) {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!("cannot read the version vector of {db}: {e}");
+            return;
+        }
+    };
+    let new: Vec<(String, u64)> = vector
+        .into_iter()
+        .filter(|(o, v)| {
+            *v > 0
+                && o != peer
+                && !except.contains(o)
+                && !st.subs.contains_key(o)
+                && !st.relayed.contains(o)
+                && ctx.policy(o).complete_for(db)
+        })
+        .map(|(o, _)| (o, 0))
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    log::debug!("relaying {new:?} of {db} to {peer}");
+    st.relayed.extend(new.iter().map(|(o, _)| o.clone()));
+    let (servable, stale) = split_servable(ctx, db, new, &mut st.ids);
+    st.need_copy.extend(stale);
+    st.subs.extend(servable);
 }
 
 /// Handles what the subscriber sent.
@@ -374,7 +447,11 @@ fn handle_incoming(
 ) -> Result<(), String> {
     for incoming in conn.feed(chunk) {
         match incoming {
-            Incoming::Frame(Frame::Subscribe { origins, tables }) => {
+            Incoming::Frame(Frame::Subscribe {
+                origins,
+                tables,
+                relay,
+            }) => {
                 // A link that does not carry all of `db` relays nothing, and only origins this
                 // node holds a complete log of `db` from are relayed (`complete_for`).
                 let policy = ctx.policy(peer);
@@ -399,6 +476,13 @@ fn handle_incoming(
                 st.need_copy = stale;
                 apply_subscribe(&mut st.subs, peer, servable);
                 st.subscribed = true;
+                // Relaying needs a link that carries all of `db` (the subscriber asks only
+                // then; a stale policy view on its side must not widen what this node sends).
+                st.relay = relay
+                    .filter(|_| policy.complete_for(db))
+                    .map(|except| except.into_iter().collect());
+                st.relayed.clear();
+                st.next_discovery = std::time::Instant::now();
             }
             Incoming::Frame(Frame::CopyRequest { table, key }) => {
                 st.copy_request = Some((table, key));
@@ -453,6 +537,9 @@ fn push_loop(
                 return e;
             }
             continue;
+        }
+        if st.subscribed {
+            discover_relayed(ctx, peer, db, &mut st);
         }
         if !st.need_copy.is_empty() {
             let origins = std::mem::take(&mut st.need_copy);

@@ -7,6 +7,9 @@
 //! the first live peer (by name) instead, and go back to the direct socket when it returns. A
 //! stream of one origin is always a contiguous suffix, so moving an origin between sockets can
 //! duplicate (harmless, skipped by version) but never skip.
+//! Over a link that carries all of a database, a socket also asks for every origin the peer
+//! holds that is not a member here (`Carry::relay_except`): with membership not shared (no
+//! `system` stream), a star's leaves and a chain's ends only learn of each other's writes so.
 
 use super::policy::LinkPolicy;
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +21,30 @@ pub struct Member {
     pub port: u16,
     /// Reached over TLS (`wss://`).
     pub tls: bool,
+}
+
+/// What one pull socket asks its peer for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carry {
+    /// Origins requested by name (the peer's own first, then members relayed while their own
+    /// socket is down).
+    pub origins: Vec<String>,
+    /// Some: also every other origin the peer holds, except these (this node's members, which
+    /// arrive by name). None: only `origins` (a link that does not carry all of the database).
+    pub relay_except: Option<Vec<String>>,
+}
+
+impl Carry {
+    /// Whether a received transaction of `origin` was asked for: listed, or relayed and not
+    /// excluded (never this node's own origin, `self_name`).
+    pub fn asked_for(&self, origin: &str, self_name: &str) -> bool {
+        self.origins.iter().any(|o| o == origin)
+            || (origin != self_name
+                && self
+                    .relay_except
+                    .as_ref()
+                    .is_some_and(|ex| !ex.iter().any(|o| o == origin)))
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -71,6 +98,32 @@ impl Topology {
 
     fn is_alive(&self, peer: &str, db: &str) -> bool {
         self.alive.contains(&(peer.to_string(), db.to_string()))
+    }
+
+    /// What the pull socket to `peer` for `db` carries: the listed origins (below) and, over a
+    /// link that carries all of `db`, every other origin the peer holds except those this node
+    /// gets from their own node (`relay_except`: members whose socket is up) and members it
+    /// does not fully replicate with (never relayed). Membership need not be shared
+    /// (`replication.databases` without `system`): a leaf of a star never hears of the other
+    /// leaf, yet gets its writes through the hub; a member whose own socket is down comes
+    /// from every full link that holds it, not only from the relay `origins` names (which may
+    /// not hold it when membership differs between nodes).
+    pub fn carry(&self, peer: &str, db: &str) -> Carry {
+        let relay_except = self.complete_for(peer, db).then(|| {
+            self.members
+                .keys()
+                .filter(|m| {
+                    *m != peer
+                        && *m != &self.self_name
+                        && (self.is_alive(m, db) || !self.complete_for(m, db))
+                })
+                .cloned()
+                .collect()
+        });
+        Carry {
+            origins: self.origins(peer, db),
+            relay_except,
+        }
     }
 
     /// Origins the pull socket to `peer` for `db` should request. Only links that carry all of
@@ -177,6 +230,47 @@ mod tests {
         assert_eq!(t.origins("a", "dev"), ["a"]);
         // system: relayed through a (c is not alive), but never for the link that is off.
         assert_eq!(t.origins("a", "system"), ["a", "c"]);
+    }
+
+    #[test]
+    fn full_links_also_ask_for_origins_that_are_not_members() {
+        // The failure this pins: a leaf of a star (membership not shared) asked the hub only
+        // for the hub's own writes, so the other leaf's never arrived.
+        let mut t = topo("a", &["a", "b", "c", "d"]);
+        t.alive.insert(("b".into(), "dev".into()));
+        t.alive.insert(("d".into(), "dev".into()));
+        let c = t.carry("b", "dev");
+        assert_eq!(c.origins, ["b", "c"]);
+        assert_eq!(c.relay_except, Some(vec!["d".to_string()]));
+        assert!(
+            c.asked_for("x", "a"),
+            "an origin no member knows is relayed"
+        );
+        assert!(c.asked_for("c", "a"), "listed while c's own socket is down");
+        assert!(!c.asked_for("d", "a"), "d comes over its own socket");
+        assert!(!c.asked_for("a", "a"), "never this node's own writes");
+        // Not the first live peer: c still comes from d, which may be the only one holding
+        // it when b does not know c.
+        let from_d = t.carry("d", "dev");
+        assert_eq!(from_d.origins, ["d"]);
+        assert!(from_d.asked_for("c", "a"));
+        t.alive.insert(("c".into(), "dev".into()));
+        assert!(
+            !t.carry("b", "dev").asked_for("c", "a"),
+            "c comes over its own socket"
+        );
+        // An explicit link relays nothing, and its peer is never relayed by a full link.
+        t.policies.insert(
+            "b".into(),
+            LinkPolicy {
+                subscriptions: Some(vec![]),
+                ..LinkPolicy::default()
+            },
+        );
+        assert_eq!(t.carry("b", "dev").relay_except, None);
+        assert!(!t.carry("b", "dev").asked_for("x", "a"));
+        t.alive.remove(&("b".to_string(), "dev".to_string()));
+        assert!(!t.carry("d", "dev").asked_for("b", "a"));
     }
 
     #[test]

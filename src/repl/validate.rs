@@ -142,14 +142,18 @@ fn op(db: &str, op: &TxnOp) -> Result<(), String> {
     }
 }
 
-/// Keeps the transactions of origins this socket asked for (members only: the topology never
-/// asks for anyone else) and returns how many others were dropped. Not an error: right after a
-/// subscription changed, transactions of an origin that moved to another socket may still be
-/// in flight; dropping them leaves the cursor where it is, so they come again from wherever
-/// that origin is streamed now.
-pub fn keep_asked_for(txns: &mut Vec<Txn>, origins: &[String]) -> usize {
+/// Keeps the transactions of origins this socket asked for (listed, or relayed and not
+/// excluded; never this node's own, `self_name`) and returns how many others were dropped. Not
+/// an error: right after a subscription changed, transactions of an origin that moved to
+/// another socket may still be in flight; dropping them leaves the cursor where it is, so they
+/// come again from wherever that origin is streamed now.
+pub fn keep_asked_for(
+    txns: &mut Vec<Txn>,
+    carry: &super::topology::Carry,
+    self_name: &str,
+) -> usize {
     let before = txns.len();
-    txns.retain(|t| origins.iter().any(|o| o == &t.origin));
+    txns.retain(|t| carry.asked_for(&t.origin, self_name));
     before - txns.len()
 }
 
@@ -345,9 +349,27 @@ mod tests {
             txn("dev", "evil", 6, vec![]),
             txn("dev", "b", 7, vec![]),
         ];
-        let dropped = keep_asked_for(&mut batch, &["a".to_string(), "b".to_string()]);
+        let listed = super::super::topology::Carry {
+            origins: vec!["a".to_string(), "b".to_string()],
+            relay_except: None,
+        };
+        let dropped = keep_asked_for(&mut batch, &listed, "me");
         assert_eq!(dropped, 1);
         assert!(batch.iter().all(|t| t.origin != "evil"));
+        // Relaying: any origin but the excluded members and this node itself.
+        let relayed = super::super::topology::Carry {
+            origins: vec!["a".to_string()],
+            relay_except: Some(vec!["b".to_string()]),
+        };
+        let mut batch = vec![
+            txn("dev", "a", 5, vec![]),
+            txn("dev", "b", 6, vec![]),
+            txn("dev", "me", 7, vec![]),
+            txn("dev", "x", 8, vec![]),
+        ];
+        assert_eq!(keep_asked_for(&mut batch, &relayed, "me"), 2);
+        let kept: Vec<_> = batch.iter().map(|t| t.origin.as_str()).collect();
+        assert_eq!(kept, ["a", "x"]);
     }
 
     #[test]

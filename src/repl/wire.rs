@@ -19,9 +19,14 @@ pub enum Frame {
     /// Receiver → sender: "send me, for each origin, its transactions after this version".
     /// Replaces the previous subscription; an empty list pauses the stream. `tables` limits
     /// the sender's own transactions to these tables (explicit subscriptions); None = all.
+    ///
+    /// `relay`: Some(except) = also every other origin the sender holds of this database except
+    /// these, from the start of its log (the receiver has none of them: it lists every origin
+    /// it holds in `origins`). A trailing field, encoded only when Some.
     Subscribe {
         origins: Vec<(String, u64)>,
         tables: Option<Vec<String>>,
+        relay: Option<Vec<String>>,
     },
     /// Sender → receiver: transactions in per-origin version order.
     Txns {
@@ -165,7 +170,11 @@ impl Frame {
         let mut e = Enc::with_capacity(64);
         e.u8(PROTOCOL_VERSION);
         match self {
-            Frame::Subscribe { origins, tables } => {
+            Frame::Subscribe {
+                origins,
+                tables,
+                relay,
+            } => {
                 e.u8(SUBSCRIBE);
                 put_vector(&mut e, origins);
                 match tables {
@@ -176,6 +185,12 @@ impl Frame {
                         for name in t {
                             e.str(name);
                         }
+                    }
+                }
+                if let Some(except) = relay {
+                    e.varint(except.len() as u64);
+                    for name in except {
+                        e.str(name);
                     }
                 }
             }
@@ -279,7 +294,21 @@ impl Frame {
                         Some(t)
                     }
                 };
-                Frame::Subscribe { origins, tables }
+                let relay = if d.is_empty() {
+                    None
+                } else {
+                    let n = d.count()?;
+                    let mut except = vec_for(n);
+                    for _ in 0..n {
+                        except.push(d.string()?);
+                    }
+                    Some(except)
+                };
+                Frame::Subscribe {
+                    origins,
+                    tables,
+                    relay,
+                }
             }
             TXNS => {
                 let n = d.count()?;
@@ -394,6 +423,12 @@ mod tests {
             Frame::Subscribe {
                 origins: vec![("a".into(), 5), ("b".into(), 0)],
                 tables: Some(vec!["dog".into()]),
+                relay: None,
+            },
+            Frame::Subscribe {
+                origins: vec![("a".into(), 5)],
+                tables: None,
+                relay: Some(vec!["c".into()]),
             },
             Frame::Txns {
                 txns: vec![Txn {
@@ -496,6 +531,7 @@ mod tests {
         let good = Frame::Subscribe {
             origins: vec![("abc".into(), 1)],
             tables: None,
+            relay: None,
         }
         .encode();
         for n in 0..good.len() {
@@ -617,9 +653,14 @@ mod prop_tests {
         prop_oneof![
             (
                 vector(),
+                proptest::option::of(prop::collection::vec(name(), 0..4)),
                 proptest::option::of(prop::collection::vec(name(), 0..4))
             )
-                .prop_map(|(origins, tables)| Frame::Subscribe { origins, tables }),
+                .prop_map(|(origins, tables, relay)| Frame::Subscribe {
+                    origins,
+                    tables,
+                    relay
+                }),
             prop::collection::vec(txn(), 0..3).prop_map(|txns| Frame::Txns { txns }),
             vector().prop_map(|applied| Frame::Ack { applied }),
             vector().prop_map(|origins| Frame::NeedCopy { origins }),
@@ -818,6 +859,14 @@ mod prop_tests {
                     let mut old = f.clone();
                     if let Frame::CopyTable { expiration, .. } = &mut old {
                         *expiration = None;
+                    }
+                    n == old.encode().len() && r == Ok(old)
+                }
+                // Subscribe's trailing `relay` likewise (sent only when relaying).
+                Frame::Subscribe { relay: Some(_), .. } => {
+                    let mut old = f.clone();
+                    if let Frame::Subscribe { relay, .. } = &mut old {
+                        *relay = None;
                     }
                     n == old.encode().len() && r == Ok(old)
                 }
