@@ -455,6 +455,14 @@ fn handle_incoming(
                 // A link that does not carry all of `db` relays nothing, and only origins this
                 // node holds a complete log of `db` from are relayed (`complete_for`).
                 let policy = ctx.policy(peer);
+                // The subscriber's cursor of this node's origin is what it has committed of our
+                // writes: a confirmation like an Ack. Without it, a write the peer got through
+                // a relay while this link was down was never acked here (the peer's cursor is
+                // past it when it subscribes again), and a `replicatedConfirmation` waiting for
+                // that peer ran into its timeout.
+                if let Some((_, v)) = origins.iter().find(|(o, _)| *o == ctx.node_name) {
+                    ctx.confirmations.record(db, peer, *v);
+                }
                 let origins: Vec<(String, u64)> = origins
                     .into_iter()
                     .filter(|(o, _)| {
