@@ -109,7 +109,12 @@ impl Topology {
     /// from every full link that holds it, not only from the relay `origins` names (which may
     /// not hold it when membership differs between nodes).
     pub fn carry(&self, peer: &str, db: &str) -> Carry {
-        let relay_except = self.complete_for(peer, db).then(|| {
+        // `system` (users, roles, membership) is only ever taken from origins that are members:
+        // a member relaying rows of an origin this node does not know is how the takeover of
+        // issue 7 came in. Wherever `system` replicates, membership is shared, so naming the
+        // members is enough there; open relay is for the other databases (stars, chains).
+        let open = db != crate::core::catalog::SYSTEM_DB && self.complete_for(peer, db);
+        let relay_except = open.then(|| {
             self.members
                 .keys()
                 .filter(|m| {
@@ -249,6 +254,14 @@ mod tests {
         assert!(c.asked_for("c", "a"), "listed while c's own socket is down");
         assert!(!c.asked_for("d", "a"), "d comes over its own socket");
         assert!(!c.asked_for("a", "a"), "never this node's own writes");
+        // `system` never takes an origin that is not a member, whoever relays it (issue 7:
+        // forged users arrived under an unknown origin through a member).
+        let sys = t.carry("b", "system");
+        assert_eq!(sys.relay_except, None);
+        assert!(
+            !sys.asked_for("x", "a"),
+            "an unknown origin's system rows were taken"
+        );
         // Not the first live peer: c still comes from d, which may be the only one holding
         // it when b does not know c.
         let from_d = t.carry("d", "dev");
