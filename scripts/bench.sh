@@ -655,16 +655,17 @@ if has_phase csvload; then
   t0=$(date +%s.%N)
   job=$(op 1 "{\"operation\":\"csv_file_load\",\"database\":\"csv\",\"table\":\"rows\",\"file_path\":\"$CSV\"}" | jq -r .job_id)
   [ -n "$job" ] && [ "$job" != null ] || die "csv_file_load did not start a job"
-  # Polled twice a second: on a 2-core box a 50 ms loop of curl + jq + awk cost 12-15 CPU-s
-  # over a 35 s load (other_processes_cpu_s), taken from the node being measured. The rate is
-  # the job's own start-to-end time (job_ms), so the polling interval does not blur it; the
-  # peak RSS is the kernel's VmHWM, the samples only show the shape.
+  # Polled every 2 s: on a 2-core box a 50 ms loop of curl + jq + awk cost 12-15 CPU-s over a
+  # 35 s load (other_processes_cpu_s), and twice a second still ~1 CPU-s, all taken from the
+  # node being measured (the reference inserts have no poller). The rate is the job's own
+  # start-to-end time (job_ms), so the interval does not blur it; the peak RSS is the
+  # kernel's VmHWM, the samples only show the shape.
   rss_max=0
   while :; do
     rec=$(op 1 "{\"operation\":\"get_job\",\"id\":\"$job\"}")
     r=$(status_kb "${NPID[1]}" VmRSS); [ "$r" -gt "$rss_max" ] && rss_max=$r
     [ "$(jq -r '.[0].status' <<<"$rec")" = IN_PROGRESS ] || break
-    sleep 0.5
+    sleep 2
   done
   t1=$(date +%s.%N)
   cpu=$(cpu_end 0)
