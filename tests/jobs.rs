@@ -615,7 +615,7 @@ fn a_plain_user_loads_data_but_not_node_files_or_urls_and_sees_only_its_jobs() {
 }
 
 /// export_local as Harper: errors inside the job (d_ cases), a JSON export and a CSV export
-/// (d2_ cases; the `sql` search is not supported and says so), files owner-only.
+/// (d2_ cases, a `sql` SELECT as the search included), files owner-only.
 #[test]
 fn export_local_writes_harpers_files_and_job_records() {
     use std::os::unix::fs::PermissionsExt;
@@ -642,10 +642,7 @@ fn export_local_writes_harpers_files_and_job_records() {
         if case.ends_with("_job") {
             continue;
         }
-        let mut req = subst(&c["request"]);
-        if req["search_operation"]["operation"] == "sql" {
-            req["search_operation"] = json!({"operation":"search_by_value","database":"dev","table":"dog","attribute":"id","value":"*","get_attributes":["id","name"]});
-        }
+        let req = subst(&c["request"]);
         let id = started(&n.ok(req));
         ids.insert(
             c["response"]["job_id"].as_str().unwrap().to_string(),
@@ -690,19 +687,9 @@ fn export_local_writes_harpers_files_and_job_records() {
         0o600
     );
     // CSV of chosen attributes with a file name: byte for byte Harper's dogs.csv.
+    // Harper's request as captured: a `sql` SELECT as the search.
     let c = fixture("d2_export_local_csv_sql");
-    let (s, b) = n.op(subst(&c["request"]));
-    assert_eq!(s, 400, "{b}");
-    assert!(
-        b["error"]
-            .as_str()
-            .unwrap()
-            .contains("'sql' search_operation is not supported"),
-        "{b}"
-    );
-    let mut req = subst(&c["request"]);
-    req["search_operation"] = json!({"operation":"search_by_value","database":"dev","table":"dog","attribute":"id","value":"*","get_attributes":["id","name"]});
-    let id = started(&n.ok(req));
+    let id = started(&n.ok(subst(&c["request"])));
     ids.insert(
         c["response"]["job_id"].as_str().unwrap().to_string(),
         id.clone(),
@@ -737,6 +724,26 @@ fn export_local_writes_harpers_files_and_job_records() {
     );
     assert_eq!(lines.count(), 4);
     assert!(csv.contains("\n201,\"AfterIso\","), "{csv}");
+    // A SQL statement that is not a SELECT has no rows to export: the job fails, and the
+    // statement never runs (the records are all there).
+    let before = n.ok(json!({"operation":"sql","sql":"SELECT COUNT(*) AS c FROM dev.dog"}));
+    let r = n.ok(
+        json!({"operation":"export_local","format":"json","path":out.to_str().unwrap(),
+        "search_operation":{"operation":"sql","sql":"DELETE FROM dev.dog WHERE id > 0"}}),
+    );
+    let rec = wait_job(&n, &started(&r), Duration::from_secs(30));
+    assert_eq!(rec["status"], "ERROR", "{rec}");
+    assert!(
+        rec["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("must be a SELECT"),
+        "{rec}"
+    );
+    assert_eq!(
+        n.ok(json!({"operation":"sql","sql":"SELECT COUNT(*) AS c FROM dev.dog"})),
+        before
+    );
     // Non-super users: Harper's 403.
     let c = fixture("d2_export_local_non_super_user");
     assert_eq!(

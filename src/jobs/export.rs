@@ -1,5 +1,5 @@
 //! `export_local`: the job's work. Runs a search (`search_by_value`, `search_by_conditions`,
-//! `search_by_id`) and streams its rows to `<path>/<filename>.<format>` as a JSON array or as
+//! `search_by_id`, or a `sql` SELECT) and streams its rows to `<path>/<filename>.<format>` as a JSON array or as
 //! CSV (json2csv's layout, as Harper writes it).
 //!
 //! Reads through `ops::read::rows` (lazy, so a whole table is never held in memory) and writes
@@ -91,8 +91,15 @@ pub fn run(ctx: &JobCtx, e: Export) -> Result<Outcome, String> {
     let rows = || {
         let catalog = ctx.catalog();
         let auth = ctx.auth();
-        crate::ops::read::rows(&op, &ctx.principal, ctx.store(), &catalog, &auth)
-            .map_err(|e| e.message().to_string())
+        match &op {
+            // A SELECT streams its rows like a search (the plan is cheap to copy; CSV runs it
+            // twice: once for the columns, once for the rows).
+            Operation::Sql(plan) => {
+                crate::sql::exec::select_rows(plan.clone(), &ctx.principal, ctx.store(), &catalog)
+            }
+            op => crate::ops::read::rows(op, &ctx.principal, ctx.store(), &catalog, &auth),
+        }
+        .map_err(|e| e.message().to_string())
     };
     // CSV needs its columns first: every attribute any row has, in order of appearance
     // (json2csv's default). A first pass collects them (at most the table's attributes).

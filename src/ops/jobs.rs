@@ -8,7 +8,7 @@
 //! thread, nor let a user who is not a super_user read node files or fetch URLs through a load.
 
 use super::fields::Fields;
-use super::parse::{Requirement, DEFAULT_DB};
+use super::parse::{Operation, Requirement, DEFAULT_DB};
 use crate::core::auth::{Principal, TablePerm};
 use crate::core::error::{OpError, OpResult};
 use crate::core::op::WriteKind;
@@ -116,18 +116,17 @@ pub fn execute(
             }
             let search = match body.remove("search_operation") {
                 None | Some(Value::Null) => Err("search_operation is missing.".to_string()),
-                Some(Value::Object(o)) => {
-                    if o.get("operation").and_then(Value::as_str) == Some("sql") {
-                        return Err(OpError::bad_request(
-                            "export_local with a 'sql' search_operation is not supported yet: use search_by_value, search_by_conditions or search_by_id",
-                        ));
+                Some(Value::Object(o)) => match super::parse::parse_value(o) {
+                    Ok(op) if op.is_search() => Ok(op),
+                    // A SELECT: its rows are exported like a search's (checked again in the
+                    // job: only SELECT statements have rows).
+                    Ok(op @ Operation::Sql(crate::sql::parse::Plan::Select(_))) => Ok(op),
+                    Ok(Operation::Sql(_)) => {
+                        Err("search_operation sql must be a SELECT statement".to_string())
                     }
-                    match super::parse::parse_value(o) {
-                        Ok(op) if op.is_search() => Ok(op),
-                        Ok(_) => Err("search_operation must be search_by_value, search_by_conditions or search_by_id".to_string()),
-                        Err(e) => Err(e.message().to_string()),
-                    }
-                }
+                    Ok(_) => Err("search_operation must be search_by_value, search_by_conditions, search_by_id or sql".to_string()),
+                    Err(e) => Err(e.message().to_string()),
+                },
                 Some(_) => Err("'search_operation' must be an object".to_string()),
             };
             let f = Fields::new(&body);

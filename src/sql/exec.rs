@@ -931,6 +931,21 @@ pub fn run(
     }
 }
 
+/// The rows of a SELECT plan (`export_local`'s `sql` search); any other statement is refused.
+pub fn select_rows(
+    plan: Plan,
+    p: &Principal,
+    store: &Store,
+    catalog: &Catalog,
+) -> Result<Rows, OpError> {
+    match plan {
+        Plan::Select(s) => select(*s, p, store, catalog),
+        _ => Err(OpError::bad_request(
+            "search_operation sql must be a SELECT statement",
+        )),
+    }
+}
+
 fn select(mut s: Select, p: &Principal, store: &Store, catalog: &Catalog) -> Result<Rows, OpError> {
     let now = now_ms();
     let mut sources = Vec::new();
