@@ -40,16 +40,7 @@ fn attributes(n: &TestNode, table: &str) -> BTreeSet<String> {
 }
 
 fn data_ids(n: &TestNode, table: &str) -> BTreeSet<String> {
-    let (s, r) = n.op(
-        json!({"operation":"search_by_value","database":"data","table":table,
-        "attribute":"id","value":"*","get_attributes":["id"]}),
-    );
-    if s != 200 {
-        return BTreeSet::new();
-    }
-    r.as_array()
-        .map(|a| a.iter().map(|x| x["id"].to_string()).collect())
-        .unwrap_or_default()
+    ids_in(n, "data", table)
 }
 
 fn insert_data(n: &TestNode, table: &str, recs: Value) {

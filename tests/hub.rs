@@ -45,16 +45,7 @@ fn audit_entries(n: &TestNode) -> usize {
 }
 
 fn ids(n: &TestNode) -> BTreeSet<String> {
-    let (s, r) = n.op(
-        json!({"operation":"search_by_value","database":"data","table":"dog",
-        "attribute":"id","value":"*","get_attributes":["id"]}),
-    );
-    if s != 200 {
-        return BTreeSet::new();
-    }
-    r.as_array()
-        .map(|a| a.iter().map(|x| x["id"].to_string()).collect())
-        .unwrap_or_default()
+    ids_in(n, "data", "dog")
 }
 
 fn insert_ids(n: &TestNode, ids: &[String]) {

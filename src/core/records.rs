@@ -292,13 +292,7 @@ impl<R> Core<R> {
                 }
             }
         }
-        for (table, attribute, name) in backfill {
-            self.writes.push(Write::BackfillIndex {
-                table,
-                attribute,
-                name,
-            });
-        }
+        self.backfill_indexes(backfill);
         self.mark_catalog_changed();
         added
     }
@@ -1336,6 +1330,13 @@ impl<R> Core<R> {
                 }
             }
         }
+        self.backfill_indexes(backfill);
+        self.mark_catalog_changed();
+    }
+
+    /// Queues the index back-fills of attributes that stored records may already hold:
+    /// (table, attribute id, attribute name).
+    fn backfill_indexes(&mut self, backfill: Vec<(u32, u32, String)>) {
         for (table, attribute, name) in backfill {
             self.writes.push(Write::BackfillIndex {
                 table,
@@ -1343,7 +1344,6 @@ impl<R> Core<R> {
                 name,
             });
         }
-        self.mark_catalog_changed();
     }
 
     fn ensure_remote_table(&mut self, db: &str, table: &str, pk_attr: &str, version: u64) {

@@ -721,6 +721,70 @@ fn live_state(n: &Node) -> BTreeMap<Vec<u8>, (u64, Value)> {
         .collect()
 }
 
+/// G1-G3/G5 once every link healed: each node holds exactly the last-writer-wins winner of
+/// every key over every committed transaction (`all[o]`: origin `names[o]`'s log; the winner is
+/// the greatest (version, origin name); a delete wins as absence), with its record count and
+/// digest agreeing with its data, and every node the same digest. Returns the live winners.
+fn assert_lww_converged(
+    seed: u64,
+    names: &[&str],
+    nodes: &[Node],
+    all: &[Vec<Txn>],
+) -> BTreeMap<Vec<u8>, (u64, Value)> {
+    let mut winners: BTreeMap<Vec<u8>, (u64, &str, Option<Value>)> = BTreeMap::new();
+    for (o, txns) in all.iter().enumerate() {
+        for t in txns {
+            for op in &t.ops {
+                let (pk, rec) = match op {
+                    TxnOp::Put { pk, record, .. } => {
+                        (pk, Some(serde_json::from_slice(record).unwrap()))
+                    }
+                    TxnOp::Delete { pk, .. } => (pk, None),
+                    _ => continue,
+                };
+                let cand = (t.version, names[o], rec);
+                let e = winners.entry(pk.clone()).or_insert(cand.clone());
+                if (cand.0, cand.1) > (e.0, e.1) {
+                    *e = cand;
+                }
+            }
+        }
+    }
+    let expected: BTreeMap<Vec<u8>, (u64, Value)> = winners
+        .into_iter()
+        .filter_map(|(pk, (v, _, rec))| Some((pk, (v, rec?))))
+        .collect();
+    for n in nodes {
+        let name = n.core.node_name();
+        assert_eq!(
+            live_state(n),
+            expected,
+            "seed {seed}: {name} differs from the LWW winners"
+        );
+        assert_eq!(
+            n.count(),
+            expected.len() as u64,
+            "seed {seed}: record count of {name} drifted from its data"
+        );
+        assert_eq!(
+            n.digest(),
+            n.scanned_digest(),
+            "seed {seed}: digest of {name} drifted from its data"
+        );
+    }
+    // The same live records, reached by different arrival orders: the same digest.
+    for n in &nodes[1..] {
+        assert_eq!(
+            n.digest(),
+            nodes[0].digest(),
+            "seed {seed}: {} and {} hold the same data with different digests",
+            n.core.node_name(),
+            nodes[0].core.node_name()
+        );
+    }
+    expected
+}
+
 /// Randomised schedules of three cores with skewed clocks writing the same few keys (insert,
 /// update, upsert, delete) while each origin's stream reaches each peer in order but at its own
 /// pace, with duplicates. Afterwards every node must hold exactly the state that LWW on
@@ -782,61 +846,7 @@ fn random_schedules_converge_to_the_lww_winner_of_every_key() {
                 }
             }
         }
-        // The oracle: per key, the greatest (version, origin name) over every committed op.
-        let mut winners: BTreeMap<Vec<u8>, (u64, &str, Option<Value>)> = BTreeMap::new();
-        for (o, txns) in all.iter().enumerate() {
-            for t in txns {
-                for op in &t.ops {
-                    let (pk, rec) = match op {
-                        TxnOp::Put { pk, record, .. } => {
-                            (pk, Some(serde_json::from_slice(record).unwrap()))
-                        }
-                        TxnOp::Delete { pk, .. } => (pk, None),
-                        _ => continue,
-                    };
-                    let cand = (t.version, NAMES[o], rec);
-                    let e = winners.entry(pk.clone()).or_insert(cand.clone());
-                    if (cand.0, cand.1) > (e.0, e.1) {
-                        *e = cand;
-                    }
-                }
-            }
-        }
-        let expected: BTreeMap<Vec<u8>, (u64, Value)> = winners
-            .into_iter()
-            .filter_map(|(pk, (v, _, rec))| Some((pk, (v, rec?))))
-            .collect();
-        for n in &nodes {
-            let got = live_state(n);
-            assert_eq!(
-                got,
-                expected,
-                "seed {seed}: {} differs from the LWW winners",
-                n.core.node_name()
-            );
-            assert_eq!(
-                n.count(),
-                expected.len() as u64,
-                "seed {seed}: record count of {} drifted from its data",
-                n.core.node_name()
-            );
-            assert_eq!(
-                n.digest(),
-                n.scanned_digest(),
-                "seed {seed}: digest of {} drifted from its data",
-                n.core.node_name()
-            );
-        }
-        // The same live records, reached by different arrival orders: the same digest.
-        for n in &nodes[1..] {
-            assert_eq!(
-                n.digest(),
-                nodes[0].digest(),
-                "seed {seed}: {} and {} hold the same data with different digests",
-                n.core.node_name(),
-                nodes[0].core.node_name()
-            );
-        }
+        assert_lww_converged(seed, &NAMES, &nodes, &all);
     }
 }
 
@@ -1276,59 +1286,15 @@ fn crashes_partitions_and_clock_jumps_lose_nothing_committed_and_versions_never_
             }
         }
         // G1-G3/G5: the LWW winner of every key over every committed transaction.
-        let mut winners: BTreeMap<Vec<u8>, (u64, &str, Option<Value>)> = BTreeMap::new();
-        for (o, txns) in all.iter().enumerate() {
-            for t in txns {
-                for op in &t.ops {
-                    let (pk, rec) = match op {
-                        TxnOp::Put { pk, record, .. } => {
-                            (pk, Some(serde_json::from_slice(record).unwrap()))
-                        }
-                        TxnOp::Delete { pk, .. } => (pk, None),
-                        _ => continue,
-                    };
-                    let cand = (t.version, NAMES[o], rec);
-                    let e = winners.entry(pk.clone()).or_insert(cand.clone());
-                    if (cand.0, cand.1) > (e.0, e.1) {
-                        *e = cand;
-                    }
-                }
-            }
-        }
-        let expected: BTreeMap<Vec<u8>, (u64, Value)> = winners
-            .into_iter()
-            .filter_map(|(pk, (v, _, rec))| Some((pk, (v, rec?))))
-            .collect();
-        for n in &nodes {
-            let got = live_state(n);
-            assert_eq!(
-                got,
-                expected,
-                "seed {seed}: {} differs from the LWW winners",
-                n.core.node_name()
-            );
-            assert_eq!(
-                n.count(),
-                expected.len() as u64,
-                "seed {seed}: count of {}",
-                n.core.node_name()
-            );
-            assert_eq!(
-                n.digest(),
-                n.scanned_digest(),
-                "seed {seed}: digest of {}",
-                n.core.node_name()
-            );
-            // G4: nothing a crashed, uncommitted write carried is visible.
-            for (_, rec) in got.values() {
-                for field in ["v", "u"] {
-                    if let Some(x) = rec.get(field).and_then(Value::as_u64) {
-                        assert!(
-                            !phantoms.contains(&x),
-                            "seed {seed}: uncommitted value {x} visible on {}",
-                            n.core.node_name()
-                        );
-                    }
+        let expected = assert_lww_converged(seed, &NAMES, &nodes, &all);
+        // G4: nothing a crashed, uncommitted write carried is visible.
+        for (_, rec) in expected.values() {
+            for field in ["v", "u"] {
+                if let Some(x) = rec.get(field).and_then(Value::as_u64) {
+                    assert!(
+                        !phantoms.contains(&x),
+                        "seed {seed}: uncommitted value {x} visible"
+                    );
                 }
             }
         }

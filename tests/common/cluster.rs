@@ -488,3 +488,18 @@ pub fn iso(ms: u64) -> String {
         ms % 1000
     )
 }
+
+/// The primary keys (as JSON text) of every record of `db.table` on a node; empty while the
+/// table does not exist there.
+pub fn ids_in(n: &TestNode, db: &str, table: &str) -> BTreeSet<String> {
+    let (s, r) = n.op(
+        json!({"operation":"search_by_value","database":db,"table":table,
+        "attribute":"id","value":"*","get_attributes":["id"]}),
+    );
+    if s != 200 {
+        return BTreeSet::new();
+    }
+    r.as_array()
+        .map(|a| a.iter().map(|x| x["id"].to_string()).collect())
+        .unwrap_or_default()
+}
