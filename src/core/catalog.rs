@@ -249,7 +249,13 @@ impl Catalog {
             created: 0,
             by_name: Default::default(),
         };
-        def.add_attribute(primary_key, true, None);
+        // The key's own declared type (Harper's `{"name": "id", "type": "Int",
+        // "is_primary_key": true}`) is checked like any other.
+        let pk_type = attributes
+            .iter()
+            .find(|(n, _)| n == primary_key)
+            .and_then(|(_, t)| t.clone());
+        def.add_attribute(primary_key, true, pk_type);
         if !schema_defined {
             def.add_attribute(CREATED_TIME, true, None);
             def.add_attribute(UPDATED_TIME, true, None);

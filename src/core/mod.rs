@@ -12,6 +12,7 @@
 //! Must never: block, read the wall clock, touch fjall or sockets, or reply before the driver has
 //! committed what the reply describes.
 
+pub(crate) mod attr_type;
 pub mod auth;
 pub mod catalog;
 pub mod codec;

@@ -2,6 +2,7 @@
 //! and the apply of replicated transactions. All of them end in [`Core::store_entry`], which keeps
 //! records, secondary indexes, table statistics and the published users/roles in step.
 
+use super::attr_type;
 use super::auth::{permission_errors, role_from_record, SUPER_USER_ROLE};
 use super::catalog::{
     invalid_name, TableDef, CREATED_TIME, HDB_NODES, HDB_ROLE, HDB_USER, SYSTEM_DB, UPDATED_TIME,
@@ -338,6 +339,7 @@ impl<R> Core<R> {
         };
         let pk_attr = def.primary_key.clone();
         let schema_defined = def.schema_defined;
+        let types = attr_type::table_types(def);
         let keep_parsed = given.is_some() || records.text_len() <= KEEP_PARSED_BYTES;
         let count = given.as_ref().map_or(records.len(), |g| g.len());
         let mut parsed: Vec<Map<String, Value>> = Vec::new();
@@ -364,6 +366,9 @@ impl<R> Core<R> {
                         return Ok(Err(e));
                     }
                 }
+            }
+            if let Err(msg) = attr_type::check_record(&types, &mut rec) {
+                return Ok(Err(OpError::bad_request(msg)));
             }
             let pk_value = match rec.get(&pk_attr) {
                 None | Some(Value::Null) => {
@@ -402,6 +407,8 @@ impl<R> Core<R> {
                 Some(r) => r,
                 None => {
                     let mut r = records.parse(i).unwrap_or_default();
+                    // Checked in the first pass; converted again in this copy.
+                    let _ = attr_type::check_record(&types, &mut r);
                     // A generated key was put in the first pass's copy: put it again.
                     r.entry(pk_attr.clone()).or_insert_with(|| pk_value.clone());
                     if r.get(&pk_attr).is_some_and(Value::is_null) {

@@ -131,9 +131,11 @@ impl<R> Core<R> {
             )));
         }
         self.ensure_database_logged(db, now_ms);
+        // The key stays in the list only when it declares a type (older entries never carry
+        // it, and peers add the key first whatever the list says).
         let attrs: Vec<(String, Option<String>)> = attributes
             .into_iter()
-            .filter(|(n, _)| n != primary_key)
+            .filter(|(n, t)| n != primary_key || t.is_some())
             .collect();
         Arc::make_mut(&mut self.catalog).create_table(
             db,

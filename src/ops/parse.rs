@@ -458,7 +458,31 @@ fn count_leaves(conds: &[Condition]) -> usize {
         .sum()
 }
 
+/// `create_table` options Harper accepts that Skerry does not implement, with the value that
+/// would need them: refused with a clear 400 rather than accepted and silently ignored (the
+/// defaults, the opposite values, are accepted). README, Differences from Harper.
+const UNSUPPORTED_TABLE_OPTIONS: [(&str, bool, &str); 3] = [
+    ("audit", false, "every table keeps its audit log: replication reads it"),
+    ("sealed", true, "a record's properties are stored whether or not the schema names them"),
+    (
+        "replicate",
+        false,
+        "every table of a replicated database replicates; choose databases with replication.databases",
+    ),
+];
+const UNSUPPORTED_ATTRIBUTE_OPTIONS: [(&str, bool, &str); 2] = [
+    ("indexed", false, "every attribute is indexed"),
+    ("nullable", false, "null is allowed in every attribute"),
+];
+
 fn attributes(f: &Fields) -> Result<Vec<(String, Option<String>)>, OpError> {
+    for (option, unsupported, why) in UNSUPPORTED_TABLE_OPTIONS {
+        if f.get(&[option]) == Some(&Value::Bool(unsupported)) {
+            return Err(OpError::bad_request(format!(
+                "'{option}: {unsupported}' is not supported by Skerry ({why})"
+            )));
+        }
+    }
     let Some(items) = f.opt_array(&["attributes"])? else {
         return Ok(Vec::new());
     };
@@ -468,7 +492,15 @@ fn attributes(f: &Fields) -> Result<Vec<(String, Option<String>)>, OpError> {
             Value::String(s) => Ok((s.clone(), None)),
             Value::Object(o) => {
                 let af = Fields::new(o);
-                Ok((af.req_str(&["name", "attribute"])?, af.opt_str(&["type"])?))
+                let name = af.req_str(&["name", "attribute"])?;
+                for (option, unsupported, why) in UNSUPPORTED_ATTRIBUTE_OPTIONS {
+                    if af.get(&[option]) == Some(&Value::Bool(unsupported)) {
+                        return Err(OpError::bad_request(format!(
+                            "attribute '{name}': '{option}: {unsupported}' is not supported by Skerry ({why})"
+                        )));
+                    }
+                }
+                Ok((name, af.opt_str(&["type"])?))
             }
             _ => Err(OpError::bad_request(
                 "'attributes' must be an array of objects",

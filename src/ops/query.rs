@@ -459,11 +459,16 @@ pub fn search(
 }
 
 /// Harper's `get_attributes`: `None` returns the record as stored; `["*"]` every attribute of
-/// the table in catalog order (null where a record lacks one); a list those attributes.
+/// a dynamic table in catalog order (null where a record lacks one), and the record as stored
+/// on a schema-defined one (Harper's captured answers, `create_table_options/read_all`); a
+/// list those attributes.
 pub fn project(rec: Map<String, Value>, get: Option<&[String]>, table: &TableDef) -> Value {
     let Some(attrs) = get else {
         return Value::Object(rec);
     };
+    if table.schema_defined && attrs.iter().any(|a| a == "*") {
+        return Value::Object(rec);
+    }
     let mut out = Map::new();
     if attrs.iter().any(|a| a == "*") {
         for a in &table.attributes {

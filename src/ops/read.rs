@@ -35,7 +35,10 @@ pub fn describe_table_value(store: &Store, t: &TableDef, db_size: u64, p: &Princ
         })
         .map(|a| {
             if a.name == t.primary_key {
-                json!({"attribute": a.name, "is_primary_key": true})
+                match &a.r#type {
+                    Some(ty) => json!({"attribute": a.name, "type": ty, "is_primary_key": true}),
+                    None => json!({"attribute": a.name, "is_primary_key": true}),
+                }
             } else {
                 let mut o = json!({"attribute": a.name, "indexed": a.indexed});
                 if let Some(ty) = &a.r#type {

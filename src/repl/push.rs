@@ -760,7 +760,7 @@ fn send_copy(
                 attributes: t
                     .attributes
                     .iter()
-                    .filter(|a| a.name != t.primary_key)
+                    .filter(|a| a.name != t.primary_key || a.r#type.is_some())
                     .map(|a| (a.name.clone(), a.r#type.clone()))
                     .collect(),
             };
