@@ -106,7 +106,7 @@ fn replay_all(n: &TestNode, cases: &[Case]) -> Vec<String> {
 /// stored afterwards: status and body as Harper's.
 #[test]
 fn typed_attributes_refuse_and_convert_values_as_harper_4_7_29_does() {
-    let n = TestNode::start(&ips(SUITE, 4)[0], "");
+    let n = TestNode::start(&ips(SUITE, 1)[0], "");
     let cases = load(&[
         "db", "create", "describe", "ins_", "upd_", "upsert_", "multi_", "read_all",
     ]);
@@ -126,7 +126,7 @@ fn typed_attributes_refuse_and_convert_values_as_harper_4_7_29_does() {
 /// message, a good record (with a property the schema does not name) is stored whole.
 #[test]
 fn a_typed_primary_key_and_extra_properties_match_harper() {
-    let n = TestNode::start(&ips(SUITE, 4)[1], "");
+    let n = TestNode::start(&ips(SUITE, 1)[0], "");
     let cases = load(&["db", "typed_"]);
     assert_eq!(cases.len(), 8, "fixtures missing");
     let failures = replay_all(&n, &cases);
@@ -138,7 +138,7 @@ fn a_typed_primary_key_and_extra_properties_match_harper() {
 /// one of them: `sealed` and `nullable` even changed nothing there, see the captures.)
 #[test]
 fn table_options_skerry_does_not_implement_are_refused_not_silently_ignored() {
-    let n = TestNode::start(&ips(SUITE, 4)[2], "");
+    let n = TestNode::start(&ips(SUITE, 1)[0], "");
     n.ok(json!({"operation": "create_database", "database": "o"}));
     let attrs = |extra: Value| {
         let mut a = json!({"name": "a"});
@@ -193,7 +193,7 @@ fn table_options_skerry_does_not_implement_are_refused_not_silently_ignored() {
 /// text and `Bytes` strings unconverted.
 #[test]
 fn typed_values_are_converted_in_requests_too_large_to_keep_parsed() {
-    let n = TestNode::start(&ips(SUITE, 4)[3], "");
+    let n = TestNode::start(&ips(SUITE, 1)[0], "");
     n.ok(json!({"operation": "create_database", "database": "o"}));
     n.ok(
         json!({"operation": "create_table", "database": "o", "table": "big",
@@ -226,8 +226,8 @@ fn typed_values_are_converted_in_requests_too_large_to_keep_parsed() {
 /// checks or converts a replicated record again).
 #[test]
 fn a_typed_table_replicates_with_its_types_and_each_node_enforces_them() {
-    let ip = ips(SUITE, 6);
-    let nodes = common::cluster::full_mesh_with_tables(&ip[4..6], &["seed"]);
+    let ip = ips(SUITE, 2);
+    let nodes = common::cluster::full_mesh_with_tables(&ip, &["seed"]);
     let (a, b) = (&nodes[0], &nodes[1]);
     a.ok(
         json!({"operation": "create_table", "database": "dev", "table": "typed",

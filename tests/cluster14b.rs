@@ -236,6 +236,50 @@ fn replicated_schema_operations_run_on_every_member_before_the_answer() {
     assert!(has_table(b, "fish"));
 }
 
+/// `set_configuration` with `replicated: true` (issue 14 item 6) writes every member's config
+/// file before the answer, which lists each member's own answer; without it, or when the
+/// local change is refused, nothing is forwarded.
+#[test]
+fn replicated_set_configuration_writes_every_members_config_file() {
+    let ip = ips(SUITE, 3);
+    let nodes = full_mesh_with_tables(&ip, &["bird"]);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let level =
+        |n: &TestNode| n.ok(json!({"operation":"get_configuration"}))["logging"]["level"].clone();
+    let before = level(b);
+    assert_ne!(before, "trace");
+
+    // Refused here: nothing reaches the members.
+    let (s, r) =
+        a.op(json!({"operation":"set_configuration","logging_level":"loud","replicated":true}));
+    assert_eq!(s, 400, "{r}");
+    assert!(r.get("replicated").is_none(), "{r}");
+    assert_eq!(level(b), before);
+
+    let r =
+        a.ok(json!({"operation":"set_configuration","logging_level":"trace","replicated":true}));
+    let by = replicated_by_node(&r);
+    assert_eq!(by.len(), 2, "{r}");
+    for n in [b, c] {
+        let e = &by[&n.ip];
+        assert_eq!(e["message"], "Configuration successfully set.", "{r}");
+        assert_eq!(e["applied"], json!(["logging.level"]), "{r}");
+        // Done before the answer, in the member's file and live.
+        assert_eq!(level(n), "trace");
+        let file = std::fs::read_to_string(&n.config).unwrap();
+        assert!(file.contains("  level: trace\n"), "{file}");
+    }
+    assert_eq!(level(a), "trace");
+
+    // Without `replicated` the change is this node's only (Harper's default).
+    let r = b.ok(json!({"operation":"set_configuration","logging_level":"info"}));
+    assert!(r.get("replicated").is_none(), "{r}");
+    assert_eq!(
+        (level(b), level(a), level(c)),
+        (json!("info"), json!("trace"), json!("trace"))
+    );
+}
+
 #[test]
 fn a_dropped_table_stays_dropped_when_a_node_that_missed_the_drop_rejoins() {
     let ip = ips(SUITE, 3);

@@ -417,6 +417,20 @@ impl Node {
             Some(l) => l.local_addr().map_err(|e| e.to_string())?,
             None => return Err("operationsApi.network.port is null and no securePort is set: the operations API would not listen anywhere".into()),
         };
+        let admin = Arc::new(crate::ops::admin::AdminOps {
+            cfg: cfg.clone(),
+            env: env.to_vec(),
+            restart,
+            started_ms,
+        });
+        if let Some(r) = &repl {
+            // A member's forwarded `set_configuration` runs exactly as a local one.
+            let admin = admin.clone();
+            let _ = r
+                .ctx
+                .set_configuration
+                .set(Box::new(move |body| admin.set_configuration(body)));
+        }
         let ctx = Arc::new(Context {
             store,
             shared,
@@ -439,12 +453,7 @@ impl Node {
                 status_page: cfg.operations_api.status_page,
                 log_requests: cfg.logging.requests,
             },
-            admin: Some(Arc::new(crate::ops::admin::AdminOps {
-                cfg: cfg.clone(),
-                env: env.to_vec(),
-                restart,
-                started_ms,
-            })),
+            admin: Some(admin),
             jobs: Some(jobs.clone()),
         });
         let opts = HttpOptions {

@@ -63,7 +63,29 @@ impl AdminOps {
                 redact_secrets(&mut tree);
                 Ok(tree)
             }
-            "set_configuration" => self.set_configuration(body),
+            "set_configuration" => {
+                let replicated = match body.get("replicated") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => return Err(OpError::bad_request("'replicated' must be a boolean")),
+                };
+                let mut answer = self.set_configuration(body)?;
+                if replicated {
+                    // Harper's `replicated` array: each member's answer plus `node`, or why it
+                    // failed (an empty array without replication or members).
+                    let mut forwarded = body.clone();
+                    forwarded.remove("replicated");
+                    let entries = ctx
+                        .cluster
+                        .as_ref()
+                        .map(|c| c.forward_configuration(&forwarded))
+                        .unwrap_or_default();
+                    if let Some(o) = answer.as_object_mut() {
+                        o.insert("replicated".into(), Value::Array(entries));
+                    }
+                }
+                Ok(answer)
+            }
             "system_information" => Ok(self.system_information(ctx, body, p)),
             "read_log" => self.read_log(body),
             "restart" => match &self.restart {
@@ -81,7 +103,8 @@ impl AdminOps {
         }
     }
 
-    fn set_configuration(&self, body: &Map<String, Value>) -> OpResult {
+    /// Writes the keys of `body` (all but `operation` and `replicated`) to the config file.
+    pub(crate) fn set_configuration(&self, body: &Map<String, Value>) -> OpResult {
         let Some(path) = &self.cfg.source else {
             return Err(OpError::bad_request(
                 "this node runs on the built-in default configuration (no --config file): there is no file to write; start it with --config FILE",
@@ -90,7 +113,7 @@ impl AdminOps {
         let mut changes = Vec::new();
         let mut unused = Vec::new();
         for (k, v) in body {
-            if k == "operation" {
+            if k == "operation" || k == "replicated" {
                 continue;
             }
             match crate::config::resolve_flat_key(k) {

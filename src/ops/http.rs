@@ -58,6 +58,12 @@ pub trait ClusterOps: Send + Sync {
     fn forward(&self, _op: &WriteOp) -> Vec<Value> {
         Vec::new()
     }
+
+    /// Runs a `set_configuration` that succeeded here on every member (`replicated: true`);
+    /// the same entries as `forward`.
+    fn forward_configuration(&self, _body: &serde_json::Map<String, Value>) -> Vec<Value> {
+        Vec::new()
+    }
 }
 
 /// Harper v5's refusal of a confirmation count no peer set can meet.

@@ -101,6 +101,10 @@ impl ClusterOps for ClusterApi {
         super::forward::forward(&self.0, op)
     }
 
+    fn forward_configuration(&self, body: &Map<String, Value>) -> Vec<Value> {
+        super::forward::forward_configuration(&self.0, body)
+    }
+
     fn ready(&self) -> Result<(), String> {
         if self.0.stopping.load(Ordering::SeqCst) {
             return Err("replication is stopping".into());
@@ -215,6 +219,7 @@ pub fn serve_op(ctx: &Arc<ReplCtx>, mut conn: Conn, caller: &Caller) {
             Some("add_node_back") => add_node_back(ctx, &body, caller),
             Some("remove_node_back") => remove_node_back(ctx, &body, caller),
             Some(super::verify::OP) => super::verify::serve(ctx, &body),
+            Some("set_configuration") => super::forward::serve_configuration(ctx, &body),
             Some(op) if super::forward::OPS.contains(&op) => {
                 super::forward::serve(ctx, &body, caller)
             }

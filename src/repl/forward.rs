@@ -1,6 +1,6 @@
 //! Operation forwarding (`replicated: true` on `drop_table`, `drop_database`, `create_table`,
-//! `create_attribute`): after the operation succeeded on this node, it runs on every member
-//! that replicates its database, over one-shot `op` sockets, and the answer lists each
+//! `create_attribute`, and `set_configuration`): after the operation succeeded on this node, it
+//! runs on every member that replicates its database (every member for `set_configuration`), over one-shot `op` sockets, and the answer lists each
 //! member's result (Harper's `replicated` array, harper-spec §6.11).
 //!
 //! The members run it with `replicated: false` (never forwarded again, so no loop). Creations
@@ -10,7 +10,7 @@
 //! already is what the operation asks for answers the operation's normal success.
 //!
 //! Must never: run on the core thread (it waits on the network), forward an operation it
-//! received from a peer, or accept anything but these four operations from a peer.
+//! received from a peer, or accept anything but these five operations from a peer.
 
 use super::push::Caller;
 use super::ReplCtx;
@@ -88,13 +88,25 @@ fn request(op: &WriteOp) -> Option<Value> {
 /// Runs `op` on every member that replicates its database, in parallel; one entry per member
 /// (by name): its answer plus `node`, or `{"status":"failed","reason",node}`.
 pub fn forward(ctx: &ReplCtx, op: &WriteOp) -> Vec<Value> {
-    let (Some(db), Some(mut body)) = (database(op), request(op)) else {
+    let (Some(db), Some(body)) = (database(op), request(op)) else {
         return Vec::new();
     };
-    body["replicated"] = json!(false);
     if !ctx.cfg.replicates_db(db) {
         return Vec::new();
     }
+    send_to_members(ctx, body, Some(db))
+}
+
+/// Runs a `set_configuration` that succeeded here on every member (the configuration is the
+/// node's, not a database's): the same `replicated` entries as [`forward`].
+pub fn forward_configuration(ctx: &ReplCtx, body: &Map<String, Value>) -> Vec<Value> {
+    send_to_members(ctx, Value::Object(body.clone()), None)
+}
+
+/// Sends `body` (with `replicated: false`) to every member, or with `db` every member this
+/// node's policy links on it, in parallel.
+fn send_to_members(ctx: &ReplCtx, mut body: Value, db: Option<&str>) -> Vec<Value> {
+    body["replicated"] = json!(false);
     let members = ctx.members.load();
     if members.removed {
         return Vec::new();
@@ -104,8 +116,10 @@ pub fn forward(ctx: &ReplCtx, op: &WriteOp) -> Vec<Value> {
         .iter()
         .filter(|n| **n != ctx.node_name)
         .filter(|n| {
-            let p = ctx.policy(n);
-            p.receives_any(db) || p.sends_any(db)
+            db.is_none_or(|db| {
+                let p = ctx.policy(n);
+                p.receives_any(db) || p.sends_any(db)
+            })
         })
         .filter_map(|n| members.urls.get(n).map(|u| (n.clone(), u.clone())))
         .collect();
@@ -147,6 +161,18 @@ fn entry(node: &str, result: Result<(u16, Value), String>) -> Value {
                 .unwrap_or_else(|| format!("status {status}: {body}")),
         ),
         Err(e) => failed(e),
+    }
+}
+
+/// The member side of a forwarded `set_configuration`: this node's own, never forwarded again.
+pub fn serve_configuration(ctx: &ReplCtx, body: &Map<String, Value>) -> OpResult {
+    let mut body = body.clone();
+    body.remove("replicated");
+    match ctx.set_configuration.get() {
+        Some(set) => set(&body),
+        None => Err(OpError::bad_request(
+            "this node cannot change its configuration for a peer",
+        )),
     }
 }
 

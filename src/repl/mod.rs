@@ -259,7 +259,17 @@ pub struct ReplCtx {
     pub confirmations: confirm::Confirmations,
     /// Peers' table digests, for `cluster_status`'s `digest_match`.
     pub digests: verify::DigestCache,
+    /// Runs `set_configuration` on this node for a member that forwards it (`replicated:
+    /// true`); set by the node once its operations API exists (unset: refused).
+    pub set_configuration: std::sync::OnceLock<SetConfiguration>,
 }
+
+/// This node's `set_configuration`, as the operations API runs it.
+pub type SetConfiguration = Box<
+    dyn Fn(&serde_json::Map<String, serde_json::Value>) -> crate::core::error::OpResult
+        + Send
+        + Sync,
+>;
 
 impl ReplCtx {
     pub fn session_id(&self) -> u64 {
@@ -475,6 +485,7 @@ impl Replicator {
             live_threads: AtomicU64::new(0),
             copying: Mutex::new(HashMap::new()),
             digests: verify::DigestCache::default(),
+            set_configuration: std::sync::OnceLock::new(),
         });
         let manager = {
             let ctx = ctx.clone();
