@@ -184,6 +184,39 @@ impl Node {
             .collect()
     }
 
+    /// The dev transactions of `origin` this node holds (its own, or those it applied from a
+    /// peer), in commit order: what it relays to a neighbour.
+    fn dev_txns_of(&self, origin: &str) -> Vec<Txn> {
+        let Some(id) = (if origin == self.core.node_name() {
+            Some(self.core.self_origin)
+        } else {
+            self.store
+                .origins
+                .iter()
+                .find(|(n, _)| n == origin)
+                .map(|(_, id)| *id)
+        }) else {
+            return Vec::new();
+        };
+        let db = self.core.catalog().database("dev").unwrap().id;
+        self.store
+            .audit
+            .iter()
+            .filter(|(d, o, _, _)| *d == db && *o == id)
+            .map(|(_, _, v, ops)| {
+                let e = txn::decode_entry(ops).unwrap();
+                Txn {
+                    origin: origin.to_string(),
+                    version: *v,
+                    db: "dev".into(),
+                    actor: e.actor,
+                    kind: e.kind,
+                    ops: e.ops,
+                }
+            })
+            .collect()
+    }
+
     fn receive(&mut self, txns: Vec<Txn>) {
         self.core
             .step(Input::Replicated { txns, reply: 0 }, self.now, &self.store)
@@ -1122,6 +1155,60 @@ impl Node {
     }
 }
 
+/// One random write on `n` of the same few keys (insert, update, upsert or delete; `v` marks
+/// the value). One in ten is stepped and then lost in a crash before its group commit: never
+/// acknowledged, so `v` goes to `phantoms` and must never be seen. Returns whether it crashed.
+fn random_write(rng: &mut Rng, n: &mut Node, v: u64, phantoms: &mut Vec<u64>) -> bool {
+    let id = rng.below(5);
+    let op = match rng.below(4) {
+        0 => (WriteKind::Insert, json!([{"id": id, "v": v}])),
+        1 => (WriteKind::Update, json!([{"id": id, "u": v}])),
+        2 => (WriteKind::Upsert, json!([{"id": id, "v": v}])),
+        _ => (WriteKind::Update, Value::Null),
+    };
+    if rng.below(10) != 0 {
+        let _ = match op {
+            (_, Value::Null) => n.delete(json!([id])),
+            (kind, recs) => n.insert(kind, recs),
+        };
+        return false;
+    }
+    n.now += 1;
+    let op = match op {
+        (_, Value::Null) => WriteOp::Delete {
+            database: "dev".into(),
+            table: "dog".into(),
+            ids: vec![json!(id)],
+        },
+        (kind, recs) => WriteOp::Records {
+            kind,
+            database: "dev".into(),
+            table: "dog".into(),
+            records: RecordBatch::from_maps(
+                recs.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_object().unwrap().clone())
+                    .collect(),
+            ),
+        },
+    };
+    n.core
+        .step(
+            Input::Write {
+                op,
+                actor: txn::Actor::User("admin".into()),
+                reply: 0,
+            },
+            n.now,
+            &n.store,
+        )
+        .unwrap();
+    phantoms.push(v);
+    n.crash_and_restart();
+    true
+}
+
 /// Three cores writing the same few keys under crashes (a write stepped but not committed
 /// vanishes with the core; a received batch stepped but not committed is received again from
 /// the recovered cursor), partitions (a link delivers nothing for a while), duplicates, and
@@ -1155,58 +1242,14 @@ fn crashes_partitions_and_clock_jumps_lose_nothing_committed_and_versions_never_
                 nodes[w].now = nodes[w].now.saturating_sub(back);
                 jumps += 1;
             }
-            let id = rng.below(5);
-            let v = 1_000_000 * seed + step;
-            let op = match rng.below(4) {
-                0 => (WriteKind::Insert, json!([{"id": id, "v": v}])),
-                1 => (WriteKind::Update, json!([{"id": id, "u": v}])),
-                2 => (WriteKind::Upsert, json!([{"id": id, "v": v}])),
-                _ => (WriteKind::Update, Value::Null),
-            };
-            if rng.below(10) == 0 {
-                // Stepped, then the node crashes before the group commit: never acknowledged.
-                let n = &mut nodes[w];
-                n.now += 1;
-                let op = match op {
-                    (_, Value::Null) => WriteOp::Delete {
-                        database: "dev".into(),
-                        table: "dog".into(),
-                        ids: vec![json!(id)],
-                    },
-                    (kind, recs) => WriteOp::Records {
-                        kind,
-                        database: "dev".into(),
-                        table: "dog".into(),
-                        records: RecordBatch::from_maps(
-                            recs.as_array()
-                                .unwrap()
-                                .iter()
-                                .map(|r| r.as_object().unwrap().clone())
-                                .collect(),
-                        ),
-                    },
-                };
-                n.core
-                    .step(
-                        Input::Write {
-                            op,
-                            actor: txn::Actor::User("admin".into()),
-                            reply: 0,
-                        },
-                        n.now,
-                        &n.store,
-                    )
-                    .unwrap();
-                phantoms.push(v);
-                n.crash_and_restart();
+            if random_write(
+                &mut rng,
+                &mut nodes[w],
+                1_000_000 * seed + step,
+                &mut phantoms,
+            ) {
                 crashes += 1;
                 lost_staged += 1;
-            } else {
-                let n = &mut nodes[w];
-                let _ = match op {
-                    (_, Value::Null) => n.delete(json!([id])),
-                    (kind, recs) => n.insert(kind, recs),
-                };
             }
             // Links: a partition starts or heals now and then.
             if rng.below(8) == 0 {
@@ -1303,6 +1346,161 @@ fn crashes_partitions_and_clock_jumps_lose_nothing_committed_and_versions_never_
     assert!(
         crashes > 300 && jumps > 300 && lost_staged > 100,
         "crashes {crashes}, jumps {jumps}, staged writes lost {lost_staged}"
+    );
+}
+
+/// Relay in a star (one hub, four leaves that never talk to each other) and a chain of four
+/// (issue 14: the leaves' data reaches each other only through the nodes between them). Each
+/// link carries, for every origin except the receiver, the transactions the sender holds past
+/// the receiver's recovered cursor for that origin (the relay's cursor rule: contiguous, so no
+/// gaps; a resend from lower now and then, so duplicates), under writer crashes, receiver
+/// crashes with a batch staged, link cuts (a cut hub isolates every leaf) and clock jumps.
+/// After every link heals and relays until nothing moves, the same G1-G6 checks as the mesh
+/// simulation. A failing seed replays from its number and shape.
+#[test]
+fn star_and_chain_relay_converge_under_crashes_cuts_and_clock_jumps() {
+    const NAMES: [&str; 5] = ["n0", "n1", "n2", "n3", "n4"];
+    // (name, nodes, links)
+    type Shape = (&'static str, usize, &'static [(usize, usize)]);
+    let shapes: [Shape; 2] = [
+        ("star", 5, &[(0, 1), (0, 2), (0, 3), (0, 4)]),
+        ("chain", 4, &[(0, 1), (1, 2), (2, 3)]),
+    ];
+    let (mut relayed, mut crashes) = (0u64, 0u64);
+    for (shape, size, links) in shapes {
+        let names = &NAMES[..size];
+        for seed in 1..=150u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut nodes: Vec<Node> = names.iter().map(|n| Node::new(n)).collect();
+            for n in nodes.iter_mut() {
+                n.now = 2_000_000 + rng.below(5);
+            }
+            let mut cut = vec![false; links.len()];
+            let mut phantoms: Vec<u64> = Vec::new();
+            // One pass over a link: `to` takes from `from` what it lacks of each origin.
+            let pass =
+                |nodes: &mut Vec<Node>, rng: &mut Rng, from: usize, to: usize, max: usize| {
+                    let mut moved = 0;
+                    for o in names {
+                        if *o == names[to] {
+                            continue;
+                        }
+                        let cursor = nodes[to].dev_cursor(o);
+                        let held = nodes[from].dev_txns_of(o);
+                        let start = held
+                            .iter()
+                            .position(|t| t.version > cursor)
+                            .unwrap_or(held.len());
+                        let start = if rng.below(6) == 0 {
+                            start.saturating_sub(2)
+                        } else {
+                            start
+                        };
+                        let end = start.saturating_add(max).min(held.len());
+                        if start < end {
+                            moved += held[start..end]
+                                .iter()
+                                .filter(|t| t.version > cursor)
+                                .count();
+                            nodes[to].receive(held[start..end].to_vec());
+                        }
+                    }
+                    moved
+                };
+            for step in 0..100u64 {
+                let w = rng.below(size as u64) as usize;
+                nodes[w].now += rng.below(3);
+                if rng.below(12) == 0 {
+                    let back = rng.below(5_000);
+                    nodes[w].now = nodes[w].now.saturating_sub(back);
+                }
+                if random_write(
+                    &mut rng,
+                    &mut nodes[w],
+                    1_000_000 * seed + step,
+                    &mut phantoms,
+                ) {
+                    crashes += 1;
+                }
+                if rng.below(8) == 0 {
+                    let l = rng.below(links.len() as u64) as usize;
+                    cut[l] = !cut[l];
+                }
+                for _ in 0..rng.below(4) {
+                    let l = rng.below(links.len() as u64) as usize;
+                    if cut[l] {
+                        continue;
+                    }
+                    let (a, b) = links[l];
+                    let (from, to) = if rng.below(2) == 0 { (a, b) } else { (b, a) };
+                    if rng.below(10) == 0 {
+                        // The receiver crashes with a relayed batch staged: it resumes from
+                        // its recovered cursors.
+                        let o = names[rng.below(size as u64) as usize];
+                        let held = nodes[from].dev_txns_of(o);
+                        if o != names[to] && !held.is_empty() {
+                            let rn = &mut nodes[to];
+                            rn.core
+                                .step(
+                                    Input::Replicated {
+                                        txns: held[held.len().saturating_sub(2)..].to_vec(),
+                                        reply: 0,
+                                    },
+                                    rn.now,
+                                    &rn.store,
+                                )
+                                .unwrap();
+                            rn.crash_and_restart();
+                            crashes += 1;
+                        }
+                        continue;
+                    }
+                    let max = 1 + rng.below(3) as usize;
+                    let moved = pass(&mut nodes, &mut rng, from, to, max);
+                    if to != 0 && from != 0 || shape == "chain" {
+                        relayed += moved as u64;
+                    }
+                }
+            }
+            // Every link heals and relays until nothing moves.
+            loop {
+                let mut moved = 0;
+                for &(a, b) in links {
+                    moved += pass(&mut nodes, &mut rng, a, b, usize::MAX);
+                    moved += pass(&mut nodes, &mut rng, b, a, usize::MAX);
+                }
+                if moved == 0 {
+                    break;
+                }
+            }
+            let all: Vec<Vec<Txn>> = nodes.iter().map(Node::dev_txns).collect();
+            for (o, txns) in all.iter().enumerate() {
+                for pair in txns.windows(2) {
+                    assert!(
+                        pair[1].version > pair[0].version,
+                        "{shape} seed {seed}: {} committed version {} after {}",
+                        names[o],
+                        pair[1].version,
+                        pair[0].version
+                    );
+                }
+            }
+            let expected = assert_lww_converged(seed, names, &nodes, &all);
+            for (_, rec) in expected.values() {
+                for field in ["v", "u"] {
+                    if let Some(x) = rec.get(field).and_then(Value::as_u64) {
+                        assert!(
+                            !phantoms.contains(&x),
+                            "{shape} seed {seed}: uncommitted value {x} visible"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        relayed > 1_000 && crashes > 300,
+        "relayed {relayed}, crashes {crashes}"
     );
 }
 
