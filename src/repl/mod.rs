@@ -15,6 +15,7 @@ pub mod policy;
 pub mod pull;
 pub mod push;
 pub mod routes;
+pub(crate) mod sender;
 pub mod stats;
 pub mod topology;
 pub mod validate;

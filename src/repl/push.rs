@@ -11,21 +11,19 @@
 //! mode), or a super_user by Basic credentials (the `add_node` bootstrap).
 
 use super::conn::{Conn, Incoming};
+use super::sender::{
+    self, Action as SenderAction, Input as SenderInput, Sender, SenderEnv, FRAME_TARGET,
+};
 use super::stats::{next_thread_id, LinkStats};
 use super::wire::{self, Frame};
 use super::{cluster_ops, LiveThread, ReplCtx};
 use crate::core::auth::Principal;
 use crate::store::record::StoredRecord;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Target size of one transactions frame; many small transactions share a frame, one flush.
-const FRAME_TARGET: usize = 256 * 1024;
-/// At most this many transactions per frame.
-const FRAME_TXNS: usize = 2000;
 
 /// Who is on the other end of an accepted socket.
 #[derive(Debug, Clone)]
@@ -331,184 +329,144 @@ fn push_session(ctx: &Arc<ReplCtx>, mut conn: Conn, peer: &str, db: &str, caller
     }
 }
 
-/// (origin, version) pairs as the wire carries them.
-type Vector = Vec<(String, u64)>;
+/// [`SenderEnv`] over this node's store and policies, for one session.
+struct CtxEnv<'a> {
+    ctx: &'a ReplCtx,
+    peer: &'a str,
+    db: &'a str,
+    /// Origin ids by name (read from the store when one is missing).
+    ids: &'a mut HashMap<String, u32>,
+}
 
-/// What a subscriber asked for: origin → highest version it has (or we already sent).
-type Subscription = BTreeMap<String, u64>;
-
-fn apply_subscribe(subs: &mut Subscription, peer: &str, origins: Vec<(String, u64)>) {
-    let mut next = Subscription::new();
-    for (origin, version) in origins {
-        if origin == peer {
-            // Never send a node its own writes back.
-            continue;
+impl CtxEnv<'_> {
+    fn origin_id(&mut self, origin: &str) -> Option<u32> {
+        if !self.ids.contains_key(origin) {
+            if let Ok(names) = self.ctx.store.origin_names() {
+                *self.ids = names.into_iter().map(|(id, name)| (name, id)).collect();
+            }
         }
-        let sent = subs.get(&origin).copied().unwrap_or(0);
-        next.insert(origin, version.max(sent));
-    }
-    *subs = next;
-}
-
-/// What the subscriber has asked for so far in this session.
-struct PushState {
-    subs: Subscription,
-    subscribed: bool,
-    /// A full copy to stream (resume table and key).
-    copy_request: Option<(String, Vec<u8>)>,
-    /// Requested origins this node cannot stream (to be answered with NeedCopy).
-    need_copy: Vec<(String, u64)>,
-    ids: HashMap<String, u32>,
-    /// The subscriber also wants every other origin this node holds, except these.
-    relay: Option<std::collections::BTreeSet<String>>,
-    /// Origins added to the subscription by relaying since the last `Subscribe` (each is
-    /// offered once: added to `subs`, or answered with NeedCopy).
-    relayed: std::collections::BTreeSet<String>,
-    /// When to look for origins new to this node's log again (a cursor-vector scan, so not
-    /// on every commit).
-    next_discovery: std::time::Instant,
-}
-
-impl Default for PushState {
-    fn default() -> Self {
-        PushState {
-            subs: Subscription::new(),
-            subscribed: false,
-            copy_request: None,
-            need_copy: Vec::new(),
-            ids: HashMap::new(),
-            relay: None,
-            relayed: Default::default(),
-            next_discovery: std::time::Instant::now(),
-        }
+        self.ids.get(origin).copied()
     }
 }
 
-/// How often a relaying session looks for origins that appeared in this node's log.
-const DISCOVERY_INTERVAL: Duration = Duration::from_millis(100);
+impl SenderEnv for CtxEnv<'_> {
+    fn node_name(&self) -> &str {
+        &self.ctx.node_name
+    }
 
-/// Adds to a relaying subscription the origins this node holds of `db` that the subscriber
-/// neither listed nor excluded, from the start of this node's log: the subscriber listed every
-/// origin it holds with its cursor, so it has none of these (if one arrived meanwhile by
-/// another socket, the overlap is skipped there by version). An origin whose log here does not
-/// reach back to the start (a full copy, retention) is answered with NeedCopy, like a listed
-/// one: streaming what is left would leave a gap the subscriber's cursor skips forever. Never
-/// the subscriber's own origin, nor one this node does not fully replicate with.
-fn discover_relayed(ctx: &ReplCtx, peer: &str, db: &str, st: &mut PushState) {
-    let Some(except) = &st.relay else {
-        return;
-    };
-    let now = std::time::Instant::now();
-    if now < st.next_discovery {
-        return;
+    fn link_complete(&self) -> bool {
+        self.ctx.policy(self.peer).complete_for(self.db)
     }
-    st.next_discovery = now + DISCOVERY_INTERVAL;
-    let Some(db_id) = ctx.db_id(db) else {
-        return;
-    };
-    let vector = match ctx.store.cursor_vector(db_id) {
-        Ok(v) => v,
-        Err(e) => {
-            log::warn!("cannot read the version vector of {db}: {e}");
-            return;
-        }
-    };
-    let new: Vec<(String, u64)> = vector
-        .into_iter()
-        .filter(|(o, v)| {
-            *v > 0
-                && o != peer
-                && !except.contains(o)
-                && !st.subs.contains_key(o)
-                && !st.relayed.contains(o)
-                && ctx.policy(o).complete_for(db)
-        })
-        .map(|(o, _)| (o, 0))
-        .collect();
-    if new.is_empty() {
-        return;
+
+    fn origin_complete(&self, origin: &str) -> bool {
+        self.ctx.policy(origin).complete_for(self.db)
     }
-    log::debug!("relaying {new:?} of {db} to {peer}");
-    st.relayed.extend(new.iter().map(|(o, _)| o.clone()));
-    let (servable, stale) = split_servable(ctx, db, new, &mut st.ids);
-    st.need_copy.extend(stale);
-    st.subs.extend(servable);
+
+    fn low_watermark(&mut self, origin: &str) -> u64 {
+        let Some(db_id) = self.ctx.db_id(self.db) else {
+            return 0;
+        };
+        self.origin_id(origin)
+            .and_then(|id| self.ctx.store.low_watermark(db_id, id).ok())
+            .unwrap_or(0)
+    }
+
+    fn vector(&mut self) -> Result<Option<sender::Vector>, String> {
+        let Some(db_id) = self.ctx.db_id(self.db) else {
+            return Ok(None);
+        };
+        self.ctx
+            .store
+            .cursor_vector(db_id)
+            .map(|v| Some(v.into_iter().collect()))
+            .map_err(|e| e.to_string())
+    }
+
+    fn log_after(
+        &mut self,
+        origin: &str,
+        after: u64,
+    ) -> Option<Box<dyn Iterator<Item = Result<sender::LogEntry, String>> + '_>> {
+        let db_id = self.ctx.db_id(self.db)?;
+        let id = self.origin_id(origin)?;
+        Some(Box::new(
+            self.ctx
+                .store
+                .audit_after(db_id, id, after)
+                .map(|r| r.map_err(|e| e.to_string())),
+        ))
+    }
 }
 
-/// Handles what the subscriber sent.
+/// Hands the subscriber's frames to the session's [`Sender`] and performs what it answers.
+#[allow(clippy::too_many_arguments)]
 fn handle_incoming(
     ctx: &ReplCtx,
     conn: &mut Conn,
     peer: &str,
     db: &str,
     stats: &LinkStats,
-    st: &mut PushState,
+    sender: &mut Sender,
+    ids: &mut HashMap<String, u32>,
     chunk: super::conn::Chunk,
 ) -> Result<(), String> {
     for incoming in conn.feed(chunk) {
-        match incoming {
+        let input = match incoming {
             Incoming::Frame(Frame::Subscribe {
                 origins,
                 tables,
                 relay,
             }) => {
-                // A link that does not carry all of `db` relays nothing, and only origins this
-                // node holds a complete log of `db` from are relayed (`complete_for`).
-                let policy = ctx.policy(peer);
-                // The subscriber's cursor of this node's origin is what it has committed of our
-                // writes: a confirmation like an Ack. Without it, a write the peer got through
-                // a relay while this link was down was never acked here (the peer's cursor is
-                // past it when it subscribes again), and a `replicatedConfirmation` waiting for
-                // that peer ran into its timeout.
-                if let Some((_, v)) = origins.iter().find(|(o, _)| *o == ctx.node_name) {
-                    ctx.confirmations.record(db, peer, *v);
-                }
-                let origins: Vec<(String, u64)> = origins
-                    .into_iter()
-                    .filter(|(o, _)| {
-                        o == &ctx.node_name
-                            || (policy.complete_for(db) && ctx.policy(o).complete_for(db))
-                    })
-                    .collect();
-                // The subscriber's table list says what its policy receives. The sender's own
-                // policy is what limits what it sends, read afresh for every batch: the two
-                // policies of a link change moments apart (update_node), and filtering by a
-                // table list that is about to widen would advance the subscriber's cursor past
-                // writes it is about to accept, losing them for good.
+                // The subscriber's table list says what its policy receives; the sender's own
+                // policy is what limits what it sends, read afresh for every frame (the two
+                // policies of a link change moments apart, update_node).
                 if let Some(t) = &tables {
                     log::debug!("{peer} subscribes to {db} tables {t:?}");
                 }
-                // Origins this node cannot serve from the requested version (its log was pruned,
-                // or it holds them only from a full copy) need a copy instead.
-                let (servable, stale) = split_servable(ctx, db, origins, &mut st.ids);
-                st.need_copy = stale;
-                apply_subscribe(&mut st.subs, peer, servable);
-                st.subscribed = true;
-                // Relaying needs a link that carries all of `db` (the subscriber asks only
-                // then; a stale policy view on its side must not widen what this node sends).
-                st.relay = relay
-                    .filter(|_| policy.complete_for(db))
-                    .map(|except| except.into_iter().collect());
-                st.relayed.clear();
-                st.next_discovery = std::time::Instant::now();
+                SenderInput::Subscribe { origins, relay }
             }
             Incoming::Frame(Frame::CopyRequest { table, key }) => {
-                st.copy_request = Some((table, key));
+                SenderInput::CopyRequest { table, key }
             }
-            Incoming::Frame(Frame::Ack { applied }) => {
-                stats
-                    .last_commit_confirmed_ms
-                    .store(crate::util::time::now_ms(), Ordering::Relaxed);
-                stats.record_acked(&applied);
-                // The peer committed (and published) this node's writes up to here: release
-                // the writes waiting for `replicatedConfirmation`.
-                if let Some((_, v)) = applied.iter().find(|(o, _)| *o == ctx.node_name) {
-                    ctx.confirmations.record(db, peer, *v);
-                }
-            }
-            Incoming::Frame(_) => {}
+            Incoming::Frame(Frame::Ack { applied }) => SenderInput::Ack { applied },
+            Incoming::Frame(_) => continue,
             Incoming::Closed(reason) => return Err(reason),
+        };
+        let mut env = CtxEnv { ctx, peer, db, ids };
+        for action in sender.step(input, std::time::Instant::now(), &mut env) {
+            perform(ctx, conn, peer, db, stats, action)?;
         }
+    }
+    Ok(())
+}
+
+/// Performs one of the [`Sender`]'s actions (a full copy is run by the loop itself).
+fn perform(
+    ctx: &ReplCtx,
+    conn: &mut Conn,
+    peer: &str,
+    db: &str,
+    stats: &LinkStats,
+    action: SenderAction,
+) -> Result<(), String> {
+    match action {
+        SenderAction::Confirmed { version } => ctx.confirmations.record(db, peer, version),
+        SenderAction::Acked { applied } => {
+            stats
+                .last_commit_confirmed_ms
+                .store(crate::util::time::now_ms(), Ordering::Relaxed);
+            stats.record_acked(&applied);
+        }
+        SenderAction::NeedCopy { origins } => conn.send(&Frame::NeedCopy { origins })?,
+        SenderAction::Txns { batch } => send_batch(ctx, conn, peer, db, stats, &batch)?,
+        SenderAction::Fail { reason } => {
+            let _ = conn.send(&Frame::Error {
+                reason: reason.clone(),
+            });
+            conn.close("transaction too large");
+            return Err(reason);
+        }
+        SenderAction::StartCopy { .. } => {}
     }
     Ok(())
 }
@@ -527,7 +485,8 @@ fn push_loop(
     let tick = crossbeam_channel::tick(
         (ping_interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)),
     );
-    let mut st = PushState::default();
+    let mut sender = Sender::new(peer, db, ctx.cfg.max_frame);
+    let mut ids: HashMap<String, u32> = HashMap::new();
     loop {
         if ctx.is_stopping() {
             conn.close("node stopping");
@@ -540,31 +499,27 @@ fn push_loop(
                 return "peer is no longer a member".into();
             }
         }
-        if let Some((table, key)) = st.copy_request.take() {
-            if let Err(e) = send_copy(ctx, conn, peer, db, &table, &key, stats) {
-                return e;
-            }
-            continue;
-        }
-        if st.subscribed {
-            discover_relayed(ctx, peer, db, &mut st);
-        }
-        if !st.need_copy.is_empty() {
-            let origins = std::mem::take(&mut st.need_copy);
-            log::info!("{peer} needs a full copy of {db}: {origins:?} predate the retained log");
-            if let Err(e) = conn.send(&Frame::NeedCopy { origins }) {
-                return e;
-            }
-        }
-        let sent = if st.subscribed {
-            match send_batch(ctx, conn, peer, db, &mut st, stats) {
-                Ok(sent) => sent,
-                Err(e) => return e,
-            }
-        } else {
-            false
+        let poll = {
+            let mut env = CtxEnv {
+                ctx,
+                peer,
+                db,
+                ids: &mut ids,
+            };
+            sender.poll(std::time::Instant::now(), &mut env)
         };
-        if sent {
+        for action in poll.actions {
+            let result = match action {
+                SenderAction::StartCopy { table, key } => {
+                    send_copy(ctx, conn, peer, db, &table, &key, stats)
+                }
+                other => perform(ctx, conn, peer, db, stats, other),
+            };
+            if let Err(e) = result {
+                return e;
+            }
+        }
+        if poll.again {
             // A link that streams without pause still measures its round trip.
             if tick.try_recv().is_ok() && conn.ping_due(ping_interval) {
                 if let Err(e) = conn.ping() {
@@ -579,7 +534,9 @@ fn push_loop(
             }
             // Keep streaming, but never let the peer's acks and pings pile up unread.
             while let Ok(chunk) = bytes.try_recv() {
-                if let Err(e) = handle_incoming(ctx, conn, peer, db, stats, &mut st, chunk) {
+                if let Err(e) =
+                    handle_incoming(ctx, conn, peer, db, stats, &mut sender, &mut ids, chunk)
+                {
                     return e;
                 }
             }
@@ -587,7 +544,7 @@ fn push_loop(
         }
         crossbeam_channel::select! {
             recv(bytes) -> chunk => {
-                if let Err(e) = handle_incoming(ctx, conn, peer, db, stats, &mut st, chunk.unwrap_or(None)) {
+                if let Err(e) = handle_incoming(ctx, conn, peer, db, stats, &mut sender, &mut ids, chunk.unwrap_or(None)) {
                     return e;
                 }
             }
@@ -614,31 +571,7 @@ fn push_loop(
     }
 }
 
-/// Splits a subscription into origins this node can stream from the requested versions and
-/// those it cannot (requested version below this node's low watermark for the origin).
-fn split_servable(
-    ctx: &ReplCtx,
-    db: &str,
-    origins: Vec<(String, u64)>,
-    ids: &mut HashMap<String, u32>,
-) -> (Vector, Vector) {
-    let Some(db_id) = ctx.db_id(db) else {
-        return (origins, Vec::new());
-    };
-    if origins.iter().any(|(o, _)| !ids.contains_key(o)) {
-        if let Ok(names) = ctx.store.origin_names() {
-            *ids = names.into_iter().map(|(id, name)| (name, id)).collect();
-        }
-    }
-    origins.into_iter().partition(|(origin, version)| {
-        let lw = ids
-            .get(origin)
-            .and_then(|id| ctx.store.low_watermark(db_id, *id).ok())
-            .unwrap_or(0);
-        *version >= lw
-    })
-}
-
+/// One stored row of a full copy: key and stored entry.
 type Row = (crate::store::Slice, crate::store::Slice);
 
 /// Sends one `CopyRows` frame and drains what the receiver sent meanwhile.
@@ -825,91 +758,18 @@ fn send_copy(
     conn.send(&Frame::CopyEnd)
 }
 
-/// Sends one frame of transactions the subscriber has not seen; false when there is nothing.
+/// Sends one frame of the transactions the [`Sender`] chose, in its order.
 fn send_batch(
     ctx: &ReplCtx,
     conn: &mut Conn,
     peer: &str,
     db: &str,
-    st: &mut PushState,
     stats: &LinkStats,
-) -> Result<bool, String> {
-    let PushState {
-        subs,
-        ids,
-        need_copy,
-        ..
-    } = st;
+    batch: &[(String, sender::LogEntry)],
+) -> Result<(), String> {
     let policy = ctx.policy(peer);
-    let Some(db_id) = ctx.db_id(db) else {
-        return Ok(false);
-    };
-    if subs.keys().any(|o| !ids.contains_key(o)) {
-        if let Ok(names) = ctx.store.origin_names() {
-            *ids = names.into_iter().map(|(id, name)| (name, id)).collect();
-        }
-    }
-    let budget = FRAME_TARGET.min(ctx.cfg.max_frame / 2);
-    let mut batch: Vec<(String, u64, crate::store::Slice)> = Vec::new();
-    let mut bytes = 0usize;
-    let mut stale: Vec<(String, u64)> = Vec::new();
-    'origins: for (origin, after) in subs.iter() {
-        let Some(&origin_id) = ids.get(origin) else {
-            continue;
-        };
-        let (first, bytes_before) = (batch.len(), bytes);
-        let mut full = false;
-        for item in ctx.store.audit_after(db_id, origin_id, *after) {
-            let (version, ops) = item.map_err(|e| format!("cannot read the audit log: {e}"))?;
-            let size = ops.len() + origin.len() + db.len() + 32;
-            if size + 64 > ctx.cfg.max_frame {
-                let reason = format!(
-                    "transaction {version} of {origin} is {size} bytes, over replication.maxFrameSize ({}); the stream stops here until the limit is raised",
-                    ctx.cfg.max_frame
-                );
-                log::error!("{reason}");
-                let _ = conn.send(&Frame::Error {
-                    reason: reason.clone(),
-                });
-                conn.close("transaction too large");
-                return Err(reason);
-            }
-            if !batch.is_empty() && (bytes + size > budget || batch.len() >= FRAME_TXNS) {
-                full = true;
-                break;
-            }
-            bytes += size;
-            batch.push((origin.clone(), version, ops));
-        }
-        // Entries above what this session sent may have been removed since it subscribed
-        // (delete_audit_logs_before, retention, or a full copy this node received, which each
-        // raise the origin's low watermark). Checked after reading, so a trim that committed
-        // before the read is always seen: streaming on would leave a hole the subscriber's
-        // cursor skips forever, so that origin stops here and the subscriber is told to copy.
-        let low = ctx.store.low_watermark(db_id, origin_id).unwrap_or(0);
-        if *after < low {
-            batch.truncate(first);
-            bytes = bytes_before;
-            stale.push((origin.clone(), *after));
-        }
-        if full {
-            break 'origins;
-        }
-    }
-    let found_stale = !stale.is_empty();
-    if found_stale {
-        for (origin, _) in &stale {
-            subs.remove(origin);
-        }
-        log::info!("{peer}: the log of {stale:?} in {db} was trimmed under a live stream; asking for a full copy");
-        need_copy.extend(stale);
-    }
-    if batch.is_empty() {
-        // Go round again at once when there is a NeedCopy to send.
-        return Ok(found_stale);
-    }
     let mut e = wire::start_txns(batch.len());
-    for (origin, version, ops) in &batch {
+    for (origin, (version, ops)) in batch {
         // This node's own transactions, limited by this node's policy for the link (the
         // sender's enforcement point); a transaction with nothing left still goes out, empty,
         // so the subscriber's cursor moves past it.
@@ -927,7 +787,9 @@ fn send_batch(
             filtered.as_deref().unwrap_or(ops),
         );
     }
-    stats.sending_version.store(batch[0].1, Ordering::Relaxed);
+    stats
+        .sending_version
+        .store(batch.first().map_or(0, |(_, (v, _))| *v), Ordering::Relaxed);
     let res = conn.send_bytes(e.buf);
     stats.sending_version.store(0, Ordering::Relaxed);
     res?;
@@ -937,30 +799,12 @@ fn send_batch(
     stats
         .records_sent
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    for (origin, version, _) in batch {
-        if let Some(v) = subs.get_mut(&origin) {
-            *v = (*v).max(version);
-        }
-    }
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn subscription_never_includes_the_subscriber_and_never_rewinds() {
-        let mut subs = Subscription::new();
-        apply_subscribe(&mut subs, "b", vec![("b".into(), 5), ("c".into(), 7)]);
-        assert_eq!(subs.keys().collect::<Vec<_>>(), ["c"]);
-        subs.insert("c".into(), 20); // we sent up to 20 since
-        apply_subscribe(&mut subs, "b", vec![("c".into(), 10), ("d".into(), 1)]);
-        assert_eq!(subs["c"], 20);
-        assert_eq!(subs["d"], 1);
-        apply_subscribe(&mut subs, "b", vec![("d".into(), 1)]);
-        assert!(!subs.contains_key("c"));
-    }
 
     #[test]
     fn ip_identity_accepts_the_literal_address_only() {
