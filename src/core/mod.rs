@@ -668,4 +668,4 @@ impl<R> Core<R> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// What a store keeps: only what a commit handed it (a crash loses the core, never this).
 #[derive(Default, Clone)]
-struct MemStore {
+pub(crate) struct MemStore {
     records: HashMap<(u32, Vec<u8>), StoredRecord>,
     audit: Vec<(u32, u32, u64, Vec<u8>)>,
     catalog: Option<Vec<u8>>,
@@ -106,14 +106,14 @@ impl MemStore {
     }
 }
 
-struct Node {
-    core: Core<u32>,
-    store: MemStore,
-    now: u64,
+pub(crate) struct Node {
+    pub(crate) core: Core<u32>,
+    pub(crate) store: MemStore,
+    pub(crate) now: u64,
 }
 
 impl Node {
-    fn new(name: &str) -> Node {
+    pub(crate) fn new(name: &str) -> Node {
         let mut n = Node {
             core: Core::new(name, Recovered::default()),
             store: MemStore::default(),
@@ -148,7 +148,7 @@ impl Node {
         self.commit().pop().unwrap()
     }
 
-    fn commit(&mut self) -> Vec<OpResult> {
+    pub(crate) fn commit(&mut self) -> Vec<OpResult> {
         let ready = self.core.take_ready();
         self.store.apply(&ready.writes);
         ready
@@ -196,7 +196,7 @@ impl Node {
     }
 
     /// Every transaction this node committed in `dev`, as a peer would receive it.
-    fn dev_txns(&self) -> Vec<Txn> {
+    pub(crate) fn dev_txns(&self) -> Vec<Txn> {
         let db = self.core.catalog().database("dev").unwrap().id;
         self.store
             .audit
@@ -218,7 +218,7 @@ impl Node {
 
     /// The dev transactions of `origin` this node holds (its own, or those it applied from a
     /// peer), in commit order: what it relays to a neighbour.
-    fn dev_txns_of(&self, origin: &str) -> Vec<Txn> {
+    pub(crate) fn dev_txns_of(&self, origin: &str) -> Vec<Txn> {
         let Some(id) = (if origin == self.core.node_name() {
             Some(self.core.self_origin)
         } else {
@@ -249,7 +249,31 @@ impl Node {
             .collect()
     }
 
-    fn receive(&mut self, txns: Vec<Txn>) {
+    /// The raw audit entries (version, encoded ops) of `origin` above `after` in dev, as the
+    /// store's `audit_after` reads them.
+    pub(crate) fn dev_log_after(&self, origin: &str, after: u64) -> Option<Vec<(u64, Vec<u8>)>> {
+        let id = if origin == self.core.node_name() {
+            self.core.self_origin
+        } else {
+            self.store
+                .origins
+                .iter()
+                .find(|(n, _)| n == origin)
+                .map(|(_, id)| *id)?
+        };
+        let db = self.core.catalog().database("dev")?.id;
+        let mut out: Vec<(u64, Vec<u8>)> = self
+            .store
+            .audit
+            .iter()
+            .filter(|(d, o, v, _)| *d == db && *o == id && *v > after)
+            .map(|(_, _, v, ops)| (*v, ops.clone()))
+            .collect();
+        out.sort_by_key(|(v, _)| *v);
+        Some(out)
+    }
+
+    pub(crate) fn receive(&mut self, txns: Vec<Txn>) {
         self.core
             .step(Input::Replicated { txns, reply: 0 }, self.now, &self.store)
             .unwrap();
@@ -758,10 +782,10 @@ fn a_finished_copy_moves_cursors_to_the_copy_vector_and_past_the_peer() {
 
 /// A small deterministic generator (xorshift64*), so a failing schedule can be replayed from
 /// its seed.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -790,7 +814,7 @@ fn live_state(n: &Node) -> BTreeMap<Vec<u8>, (u64, Value)> {
 /// every key over every committed transaction (`all[o]`: origin `names[o]`'s log; the winner is
 /// the greatest (version, origin name); a delete wins as absence), with its record count and
 /// digest agreeing with its data, and every node the same digest. Returns the live winners.
-fn assert_lww_converged(
+pub(crate) fn assert_lww_converged(
     seed: u64,
     names: &[&str],
     nodes: &[Node],
@@ -1171,14 +1195,14 @@ fn two_membership_changes_of_one_row_in_one_group_both_land() {
 impl Node {
     /// A crash: the core and everything it had not committed are gone; the node starts again
     /// on what its store holds, with its clock wherever it is now (possibly behind).
-    fn crash_and_restart(&mut self) {
+    pub(crate) fn crash_and_restart(&mut self) {
         let name = self.core.node_name().to_string();
         self.core = Core::new(&name, self.store.recovered());
         let _ = self.core.take_ready();
     }
 
     /// This node's cursor for `origin` in dev (0 when it has none).
-    fn dev_cursor(&self, origin: &str) -> u64 {
+    pub(crate) fn dev_cursor(&self, origin: &str) -> u64 {
         self.core
             .cursor_vector("dev")
             .into_iter()
@@ -1190,7 +1214,7 @@ impl Node {
 /// One random write on `n` of the same few keys (insert, update, upsert or delete; `v` marks
 /// the value). One in ten is stepped and then lost in a crash before its group commit: never
 /// acknowledged, so `v` goes to `phantoms` and must never be seen. Returns whether it crashed.
-fn random_write(rng: &mut Rng, n: &mut Node, v: u64, phantoms: &mut Vec<u64>) -> bool {
+pub(crate) fn random_write(rng: &mut Rng, n: &mut Node, v: u64, phantoms: &mut Vec<u64>) -> bool {
     let id = rng.below(5);
     let op = match rng.below(4) {
         0 => (WriteKind::Insert, json!([{"id": id, "v": v}])),
@@ -1539,7 +1563,7 @@ fn star_and_chain_relay_converge_under_crashes_cuts_and_clock_jumps() {
 impl Node {
     /// This node's low watermark of `origin` in dev: a subscriber below it cannot be streamed
     /// to (the sender's `split_servable`) and needs a full copy.
-    fn dev_low_watermark(&self, origin: &str) -> u64 {
+    pub(crate) fn dev_low_watermark(&self, origin: &str) -> u64 {
         let db = self.core.catalog().database("dev").unwrap().id;
         let id = if origin == self.core.node_name() {
             Some(self.core.self_origin)
@@ -1556,7 +1580,7 @@ impl Node {
 
     /// What `send_copy` sends of dev.dog: every stored entry (tombstones included) with its
     /// version and origin name, and the cursor vector it vouches for.
-    fn dev_copy(&self) -> (Vec<CopyRow>, Vec<(String, u64)>) {
+    pub(crate) fn dev_copy(&self) -> (Vec<CopyRow>, Vec<(String, u64)>) {
         let t = self.core.catalog().table("dev", "dog").unwrap().id;
         let name = |id: u32| {
             if id == self.core.self_origin {
@@ -1589,7 +1613,7 @@ impl Node {
     /// Receives a full copy of dev.dog from `from` in batches of `batch` rows; with
     /// `crash_after`, the node crashes after that many batches (the copy is then started again
     /// from the beginning, as a resumed copy re-sends at least what was not committed).
-    fn receive_copy(
+    pub(crate) fn receive_copy(
         &mut self,
         from: &str,
         copy: &(Vec<CopyRow>, Vec<(String, u64)>),
@@ -1640,7 +1664,7 @@ impl Node {
         true
     }
 
-    fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         self.core.step(Input::Tick, self.now, &self.store).unwrap();
         self.commit();
     }

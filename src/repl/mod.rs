@@ -16,6 +16,8 @@ pub mod pull;
 pub mod push;
 pub mod routes;
 pub(crate) mod sender;
+#[cfg(test)]
+mod sim;
 pub mod stats;
 pub mod topology;
 pub mod validate;
