@@ -20,6 +20,8 @@ pub(crate) struct MemStore {
     stats: HashMap<u32, crate::store::TableStats>,
     /// (db, origin) → below this version the audit log of that origin is incomplete here.
     low_watermarks: BTreeMap<(u32, u32), u64>,
+    /// Node-local values (a full copy's resume state).
+    pub(crate) locals: BTreeMap<String, Vec<u8>>,
 }
 
 impl StoreView for MemStore {
@@ -84,6 +86,14 @@ impl MemStore {
                     let lw = self.low_watermarks.entry((*db, *origin)).or_insert(0);
                     *lw = (*lw).max(*version);
                 }
+                Write::Local { key, value } => match value {
+                    Some(v) => {
+                        self.locals.insert(key.clone(), v.clone());
+                    }
+                    None => {
+                        self.locals.remove(key);
+                    }
+                },
                 _ => {}
             }
         }

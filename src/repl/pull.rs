@@ -4,13 +4,14 @@
 //! a session that received data).
 
 use super::conn::{Conn, Incoming};
+use super::copy_recv::{CopyAction, CopyEnv, CopyError, CopyReceiver, CopyState};
 use super::stats::{next_thread_id, LinkStats};
 use super::topology::{Carry, Member};
 use super::wire::Frame;
 use super::{LiveThread, MgrEvent, ReplCtx};
 use crate::core::catalog::SYSTEM_DB;
 use crate::core::txn::Txn;
-use crate::core::{CopyTable, Input};
+use crate::core::Input;
 use crate::node::driver::ReplyTo;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::HashMap;
@@ -145,43 +146,13 @@ fn copy_delay_ms() -> Option<u64> {
     })
 }
 
-/// Whether a copied row of `origin` may be taken from `peer`: the peer's own rows (its link
-/// policy already limited the tables), and third-party rows only over a link that carries all
-/// of `db`, from an origin this node replicates all of `db` with (`LinkPolicy::complete_for`)
-/// -- a copy must not bypass an explicit link any more than relaying may.
-fn copy_accepts(ctx: &ReplCtx, peer: &str, db: &str, origin: &str) -> bool {
-    origin == peer
-        || origin == ctx.node_name
-        || (ctx.policy(peer).complete_for(db) && ctx.policy(origin).complete_for(db))
-}
-
-/// Persisted progress of a full copy of one database (node-local), so an interrupted copy
-/// resumes where it stopped instead of starting again.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct CopyState {
-    peer: String,
-    /// The version vector of the snapshot the copy started from: the anchor streaming resumes
-    /// from afterwards, even if later attempts copy from newer snapshots (rows before the resume
-    /// key came from this one).
-    vector: Vec<(String, u64)>,
-    table: String,
-    /// Hex of the last committed primary key.
-    key: String,
-}
-
 fn copy_state_key(db: &str) -> String {
-    format!("copy:{db}")
+    super::copy_recv::state_key(db)
 }
 
 fn load_copy_state(ctx: &ReplCtx, db: &str) -> Option<CopyState> {
     let raw = ctx.store.local(&copy_state_key(db)).ok()??;
     serde_json::from_slice(&raw).ok()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .filter_map(|i| u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok())
-        .collect()
 }
 
 /// Whether this session must start with a full copy: an interrupted copy from this peer is
@@ -595,17 +566,15 @@ fn receive_copy(
             return Ok(());
         }
         let previous = load_copy_state(ctx, db);
-        let (table, key) = previous
-            .as_ref()
-            .map(|s| (s.table.clone(), unhex(&s.key)))
-            .unwrap_or_default();
-        log::info!("full copy of {db} from {peer} (resuming after table '{table}')");
-        conn.send(&Frame::CopyRequest { table, key })
-            .map_err(ended)?;
+        log::info!(
+            "full copy of {db} from {peer} (resuming after table '{}')",
+            previous.as_ref().map_or("", |s| s.table.as_str())
+        );
+        let (mut copy, request) = CopyReceiver::start(peer, db, previous);
+        conn.send(&request).map_err(ended)?;
         stats.copying_in.store(true, Ordering::Relaxed);
         stats.copy_received.store(0, Ordering::Relaxed);
-        let mut state = previous;
-        let mut schema: Option<CopyTable> = None;
+        let env = PullEnv { ctx, peer, db };
         let bytes = conn.bytes.clone();
         loop {
             let chunk = match bytes.recv_timeout(ctx.cfg.ping_timeout) {
@@ -627,190 +596,33 @@ fn receive_copy(
                 Ok(PullCtl::Redial) | Err(_) => {}
             }
             for incoming in conn.feed(chunk) {
-                match incoming {
-                    Incoming::Frame(Frame::CopyStart {
-                        mut vector,
-                        mut databases,
-                        total,
-                    }) => {
-                        stats.copy_total.store(total, Ordering::Relaxed);
-                        stats
-                            .copy_started_ms
-                            .store(crate::util::time::now_ms(), Ordering::Relaxed);
-                        super::validate::vector(&vector, ctx.cfg.version_ceiling())
-                            .and_then(|()| {
-                                databases.iter().try_for_each(|d| {
-                                    crate::core::catalog::invalid_name("Database", d)
-                                        .map_or(Ok(()), Err)
-                                })
-                            })
-                            .map_err(|e| invalid(peer, db, conn, e))?;
-                        databases.retain(|d| ctx.cfg.replicates_db(d));
-                        if !databases.is_empty() {
-                            let (tx, rx) = crossbeam_channel::bounded(1);
-                            if !ctx.core.send(Input::EnsureDatabases {
-                                names: databases,
-                                reply: ReplyTo::Applied(tx),
-                            }) || rx.recv().is_err()
-                            {
-                                return Err(ended("the node is stopping".into()));
-                            }
-                        }
-                        // A copy conveys an origin's transactions only through rows: for a
-                        // third-party origin the link policies may have kept some out (see
-                        // `copy_accepts`), and then its cursor must not move.
-                        let policy = ctx.policy(peer);
-                        vector.retain(|(o, _)| {
-                            o == peer || (policy.complete_for(db) && ctx.policy(o).complete_for(db))
-                        });
-                        state = Some(match state.take() {
-                            None => CopyState {
-                                peer: peer.to_string(),
-                                vector,
-                                table: String::new(),
-                                key: String::new(),
-                            },
-                            // Resuming: rows before the resume key came from an older snapshot
-                            // (maybe another peer's). The anchor is, per origin, the smaller
-                            // version of both snapshots: every transaction above it is streamed
-                            // again afterwards (duplicates are skipped), none is skipped.
-                            Some(mut old) => {
-                                let new: HashMap<String, u64> = vector.into_iter().collect();
-                                old.vector = old
-                                    .vector
-                                    .into_iter()
-                                    .filter_map(|(o, v)| new.get(&o).map(|n| (o, v.min(*n))))
-                                    .collect();
-                                old.peer = peer.to_string();
-                                old
-                            }
-                        });
-                    }
-                    Incoming::Frame(Frame::CopyTable {
-                        table,
-                        pk_attr,
-                        schema_defined,
-                        attributes,
-                        expiration,
-                    }) => {
-                        super::validate::copy_table(db, &table, &pk_attr, &attributes)
-                            .map_err(|e| invalid(peer, db, conn, e))?;
-                        let sc = CopyTable {
-                            name: table,
-                            pk_attr,
-                            attributes,
-                            schema_defined,
-                            expiration,
-                        };
-                        // Create the table now: an empty table sends no rows, and its creation
-                        // lies below the vector streaming resumes from.
-                        if ctx.policy(peer).receives_table(db, &sc.name) {
-                            let (tx, rx) = crossbeam_channel::bounded(1);
-                            let state_json = state
-                                .as_ref()
-                                .map(|s| serde_json::to_vec(s).unwrap_or_default())
-                                .unwrap_or_default();
-                            if !ctx.core.send(Input::CopyRows {
-                                db: db.to_string(),
-                                table: sc.clone(),
-                                rows: Vec::new(),
-                                state: (copy_state_key(db), state_json),
-                                reply: ReplyTo::Applied(tx),
-                            }) || rx.recv().is_err()
-                            {
-                                return Err(ended("the node is stopping".into()));
-                            }
-                        }
-                        schema = Some(sc);
-                    }
-                    Incoming::Frame(Frame::CopyRows { table, rows }) => {
-                        super::validate::copy_rows(&rows, ctx.cfg.version_ceiling())
-                            .map_err(|e| invalid(peer, db, conn, e))?;
-                        let (Some(st), Some(sc)) = (state.as_mut(), schema.clone()) else {
-                            return Err(ended("copy rows before their table".into()));
-                        };
-                        if sc.name != table
-                            || rows.is_empty()
-                            || !ctx.policy(peer).receives_table(db, &table)
-                        {
-                            continue;
-                        }
-                        let resume_key = rows
-                            .last()
-                            .map(|r| crate::util::hex(&r.pk))
-                            .unwrap_or_default();
-                        let rows: Vec<_> = rows
-                            .into_iter()
-                            .filter(|r| copy_accepts(ctx, peer, db, &r.origin))
-                            .collect();
-                        let n = rows.len() as u64;
-                        if let Some(v) = rows.iter().map(|r| r.version).max() {
-                            stats.max_received(v);
-                        }
-                        st.table = table;
-                        st.key = resume_key;
-                        let state_json = serde_json::to_vec(&*st).unwrap_or_default();
-                        let (tx, rx) = crossbeam_channel::bounded(1);
-                        if !ctx.core.send(Input::CopyRows {
-                            db: db.to_string(),
-                            table: sc,
-                            rows,
-                            state: (copy_state_key(db), state_json),
-                            reply: ReplyTo::Applied(tx),
-                        }) || rx.recv().is_err()
-                        {
-                            return Err(ended("the node is stopping".into()));
-                        }
-                        stats.copy_received.fetch_add(n, Ordering::Relaxed);
-                        // Test hook (like Harper's HARPER_TEST_COPY_COMMIT_DELAY_ONCE_DB): slows
-                        // each committed copy batch so tests can kill a node mid-copy.
-                        if let Some(ms) = copy_delay_ms() {
-                            std::thread::sleep(Duration::from_millis(ms));
-                        }
-                        stats.records_received.fetch_add(n, Ordering::Relaxed);
-                        stats
-                            .last_received_local_ms
-                            .store(crate::util::time::now_ms(), Ordering::Relaxed);
-                        // Bytes back to the sender keep its liveness check happy.
-                        conn.send(&Frame::Ack {
-                            applied: Vec::new(),
-                        })
-                        .map_err(ended)?;
-                    }
-                    Incoming::Frame(Frame::CopyEnd) => {
-                        let vector = state.map(|s| s.vector).unwrap_or_default();
-                        log::debug!("full copy of {db} from {peer} ends at vector {vector:?}");
-                        let (tx, rx) = crossbeam_channel::bounded(1);
-                        if !ctx.core.send(Input::CopyDone {
-                            db: db.to_string(),
-                            peer: peer.to_string(),
-                            vector,
-                            state_key: copy_state_key(db),
-                            reply: ReplyTo::Applied(tx),
-                        }) || rx.recv().is_err()
-                        {
-                            return Err(ended("the node is stopping".into()));
-                        }
-                        log::info!(
-                            "full copy of {db} from {peer} done ({} records)",
-                            stats.copy_received.load(Ordering::Relaxed)
-                        );
-                        if widened(ctx, peer, db) {
-                            let _ = ctx.core.execute(
-                                crate::core::op::WriteOp::SetLocal {
-                                    key: super::cluster_ops::widened_key(peer, db),
-                                    value: None,
-                                },
-                                crate::core::txn::Actor::None,
-                            );
-                        }
-                        return Ok(());
-                    }
-                    Incoming::Frame(Frame::Error { reason }) => {
-                        return Err(ended(format!("peer stopped the copy: {reason}")))
-                    }
-                    Incoming::Frame(_) => {}
+                let frame = match incoming {
+                    Incoming::Frame(f) => f,
                     Incoming::Closed(reason) => return Err(ended(reason)),
+                };
+                let actions = match copy.step(frame, &env) {
+                    Ok(a) => a,
+                    Err(CopyError::Invalid(e)) => return Err(invalid(peer, db, conn, e)),
+                    Err(CopyError::Ended(e)) => return Err(ended(e)),
+                };
+                for action in actions {
+                    perform_copy(ctx, conn, peer, db, stats, action)?;
+                }
+                if copy.is_done() {
+                    log::info!(
+                        "full copy of {db} from {peer} done ({} records)",
+                        stats.copy_received.load(Ordering::Relaxed)
+                    );
+                    if widened(ctx, peer, db) {
+                        let _ = ctx.core.execute(
+                            crate::core::op::WriteOp::SetLocal {
+                                key: super::cluster_ops::widened_key(peer, db),
+                                value: None,
+                            },
+                            crate::core::txn::Actor::None,
+                        );
+                    }
+                    return Ok(());
                 }
             }
         }
@@ -818,6 +630,112 @@ fn receive_copy(
     stats.copying_in.store(false, Ordering::Relaxed);
     release_copy_slot(ctx, peer, db);
     result
+}
+
+/// [`CopyEnv`] over this node's policies and limits, for one peer and database.
+struct PullEnv<'a> {
+    ctx: &'a ReplCtx,
+    peer: &'a str,
+    db: &'a str,
+}
+
+impl CopyEnv for PullEnv<'_> {
+    fn node_name(&self) -> &str {
+        &self.ctx.node_name
+    }
+    fn link_complete(&self) -> bool {
+        self.ctx.policy(self.peer).complete_for(self.db)
+    }
+    fn origin_complete(&self, origin: &str) -> bool {
+        self.ctx.policy(origin).complete_for(self.db)
+    }
+    fn receives_table(&self, table: &str) -> bool {
+        self.ctx.policy(self.peer).receives_table(self.db, table)
+    }
+    fn replicates_db(&self, db: &str) -> bool {
+        self.ctx.cfg.replicates_db(db)
+    }
+    fn version_ceiling(&self) -> u64 {
+        self.ctx.cfg.version_ceiling()
+    }
+}
+
+/// Hands one core input to the core thread and waits until it is committed.
+fn commit(ctx: &ReplCtx, input: impl FnOnce(ReplyTo) -> Input<ReplyTo>) -> Result<(), Outcome> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if !ctx.core.send(input(ReplyTo::Applied(tx))) || rx.recv().is_err() {
+        return Err(Outcome::Ended {
+            reason: "the node is stopping".into(),
+            progress: true,
+        });
+    }
+    Ok(())
+}
+
+/// Performs one of the [`CopyReceiver`]'s actions.
+fn perform_copy(
+    ctx: &ReplCtx,
+    conn: &mut Conn,
+    peer: &str,
+    db: &str,
+    stats: &LinkStats,
+    action: CopyAction,
+) -> Result<(), Outcome> {
+    match action {
+        CopyAction::Started { total } => {
+            stats.copy_total.store(total, Ordering::Relaxed);
+            stats
+                .copy_started_ms
+                .store(crate::util::time::now_ms(), Ordering::Relaxed);
+        }
+        CopyAction::EnsureDatabases(names) => {
+            commit(ctx, |reply| Input::EnsureDatabases { names, reply })?;
+        }
+        CopyAction::Rows { table, rows, state } => {
+            let n = rows.len() as u64;
+            let created = rows.is_empty();
+            if let Some(v) = rows.iter().map(|r| r.version).max() {
+                stats.max_received(v);
+            }
+            commit(ctx, |reply| Input::CopyRows {
+                db: db.to_string(),
+                table,
+                rows,
+                state,
+                reply,
+            })?;
+            if !created {
+                stats.copy_received.fetch_add(n, Ordering::Relaxed);
+                // Test hook (like Harper's HARPER_TEST_COPY_COMMIT_DELAY_ONCE_DB): slows each
+                // committed copy batch so tests can kill a node mid-copy.
+                if let Some(ms) = copy_delay_ms() {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                stats.records_received.fetch_add(n, Ordering::Relaxed);
+                stats
+                    .last_received_local_ms
+                    .store(crate::util::time::now_ms(), Ordering::Relaxed);
+            }
+        }
+        CopyAction::Ack => conn
+            .send(&Frame::Ack {
+                applied: Vec::new(),
+            })
+            .map_err(|reason| Outcome::Ended {
+                reason,
+                progress: true,
+            })?,
+        CopyAction::Done { vector } => {
+            commit(ctx, |reply| Input::CopyDone {
+                db: db.to_string(),
+                peer: peer.to_string(),
+                vector,
+                state_key: copy_state_key(db),
+                reply,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn session_loop(

@@ -1,10 +1,12 @@
 //! Whole-cluster simulation with the real sending sessions (issue 9 item 2, first part): the
 //! nodes are real cores over in-memory stores (`core::tests::Node`), every link's sending side
 //! is the real [`Sender`] state machine, and frames cross a simulated network through the real
-//! wire encoding and the receiver's validation. The receiving side is a model of
-//! `pull::session_loop` (subscribe with the committed cursors, apply frames in order and ack,
-//! answer NeedCopy with a full copy or, when the cursors moved past it, a new subscription);
-//! it becomes the real receiver once that side is a state machine too.
+//! wire encoding and the receiver's validation, and every full copy is received by the real
+//! [`CopyReceiver`] (resuming from the state it committed when a copy was cut). The rest of
+//! the receiving side is a model of `pull::session_loop` (subscribe with the committed
+//! cursors, apply frames in order and ack, answer NeedCopy with a full copy or, when the
+//! cursors moved past it, a new subscription); it becomes the real receiver once that side is
+//! a state machine too.
 //!
 //! One seeded schedule per run: writes of a few hot keys on every node, links cut and healed
 //! (a cut loses what was in flight and ends both sessions), nodes crashing (whatever was
@@ -16,6 +18,7 @@
 //! A failing seed replays alone with `SIM_SEED=<n>`; `SIM_DEBUG=1` prints each origin's
 //! committed versions and every node's cursors and low watermarks before the check.
 
+use super::copy_recv::{CopyAction, CopyEnv, CopyReceiver};
 use super::sender::{Action, Input, LogEntry, Sender, SenderEnv, Vector};
 use super::wire::{self, Frame};
 use crate::core::tests::{assert_lww_converged, random_write, Node, Rng};
@@ -100,6 +103,123 @@ fn subscription(names: &[&str], to: usize, node: &Node, relay: bool) -> Input {
     }
 }
 
+/// The copy's view of a simulated node: every link carries everything.
+struct SimCopyEnv<'a>(&'a str);
+
+impl CopyEnv for SimCopyEnv<'_> {
+    fn node_name(&self) -> &str {
+        self.0
+    }
+    fn link_complete(&self) -> bool {
+        true
+    }
+    fn origin_complete(&self, _origin: &str) -> bool {
+        true
+    }
+    fn receives_table(&self, _table: &str) -> bool {
+        true
+    }
+    fn replicates_db(&self, _db: &str) -> bool {
+        true
+    }
+    fn version_ceiling(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+/// A full copy of dev from `from` to `to` through the real [`CopyReceiver`]: it resumes from
+/// the state `to` committed with its last batch (if an earlier copy was cut), `from` sends
+/// what `push::send_copy` sends after the requested key (its vector first, then the table
+/// and its rows in key order, `batch` rows a frame), and `to` commits every action. With
+/// `crash_after`, `to` crashes after that many row frames. Returns whether it completed.
+fn copy_over(
+    seed: u64,
+    nodes: &mut [Node],
+    from: usize,
+    to: usize,
+    batch: usize,
+    crash_after: Option<usize>,
+) -> bool {
+    let previous = nodes[to]
+        .store
+        .locals
+        .get(&super::copy_recv::state_key("dev"))
+        .and_then(|raw| serde_json::from_slice(raw).ok());
+    let peer = nodes[from].core.node_name().to_string();
+    let (mut copy, request) = CopyReceiver::start(&peer, "dev", previous);
+    let Frame::CopyRequest { table, key } = request else {
+        panic!("seed {seed}: a copy starts with a request");
+    };
+    let (rows, vector) = nodes[from].dev_copy();
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| table.is_empty() || r.pk > key)
+        .collect();
+    let mut frames = vec![
+        Frame::CopyStart {
+            vector,
+            databases: Vec::new(),
+            total: rows.len() as u64,
+        },
+        Frame::CopyTable {
+            table: "dog".into(),
+            pk_attr: "id".into(),
+            schema_defined: false,
+            attributes: Vec::new(),
+            expiration: None,
+        },
+    ];
+    frames.extend(rows.chunks(batch.max(1)).map(|c| Frame::CopyRows {
+        table: "dog".into(),
+        rows: c.to_vec(),
+    }));
+    frames.push(Frame::CopyEnd);
+    let me = nodes[to].core.node_name().to_string();
+    let mut row_frames = 0;
+    for frame in frames {
+        // Through the wire, as a socket would carry it.
+        let frame = Frame::decode(&frame.encode()).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        if matches!(frame, Frame::CopyRows { .. }) {
+            if crash_after == Some(row_frames) {
+                return false;
+            }
+            row_frames += 1;
+        }
+        let actions = copy
+            .step(frame, &SimCopyEnv(&me))
+            .unwrap_or_else(|e| panic!("seed {seed}: copy refused: {e:?}"));
+        let n = &mut nodes[to];
+        for action in actions {
+            let input = match action {
+                CopyAction::Rows { table, rows, state } => crate::core::Input::CopyRows {
+                    db: "dev".into(),
+                    table,
+                    rows,
+                    state,
+                    reply: 0,
+                },
+                CopyAction::Done { vector } => crate::core::Input::CopyDone {
+                    db: "dev".into(),
+                    peer: peer.clone(),
+                    vector,
+                    state_key: super::copy_recv::state_key("dev"),
+                    reply: 0,
+                },
+                CopyAction::EnsureDatabases(names) => {
+                    crate::core::Input::EnsureDatabases { names, reply: 0 }
+                }
+                CopyAction::Started { .. } | CopyAction::Ack => continue,
+            };
+            n.core
+                .step(input, n.now, &n.store)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            n.commit();
+        }
+    }
+    assert!(copy.is_done(), "seed {seed}: the copy never ended");
+    true
+}
+
 /// Runs one seeded schedule on `names` linked by `pairs` (both directions each).
 #[allow(clippy::too_many_lines)]
 fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts: &mut [u64; 4]) {
@@ -122,7 +242,10 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
         })
         .collect();
     let base = Instant::now();
-    let clock = |n: &Node| base + Duration::from_millis(n.now);
+    // Sessions time their work by a monotonic clock (`Instant`); the nodes' wall clocks may
+    // step back, a monotonic one never does.
+    let mono = std::cell::Cell::new(0u64);
+    let clock = |_: &Node| base + Duration::from_millis(mono.get());
     let mut history: Vec<Vec<Txn>> = vec![Vec::new(); names.len()];
     let record = |nodes: &[Node], history: &mut Vec<Vec<Txn>>| {
         for (o, n) in nodes.iter().enumerate() {
@@ -137,13 +260,14 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
             l.reset();
         }
     };
-    // One move on link `i`: connect, or the sender polls, or the receiver takes one frame,
-    // or the sender takes one ack. Returns whether anything happened.
+    // One move on link `i`: connect, or `op` (random when None): 0 the sender polls, 1 the
+    // receiver takes one frame, 2 the sender takes one ack. Returns whether anything happened.
     let mut step_link = |nodes: &mut Vec<Node>,
                          links: &mut Vec<Link>,
                          rng: &mut Rng,
                          i: usize,
-                         faults: bool|
+                         faults: bool,
+                         op: Option<u64>|
      -> bool {
         let (from, to) = (links[i].from, links[i].to);
         if links[i].cut {
@@ -157,7 +281,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
             links[i].session = Some(s);
             return true;
         }
-        match rng.below(3) {
+        match op.unwrap_or_else(|| rng.below(3)) {
             0 => {
                 let now = clock(&nodes[from]);
                 let Some(s) = links[i].session.as_mut() else {
@@ -176,6 +300,12 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
                             moved = true;
                         }
                         Action::NeedCopy { origins } => {
+                            if std::env::var("SIM_DEBUG").is_ok() {
+                                eprintln!(
+                                    "{} -> {} emits NeedCopy {origins:?}",
+                                    names[from], names[to]
+                                );
+                            }
                             links[i]
                                 .down
                                 .push_back(Frame::NeedCopy { origins }.encode());
@@ -226,13 +356,16 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
                     }
                     Ok(Frame::NeedCopy { origins: stale }) => {
                         let moot = stale.iter().all(|(o, v)| nodes[to].dev_cursor(o) > *v);
+                        if std::env::var("SIM_DEBUG").is_ok() {
+                            eprintln!("{} <- {} NeedCopy {stale:?} moot {moot} faults {faults} state {:?}", names[to], names[from], nodes[to].store.locals.get("copy:dev").map(|v| String::from_utf8_lossy(v).to_string()));
+                        }
                         if !moot {
-                            let copy = nodes[from].dev_copy();
                             let batch = 1 + rng.below(4) as usize;
                             let cut = (faults && rng.below(5) == 0).then(|| rng.below(3) as usize);
                             counts[1] += 1;
-                            if !nodes[to].receive_copy(names[from], &copy, batch, cut) {
-                                // Crashed mid-copy: every session of the node ends.
+                            if !copy_over(seed, nodes, from, to, batch, cut) {
+                                // Crashed mid-copy: every session of the node ends; the next
+                                // copy resumes from the committed state.
                                 crash(nodes, links, to);
                                 counts[2] += 1;
                                 return true;
@@ -265,6 +398,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
         for n in nodes.iter_mut() {
             n.now += rng.below(600);
         }
+        mono.set(mono.get() + 300);
         if rng.below(15) == 0 {
             nodes[w].now = nodes[w].now.saturating_sub(rng.below(5_000));
         }
@@ -294,7 +428,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
         }
         for _ in 0..rng.below(8) {
             let i = rng.below(links.len() as u64) as usize;
-            step_link(&mut nodes, &mut links, &mut rng, i, true);
+            step_link(&mut nodes, &mut links, &mut rng, i, true, None);
         }
         for n in nodes.iter_mut() {
             n.tick();
@@ -315,14 +449,17 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
         for n in nodes.iter_mut() {
             n.now += 50;
         }
+        mono.set(mono.get() + 50);
+        // Every link connects, polls, delivers and acks each round; quiet means quiet for
+        // longer than a relaying session's discovery interval.
         let mut moved = false;
         for i in 0..links.len() {
-            for _ in 0..3 {
-                moved |= step_link(&mut nodes, &mut links, &mut rng, i, false);
+            for op in [0, 0, 1, 1, 2, 2] {
+                moved |= step_link(&mut nodes, &mut links, &mut rng, i, false, Some(op));
             }
         }
         idle_rounds = if moved { 0 } else { idle_rounds + 1 };
-        if idle_rounds > 3 {
+        if idle_rounds > 6 {
             break;
         }
     }
@@ -338,6 +475,17 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
         }
     }
     if std::env::var("SIM_DEBUG").is_ok() {
+        for l in &links {
+            eprintln!(
+                "link {} -> {}: cut {} session {:?} down {} up {}",
+                names[l.from],
+                names[l.to],
+                l.cut,
+                l.session.as_ref().map(|s| s.subscription().clone()),
+                l.down.len(),
+                l.up.len()
+            );
+        }
         for (o, h) in history.iter().enumerate() {
             eprintln!(
                 "origin {}: {:?}",
