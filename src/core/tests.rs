@@ -283,6 +283,24 @@ impl Node {
         Some(out)
     }
 
+    /// Receives `txns` and commits them, returning what the core reported as covered per
+    /// origin (the `Applied` reply a receiving session acknowledges).
+    pub(crate) fn receive_applied(&mut self, txns: Vec<Txn>) -> Vec<(String, u64)> {
+        self.core
+            .step(Input::Replicated { txns, reply: 7 }, self.now, &self.store)
+            .unwrap();
+        let ready = self.core.take_ready();
+        self.store.apply(&ready.writes);
+        ready
+            .replies
+            .into_iter()
+            .find_map(|(r, reply)| match (r, reply) {
+                (7, Reply::Applied(v)) => Some(v),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     pub(crate) fn receive(&mut self, txns: Vec<Txn>) {
         self.core
             .step(Input::Replicated { txns, reply: 0 }, self.now, &self.store)

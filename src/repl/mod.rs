@@ -15,6 +15,7 @@ pub mod manager;
 pub mod policy;
 pub mod pull;
 pub mod push;
+pub(crate) mod receiver;
 pub mod routes;
 pub(crate) mod sender;
 #[cfg(test)]

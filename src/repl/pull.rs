@@ -5,6 +5,9 @@
 
 use super::conn::{Conn, Incoming};
 use super::copy_recv::{CopyAction, CopyEnv, CopyError, CopyReceiver, CopyState};
+use super::receiver::{
+    Action as RecvAction, Input as RecvInput, Receiver as SessionReceiver, ReceiverEnv,
+};
 use super::stats::{next_thread_id, LinkStats};
 use super::topology::{Carry, Member};
 use super::wire::Frame;
@@ -89,27 +92,6 @@ fn cursors(ctx: &ReplCtx, peer: &str, db: &str, carry: &Carry) -> Vec<(String, u
     relayed.sort();
     out.extend(relayed);
     out
-}
-
-/// Sends the subscription for this link: cursors of the carried origins, and the tables of
-/// the peer's own transactions this node's policy receives (explicit subscriptions). The
-/// origins shown in cluster_status (`nodes`) follow every subscription sent.
-fn subscribe(
-    ctx: &ReplCtx,
-    conn: &mut Conn,
-    stats: &LinkStats,
-    peer: &str,
-    db: &str,
-    carry: &Carry,
-) -> Result<(), String> {
-    let origins = cursors(ctx, peer, db, carry);
-    *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) =
-        origins.iter().map(|(o, _)| o.clone()).collect();
-    conn.send(&Frame::Subscribe {
-        origins,
-        tables: ctx.policy(peer).receive_filter(db),
-        relay: carry.relay_except.clone(),
-    })
 }
 
 /// What this node accepts of a received batch (the third enforcement point of a link
@@ -374,14 +356,6 @@ fn only_txns_below(incoming: &[Incoming], max: usize) -> bool {
     n < max
 }
 
-/// How many streamed batches a link has handed to the core and not yet seen committed. Two:
-/// the next frames are read, decoded, validated and queued while the core commits the
-/// previous batch (one batch in flight left the core idle for that time, catch-up ran at
-/// about a third of the store's ceiling), and the core's group commit still syncs whatever is
-/// queued in one fsync. More would only queue; the bound keeps a link's memory at a few
-/// batches.
-const PIPELINE_DEPTH: usize = 2;
-
 /// A batch the core has been given, waiting for its commit.
 struct InFlight {
     rx: Receiver<Vec<(String, u64)>>,
@@ -389,89 +363,28 @@ struct InFlight {
     newest: u64,
 }
 
-/// Streamed batches in the core, oldest first, acknowledged to the peer in that order once
-/// committed (an Ack only ever names what is durable here).
-#[derive(Default)]
-struct Pipeline(std::collections::VecDeque<InFlight>);
+/// [`ReceiverEnv`] over this node's store and policies, for one session.
+struct SessionEnv<'a> {
+    ctx: &'a ReplCtx,
+    peer: &'a str,
+    db: &'a str,
+}
 
-impl Pipeline {
-    /// Hands `txns` to the core; first waits for the oldest batch when [`PIPELINE_DEPTH`] are
-    /// in flight.
-    fn submit(
-        &mut self,
-        ctx: &ReplCtx,
-        conn: &mut Conn,
-        stats: &LinkStats,
-        txns: Vec<Txn>,
-    ) -> Result<(), String> {
-        while self.0.len() >= PIPELINE_DEPTH {
-            self.settle_oldest(conn, stats)?;
-        }
-        let records: u64 = txns.iter().map(|t| t.ops.len() as u64).sum();
-        let newest = txns.iter().map(|t| t.version).max().unwrap_or(0);
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if !ctx.core.send(Input::Replicated {
-            txns,
-            reply: ReplyTo::Applied(tx),
-        }) {
-            return Err("the node is stopping".into());
-        }
-        self.0.push_back(InFlight {
-            rx,
-            records,
-            newest,
-        });
-        Ok(())
+impl ReceiverEnv for SessionEnv<'_> {
+    fn node_name(&self) -> &str {
+        &self.ctx.node_name
     }
-
-    /// The oldest batch's reply channel, to wait on beside the socket (a channel that never
-    /// delivers when nothing is in flight).
-    fn oldest(&self) -> Receiver<Vec<(String, u64)>> {
-        self.0
-            .front()
-            .map(|f| f.rx.clone())
-            .unwrap_or_else(crossbeam_channel::never)
+    fn version_ceiling(&self) -> u64 {
+        self.ctx.cfg.version_ceiling()
     }
-
-    /// Waits for the oldest batch's commit and acknowledges it.
-    fn settle_oldest(&mut self, conn: &mut Conn, stats: &LinkStats) -> Result<(), String> {
-        let Some(f) = self.0.front() else {
-            return Ok(());
-        };
-        let applied =
-            f.rx.recv()
-                .map_err(|_| "the node is stopping".to_string())?;
-        self.acknowledge(conn, stats, applied)
+    fn cursors(&mut self, carry: &Carry) -> Vec<(String, u64)> {
+        cursors(self.ctx, self.peer, self.db, carry)
     }
-
-    /// The oldest batch committed with `applied`: account for it and tell the peer.
-    fn acknowledge(
-        &mut self,
-        conn: &mut Conn,
-        stats: &LinkStats,
-        applied: Vec<(String, u64)>,
-    ) -> Result<(), String> {
-        let Some(f) = self.0.pop_front() else {
-            return Ok(());
-        };
-        stats.max_received(f.newest);
-        stats
-            .last_received_local_ms
-            .store(crate::util::time::now_ms(), Ordering::Relaxed);
-        stats
-            .records_received
-            .fetch_add(f.records, Ordering::Relaxed);
-        conn.send(&Frame::Ack { applied })
+    fn receive_filter(&self) -> Option<Vec<String>> {
+        self.ctx.policy(self.peer).receive_filter(self.db)
     }
-
-    /// Waits until everything in flight is committed and acknowledged: before anything that
-    /// reads this node's cursors (a NeedCopy, a new subscription) or that must come after the
-    /// streamed data.
-    fn drain(&mut self, conn: &mut Conn, stats: &LinkStats) -> Result<(), String> {
-        while !self.0.is_empty() {
-            self.settle_oldest(conn, stats)?;
-        }
-        Ok(())
+    fn accept(&self, txns: Vec<Txn>) -> Vec<Txn> {
+        accept(self.ctx, self.peer, self.db, txns)
     }
 }
 
@@ -755,28 +668,96 @@ fn session_loop(
         }
         progress = true;
     }
-    if let Err(e) = subscribe(ctx, conn, stats, peer, db, origins) {
-        return ended(e, false);
-    }
     let ping_interval = ctx.cfg.ping_interval;
     let tick = crossbeam_channel::tick(
         (ping_interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)),
     );
-    let mut pipeline = Pipeline::default();
+    let mut in_flight: std::collections::VecDeque<InFlight> = Default::default();
+    let (mut session, first) = {
+        let mut env = SessionEnv { ctx, peer, db };
+        SessionReceiver::start(peer, db, origins.clone(), &mut env)
+    };
+    let mut actions: Vec<RecvAction> = first;
     loop {
-        let oldest = pipeline.oldest();
+        // Perform what the session asked for, in order.
+        for action in std::mem::take(&mut actions) {
+            match action {
+                RecvAction::Send(frame) => {
+                    if let Frame::Subscribe { origins: o, .. } = &frame {
+                        // The origins shown in cluster_status (`nodes`) follow every
+                        // subscription sent.
+                        *stats.nodes.lock().unwrap_or_else(|p| p.into_inner()) =
+                            o.iter().map(|(o, _)| o.clone()).collect();
+                    }
+                    if let Err(e) = conn.send(&frame) {
+                        return ended(e, progress);
+                    }
+                }
+                RecvAction::Submit(txns) => {
+                    let records: u64 = txns.iter().map(|t| t.ops.len() as u64).sum();
+                    let newest = txns.iter().map(|t| t.version).max().unwrap_or(0);
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    if !ctx.core.send(Input::Replicated {
+                        txns,
+                        reply: ReplyTo::Applied(tx),
+                    }) {
+                        return ended("the node is stopping".into(), progress);
+                    }
+                    in_flight.push_back(InFlight {
+                        rx,
+                        records,
+                        newest,
+                    });
+                    progress = true;
+                }
+                RecvAction::Copy => {
+                    *origins = session.carry_mut().clone();
+                    if let Err(o) = receive_copy(ctx, peer, db, ctl, conn, stats, true, origins) {
+                        return o;
+                    }
+                    *session.carry_mut() = origins.clone();
+                    progress = true;
+                    let mut env = SessionEnv { ctx, peer, db };
+                    actions.extend(session.step(RecvInput::CopyDone, &mut env));
+                }
+                RecvAction::Invalid(e) => {
+                    conn.close("invalid data");
+                    return ended(format!("peer sent invalid data: {e}"), progress);
+                }
+                RecvAction::End(reason) => return ended(reason, progress),
+            }
+        }
+        if !actions.is_empty() {
+            continue;
+        }
+        let oldest = in_flight
+            .front()
+            .map(|f| f.rx.clone())
+            .unwrap_or_else(crossbeam_channel::never);
+        // Frames are read only while the session can take them: a link holds at most its
+        // pipeline and one gathered batch.
+        let bytes = if session.wants_frames() {
+            conn.bytes.clone()
+        } else {
+            crossbeam_channel::never()
+        };
         crossbeam_channel::select! {
             recv(oldest) -> applied => {
-                let r = match applied {
-                    Ok(applied) => pipeline.acknowledge(conn, stats, applied),
-                    Err(_) => Err("the node is stopping".to_string()),
+                let Ok(applied) = applied else {
+                    return ended("the node is stopping".into(), progress);
                 };
-                match r {
-                    Ok(()) => progress = true,
-                    Err(e) => return ended(e, progress),
+                if let Some(f) = in_flight.pop_front() {
+                    stats.max_received(f.newest);
+                    stats
+                        .last_received_local_ms
+                        .store(crate::util::time::now_ms(), Ordering::Relaxed);
+                    stats.records_received.fetch_add(f.records, Ordering::Relaxed);
                 }
+                progress = true;
+                let mut env = SessionEnv { ctx, peer, db };
+                actions = session.step(RecvInput::Committed { applied }, &mut env);
             }
-            recv(conn.bytes) -> chunk => {
+            recv(bytes) -> chunk => {
                 let mut incoming = conn.feed(chunk.unwrap_or(None));
                 // Frames that arrived while the previous batch was committing are applied as one
                 // batch: one commit (one fsync) for all of them instead of one per frame, so a
@@ -789,80 +770,29 @@ fn session_loop(
                     chunks += 1;
                     incoming.extend(conn.feed(c));
                 }
-                let mut batch: Vec<Txn> = Vec::new();
-                for incoming in incoming {
-                    if !matches!(incoming, Incoming::Frame(Frame::Txns { .. })) {
-                        // Whatever this frame is, it comes after the data before it.
-                        if !batch.is_empty() {
-                            if let Err(e) = pipeline.submit(ctx, conn, stats, std::mem::take(&mut batch)) {
-                                return ended(e, progress);
-                            }
-                            progress = true;
+                let mut frames = Vec::with_capacity(incoming.len());
+                let mut closed = None;
+                for i in incoming {
+                    match i {
+                        Incoming::Frame(f) => frames.push(f),
+                        Incoming::Closed(reason) => {
+                            closed = Some(reason);
+                            break;
                         }
-                        if let Err(e) = pipeline.drain(conn, stats) {
-                            return ended(e, progress);
-                        }
-                    }
-                    match incoming {
-                        Incoming::Frame(Frame::Txns { mut txns }) => {
-                            let dropped = super::validate::keep_asked_for(&mut txns, origins, &ctx.node_name);
-                            if dropped > 0 {
-                                log::debug!("dropped {dropped} transactions from {peer} ({db}) of origins this stream did not ask for");
-                            }
-                            if let Err(e) = super::validate::txns(&txns, db, ctx.cfg.version_ceiling()) {
-                                log::warn!("{peer} sent an invalid transaction batch for {db}: {e}; disconnecting");
-                                conn.close("invalid data");
-                                return ended(format!("peer sent invalid data: {e}"), progress);
-                            }
-                            batch.extend(accept(ctx, peer, db, txns));
-                        }
-                        Incoming::Frame(Frame::Error { reason }) => {
-                            return ended(format!("peer stopped the stream: {reason}"), progress)
-                        }
-                        Incoming::Frame(Frame::NeedCopy { origins: stale }) => {
-                            // A NeedCopy answering a subscription older than our last copy is
-                            // moot: our cursors have moved past what it complains about. The
-                            // sender stopped streaming those origins, though (it also says
-                            // NeedCopy mid-stream when its log was trimmed under a live
-                            // session), so subscribe again from where we are: it answers with
-                            // the stream or, if our cursors are still short, another NeedCopy.
-                            let now: HashMap<String, u64> = cursors(ctx, peer, db, origins).into_iter().collect();
-                            if stale.iter().all(|(o, v)| now.get(o).is_some_and(|c| c > v)) {
-                                if let Err(e) = subscribe(ctx, conn, stats, peer, db, origins) {
-                                    return ended(e, progress);
-                                }
-                                continue;
-                            }
-                            log::info!("{peer} no longer has {stale:?} from our cursors in {db}: full copy");
-                            if let Err(o) = receive_copy(ctx, peer, db, ctl, conn, stats, true, origins) {
-                                return o;
-                            }
-                            progress = true;
-                            if let Err(e) = subscribe(ctx, conn, stats, peer, db, origins) {
-                                return ended(e, progress);
-                            }
-                        }
-                        Incoming::Frame(_) => {}
-                        Incoming::Closed(reason) => return ended(reason, progress),
                     }
                 }
-                if !batch.is_empty() {
-                    match pipeline.submit(ctx, conn, stats, batch) {
-                        Ok(()) => progress = true,
-                        Err(e) => return ended(e, progress),
-                    }
+                let mut env = SessionEnv { ctx, peer, db };
+                actions = session.step(RecvInput::Frames(frames), &mut env);
+                if let Some(reason) = closed {
+                    // What arrived before the close is still handed over; then the session ends.
+                    actions.push(RecvAction::End(reason));
                 }
             }
             recv(ctl) -> m => match m {
                 Ok(PullCtl::SetOrigins(o)) => {
-                    // The new subscription starts from cursors that include what is in flight.
-                    if let Err(e) = pipeline.drain(conn, stats) {
-                        return ended(e, progress);
-                    }
-                    *origins = o;
-                    if let Err(e) = subscribe(ctx, conn, stats, peer, db, origins) {
-                        return ended(e, progress);
-                    }
+                    *origins = o.clone();
+                    let mut env = SessionEnv { ctx, peer, db };
+                    actions = session.step(RecvInput::SetOrigins(o), &mut env);
                 }
                 Ok(PullCtl::Redial) => {}
                 Ok(PullCtl::Stop) | Err(_) => {

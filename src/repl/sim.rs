@@ -1,12 +1,11 @@
-//! Whole-cluster simulation with the real sending sessions (issue 9 item 2, first part): the
-//! nodes are real cores over in-memory stores (`core::tests::Node`), every link's sending side
-//! is the real [`Sender`] state machine, and frames cross a simulated network through the real
-//! wire encoding and the receiver's validation, and every full copy is received by the real
-//! [`CopyReceiver`] (resuming from the state it committed when a copy was cut). The rest of
-//! the receiving side is a model of `pull::session_loop` (subscribe with the committed
-//! cursors, apply frames in order and ack, answer NeedCopy with a full copy or, when the
-//! cursors moved past it, a new subscription); it becomes the real receiver once that side is
-//! a state machine too.
+//! Whole-cluster simulation with the real replication sessions (issue 9 item 2): the nodes
+//! are real cores over in-memory stores (`core::tests::Node`), every link runs the real
+//! sending session ([`Sender`]), the real receiving session ([`Receiver`]: subscription,
+//! gathering, the two-batch pipeline, acks after commits, NeedCopy answers) and the real copy
+//! receiver ([`CopyReceiver`], resuming from the state it committed when a copy was cut);
+//! frames cross a simulated network through the real wire encoding in both directions. What
+//! stays outside: sockets and threads (what `push.rs` and `pull.rs` still do) and the sending
+//! side of a copy, modelled here on `push::send_copy`.
 //!
 //! One seeded schedule per run: writes of a few hot keys on every node, links cut and healed
 //! (a cut loses what was in flight and ends both sessions), nodes crashing (whatever was
@@ -19,7 +18,9 @@
 //! committed versions and every node's cursors and low watermarks before the check.
 
 use super::copy_recv::{CopyAction, CopyEnv, CopyReceiver};
+use super::receiver::{Action as RecvAction, Input as RecvInput, Receiver, ReceiverEnv};
 use super::sender::{Action, Input, LogEntry, Sender, SenderEnv, Vector};
+use super::topology::Carry;
 use super::wire::{self, Frame};
 use crate::core::tests::{assert_lww_converged, random_write, Node, Rng};
 use crate::core::txn::Txn;
@@ -63,11 +64,14 @@ struct Link {
     from: usize,
     to: usize,
     cut: bool,
-    session: Option<Sender>,
+    session: Option<(Sender, Receiver)>,
     /// Encoded frames on their way to the receiver, in order.
     down: VecDeque<Vec<u8>>,
-    /// The receiver's acks on their way back.
-    up: VecDeque<Input>,
+    /// Encoded frames on their way back to the sender (subscriptions, acks).
+    up: VecDeque<Vec<u8>>,
+    /// What the receiver's submitted batches covered, committed and not yet reported to it
+    /// (the core's replies travel to the session thread at their own pace).
+    committed: VecDeque<Vector>,
 }
 
 impl Link {
@@ -75,31 +79,60 @@ impl Link {
         self.session = None;
         self.down.clear();
         self.up.clear();
+        self.committed.clear();
     }
 }
 
-/// The receiver's subscription, as `pull::cursors` builds it: its committed cursor of every
-/// node it knows, plus every other origin it holds; in a star, the request to relay every
-/// other origin the sender holds (the leaves know only the hub).
-fn subscription(names: &[&str], to: usize, node: &Node, relay: bool) -> Input {
-    let me = names[to];
-    let known: Vec<&str> = if relay && to != 0 {
-        vec![names[0]]
-    } else {
-        names.iter().copied().filter(|n| *n != me).collect()
-    };
-    let mut origins: Vector = known
-        .iter()
-        .map(|n| (n.to_string(), node.dev_cursor(n)))
-        .collect();
-    for (o, v) in node.core.cursor_vector("dev") {
-        if v > 0 && o != me && !known.contains(&o.as_str()) {
-            origins.push((o, v));
-        }
+/// A node as its receiving sessions see it.
+struct SimRecvEnv<'a>(&'a Node);
+
+impl ReceiverEnv for SimRecvEnv<'_> {
+    fn node_name(&self) -> &str {
+        self.0.core.node_name()
     }
-    Input::Subscribe {
+    fn version_ceiling(&self) -> u64 {
+        u64::MAX
+    }
+    /// As `pull::cursors` builds them: each carried origin with its committed cursor, then
+    /// every other origin this node holds that the carry asks for.
+    fn cursors(&mut self, carry: &Carry) -> Vector {
+        let me = self.0.core.node_name();
+        let mut out: Vector = carry
+            .origins
+            .iter()
+            .map(|o| (o.clone(), self.0.dev_cursor(o)))
+            .collect();
+        for (o, v) in self.0.core.cursor_vector("dev") {
+            if v > 0 && !carry.origins.contains(&o) && carry.asked_for(&o, me) {
+                out.push((o, v));
+            }
+        }
+        out
+    }
+    fn receive_filter(&self) -> Option<Vec<String>> {
+        None
+    }
+    fn accept(&self, txns: Vec<Txn>) -> Vec<Txn> {
+        txns
+    }
+}
+
+/// What a receiver carries: in a mesh every other node by name; in a star a leaf knows only
+/// the hub and the hub every leaf, and both ask for everything else the peer holds.
+fn carry_of(names: &[&str], to: usize, relay: bool) -> Carry {
+    let me = names[to];
+    let origins = if relay && to != 0 {
+        vec![names[0].to_string()]
+    } else {
+        names
+            .iter()
+            .filter(|n| **n != me)
+            .map(|n| n.to_string())
+            .collect()
+    };
+    Carry {
         origins,
-        relay: relay.then(Vec::new),
+        relay_except: relay.then(Vec::new),
     }
 }
 
@@ -239,6 +272,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
             session: None,
             down: VecDeque::new(),
             up: VecDeque::new(),
+            committed: VecDeque::new(),
         })
         .collect();
     let base = Instant::now();
@@ -261,7 +295,8 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
         }
     };
     // One move on link `i`: connect, or `op` (random when None): 0 the sender polls, 1 the
-    // receiver takes one frame, 2 the sender takes one ack. Returns whether anything happened.
+    // receiver takes the frames that arrived, 2 the sender takes one frame from the receiver,
+    // 3 the receiver learns that its oldest batch committed. Returns whether anything happened.
     let mut step_link = |nodes: &mut Vec<Node>,
                          links: &mut Vec<Link>,
                          rng: &mut Rng,
@@ -273,125 +308,160 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
         if links[i].cut {
             return false;
         }
-        if links[i].session.is_none() {
-            let mut s = Sender::new(names[to], "dev", 1 << 20);
-            let sub = subscription(names, to, &nodes[to], relay);
-            let now = clock(&nodes[from]);
-            s.step(sub, now, &mut SimEnv(&nodes[from]));
-            links[i].session = Some(s);
-            return true;
+        let mut work: Vec<RecvAction> = Vec::new();
+        let moved = if links[i].session.is_none() {
+            let (r, first) = Receiver::start(
+                names[from],
+                "dev",
+                carry_of(names, to, relay),
+                &mut SimRecvEnv(&nodes[to]),
+            );
+            links[i].session = Some((Sender::new(names[to], "dev", 1 << 20), r));
+            work = first;
+            true
+        } else {
+            match op.unwrap_or_else(|| rng.below(4)) {
+                0 => {
+                    let now = clock(&nodes[from]);
+                    let Some((s, _)) = links[i].session.as_mut() else {
+                        return false;
+                    };
+                    let poll = s.poll(now, &mut SimEnv(&nodes[from]));
+                    let mut moved = false;
+                    for a in poll.actions {
+                        match a {
+                            Action::Txns { batch } => {
+                                let mut e = wire::start_txns(batch.len());
+                                for (origin, (version, ops)) in &batch {
+                                    wire::put_txn(&mut e, origin, *version, "dev", ops);
+                                }
+                                links[i].down.push_back(e.buf);
+                                moved = true;
+                            }
+                            Action::NeedCopy { origins } => {
+                                links[i]
+                                    .down
+                                    .push_back(Frame::NeedCopy { origins }.encode());
+                                moved = true;
+                            }
+                            Action::Fail { reason } => panic!("seed {seed}: {reason}"),
+                            Action::StartCopy { .. }
+                            | Action::Confirmed { .. }
+                            | Action::Acked { .. } => {}
+                        }
+                    }
+                    moved
+                }
+                1 => {
+                    let Some((_, r)) = links[i].session.as_mut() else {
+                        return false;
+                    };
+                    if !r.wants_frames() || links[i].down.is_empty() {
+                        return false;
+                    }
+                    // What arrived meanwhile is taken in one go, as the thread gathers it.
+                    let n = 1 + rng.below(3) as usize;
+                    let mut frames = Vec::new();
+                    while frames.len() < n {
+                        let Some(bytes) = links[i].down.pop_front() else {
+                            break;
+                        };
+                        frames.push(
+                            Frame::decode(&bytes).unwrap_or_else(|e| {
+                                panic!("seed {seed}: undecodable frame: {e:?}")
+                            }),
+                        );
+                    }
+                    counts[0] += frames
+                        .iter()
+                        .map(|f| match f {
+                            Frame::Txns { txns } => txns.len() as u64,
+                            _ => 0,
+                        })
+                        .sum::<u64>();
+                    let Some((_, r)) = links[i].session.as_mut() else {
+                        return false;
+                    };
+                    work = r.step(RecvInput::Frames(frames), &mut SimRecvEnv(&nodes[to]));
+                    true
+                }
+                2 => {
+                    let Some(bytes) = links[i].up.pop_front() else {
+                        return false;
+                    };
+                    let input = match Frame::decode(&bytes) {
+                        Ok(Frame::Subscribe { origins, relay, .. }) => {
+                            Input::Subscribe { origins, relay }
+                        }
+                        Ok(Frame::Ack { applied }) => Input::Ack { applied },
+                        other => panic!("seed {seed}: unexpected frame to the sender {other:?}"),
+                    };
+                    let now = clock(&nodes[from]);
+                    if let Some((s, _)) = links[i].session.as_mut() {
+                        s.step(input, now, &mut SimEnv(&nodes[from]));
+                    }
+                    true
+                }
+                _ => {
+                    let Some(applied) = links[i].committed.pop_front() else {
+                        return false;
+                    };
+                    let Some((_, r)) = links[i].session.as_mut() else {
+                        return false;
+                    };
+                    work = r.step(
+                        RecvInput::Committed { applied },
+                        &mut SimRecvEnv(&nodes[to]),
+                    );
+                    true
+                }
+            }
+        };
+        // The receiving session thread performs its actions, in order.
+        let mut work: VecDeque<RecvAction> = work.into();
+        while let Some(action) = work.pop_front() {
+            match action {
+                RecvAction::Send(frame) => links[i].up.push_back(frame.encode()),
+                RecvAction::Submit(txns) => {
+                    if faults && rng.below(15) == 0 {
+                        // The receiver crashes with the batch staged.
+                        let r = &mut nodes[to];
+                        r.core
+                            .step(
+                                crate::core::Input::Replicated { txns, reply: 0 },
+                                r.now,
+                                &r.store,
+                            )
+                            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                        crash(nodes, links, to);
+                        counts[3] += 1;
+                        return true;
+                    }
+                    let applied = nodes[to].receive_applied(txns);
+                    links[i].committed.push_back(applied);
+                }
+                RecvAction::Copy => {
+                    let batch = 1 + rng.below(4) as usize;
+                    let cut = (faults && rng.below(5) == 0).then(|| rng.below(3) as usize);
+                    counts[1] += 1;
+                    if !copy_over(seed, nodes, from, to, batch, cut) {
+                        // Crashed mid-copy: every session of the node ends; the next copy
+                        // resumes from the committed state.
+                        crash(nodes, links, to);
+                        counts[2] += 1;
+                        return true;
+                    }
+                    let Some((_, r)) = links[i].session.as_mut() else {
+                        return true;
+                    };
+                    work.extend(r.step(RecvInput::CopyDone, &mut SimRecvEnv(&nodes[to])));
+                }
+                RecvAction::Invalid(e) | RecvAction::End(e) => {
+                    panic!("seed {seed}: the receiver ended: {e}")
+                }
+            }
         }
-        match op.unwrap_or_else(|| rng.below(3)) {
-            0 => {
-                let now = clock(&nodes[from]);
-                let Some(s) = links[i].session.as_mut() else {
-                    return false;
-                };
-                let poll = s.poll(now, &mut SimEnv(&nodes[from]));
-                let mut moved = false;
-                for a in poll.actions {
-                    match a {
-                        Action::Txns { batch } => {
-                            let mut e = wire::start_txns(batch.len());
-                            for (origin, (version, ops)) in &batch {
-                                wire::put_txn(&mut e, origin, *version, "dev", ops);
-                            }
-                            links[i].down.push_back(e.buf);
-                            moved = true;
-                        }
-                        Action::NeedCopy { origins } => {
-                            if std::env::var("SIM_DEBUG").is_ok() {
-                                eprintln!(
-                                    "{} -> {} emits NeedCopy {origins:?}",
-                                    names[from], names[to]
-                                );
-                            }
-                            links[i]
-                                .down
-                                .push_back(Frame::NeedCopy { origins }.encode());
-                            moved = true;
-                        }
-                        Action::Fail { reason } => panic!("seed {seed}: {reason}"),
-                        Action::StartCopy { .. }
-                        | Action::Confirmed { .. }
-                        | Action::Acked { .. } => {}
-                    }
-                }
-                moved
-            }
-            1 => {
-                let Some(bytes) = links[i].down.pop_front() else {
-                    return false;
-                };
-                match Frame::decode(&bytes) {
-                    Ok(Frame::Txns { txns }) => {
-                        if let Err(e) = super::validate::txns(&txns, "dev", u64::MAX) {
-                            panic!("seed {seed}: invalid frame from {}: {e}", names[from]);
-                        }
-                        counts[0] += txns.len() as u64;
-                        if faults && rng.below(15) == 0 {
-                            // The receiver crashes with the batch staged.
-                            let r = &mut nodes[to];
-                            r.core
-                                .step(
-                                    crate::core::Input::Replicated { txns, reply: 0 },
-                                    r.now,
-                                    &r.store,
-                                )
-                                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-                            crash(nodes, links, to);
-                            counts[3] += 1;
-                            return true;
-                        }
-                        let origins: Vec<String> = txns.iter().map(|t| t.origin.clone()).collect();
-                        nodes[to].receive(txns);
-                        let applied = origins
-                            .into_iter()
-                            .map(|o| {
-                                let v = nodes[to].dev_cursor(&o);
-                                (o, v)
-                            })
-                            .collect();
-                        links[i].up.push_back(Input::Ack { applied });
-                    }
-                    Ok(Frame::NeedCopy { origins: stale }) => {
-                        let moot = stale.iter().all(|(o, v)| nodes[to].dev_cursor(o) > *v);
-                        if std::env::var("SIM_DEBUG").is_ok() {
-                            eprintln!("{} <- {} NeedCopy {stale:?} moot {moot} faults {faults} state {:?}", names[to], names[from], nodes[to].store.locals.get("copy:dev").map(|v| String::from_utf8_lossy(v).to_string()));
-                        }
-                        if !moot {
-                            let batch = 1 + rng.below(4) as usize;
-                            let cut = (faults && rng.below(5) == 0).then(|| rng.below(3) as usize);
-                            counts[1] += 1;
-                            if !copy_over(seed, nodes, from, to, batch, cut) {
-                                // Crashed mid-copy: every session of the node ends; the next
-                                // copy resumes from the committed state.
-                                crash(nodes, links, to);
-                                counts[2] += 1;
-                                return true;
-                            }
-                        }
-                        // Subscribe again from where the receiver is now.
-                        links[i]
-                            .up
-                            .push_back(subscription(names, to, &nodes[to], relay));
-                    }
-                    Ok(other) => panic!("seed {seed}: unexpected frame {other:?}"),
-                    Err(e) => panic!("seed {seed}: undecodable frame: {e:?}"),
-                }
-                true
-            }
-            _ => {
-                let Some(input) = links[i].up.pop_front() else {
-                    return false;
-                };
-                let now = clock(&nodes[from]);
-                if let Some(s) = links[i].session.as_mut() {
-                    s.step(input, now, &mut SimEnv(&nodes[from]));
-                }
-                true
-            }
-        }
+        moved
     };
     for step in 0..150u64 {
         let w = rng.below(names.len() as u64) as usize;
@@ -454,7 +524,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
         // longer than a relaying session's discovery interval.
         let mut moved = false;
         for i in 0..links.len() {
-            for op in [0, 0, 1, 1, 2, 2] {
+            for op in [0, 0, 1, 1, 2, 2, 3, 3] {
                 moved |= step_link(&mut nodes, &mut links, &mut rng, i, false, Some(op));
             }
         }
@@ -481,7 +551,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
                 names[l.from],
                 names[l.to],
                 l.cut,
-                l.session.as_ref().map(|s| s.subscription().clone()),
+                l.session.as_ref().map(|(s, _)| s.subscription().clone()),
                 l.down.len(),
                 l.up.len()
             );
