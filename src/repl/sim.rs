@@ -587,13 +587,13 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
 }
 
 /// A full mesh of three and a star of four (a hub and three leaves that relay through it),
-/// 100 seeds each, with every fault above. The schedule must really stream, copy and crash.
+/// 300 seeds each, with every fault above. The schedule must really stream, copy and crash.
 #[test]
 fn real_sending_sessions_converge_a_mesh_and_a_star_under_cuts_crashes_and_pruned_logs() {
     // [streamed transactions, full copies, copies cut by a crash, receiver crashes]
     let mut counts = [0u64; 4];
     let only: Option<u64> = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok());
-    for seed in 1..=100 {
+    for seed in 1..=300 {
         if only.is_some_and(|o| o != seed) {
             continue;
         }
