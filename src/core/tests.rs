@@ -116,6 +116,9 @@ impl MemStore {
     }
 }
 
+/// Stored entries as a snapshot scan yields them: (primary key, encoded entry).
+pub(crate) type StoredRows = Vec<(Vec<u8>, Vec<u8>)>;
+
 pub(crate) struct Node {
     pub(crate) core: Core<u32>,
     pub(crate) store: MemStore,
@@ -299,6 +302,34 @@ impl Node {
                 _ => None,
             })
             .unwrap_or_default()
+    }
+
+    /// dev.dog's stored entries as the store's snapshot scan yields them (primary key, encoded
+    /// entry), in key order, and this node's origin names by id.
+    pub(crate) fn dev_stored(&self) -> (StoredRows, HashMap<u32, String>) {
+        let t = self.core.catalog().table("dev", "dog").unwrap().id;
+        let mut rows: StoredRows = self
+            .store
+            .records
+            .iter()
+            .filter(|((table, _), _)| *table == t)
+            .map(|((_, pk), r)| (pk.clone(), r.encode()))
+            .collect();
+        rows.sort();
+        let mut names: HashMap<u32, String> = self
+            .store
+            .origins
+            .iter()
+            .map(|(n, id)| (*id, n.clone()))
+            .collect();
+        names.insert(self.core.self_origin, self.core.node_name().to_string());
+        (rows, names)
+    }
+
+    /// The stored version (live or tombstone) of dev.dog's key `pk`.
+    pub(crate) fn dev_version(&self, pk: &[u8]) -> Option<u64> {
+        let t = self.core.catalog().table("dev", "dog").unwrap().id;
+        self.store.records.get(&(t, pk.to_vec())).map(|r| r.version)
     }
 
     pub(crate) fn receive(&mut self, txns: Vec<Txn>) {

@@ -10,6 +10,7 @@ pub mod cluster_ops;
 pub mod confirm;
 pub mod conn;
 pub(crate) mod copy_recv;
+pub(crate) mod copy_send;
 pub mod forward;
 pub mod manager;
 pub mod policy;

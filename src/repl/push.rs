@@ -11,14 +11,12 @@
 //! mode), or a super_user by Basic credentials (the `add_node` bootstrap).
 
 use super::conn::{Conn, Incoming};
-use super::sender::{
-    self, Action as SenderAction, Input as SenderInput, Sender, SenderEnv, FRAME_TARGET,
-};
+use super::copy_send::{CopySendEnv, CopySender, RowsFrame};
+use super::sender::{self, Action as SenderAction, Input as SenderInput, Sender, SenderEnv};
 use super::stats::{next_thread_id, LinkStats};
 use super::wire::{self, Frame};
 use super::{cluster_ops, LiveThread, ReplCtx};
 use crate::core::auth::Principal;
-use crate::store::record::StoredRecord;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
@@ -571,49 +569,47 @@ fn push_loop(
     }
 }
 
-/// One stored row of a full copy: key and stored entry.
-type Row = (crate::store::Slice, crate::store::Slice);
-
 /// Sends one `CopyRows` frame and drains what the receiver sent meanwhile.
-fn flush_copy_rows(
-    conn: &mut Conn,
-    table: &str,
-    rows: &mut Vec<Row>,
-    names: &HashMap<u32, String>,
-    stats: &LinkStats,
-) -> Result<(), String> {
-    let mut e = wire::start_copy_rows(table, rows.len());
-    for (k, v) in rows.iter() {
-        let (version, origin, deleted) = StoredRecord::header(v).unwrap_or((0, 0, true));
-        let origin = names.get(&origin).map(String::as_str).unwrap_or_default();
-        let json = if deleted {
-            None
-        } else {
-            StoredRecord::json_slice(v)
-        };
-        wire::put_copy_row_parts(&mut e, k, version, origin, json);
-    }
-    conn.send_bytes(e.buf)?;
-    stats
-        .copy_sent
-        .fetch_add(rows.len() as u64, Ordering::Relaxed);
-    stats
-        .records_sent
-        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+fn send_rows(conn: &mut Conn, frame: RowsFrame, stats: &LinkStats) -> Result<(), String> {
+    let (bytes, n) = frame;
+    conn.send_bytes(bytes)?;
+    stats.copy_sent.fetch_add(n, Ordering::Relaxed);
+    stats.records_sent.fetch_add(n, Ordering::Relaxed);
     stats
         .last_send_ms
         .store(crate::util::time::now_ms(), Ordering::Relaxed);
-    rows.clear();
     // Keep the receiver's acknowledgements and pongs flowing during a long copy.
-    let bytes = conn.bytes.clone();
-    while let Ok(chunk) = bytes.try_recv() {
-        for incoming in conn.feed(chunk) {
-            if let Incoming::Closed(reason) = incoming {
+    let incoming = conn.bytes.clone();
+    while let Ok(chunk) = incoming.try_recv() {
+        for i in conn.feed(chunk) {
+            if let Incoming::Closed(reason) = i {
                 return Err(reason);
             }
         }
     }
     Ok(())
+}
+
+/// [`CopySendEnv`] over this node's policies, for one peer and database.
+struct CopyPolicy<'a> {
+    ctx: &'a ReplCtx,
+    peer: &'a str,
+    db: &'a str,
+}
+
+impl CopySendEnv for CopyPolicy<'_> {
+    fn node_name(&self) -> &str {
+        &self.ctx.node_name
+    }
+    fn link_complete(&self) -> bool {
+        self.ctx.policy(self.peer).complete_for(self.db)
+    }
+    fn origin_complete(&self, origin: &str) -> bool {
+        self.ctx.policy(origin).complete_for(self.db)
+    }
+    fn sends_table(&self, table: &str) -> bool {
+        self.ctx.policy(self.peer).sends_table(self.db, table)
+    }
 }
 
 /// Streams a full copy of `db` from one consistent snapshot: every replicated table's stored
@@ -630,18 +626,18 @@ fn send_copy(
     stats: &LinkStats,
 ) -> Result<(), String> {
     let storage = |e: crate::store::StoreError| format!("cannot read for a full copy: {e}");
+    let env = CopyPolicy { ctx, peer, db };
     let snap = ctx.store.snapshot();
     let catalog = ctx.shared.catalog.load();
-    // The vector vouches only for origins this node holds completely (itself, and origins it
-    // fully replicates with); their rows are the ones sent below.
     let vector: Vec<(String, u64)> = match catalog.database(db) {
-        Some(d) => ctx
-            .store
-            .snapshot_cursor_vector(&snap, d.id)
-            .map_err(storage)?
-            .into_iter()
-            .filter(|(o, _)| o == &ctx.node_name || ctx.policy(o).complete_for(db))
-            .collect(),
+        Some(d) => CopySender::vouched(
+            ctx.store
+                .snapshot_cursor_vector(&snap, d.id)
+                .map_err(storage)?
+                .into_iter()
+                .collect(),
+            &env,
+        ),
         None => Vec::new(),
     };
     log::debug!("full copy of {db}: snapshot vector {vector:?}");
@@ -650,6 +646,8 @@ fn send_copy(
     } else {
         Vec::new()
     };
+    let names = ctx.store.origin_names().map_err(storage)?;
+    let mut copy = CopySender::new(db, from_table, from_key, ctx.cfg.max_frame, names);
     // The progress a copy can promise: the sending tables' records (committed statistics,
     // so a little off while writes continue).
     let total: u64 = catalog
@@ -657,7 +655,7 @@ fn send_copy(
         .map(|d| {
             d.tables
                 .iter()
-                .filter(|(name, t)| t.replicate && ctx.policy(peer).sends_table(db, name))
+                .filter(|(name, t)| t.replicate && env.sends_table(name))
                 .map(|(_, t)| ctx.store.table_stats(t.id).map_or(0, |s| s.count))
                 .sum()
         })
@@ -667,92 +665,37 @@ fn send_copy(
         databases,
         total,
     })?;
-    let names = ctx.store.origin_names().map_err(storage)?;
     stats.copy_total.store(total, Ordering::Relaxed);
     stats
         .copy_started_ms
         .store(crate::util::time::now_ms(), Ordering::Relaxed);
     stats.copying_out.store(true, Ordering::Relaxed);
     stats.copy_sent.store(0, Ordering::Relaxed);
-    let budget = FRAME_TARGET.min(ctx.cfg.max_frame / 2);
-    let link_full = ctx.policy(peer).complete_for(db);
-    let mut result = Ok(());
-    if let Some(d) = catalog.database(db) {
-        'tables: for (name, t) in &d.tables {
-            if !t.replicate
-                || (!from_table.is_empty() && name.as_str() < from_table)
-                || !ctx.policy(peer).sends_table(db, name)
-            {
+    let result = (|| -> Result<(), String> {
+        let Some(d) = catalog.database(db) else {
+            return Ok(());
+        };
+        for (name, t) in &d.tables {
+            let Some((schema, after)) = copy.begin_table(name, t, &env) else {
                 continue;
-            }
-            let schema = Frame::CopyTable {
-                table: name.clone(),
-                pk_attr: t.primary_key.clone(),
-                schema_defined: t.schema_defined,
-                expiration: t.expiration,
-                attributes: t
-                    .attributes
-                    .iter()
-                    .filter(|a| a.name != t.primary_key || a.r#type.is_some())
-                    .map(|a| (a.name.clone(), a.r#type.clone()))
-                    .collect(),
             };
-            if let Err(e) = conn.send(&schema) {
-                result = Err(e);
-                break;
+            conn.send(&schema)?;
+            let rows = ctx
+                .store
+                .snapshot_scan_table(&snap, t.id, after.as_deref())
+                .map_err(storage)?;
+            for item in rows {
+                let (k, v) = item.map_err(storage)?;
+                if let Some(frame) = copy.row(k, v, &env)? {
+                    send_rows(conn, frame, stats)?;
+                }
             }
-            let after = (name == from_table && !from_key.is_empty()).then_some(from_key);
-            let iter = match ctx.store.snapshot_scan_table(&snap, t.id, after) {
-                Ok(i) => i,
-                Err(e) => {
-                    result = Err(storage(e));
-                    break;
-                }
-            };
-            let mut rows: Vec<Row> = Vec::new();
-            let mut bytes = 0;
-            for item in iter {
-                let (k, v) = match item {
-                    Ok(kv) => kv,
-                    Err(e) => {
-                        result = Err(storage(e));
-                        break 'tables;
-                    }
-                };
-                let size = k.len() + v.len() + 32;
-                if size + 256 > ctx.cfg.max_frame {
-                    result = Err(format!(
-                        "a record of {db}.{name} is {size} bytes, over replication.maxFrameSize"
-                    ));
-                    break 'tables;
-                }
-                // Third-party rows go only over a full link, from origins this node fully
-                // replicates with: a copy never bypasses an explicit link (sender side).
-                let origin_ok = match StoredRecord::header(&v).and_then(|(_, o, _)| names.get(&o)) {
-                    Some(o) => o == &ctx.node_name || (link_full && ctx.policy(o).complete_for(db)),
-                    None => true,
-                };
-                if !origin_ok {
-                    continue;
-                }
-                if !rows.is_empty() && bytes + size > budget {
-                    if let Err(e) = flush_copy_rows(conn, name, &mut rows, &names, stats) {
-                        result = Err(e);
-                        break 'tables;
-                    }
-                    bytes = 0;
-                }
-                bytes += size;
-                rows.push((k, v));
-            }
-            if !rows.is_empty() {
-                if let Err(e) = flush_copy_rows(conn, name, &mut rows, &names, stats) {
-                    result = Err(e);
-                    break;
-                }
+            if let Some(frame) = copy.end_table() {
+                send_rows(conn, frame, stats)?;
             }
         }
-    }
+        Ok(())
+    })();
     stats.copying_out.store(false, Ordering::Relaxed);
     result?;
     conn.send(&Frame::CopyEnd)

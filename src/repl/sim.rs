@@ -3,9 +3,9 @@
 //! sending session ([`Sender`]), the real receiving session ([`Receiver`]: subscription,
 //! gathering, the two-batch pipeline, acks after commits, NeedCopy answers) and the real copy
 //! receiver ([`CopyReceiver`], resuming from the state it committed when a copy was cut);
-//! frames cross a simulated network through the real wire encoding in both directions. What
-//! stays outside: sockets and threads (what `push.rs` and `pull.rs` still do) and the sending
-//! side of a copy, modelled here on `push::send_copy`.
+//! and the real copy sender ([`CopySender`], fed the snapshot's rows as `push::send_copy`
+//! feeds it); frames cross a simulated network through the real wire encoding in both
+//! directions. What stays outside: sockets and threads (what `push.rs` and `pull.rs` do).
 //!
 //! One seeded schedule per run: writes of a few hot keys on every node, links cut and healed
 //! (a cut loses what was in flight and ends both sessions), nodes crashing (whatever was
@@ -18,13 +18,14 @@
 //! committed versions and every node's cursors and low watermarks before the check.
 
 use super::copy_recv::{CopyAction, CopyEnv, CopyReceiver};
+use super::copy_send::{CopySendEnv, CopySender};
 use super::receiver::{Action as RecvAction, Input as RecvInput, Receiver, ReceiverEnv};
 use super::sender::{Action, Input, LogEntry, Sender, SenderEnv, Vector};
 use super::topology::Carry;
 use super::wire::{self, Frame};
 use crate::core::tests::{assert_lww_converged, random_write, Node, Rng};
 use crate::core::txn::Txn;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// A node as its sessions see it (everything complete: the links carry all of `dev`).
@@ -160,6 +161,21 @@ impl CopyEnv for SimCopyEnv<'_> {
     }
 }
 
+impl CopySendEnv for SimCopyEnv<'_> {
+    fn node_name(&self) -> &str {
+        self.0
+    }
+    fn link_complete(&self) -> bool {
+        true
+    }
+    fn origin_complete(&self, _origin: &str) -> bool {
+        true
+    }
+    fn sends_table(&self, _table: &str) -> bool {
+        true
+    }
+}
+
 /// A full copy of dev from `from` to `to` through the real [`CopyReceiver`]: it resumes from
 /// the state `to` committed with its last batch (if an earlier copy was cut), `from` sends
 /// what `push::send_copy` sends after the requested key (its vector first, then the table
@@ -183,35 +199,53 @@ fn copy_over(
     let Frame::CopyRequest { table, key } = request else {
         panic!("seed {seed}: a copy starts with a request");
     };
-    let (rows, vector) = nodes[from].dev_copy();
-    let rows: Vec<_> = rows
+    // The sending side, through the real CopySender, as `push::send_copy` drives it.
+    let env = SimCopyEnv(&peer);
+    let (stored, names) = nodes[from].dev_stored();
+    // Small frames (a few rows each, `batch` sets how many), so copies span many frames and
+    // a crash can cut them anywhere.
+    let mut sender = CopySender::new("dev", &table, &key, 700 + 400 * batch, names);
+    let mut frames: Vec<Vec<u8>> = vec![Frame::CopyStart {
+        vector: CopySender::vouched(nodes[from].core.cursor_vector("dev"), &env),
+        databases: Vec::new(),
+        total: stored.len() as u64,
+    }
+    .encode()];
+    let catalog = nodes[from].core.catalog().clone();
+    for (name, def) in catalog
+        .database("dev")
+        .map(|d| d.tables.iter())
         .into_iter()
-        .filter(|r| table.is_empty() || r.pk > key)
-        .collect();
-    let mut frames = vec![
-        Frame::CopyStart {
-            vector,
-            databases: Vec::new(),
-            total: rows.len() as u64,
-        },
-        Frame::CopyTable {
-            table: "dog".into(),
-            pk_attr: "id".into(),
-            schema_defined: false,
-            attributes: Vec::new(),
-            expiration: None,
-        },
-    ];
-    frames.extend(rows.chunks(batch.max(1)).map(|c| Frame::CopyRows {
-        table: "dog".into(),
-        rows: c.to_vec(),
-    }));
-    frames.push(Frame::CopyEnd);
+        .flatten()
+    {
+        let Some((schema, after)) = sender.begin_table(name, def, &env) else {
+            continue;
+        };
+        frames.push(schema.encode());
+        for (k, v) in stored
+            .iter()
+            .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+        {
+            let row = sender.row(
+                crate::store::Slice::from(k.clone()),
+                crate::store::Slice::from(v.clone()),
+                &env,
+            );
+            match row {
+                Ok(Some((bytes, _))) => frames.push(bytes),
+                Ok(None) => {}
+                Err(e) => panic!("seed {seed}: {e}"),
+            }
+        }
+        frames.extend(sender.end_table().map(|(bytes, _)| bytes));
+    }
+    frames.push(Frame::CopyEnd.encode());
     let me = nodes[to].core.node_name().to_string();
     let mut row_frames = 0;
+    let mut done: Vec<(String, u64)> = Vec::new();
     for frame in frames {
-        // Through the wire, as a socket would carry it.
-        let frame = Frame::decode(&frame.encode()).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        // Through the wire, as a socket carries it.
+        let frame = Frame::decode(&frame).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
         if matches!(frame, Frame::CopyRows { .. }) {
             if crash_after == Some(row_frames) {
                 return false;
@@ -234,7 +268,10 @@ fn copy_over(
                 CopyAction::Done { vector } => crate::core::Input::CopyDone {
                     db: "dev".into(),
                     peer: peer.clone(),
-                    vector,
+                    vector: {
+                        done = vector.clone();
+                        vector
+                    },
                     state_key: super::copy_recv::state_key("dev"),
                     reply: 0,
                 },
@@ -250,6 +287,25 @@ fn copy_over(
         }
     }
     assert!(copy.is_done(), "seed {seed}: the copy never ended");
+    // What a finished copy promises: every row of the sender's snapshot that the vector it
+    // ended at vouches for (version at or below the vector's entry for its origin) is here,
+    // at that version or a higher one. Streaming resumes above the vector, so a row missing
+    // here would never come.
+    let vouched: HashMap<String, u64> = done.into_iter().collect();
+    let (_, names) = nodes[from].dev_stored();
+    for (k, v) in &stored {
+        let Some((version, origin, _)) = crate::store::record::StoredRecord::header(v) else {
+            continue;
+        };
+        let origin = names.get(&origin).cloned().unwrap_or_default();
+        if vouched.get(&origin).is_some_and(|to_v| version <= *to_v) {
+            let here = nodes[to].dev_version(k).unwrap_or(0);
+            assert!(
+                here >= version,
+                "seed {seed}: after a copy from {peer}, key {k:?} is at {here} here, below the copied {version} of {origin}"
+            );
+        }
+    }
     true
 }
 
