@@ -869,6 +869,42 @@ fn live_state(n: &Node) -> BTreeMap<Vec<u8>, (u64, Value)> {
         .collect()
 }
 
+/// G1-G6 at the end of a simulated schedule: each origin's committed versions only grow (G6),
+/// every node holds exactly the LWW winner over every committed transaction (G1-G3, G5), and
+/// no value of a write that was never committed is visible anywhere (G4). `label` names the
+/// schedule in failure messages.
+pub(crate) fn assert_guarantees(
+    label: &str,
+    seed: u64,
+    names: &[&str],
+    nodes: &[Node],
+    history: &[Vec<Txn>],
+    phantoms: &[u64],
+) {
+    for (o, txns) in history.iter().enumerate() {
+        for pair in txns.windows(2) {
+            assert!(
+                pair[1].version > pair[0].version,
+                "{label}: {} committed version {} after {}",
+                names[o],
+                pair[1].version,
+                pair[0].version
+            );
+        }
+    }
+    let expected = assert_lww_converged(seed, names, nodes, history);
+    for (_, rec) in expected.values() {
+        for field in ["v", "u"] {
+            if let Some(x) = rec.get(field).and_then(Value::as_u64) {
+                assert!(
+                    !phantoms.contains(&x),
+                    "{label}: uncommitted value {x} visible"
+                );
+            }
+        }
+    }
+}
+
 /// G1-G3/G5 once every link healed: each node holds exactly the last-writer-wins winner of
 /// every key over every committed transaction (`all[o]`: origin `names[o]`'s log; the winner is
 /// the greatest (version, origin name); a delete wins as absence), with its record count and
@@ -1431,31 +1467,14 @@ fn crashes_partitions_and_clock_jumps_lose_nothing_committed_and_versions_never_
                 }
             }
         }
-        // G6: each origin's own log only grows in version, in commit order.
-        for (o, txns) in all.iter().enumerate() {
-            for pair in txns.windows(2) {
-                assert!(
-                    pair[1].version > pair[0].version,
-                    "seed {seed}: {} committed version {} after {}",
-                    NAMES[o],
-                    pair[1].version,
-                    pair[0].version
-                );
-            }
-        }
-        // G1-G3/G5: the LWW winner of every key over every committed transaction.
-        let expected = assert_lww_converged(seed, &NAMES, &nodes, &all);
-        // G4: nothing a crashed, uncommitted write carried is visible.
-        for (_, rec) in expected.values() {
-            for field in ["v", "u"] {
-                if let Some(x) = rec.get(field).and_then(Value::as_u64) {
-                    assert!(
-                        !phantoms.contains(&x),
-                        "seed {seed}: uncommitted value {x} visible"
-                    );
-                }
-            }
-        }
+        assert_guarantees(
+            &format!("seed {seed}"),
+            seed,
+            &NAMES,
+            &nodes,
+            &all,
+            &phantoms,
+        );
     }
     // The schedule must really exercise what it claims.
     assert!(
@@ -1589,28 +1608,14 @@ fn star_and_chain_relay_converge_under_crashes_cuts_and_clock_jumps() {
                 }
             }
             let all: Vec<Vec<Txn>> = nodes.iter().map(Node::dev_txns).collect();
-            for (o, txns) in all.iter().enumerate() {
-                for pair in txns.windows(2) {
-                    assert!(
-                        pair[1].version > pair[0].version,
-                        "{shape} seed {seed}: {} committed version {} after {}",
-                        names[o],
-                        pair[1].version,
-                        pair[0].version
-                    );
-                }
-            }
-            let expected = assert_lww_converged(seed, names, &nodes, &all);
-            for (_, rec) in expected.values() {
-                for field in ["v", "u"] {
-                    if let Some(x) = rec.get(field).and_then(Value::as_u64) {
-                        assert!(
-                            !phantoms.contains(&x),
-                            "{shape} seed {seed}: uncommitted value {x} visible"
-                        );
-                    }
-                }
-            }
+            assert_guarantees(
+                &format!("{shape} seed {seed}"),
+                seed,
+                names,
+                &nodes,
+                &all,
+                &phantoms,
+            );
         }
     }
     assert!(
@@ -1837,28 +1842,14 @@ fn nodes_behind_past_retention_converge_by_merge_copies_that_lose_nothing() {
                 break;
             }
         }
-        for (o, txns) in history.iter().enumerate() {
-            for pair in txns.windows(2) {
-                assert!(
-                    pair[1].version > pair[0].version,
-                    "seed {seed}: {} committed version {} after {}",
-                    NAMES[o],
-                    pair[1].version,
-                    pair[0].version
-                );
-            }
-        }
-        let expected = assert_lww_converged(seed, &NAMES, &nodes, &history);
-        for (_, rec) in expected.values() {
-            for field in ["v", "u"] {
-                if let Some(x) = rec.get(field).and_then(Value::as_u64) {
-                    assert!(
-                        !phantoms.contains(&x),
-                        "seed {seed}: uncommitted value {x} visible"
-                    );
-                }
-            }
-        }
+        assert_guarantees(
+            &format!("seed {seed}"),
+            seed,
+            &NAMES,
+            &nodes,
+            &history,
+            &phantoms,
+        );
     }
     eprintln!("retention simulation: {copies} full copies, {cut_copies} cut by a crash");
     assert!(

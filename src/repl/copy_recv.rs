@@ -11,23 +11,18 @@
 //! copied rows convey (a third-party origin a policy kept out keeps its cursor), or resume an
 //! interrupted copy from a vector higher than the rows before the resume key came from.
 
+use super::link::LinkFacts;
 use super::wire::Frame;
 use crate::core::{CopyRow, CopyTable};
 use std::collections::HashMap;
 
-/// What the copy reads of this node's configuration, for one database and one peer.
-pub(crate) trait CopyEnv {
-    fn node_name(&self) -> &str;
-    /// The link to the peer carries all of the database.
-    fn link_complete(&self) -> bool;
-    /// This node replicates all of the database with `origin`.
-    fn origin_complete(&self, origin: &str) -> bool;
+/// What the copy reads of this node's configuration, for one database and one peer (besides
+/// [`LinkFacts`]).
+pub(crate) trait CopyEnv: LinkFacts {
     /// This node's policy takes `table` of the database from the peer.
     fn receives_table(&self, table: &str) -> bool;
     /// This node replicates database `db` at all.
     fn replicates_db(&self, db: &str) -> bool;
-    /// The highest version a peer may send (this node's clock plus the allowed skew).
-    fn version_ceiling(&self) -> u64;
 }
 
 /// Persisted progress of a full copy of one database (node-local), so an interrupted copy
@@ -270,7 +265,7 @@ mod tests {
         refused_table: Option<&'static str>,
     }
 
-    impl CopyEnv for Env {
+    impl LinkFacts for Env {
         fn node_name(&self) -> &str {
             "me"
         }
@@ -280,14 +275,17 @@ mod tests {
         fn origin_complete(&self, origin: &str) -> bool {
             origin != "partial"
         }
+        fn version_ceiling(&self) -> u64 {
+            1_000
+        }
+    }
+
+    impl CopyEnv for Env {
         fn receives_table(&self, table: &str) -> bool {
             self.refused_table != Some(table)
         }
         fn replicates_db(&self, db: &str) -> bool {
             db != "private"
-        }
-        fn version_ceiling(&self) -> u64 {
-            1_000
         }
     }
 

@@ -11,6 +11,7 @@
 //! more than relaying may), vouch in the vector for an origin whose rows it does not send, or
 //! skip a row silently (a row too large for a frame stops the copy with the reason).
 
+use super::link::LinkFacts;
 use super::sender::FRAME_TARGET;
 use super::wire::{self, Frame};
 use crate::core::catalog::TableDef;
@@ -18,13 +19,9 @@ use crate::store::record::StoredRecord;
 use crate::store::Slice;
 use std::collections::HashMap;
 
-/// What the copy reads of this node's policies, for one database and one peer.
-pub(crate) trait CopySendEnv {
-    fn node_name(&self) -> &str;
-    /// The link to the peer carries all of the database.
-    fn link_complete(&self) -> bool;
-    /// This node replicates all of the database with `origin`.
-    fn origin_complete(&self, origin: &str) -> bool;
+/// What the copy reads of this node's policies, for one database and one peer (besides
+/// [`LinkFacts`]).
+pub(crate) trait CopySendEnv: LinkFacts {
     /// This node's policy sends `table` of the database to the peer.
     fn sends_table(&self, table: &str) -> bool;
 }
@@ -191,7 +188,7 @@ mod tests {
         link_complete: bool,
     }
 
-    impl CopySendEnv for Env {
+    impl LinkFacts for Env {
         fn node_name(&self) -> &str {
             "me"
         }
@@ -201,6 +198,12 @@ mod tests {
         fn origin_complete(&self, origin: &str) -> bool {
             origin != "partial"
         }
+        fn version_ceiling(&self) -> u64 {
+            u64::MAX
+        }
+    }
+
+    impl CopySendEnv for Env {
         fn sends_table(&self, table: &str) -> bool {
             table != "secret"
         }

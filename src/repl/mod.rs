@@ -12,6 +12,7 @@ pub mod conn;
 pub(crate) mod copy_recv;
 pub(crate) mod copy_send;
 pub mod forward;
+pub(crate) mod link;
 pub mod manager;
 pub mod policy;
 pub mod pull;

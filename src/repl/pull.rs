@@ -5,6 +5,7 @@
 
 use super::conn::{Conn, Incoming};
 use super::copy_recv::{CopyAction, CopyEnv, CopyError, CopyReceiver, CopyState};
+use super::link::LinkView;
 use super::receiver::{
     Action as RecvAction, Input as RecvInput, Receiver as SessionReceiver, ReceiverEnv,
 };
@@ -363,20 +364,7 @@ struct InFlight {
     newest: u64,
 }
 
-/// [`ReceiverEnv`] over this node's store and policies, for one session.
-struct SessionEnv<'a> {
-    ctx: &'a ReplCtx,
-    peer: &'a str,
-    db: &'a str,
-}
-
-impl ReceiverEnv for SessionEnv<'_> {
-    fn node_name(&self) -> &str {
-        &self.ctx.node_name
-    }
-    fn version_ceiling(&self) -> u64 {
-        self.ctx.cfg.version_ceiling()
-    }
+impl ReceiverEnv for LinkView<'_> {
     fn cursors(&mut self, carry: &Carry) -> Vec<(String, u64)> {
         cursors(self.ctx, self.peer, self.db, carry)
     }
@@ -487,7 +475,7 @@ fn receive_copy(
         conn.send(&request).map_err(ended)?;
         stats.copying_in.store(true, Ordering::Relaxed);
         stats.copy_received.store(0, Ordering::Relaxed);
-        let env = PullEnv { ctx, peer, db };
+        let env = LinkView::new(ctx, peer, db);
         let bytes = conn.bytes.clone();
         loop {
             let chunk = match bytes.recv_timeout(ctx.cfg.ping_timeout) {
@@ -545,31 +533,12 @@ fn receive_copy(
     result
 }
 
-/// [`CopyEnv`] over this node's policies and limits, for one peer and database.
-struct PullEnv<'a> {
-    ctx: &'a ReplCtx,
-    peer: &'a str,
-    db: &'a str,
-}
-
-impl CopyEnv for PullEnv<'_> {
-    fn node_name(&self) -> &str {
-        &self.ctx.node_name
-    }
-    fn link_complete(&self) -> bool {
-        self.ctx.policy(self.peer).complete_for(self.db)
-    }
-    fn origin_complete(&self, origin: &str) -> bool {
-        self.ctx.policy(origin).complete_for(self.db)
-    }
+impl CopyEnv for LinkView<'_> {
     fn receives_table(&self, table: &str) -> bool {
         self.ctx.policy(self.peer).receives_table(self.db, table)
     }
     fn replicates_db(&self, db: &str) -> bool {
         self.ctx.cfg.replicates_db(db)
-    }
-    fn version_ceiling(&self) -> u64 {
-        self.ctx.cfg.version_ceiling()
     }
 }
 
@@ -673,10 +642,8 @@ fn session_loop(
         (ping_interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)),
     );
     let mut in_flight: std::collections::VecDeque<InFlight> = Default::default();
-    let (mut session, first) = {
-        let mut env = SessionEnv { ctx, peer, db };
-        SessionReceiver::start(peer, db, origins.clone(), &mut env)
-    };
+    let mut env = LinkView::new(ctx, peer, db);
+    let (mut session, first) = SessionReceiver::start(peer, db, origins.clone(), &mut env);
     let mut actions: Vec<RecvAction> = first;
     loop {
         // Perform what the session asked for, in order.
@@ -717,7 +684,6 @@ fn session_loop(
                     }
                     *session.carry_mut() = origins.clone();
                     progress = true;
-                    let mut env = SessionEnv { ctx, peer, db };
                     actions.extend(session.step(RecvInput::CopyDone, &mut env));
                 }
                 RecvAction::Invalid(e) => {
@@ -754,7 +720,6 @@ fn session_loop(
                     stats.records_received.fetch_add(f.records, Ordering::Relaxed);
                 }
                 progress = true;
-                let mut env = SessionEnv { ctx, peer, db };
                 actions = session.step(RecvInput::Committed { applied }, &mut env);
             }
             recv(bytes) -> chunk => {
@@ -781,7 +746,6 @@ fn session_loop(
                         }
                     }
                 }
-                let mut env = SessionEnv { ctx, peer, db };
                 actions = session.step(RecvInput::Frames(frames), &mut env);
                 if let Some(reason) = closed {
                     // What arrived before the close is still handed over; then the session ends.
@@ -791,7 +755,6 @@ fn session_loop(
             recv(ctl) -> m => match m {
                 Ok(PullCtl::SetOrigins(o)) => {
                     *origins = o.clone();
-                    let mut env = SessionEnv { ctx, peer, db };
                     actions = session.step(RecvInput::SetOrigins(o), &mut env);
                 }
                 Ok(PullCtl::Redial) => {}

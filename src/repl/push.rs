@@ -12,6 +12,7 @@
 
 use super::conn::{Conn, Incoming};
 use super::copy_send::{CopySendEnv, CopySender, RowsFrame};
+use super::link::LinkView;
 use super::sender::{self, Action as SenderAction, Input as SenderInput, Sender, SenderEnv};
 use super::stats::{next_thread_id, LinkStats};
 use super::wire::{self, Frame};
@@ -327,39 +328,7 @@ fn push_session(ctx: &Arc<ReplCtx>, mut conn: Conn, peer: &str, db: &str, caller
     }
 }
 
-/// [`SenderEnv`] over this node's store and policies, for one session.
-struct CtxEnv<'a> {
-    ctx: &'a ReplCtx,
-    peer: &'a str,
-    db: &'a str,
-    /// Origin ids by name (read from the store when one is missing).
-    ids: &'a mut HashMap<String, u32>,
-}
-
-impl CtxEnv<'_> {
-    fn origin_id(&mut self, origin: &str) -> Option<u32> {
-        if !self.ids.contains_key(origin) {
-            if let Ok(names) = self.ctx.store.origin_names() {
-                *self.ids = names.into_iter().map(|(id, name)| (name, id)).collect();
-            }
-        }
-        self.ids.get(origin).copied()
-    }
-}
-
-impl SenderEnv for CtxEnv<'_> {
-    fn node_name(&self) -> &str {
-        &self.ctx.node_name
-    }
-
-    fn link_complete(&self) -> bool {
-        self.ctx.policy(self.peer).complete_for(self.db)
-    }
-
-    fn origin_complete(&self, origin: &str) -> bool {
-        self.ctx.policy(origin).complete_for(self.db)
-    }
-
+impl SenderEnv for LinkView<'_> {
     fn low_watermark(&mut self, origin: &str) -> u64 {
         let Some(db_id) = self.ctx.db_id(self.db) else {
             return 0;
@@ -396,6 +365,12 @@ impl SenderEnv for CtxEnv<'_> {
     }
 }
 
+impl CopySendEnv for LinkView<'_> {
+    fn sends_table(&self, table: &str) -> bool {
+        self.ctx.policy(self.peer).sends_table(self.db, table)
+    }
+}
+
 /// Hands the subscriber's frames to the session's [`Sender`] and performs what it answers.
 #[allow(clippy::too_many_arguments)]
 fn handle_incoming(
@@ -405,7 +380,7 @@ fn handle_incoming(
     db: &str,
     stats: &LinkStats,
     sender: &mut Sender,
-    ids: &mut HashMap<String, u32>,
+    env: &mut LinkView,
     chunk: super::conn::Chunk,
 ) -> Result<(), String> {
     for incoming in conn.feed(chunk) {
@@ -430,8 +405,7 @@ fn handle_incoming(
             Incoming::Frame(_) => continue,
             Incoming::Closed(reason) => return Err(reason),
         };
-        let mut env = CtxEnv { ctx, peer, db, ids };
-        for action in sender.step(input, std::time::Instant::now(), &mut env) {
+        for action in sender.step(input, std::time::Instant::now(), env) {
             perform(ctx, conn, peer, db, stats, action)?;
         }
     }
@@ -484,7 +458,7 @@ fn push_loop(
         (ping_interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)),
     );
     let mut sender = Sender::new(peer, db, ctx.cfg.max_frame);
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut env = LinkView::new(ctx, peer, db);
     loop {
         if ctx.is_stopping() {
             conn.close("node stopping");
@@ -497,15 +471,7 @@ fn push_loop(
                 return "peer is no longer a member".into();
             }
         }
-        let poll = {
-            let mut env = CtxEnv {
-                ctx,
-                peer,
-                db,
-                ids: &mut ids,
-            };
-            sender.poll(std::time::Instant::now(), &mut env)
-        };
+        let poll = sender.poll(std::time::Instant::now(), &mut env);
         for action in poll.actions {
             let result = match action {
                 SenderAction::StartCopy { table, key } => {
@@ -533,7 +499,7 @@ fn push_loop(
             // Keep streaming, but never let the peer's acks and pings pile up unread.
             while let Ok(chunk) = bytes.try_recv() {
                 if let Err(e) =
-                    handle_incoming(ctx, conn, peer, db, stats, &mut sender, &mut ids, chunk)
+                    handle_incoming(ctx, conn, peer, db, stats, &mut sender, &mut env, chunk)
                 {
                     return e;
                 }
@@ -542,7 +508,7 @@ fn push_loop(
         }
         crossbeam_channel::select! {
             recv(bytes) -> chunk => {
-                if let Err(e) = handle_incoming(ctx, conn, peer, db, stats, &mut sender, &mut ids, chunk.unwrap_or(None)) {
+                if let Err(e) = handle_incoming(ctx, conn, peer, db, stats, &mut sender, &mut env, chunk.unwrap_or(None)) {
                     return e;
                 }
             }
@@ -590,28 +556,6 @@ fn send_rows(conn: &mut Conn, frame: RowsFrame, stats: &LinkStats) -> Result<(),
     Ok(())
 }
 
-/// [`CopySendEnv`] over this node's policies, for one peer and database.
-struct CopyPolicy<'a> {
-    ctx: &'a ReplCtx,
-    peer: &'a str,
-    db: &'a str,
-}
-
-impl CopySendEnv for CopyPolicy<'_> {
-    fn node_name(&self) -> &str {
-        &self.ctx.node_name
-    }
-    fn link_complete(&self) -> bool {
-        self.ctx.policy(self.peer).complete_for(self.db)
-    }
-    fn origin_complete(&self, origin: &str) -> bool {
-        self.ctx.policy(origin).complete_for(self.db)
-    }
-    fn sends_table(&self, table: &str) -> bool {
-        self.ctx.policy(self.peer).sends_table(self.db, table)
-    }
-}
-
 /// Streams a full copy of `db` from one consistent snapshot: every replicated table's stored
 /// entries (tombstones included) with their own version and origin, starting after
 /// (`from_table`, `from_key`) when resuming. The receiver merges them by LWW and then streams
@@ -626,7 +570,7 @@ fn send_copy(
     stats: &LinkStats,
 ) -> Result<(), String> {
     let storage = |e: crate::store::StoreError| format!("cannot read for a full copy: {e}");
-    let env = CopyPolicy { ctx, peer, db };
+    let env = LinkView::new(ctx, peer, db);
     let snap = ctx.store.snapshot();
     let catalog = ctx.shared.catalog.load();
     let vector: Vec<(String, u64)> = match catalog.database(db) {

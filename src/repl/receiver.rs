@@ -13,6 +13,7 @@
 //! Must never: acknowledge what is not committed, let a non-data frame overtake the data
 //! before it, or keep a transaction of an origin this stream did not ask for.
 
+use super::link::LinkFacts;
 use super::topology::Carry;
 use super::wire::Frame;
 use crate::core::txn::Txn;
@@ -29,11 +30,9 @@ pub(crate) const PIPELINE_DEPTH: usize = 2;
 /// (origin, version) pairs as the wire carries them.
 pub(crate) type Vector = Vec<(String, u64)>;
 
-/// What a session reads of this node, for one database and one peer.
-pub(crate) trait ReceiverEnv {
-    fn node_name(&self) -> &str;
-    /// The highest version a peer may send (this node's clock plus the allowed skew).
-    fn version_ceiling(&self) -> u64;
+/// What a session reads of this node, for one database and one peer (besides
+/// [`LinkFacts`]; the link's completeness is not asked: the origins it carries say it).
+pub(crate) trait ReceiverEnv: LinkFacts {
     /// This node's committed cursors for the origins `carry` asks for (`pull::cursors`).
     fn cursors(&mut self, carry: &Carry) -> Vector;
     /// The tables of the peer's own transactions this node receives (None: all).
@@ -260,13 +259,22 @@ mod tests {
         cursors: Vector,
     }
 
-    impl ReceiverEnv for Env {
+    impl LinkFacts for Env {
         fn node_name(&self) -> &str {
             "me"
+        }
+        fn link_complete(&self) -> bool {
+            true
+        }
+        fn origin_complete(&self, _origin: &str) -> bool {
+            true
         }
         fn version_ceiling(&self) -> u64 {
             1_000_000
         }
+    }
+
+    impl ReceiverEnv for Env {
         fn cursors(&mut self, carry: &Carry) -> Vector {
             carry
                 .origins

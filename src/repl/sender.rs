@@ -13,6 +13,7 @@
 //! Must never: touch a socket, a channel or the store directly, read the clock (time comes
 //! in as `now`), or send a subscriber its own origin or a gap in an origin's stream.
 
+use super::link::LinkFacts;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -29,16 +30,8 @@ pub(crate) type Vector = Vec<(String, u64)>;
 /// One logged transaction as the audit log holds it: its version and encoded operations.
 pub(crate) type LogEntry = (u64, crate::store::Slice);
 
-/// What a session reads of this node, for one database and one peer.
-pub(crate) trait SenderEnv {
-    /// This node's name (its own origin).
-    fn node_name(&self) -> &str;
-    /// Whether the link to the peer carries all of the database (only then is anything but
-    /// this node's own origin sent, and relaying allowed).
-    fn link_complete(&self) -> bool;
-    /// Whether this node holds a complete log of `origin` for the database (it replicates
-    /// all of it with that origin).
-    fn origin_complete(&self, origin: &str) -> bool;
+/// What a session reads of this node, for one database and one peer (besides [`LinkFacts`]).
+pub(crate) trait SenderEnv: LinkFacts {
     /// Below this version this node's log of `origin` is incomplete (0: complete, or unknown).
     fn low_watermark(&mut self, origin: &str) -> u64;
     /// This node's version vector of the database (None: no such database here).
@@ -380,7 +373,7 @@ mod tests {
         }
     }
 
-    impl SenderEnv for Env {
+    impl LinkFacts for Env {
         fn node_name(&self) -> &str {
             &self.name
         }
@@ -390,6 +383,12 @@ mod tests {
         fn origin_complete(&self, origin: &str) -> bool {
             !self.incomplete.contains(origin)
         }
+        fn version_ceiling(&self) -> u64 {
+            u64::MAX
+        }
+    }
+
+    impl SenderEnv for Env {
         fn low_watermark(&mut self, origin: &str) -> u64 {
             self.low.get(origin).copied().unwrap_or(0)
         }

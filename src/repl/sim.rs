@@ -19,19 +19,20 @@
 
 use super::copy_recv::{CopyAction, CopyEnv, CopyReceiver};
 use super::copy_send::{CopySendEnv, CopySender};
+use super::link::LinkFacts;
 use super::receiver::{Action as RecvAction, Input as RecvInput, Receiver, ReceiverEnv};
 use super::sender::{Action, Input, LogEntry, Sender, SenderEnv, Vector};
 use super::topology::Carry;
 use super::wire::{self, Frame};
-use crate::core::tests::{assert_lww_converged, random_write, Node, Rng};
+use crate::core::tests::{assert_guarantees, random_write, Node, Rng};
 use crate::core::txn::Txn;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// A node as its sessions see it (everything complete: the links carry all of `dev`).
-struct SimEnv<'a>(&'a Node);
+struct SimView<'a>(&'a Node);
 
-impl SenderEnv for SimEnv<'_> {
+impl LinkFacts for SimView<'_> {
     fn node_name(&self) -> &str {
         self.0.core.node_name()
     }
@@ -41,6 +42,12 @@ impl SenderEnv for SimEnv<'_> {
     fn origin_complete(&self, _origin: &str) -> bool {
         true
     }
+    fn version_ceiling(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+impl SenderEnv for SimView<'_> {
     fn low_watermark(&mut self, origin: &str) -> u64 {
         self.0.dev_low_watermark(origin)
     }
@@ -84,16 +91,7 @@ impl Link {
     }
 }
 
-/// A node as its receiving sessions see it.
-struct SimRecvEnv<'a>(&'a Node);
-
-impl ReceiverEnv for SimRecvEnv<'_> {
-    fn node_name(&self) -> &str {
-        self.0.core.node_name()
-    }
-    fn version_ceiling(&self) -> u64 {
-        u64::MAX
-    }
+impl ReceiverEnv for SimView<'_> {
     /// As `pull::cursors` builds them: each carried origin with its committed cursor, then
     /// every other origin this node holds that the carry asks for.
     fn cursors(&mut self, carry: &Carry) -> Vector {
@@ -140,7 +138,7 @@ fn carry_of(names: &[&str], to: usize, relay: bool) -> Carry {
 /// The copy's view of a simulated node: every link carries everything.
 struct SimCopyEnv<'a>(&'a str);
 
-impl CopyEnv for SimCopyEnv<'_> {
+impl LinkFacts for SimCopyEnv<'_> {
     fn node_name(&self) -> &str {
         self.0
     }
@@ -148,12 +146,6 @@ impl CopyEnv for SimCopyEnv<'_> {
         true
     }
     fn origin_complete(&self, _origin: &str) -> bool {
-        true
-    }
-    fn receives_table(&self, _table: &str) -> bool {
-        true
-    }
-    fn replicates_db(&self, _db: &str) -> bool {
         true
     }
     fn version_ceiling(&self) -> u64 {
@@ -161,16 +153,16 @@ impl CopyEnv for SimCopyEnv<'_> {
     }
 }
 
+impl CopyEnv for SimCopyEnv<'_> {
+    fn receives_table(&self, _table: &str) -> bool {
+        true
+    }
+    fn replicates_db(&self, _db: &str) -> bool {
+        true
+    }
+}
+
 impl CopySendEnv for SimCopyEnv<'_> {
-    fn node_name(&self) -> &str {
-        self.0
-    }
-    fn link_complete(&self) -> bool {
-        true
-    }
-    fn origin_complete(&self, _origin: &str) -> bool {
-        true
-    }
     fn sends_table(&self, _table: &str) -> bool {
         true
     }
@@ -370,7 +362,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
                 names[from],
                 "dev",
                 carry_of(names, to, relay),
-                &mut SimRecvEnv(&nodes[to]),
+                &mut SimView(&nodes[to]),
             );
             links[i].session = Some((Sender::new(names[to], "dev", 1 << 20), r));
             work = first;
@@ -382,7 +374,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
                     let Some((s, _)) = links[i].session.as_mut() else {
                         return false;
                     };
-                    let poll = s.poll(now, &mut SimEnv(&nodes[from]));
+                    let poll = s.poll(now, &mut SimView(&nodes[from]));
                     let mut moved = false;
                     for a in poll.actions {
                         match a {
@@ -438,7 +430,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
                     let Some((_, r)) = links[i].session.as_mut() else {
                         return false;
                     };
-                    work = r.step(RecvInput::Frames(frames), &mut SimRecvEnv(&nodes[to]));
+                    work = r.step(RecvInput::Frames(frames), &mut SimView(&nodes[to]));
                     true
                 }
                 2 => {
@@ -454,7 +446,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
                     };
                     let now = clock(&nodes[from]);
                     if let Some((s, _)) = links[i].session.as_mut() {
-                        s.step(input, now, &mut SimEnv(&nodes[from]));
+                        s.step(input, now, &mut SimView(&nodes[from]));
                     }
                     true
                 }
@@ -465,10 +457,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
                     let Some((_, r)) = links[i].session.as_mut() else {
                         return false;
                     };
-                    work = r.step(
-                        RecvInput::Committed { applied },
-                        &mut SimRecvEnv(&nodes[to]),
-                    );
+                    work = r.step(RecvInput::Committed { applied }, &mut SimView(&nodes[to]));
                     true
                 }
             }
@@ -510,7 +499,7 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
                     let Some((_, r)) = links[i].session.as_mut() else {
                         return true;
                     };
-                    work.extend(r.step(RecvInput::CopyDone, &mut SimRecvEnv(&nodes[to])));
+                    work.extend(r.step(RecvInput::CopyDone, &mut SimView(&nodes[to])));
                 }
                 RecvAction::Invalid(e) | RecvAction::End(e) => {
                     panic!("seed {seed}: the receiver ended: {e}")
@@ -589,17 +578,6 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
             break;
         }
     }
-    for (o, txns) in history.iter().enumerate() {
-        for pair in txns.windows(2) {
-            assert!(
-                pair[1].version > pair[0].version,
-                "seed {seed}: {} committed version {} after {}",
-                names[o],
-                pair[1].version,
-                pair[0].version
-            );
-        }
-    }
     if std::env::var("SIM_DEBUG").is_ok() {
         for l in &links {
             eprintln!(
@@ -629,17 +607,14 @@ fn run(seed: u64, names: &[&str], pairs: &[(usize, usize)], relay: bool, counts:
             );
         }
     }
-    let expected = assert_lww_converged(seed, names, &nodes, &history);
-    for (_, rec) in expected.values() {
-        for field in ["v", "u"] {
-            if let Some(x) = rec.get(field).and_then(serde_json::Value::as_u64) {
-                assert!(
-                    !phantoms.contains(&x),
-                    "seed {seed}: uncommitted value {x} visible"
-                );
-            }
-        }
-    }
+    assert_guarantees(
+        &format!("seed {seed}"),
+        seed,
+        names,
+        &nodes,
+        &history,
+        &phantoms,
+    );
 }
 
 /// A full mesh of three and a star of four (a hub and three leaves that relay through it),
