@@ -168,7 +168,10 @@ impl Sender {
                 self.relay = relay
                     .filter(|_| link_complete)
                     .map(|except| except.into_iter().collect());
-                self.relayed.clear();
+                // A listed origin that needs a copy is answered once, by the NeedCopy above:
+                // relay discovery must not offer it again as if the subscriber had not listed it
+                // (it is not in the subscription, so it would look new).
+                self.relayed = self.need_copy.iter().map(|(o, _)| o.clone()).collect();
                 self.next_discovery = Some(now);
             }
             Input::CopyRequest { table, key } => self.copy_request = Some((table, key)),
@@ -492,6 +495,28 @@ mod tests {
             }]
         );
         assert!(!s.subscription().contains_key("c"));
+    }
+
+    #[test]
+    fn a_listed_origin_that_needs_a_copy_is_named_once_not_again_by_relay_discovery() {
+        let mut env = Env::new("a").log("a", &[10, 20]).log("x", &[4]);
+        env.low.insert("a".into(), 15);
+        let mut s = Sender::new("b", "dev", 1 << 20);
+        subscribe(&mut s, &mut env, &[("a", 10)], Some(Vec::new()));
+        let p = s.poll(Instant::now(), &mut env);
+        assert_eq!(
+            p.actions[0],
+            Action::NeedCopy {
+                origins: vec![("a".into(), 10)]
+            }
+        );
+        assert_eq!(sent(&p), vec![("x".into(), 4)]);
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(!s
+            .poll(later, &mut env)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::NeedCopy { .. })));
     }
 
     #[test]
