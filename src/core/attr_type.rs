@@ -116,6 +116,11 @@ impl AttrType {
 
 /// The checked attributes of a table (empty for an untyped one: nothing allocated).
 pub(crate) fn table_types(def: &crate::core::catalog::TableDef) -> Vec<(String, AttrType)> {
+    // Types come only from `create_table`'s `attributes`, which makes a table schema-defined:
+    // a dynamic table (which may grow thousands of attributes) is never scanned per write.
+    if !def.schema_defined {
+        return Vec::new();
+    }
     def.attributes
         .iter()
         .filter_map(|a| {
